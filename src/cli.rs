@@ -1,0 +1,352 @@
+//! The `grpc-chat` command line: `serve` plus client subcommands that need nothing else installed.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::{
+    config::ServeConfig,
+    proto::{
+        Message, MessageType, MetricsRequest, SendMessageRequest, SubscribeRequest,
+        chat_service_client::ChatServiceClient,
+    },
+};
+
+/// A real-time chat service over gRPC, and its command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "grpc-chat", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (in-memory engine, no external services needed).
+    Serve(Box<ServeConfig>),
+    /// Send one message to a room.
+    Send(SendArgs),
+    /// Follow a room, printing its messages.
+    Subscribe(SubscribeArgs),
+    /// Chat interactively: lines read from stdin are sent, the room's messages are printed.
+    Chat(ChatArgs),
+    /// Upload the lines of a file as messages, in order.
+    Upload(UploadArgs),
+    /// Print the server's live metrics.
+    Metrics(MetricsArgs),
+    /// Check the server's health: exit status 0 when SERVING, 1 otherwise.
+    Health(HealthArgs),
+}
+
+/// Which server a client subcommand talks to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Server address.
+    #[arg(long, env = "GRPC_CHAT_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Give up connecting after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        Endpoint::from_shared(self.addr.clone())
+            .with_context(|| format!("--addr {:?} is not a URL like http://host:port", self.addr))?
+            .connect_timeout(self.connect_timeout)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.addr))
+    }
+
+    async fn chat(&self) -> anyhow::Result<ChatServiceClient<Channel>> {
+        Ok(ChatServiceClient::new(self.channel().await?))
+    }
+}
+
+/// Arguments of `send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Room to send to.
+    #[arg(long, short)]
+    room: String,
+    /// Author of the message.
+    #[arg(long, short)]
+    user: String,
+    /// The message text.
+    content: String,
+}
+
+/// Arguments of `subscribe`.
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Room to follow.
+    #[arg(long, short)]
+    room: String,
+    /// Announce yourself in the room under this name.
+    #[arg(long, short, default_value = "")]
+    user: String,
+    /// Replay from this offset first.
+    #[arg(long, default_value_t = 0, conflicts_with = "last")]
+    from_offset: u64,
+    /// Replay the last N messages first.
+    #[arg(long, default_value_t = 0)]
+    last: u32,
+    /// Exit after this many room messages (notices not counted); 0 follows forever.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+}
+
+/// Arguments of `chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Room to chat in.
+    #[arg(long, short)]
+    room: String,
+    /// Your name.
+    #[arg(long, short)]
+    user: String,
+}
+
+/// Arguments of `upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Room to upload to.
+    #[arg(long, short)]
+    room: String,
+    /// Author of the messages.
+    #[arg(long, short)]
+    user: String,
+    /// File with one message per line (empty lines skipped); `-` reads stdin.
+    file: PathBuf,
+}
+
+/// Arguments of `metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Seconds between batches.
+    #[arg(long, default_value_t = 1)]
+    interval: i32,
+    /// Exit after this many batches; 0 follows forever.
+    #[arg(long, default_value_t = 1)]
+    batches: u64,
+}
+
+/// Arguments of `health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Service to check; empty means the whole server.
+    #[arg(long, default_value = "")]
+    service: String,
+}
+
+/// Runs a client subcommand (`serve` is the binary's own business).
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => bail!("serve is not a client command"),
+        Command::Send(args) => send(args).await,
+        Command::Subscribe(args) => subscribe(args).await,
+        Command::Chat(args) => chat(args).await,
+        Command::Upload(args) => upload(args).await,
+        Command::Metrics(args) => metrics(args).await,
+        Command::Health(args) => health(args).await,
+    }
+    .map(|()| ExitCode::SUCCESS)
+    .or_else(|error| match error.downcast::<Unhealthy>() {
+        Ok(Unhealthy) => Ok(ExitCode::FAILURE),
+        Err(error) => Err(error),
+    })
+}
+
+/// One line per message: `[room #offset] user: content`, notices as `[room] * content`.
+fn print_message(message: &Message) {
+    if message.r#type == MessageType::System as i32 {
+        println!("[{}] * {}", message.room, message.content);
+    } else {
+        println!(
+            "[{} #{}] {}: {}",
+            message.room, message.offset, message.user, message.content
+        );
+    }
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let response = args
+        .target
+        .chat()
+        .await?
+        .send_message(SendMessageRequest {
+            user: args.user,
+            content: args.content,
+            room: args.room,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "sent id={} offset={} lamport={}",
+        response.message_id, response.offset, response.lamport
+    );
+    Ok(())
+}
+
+async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    let mut stream = args
+        .target
+        .chat()
+        .await?
+        .subscribe_messages(SubscribeRequest {
+            room: args.room,
+            user: args.user,
+            from_offset: args.from_offset,
+            last: args.last,
+        })
+        .await?
+        .into_inner();
+    let mut seen = 0;
+    while let Some(message) = stream.message().await? {
+        print_message(&message);
+        if message.offset > 0 {
+            seen += 1;
+            if seen == args.count {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let mut client = args.target.chat().await?;
+    let (room, user) = (args.room, args.user);
+    let join = Message {
+        room: room.clone(),
+        user: user.clone(),
+        r#type: MessageType::Join as i32,
+        ..Message::default()
+    };
+    let lines = BufReader::new(tokio::io::stdin()).lines();
+    let outbound = futures_util::stream::once(async move { join }).chain(
+        futures_util::stream::unfold(lines, move |mut lines| {
+            let (room, user) = (room.clone(), user.clone());
+            async move {
+                let content = lines.next_line().await.ok().flatten()?;
+                let message = Message {
+                    room,
+                    user,
+                    content,
+                    ..Message::default()
+                };
+                Some((message, lines))
+            }
+        }),
+    );
+    let mut inbound = client.chat(outbound).await?.into_inner();
+    while let Some(message) = inbound.message().await? {
+        print_message(&message);
+    }
+    Ok(())
+}
+
+async fn upload(args: UploadArgs) -> anyhow::Result<()> {
+    let text = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut tokio::io::stdin(), &mut text).await?;
+        text
+    } else {
+        tokio::fs::read_to_string(&args.file)
+            .await
+            .with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let messages: Vec<Message> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| Message {
+            room: args.room.clone(),
+            user: args.user.clone(),
+            content: line.to_owned(),
+            ..Message::default()
+        })
+        .collect();
+    let response = args
+        .target
+        .chat()
+        .await?
+        .upload_messages(futures_util::stream::iter(messages))
+        .await?
+        .into_inner();
+    println!("uploaded {} messages", response.message_count);
+    Ok(())
+}
+
+async fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
+    let mut stream = args
+        .target
+        .chat()
+        .await?
+        .stream_metrics(MetricsRequest {
+            instance_id: String::new(),
+            interval_seconds: args.interval,
+        })
+        .await?
+        .into_inner();
+    let (mut batches, mut last_timestamp) = (0, None);
+    while let Some(metric) = stream.message().await? {
+        if metric.timestamp != last_timestamp {
+            if batches == args.batches && args.batches > 0 {
+                break;
+            }
+            batches += 1;
+            last_timestamp = metric.timestamp;
+        }
+        let mut labels: Vec<String> = metric
+            .labels
+            .iter()
+            .map(|(key, value)| format!("{key}={value:?}"))
+            .collect();
+        labels.sort();
+        println!("{}{{{}}} {}", metric.name, labels.join(","), metric.value);
+    }
+    Ok(())
+}
+
+/// The server answered, but not SERVING.
+#[derive(Debug, thiserror::Error)]
+#[error("not serving")]
+struct Unhealthy;
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let status = HealthClient::new(args.target.channel().await?)
+        .check(HealthCheckRequest {
+            service: args.service,
+        })
+        .await?
+        .into_inner()
+        .status();
+    println!("{}", status.as_str_name());
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(Unhealthy.into())
+    }
+}

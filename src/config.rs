@@ -1,0 +1,188 @@
+//! Settings of `grpc-chat serve`: every flag has an environment-variable twin and a default, and
+//! [`ServeConfig::check`] rejects nonsensical combinations before anything starts.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser};
+
+use crate::broker::memory::MemoryConfig;
+
+/// Room the gRPC envelope needs besides the content: names, ids, timestamps, framing.
+const ENVELOPE_BYTES: usize = 1024;
+
+/// Settings of the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GRPC_CHAT_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Name of this instance, used as the `instance` label of metrics (defaults to the host name).
+    #[arg(long, env = "GRPC_CHAT_INSTANCE_ID", default_value_t = default_instance_id())]
+    pub instance_id: String,
+
+    /// Messages kept per room for replay and for slow subscribers to catch up from.
+    #[arg(long, env = "GRPC_CHAT_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+
+    /// Rooms held at once; creating one more fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GRPC_CHAT_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Open subscriptions per room (SubscribeMessages and Chat).
+    #[arg(
+        long,
+        env = "GRPC_CHAT_MAX_SUBSCRIBERS_PER_ROOM",
+        default_value_t = 10_000
+    )]
+    pub max_subscribers_per_room: usize,
+
+    /// Rooms one Chat stream may join.
+    #[arg(long, env = "GRPC_CHAT_MAX_ROOMS_PER_CHAT", default_value_t = 64)]
+    pub max_rooms_per_chat: usize,
+
+    /// A room with no subscribers and no activity for this long is dropped with its history.
+    #[arg(long, env = "GRPC_CHAT_ROOM_IDLE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub room_idle_ttl: Duration,
+
+    /// Longest message content, in bytes of UTF-8.
+    #[arg(long, env = "GRPC_CHAT_MAX_CONTENT_BYTES", default_value_t = 4096)]
+    pub max_content_bytes: usize,
+
+    /// Largest encoded gRPC request message; larger ones are refused by the transport.
+    #[arg(long, env = "GRPC_CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    #[arg(
+        long,
+        env = "GRPC_CHAT_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 1000
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Interval of HTTP/2 PINGs that detect dead peers; 0s disables them.
+    #[arg(long, env = "GRPC_CHAT_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long to wait for a PING acknowledgement before closing the connection.
+    #[arg(long, env = "GRPC_CHAT_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Connections older than this are asked to reconnect (GOAWAY), spreading load after scaling;
+    /// 0s disables.
+    #[arg(long, env = "GRPC_CHAT_MAX_CONNECTION_AGE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
+
+    /// How long calls may continue on a connection past its maximum age before it is closed.
+    #[arg(long, env = "GRPC_CHAT_MAX_CONNECTION_AGE_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_connection_age_grace: Duration,
+
+    /// On SIGTERM/SIGINT, how long open calls get to finish before the process exits anyway.
+    #[arg(long, env = "GRPC_CHAT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "grpc-chat".to_owned())
+}
+
+impl Default for ServeConfig {
+    /// The documented defaults (environment variables still apply, as for the binary).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        Defaults::parse_from(["grpc-chat"]).config
+    }
+}
+
+impl ServeConfig {
+    /// Rejects settings that cannot work, with a message naming the flag and the expected form.
+    pub fn check(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("--history", self.history),
+            ("--max-rooms", self.max_rooms),
+            ("--max-subscribers-per-room", self.max_subscribers_per_room),
+            ("--max-rooms-per-chat", self.max_rooms_per_chat),
+            ("--max-content-bytes", self.max_content_bytes),
+            (
+                "--max-streams-per-connection",
+                self.max_streams_per_connection as usize,
+            ),
+        ];
+        if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if self.history > 10_000_000 {
+            return Err(format!(
+                "--history must be at most 10000000 messages per room (got {})",
+                self.history
+            ));
+        }
+        if self.max_message_bytes < self.max_content_bytes + ENVELOPE_BYTES {
+            return Err(format!(
+                "--max-message-bytes ({}) must be at least --max-content-bytes + {ENVELOPE_BYTES} ({}) \
+                 so that a message of maximal content fits",
+                self.max_message_bytes,
+                self.max_content_bytes + ENVELOPE_BYTES
+            ));
+        }
+        if !self.http2_keepalive_interval.is_zero() && self.http2_keepalive_timeout.is_zero() {
+            return Err("--http2-keepalive-timeout must be above 0s when keepalive is on".into());
+        }
+        if self.room_idle_ttl.is_zero() {
+            return Err("--room-idle-ttl must be above 0s (for example 5m)".into());
+        }
+        if self.shutdown_grace.is_zero() || self.shutdown_grace > Duration::from_secs(3600) {
+            return Err("--shutdown-grace must be between 1ms and 1h (for example 10s)".into());
+        }
+        Ok(())
+    }
+
+    /// The memory engine's part of the settings.
+    pub fn memory(&self) -> MemoryConfig {
+        MemoryConfig {
+            history: self.history,
+            max_rooms: self.max_rooms,
+            max_subscribers_per_room: self.max_subscribers_per_room,
+            room_idle_ttl: self.room_idle_ttl,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_the_checks() {
+        assert_eq!(ServeConfig::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn nonsensical_limits_are_named() {
+        let config = ServeConfig {
+            history: 0,
+            ..ServeConfig::default()
+        };
+        assert_eq!(config.check(), Err("--history must be at least 1".into()));
+        let config = ServeConfig {
+            max_content_bytes: 8192,
+            max_message_bytes: 4096,
+            ..ServeConfig::default()
+        };
+        assert!(
+            config
+                .check()
+                .is_err_and(|e| e.starts_with("--max-message-bytes (4096)"))
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! The `chat.ChatService` implementation.
+
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, Command};
+use crate::{
+    error::ChatError,
+    hub::{Hub, Subscription},
+    proto::{
+        Message, Metric, MetricsRequest, SendMessageRequest, SendMessageResponse, SubscribeRequest,
+        UploadResponse, chat_service_server::ChatService,
+    },
+    room::{self, Draft, RoomName, StartAt, UserName},
+    stats::StreamKind,
+};
+
+/// Longest `StreamMetrics` interval a client may ask for.
+const MAX_METRICS_INTERVAL_SECONDS: i32 = 3600;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Per-request limits the front door enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatLimits {
+    /// Longest message content, in bytes.
+    pub max_content_bytes: usize,
+    /// Rooms one Chat stream may join.
+    pub max_rooms_per_chat: usize,
+}
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct ChatApi {
+    hub: Hub,
+    limits: ChatLimits,
+    instance_id: Arc<str>,
+    /// Cancelled when the server starts draining: every stream ends on it.
+    shutdown: CancellationToken,
+}
+
+impl ChatApi {
+    /// The service over `hub`; streams end when `shutdown` is cancelled.
+    pub fn new(
+        hub: Hub,
+        limits: ChatLimits,
+        instance_id: &str,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            hub,
+            limits,
+            instance_id: instance_id.into(),
+            shutdown,
+        }
+    }
+
+    /// The service's live figures as `Metric`s labelled with this instance.
+    fn metrics(&self) -> Vec<Metric> {
+        let (stats, engine) = self.hub.figures();
+        let timestamp = Some(std::time::SystemTime::now().into());
+        let metric = |name: &str, value: u64, extra: Option<(&str, &str)>| {
+            let mut labels = HashMap::from([("instance".to_owned(), self.instance_id.to_string())]);
+            if let Some((key, label)) = extra {
+                labels.insert(key.to_owned(), label.to_owned());
+            }
+            Metric {
+                name: name.to_owned(),
+                value: value as f64,
+                timestamp,
+                labels,
+            }
+        };
+        let mut metrics = vec![
+            metric("grpc_chat_rooms", engine.rooms, None),
+            metric("grpc_chat_subscriptions", engine.subscriptions, None),
+            metric("grpc_chat_history_messages", engine.history_messages, None),
+            metric("grpc_chat_messages_published_total", stats.published, None),
+            metric("grpc_chat_messages_delivered_total", stats.delivered, None),
+            metric("grpc_chat_slow_consumers_total", stats.slow_consumers, None),
+            metric("grpc_chat_replay_gaps_total", stats.gaps, None),
+        ];
+        metrics.extend(
+            StreamKind::ALL
+                .iter()
+                .zip(stats.streams)
+                .map(|(kind, open)| {
+                    metric("grpc_chat_active_streams", open, Some(("rpc", kind.rpc())))
+                }),
+        );
+        metrics
+    }
+}
+
+#[tonic::async_trait]
+impl ChatService for ChatApi {
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        let request = request.into_inner();
+        let room = RoomName::parse("room", &request.room)?;
+        let user = UserName::parse("user", &request.user)?;
+        room::check_content("content", &request.content, self.limits.max_content_bytes)?;
+        let event = self
+            .hub
+            .publish(&room, Draft::chat(user, request.content))
+            .await?;
+        Ok(Response::new(SendMessageResponse {
+            message_id: event.id.clone(),
+            timestamp: Some(event.timestamp.into()),
+            offset: event.offset,
+            lamport: event.lamport,
+        }))
+    }
+
+    type SubscribeMessagesStream = ResponseStream<Message>;
+
+    async fn subscribe_messages(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
+        let request = request.into_inner();
+        let room = RoomName::parse("room", &request.room)?;
+        let user = match request.user.as_str() {
+            "" => None,
+            name => Some(UserName::parse("user", name)?),
+        };
+        let start = convert::start_at(request.from_offset, request.last)?;
+        let open = self.hub.stats().open_stream(StreamKind::Subscribe);
+        let mut subscription = self.hub.subscribe(&room, user.as_ref(), start).await?;
+        let welcome = convert::welcome(&room, user.as_ref());
+        let shutdown = self.shutdown.clone();
+        Ok(Response::new(Box::pin(async_stream::stream! {
+            let _open = open;
+            yield Ok(welcome);
+            if let Some(gap) = subscription.initial_gap {
+                yield Ok(convert::gap_notice(&room, gap));
+            }
+            let mut resume_from = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        yield Ok(convert::shutdown_notice(&room, resume_from));
+                        yield Err(ChatError::ShuttingDown.into());
+                        break;
+                    }
+                    next = subscription.next() => match next {
+                        Some(Ok(event)) => {
+                            resume_from = Some(event.offset + 1);
+                            yield Ok(convert::message(&event));
+                        }
+                        Some(Err(error)) => {
+                            yield Err(error.into());
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+        })))
+    }
+
+    async fn upload_messages(
+        &self,
+        request: Request<Streaming<Message>>,
+    ) -> Result<Response<UploadResponse>, Status> {
+        let _open = self.hub.stats().open_stream(StreamKind::Upload);
+        let mut inbound = request.into_inner();
+        let mut published: usize = 0;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Err(ChatError::ShuttingDown.into()),
+                next = inbound.message() => next?,
+            };
+            let Some(message) = next else { break };
+            let outcome = match convert::command(&message, self.limits.max_content_bytes, false) {
+                Ok(Command::Say(room, draft)) => self.hub.publish(&room, draft).await.map(drop),
+                Ok(Command::Join(..) | Command::Leave(..)) => unreachable!("presence not allowed"),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                let status = Status::from(error.at_message(published));
+                return Err(Status::new(
+                    status.code(),
+                    format!(
+                        "{} ({published} earlier messages were published)",
+                        status.message()
+                    ),
+                ));
+            }
+            published += 1;
+        }
+        Ok(Response::new(UploadResponse {
+            message_count: i32::try_from(published).unwrap_or(i32::MAX),
+            success: true,
+        }))
+    }
+
+    type ChatStream = ResponseStream<Message>;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<Message>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let session = ChatSession {
+            api: self.clone(),
+            joined: StreamMap::new(),
+            resume_from: HashMap::new(),
+            unacked: HashMap::new(),
+        };
+        Ok(Response::new(Box::pin(session.run(request.into_inner()))))
+    }
+
+    type StreamMetricsStream = ResponseStream<Metric>;
+
+    async fn stream_metrics(
+        &self,
+        request: Request<MetricsRequest>,
+    ) -> Result<Response<Self::StreamMetricsStream>, Status> {
+        let seconds = match request.get_ref().interval_seconds {
+            0 => 1,
+            seconds @ 1..=MAX_METRICS_INTERVAL_SECONDS => seconds,
+            other => {
+                return Err(ChatError::invalid(
+                    "interval_seconds",
+                    format!(
+                        "must be between 0 and {MAX_METRICS_INTERVAL_SECONDS} (got {other}); \
+                         0 means every second"
+                    ),
+                )
+                .into());
+            }
+        };
+        let api = self.clone();
+        let open = self.hub.stats().open_stream(StreamKind::Metrics);
+        Ok(Response::new(Box::pin(async_stream::stream! {
+            let _open = open;
+            let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = api.shutdown.cancelled() => {
+                        yield Err(ChatError::ShuttingDown.into());
+                        break;
+                    }
+                    _ = ticks.tick() => {
+                        for metric in api.metrics() {
+                            yield Ok(metric);
+                        }
+                    }
+                }
+            }
+        })))
+    }
+}
+
+/// One `Chat` stream: the rooms it joined and its messages not yet echoed back.
+struct ChatSession {
+    api: ChatApi,
+    joined: StreamMap<RoomName, Subscription>,
+    /// Per joined room, the offset after the last event sent, for the shutdown notice.
+    resume_from: HashMap<RoomName, u64>,
+    /// Per room, the offset of this session's latest message not yet delivered back to it.
+    unacked: HashMap<RoomName, u64>,
+}
+
+impl ChatSession {
+    /// Serves the session: what the client sends is applied in order; every event of every
+    /// joined room is sent back, the client's own messages included (their server id is the
+    /// ack). When the client half-closes, the session ends once its own messages were echoed.
+    fn run(
+        mut self,
+        mut inbound: Streaming<Message>,
+    ) -> impl Stream<Item = Result<Message, Status>> {
+        async_stream::stream! {
+            let _open = self.api.hub.stats().open_stream(StreamKind::Chat);
+            let shutdown = self.api.shutdown.clone();
+            let mut inbound_open = true;
+            let mut received: usize = 0;
+            while inbound_open || !self.unacked.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        // Collected first: the map must not be borrowed across a yield.
+                        let notices: Vec<Message> = self
+                            .joined
+                            .keys()
+                            .map(|room| convert::shutdown_notice(room, self.resume_from.get(room).copied()))
+                            .collect();
+                        for notice in notices {
+                            yield Ok(notice);
+                        }
+                        yield Err(ChatError::ShuttingDown.into());
+                        break;
+                    }
+                    Some((room, next)) = self.joined.next(), if !self.joined.is_empty() => match next {
+                        Ok(event) => {
+                            if self.unacked.get(&room).is_some_and(|&offset| event.offset >= offset) {
+                                self.unacked.remove(&room);
+                            }
+                            self.resume_from.insert(room, event.offset + 1);
+                            yield Ok(convert::message(&event));
+                        }
+                        Err(error) => {
+                            yield Err(error.into());
+                            break;
+                        }
+                    },
+                    next = inbound.message(), if inbound_open => match next {
+                        Ok(Some(message)) => {
+                            if let Err(error) = self.apply(&message).await {
+                                yield Err(error.at_message(received).into());
+                                break;
+                            }
+                            received += 1;
+                        }
+                        Ok(None) => inbound_open = false,
+                        // The client is gone or broke the stream: nobody to answer.
+                        Err(_) => break,
+                    },
+                    else => break,
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, message: &Message) -> Result<(), ChatError> {
+        match convert::command(message, self.api.limits.max_content_bytes, true)? {
+            Command::Say(room, draft) => {
+                let user = draft.user.clone();
+                self.join(&room, &user).await?;
+                let event = self.api.hub.publish(&room, draft).await?;
+                self.unacked.insert(room, event.offset);
+            }
+            Command::Join(room, user) => self.join(&room, &user).await?,
+            Command::Leave(room) => {
+                // Dropping the subscription announces the LEAVE.
+                self.joined.remove(&room);
+                self.resume_from.remove(&room);
+                self.unacked.remove(&room);
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `room` from now on, unless already joined.
+    async fn join(&mut self, room: &RoomName, user: &UserName) -> Result<(), ChatError> {
+        if self.joined.contains_key(room) {
+            return Ok(());
+        }
+        let max = self.api.limits.max_rooms_per_chat;
+        if self.joined.len() >= max {
+            return Err(ChatError::ResourceExhausted(format!(
+                "cannot join room {room}: a chat stream may join at most {max} rooms at once"
+            )));
+        }
+        let subscription = self
+            .api
+            .hub
+            .subscribe(room, Some(user), StartAt::Live)
+            .await?;
+        self.joined.insert(room.clone(), subscription);
+        Ok(())
+    }
+}

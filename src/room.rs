@@ -1,0 +1,272 @@
+//! The room model: validated names, the events of a room's log, and content limits.
+//!
+//! Rules (also in the README):
+//! * room names: 1–64 characters from `A–Z a–z 0–9 _ - .`; rooms are created on first use;
+//! * user names: 1–32 characters; letters and digits of any script, space, `_ - .`; no leading or
+//!   trailing space;
+//! * content: 1 to `max_content_bytes` bytes of UTF-8 (default 4096); control characters other than
+//!   newline and tab are rejected.
+
+use std::{fmt, sync::Arc, time::SystemTime};
+
+use crate::error::ChatError;
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 64;
+/// Longest user name, in characters.
+pub const MAX_USER_CHARS: usize = 32;
+
+/// A validated room name; cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(Arc<str>);
+
+impl RoomName {
+    /// Checks `raw` against the room-name rules; `field` names it in the error.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, ChatError> {
+        let chars = raw.chars().count();
+        if chars == 0 {
+            return Err(ChatError::invalid(field, "must not be empty"));
+        }
+        if chars > MAX_ROOM_CHARS {
+            return Err(ChatError::invalid(
+                field,
+                format!("must be at most {MAX_ROOM_CHARS} characters (got {chars})"),
+            ));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(ChatError::invalid(
+                field,
+                format!("may only contain A-Z, a-z, 0-9, '_', '-' and '.' (found {bad:?})"),
+            ));
+        }
+        Ok(Self(raw.into()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated user name; cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserName(Arc<str>);
+
+impl UserName {
+    /// Checks `raw` against the user-name rules; `field` names it in the error.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, ChatError> {
+        let chars = raw.chars().count();
+        if chars == 0 {
+            return Err(ChatError::invalid(field, "must not be empty"));
+        }
+        if chars > MAX_USER_CHARS {
+            return Err(ChatError::invalid(
+                field,
+                format!("must be at most {MAX_USER_CHARS} characters (got {chars})"),
+            ));
+        }
+        if raw.starts_with(' ') || raw.ends_with(' ') {
+            return Err(ChatError::invalid(
+                field,
+                "must not start or end with a space",
+            ));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.')))
+        {
+            return Err(ChatError::invalid(
+                field,
+                format!(
+                    "may only contain letters, digits, spaces, '_', '-' and '.' (found {bad:?})"
+                ),
+            ));
+        }
+        Ok(Self(raw.into()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! display_as_str {
+    ($($name:ident),*) => {$(
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+    )*};
+}
+display_as_str!(RoomName, UserName);
+
+/// Checks message content: non-empty, at most `max_bytes` bytes, no control characters but
+/// newline and tab.
+pub fn check_content(field: &str, content: &str, max_bytes: usize) -> Result<(), ChatError> {
+    if content.is_empty() {
+        return Err(ChatError::invalid(field, "must not be empty"));
+    }
+    if content.len() > max_bytes {
+        return Err(ChatError::invalid(
+            field,
+            format!("must be at most {max_bytes} bytes (got {})", content.len()),
+        ));
+    }
+    if content
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ChatError::invalid(
+            field,
+            "must not contain control characters other than newline and tab",
+        ));
+    }
+    Ok(())
+}
+
+/// What an event in a room's log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A chat message.
+    Chat,
+    /// A named participant arrived.
+    Join,
+    /// A named participant left.
+    Leave,
+}
+
+/// What a client asks to append to a room; the broker turns it into an [`Event`].
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// Who speaks (or arrives / leaves).
+    pub user: UserName,
+    /// The text; empty for presence events.
+    pub content: String,
+    /// What the event records.
+    pub kind: EventKind,
+    /// The sender's Lamport clock, merged into the room's clock; 0 when the sender has none.
+    pub sender_clock: u64,
+}
+
+impl Draft {
+    /// A chat message from `user`.
+    pub fn chat(user: UserName, content: String) -> Self {
+        Self {
+            user,
+            content,
+            kind: EventKind::Chat,
+            sender_clock: 0,
+        }
+    }
+
+    /// A presence event (`Join` or `Leave`) for `user`.
+    pub fn presence(user: UserName, kind: EventKind) -> Self {
+        Self {
+            user,
+            content: String::new(),
+            kind,
+            sender_clock: 0,
+        }
+    }
+}
+
+/// One immutable entry of a room's log, shared by every subscriber through an `Arc`.
+#[derive(Debug)]
+pub struct Event {
+    /// Server-assigned unique id (a UUIDv7).
+    pub id: String,
+    /// The room the event belongs to.
+    pub room: RoomName,
+    /// Who sent it (or arrived / left).
+    pub user: UserName,
+    /// The text; empty for presence events.
+    pub content: String,
+    /// What the event records.
+    pub kind: EventKind,
+    /// Position in the room's log: starts at 1 and only grows.
+    pub offset: u64,
+    /// The room's Lamport clock after this event: `max(room, sender) + 1`.
+    pub lamport: u64,
+    /// Server time of the append.
+    pub timestamp: SystemTime,
+}
+
+/// Where a subscription starts reading a room's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only messages published after subscribing.
+    Live,
+    /// Replay from this offset (inclusive), then live.
+    Offset(u64),
+    /// Replay the last N messages still in history, then live.
+    Last(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_documented_charset() {
+        assert!(RoomName::parse("room", "general").is_ok());
+        assert!(RoomName::parse("room", "team-1.dev_ops").is_ok());
+        assert!(RoomName::parse("room", &"r".repeat(MAX_ROOM_CHARS)).is_ok());
+        for bad in [
+            "",
+            "with space",
+            "slash/room",
+            "émoji",
+            &"r".repeat(MAX_ROOM_CHARS + 1),
+        ] {
+            assert!(
+                RoomName::parse("room", bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn user_names_allow_any_script_and_inner_spaces() {
+        for good in ["Alice", "client 1", "Zoë", "李雷", "a.b-c_d"] {
+            assert!(
+                UserName::parse("user", good).is_ok(),
+                "{good:?} should be accepted"
+            );
+        }
+        for bad in [
+            "",
+            " lead",
+            "trail ",
+            "tab\there",
+            "semi;colon",
+            &"u".repeat(MAX_USER_CHARS + 1),
+        ] {
+            assert!(
+                UserName::parse("user", bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn content_errors_name_the_field_and_the_limit() {
+        let err = check_content("content", &"x".repeat(11), 10).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "content: must be at most 10 bytes (got 11)"
+        );
+        assert!(check_content("content", "line\nnext\ttab", 100).is_ok());
+        assert!(check_content("content", "bell\u{7}", 100).is_err());
+        assert!(check_content("content", "", 100).is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! Wires the service onto a listener: health, reflection, HTTP/2 settings and graceful shutdown.
+//!
+//! Shutdown order: the caller's `shutdown` future completes → health goes NOT_SERVING (overall
+//! and per service) and health watches end → the drain token is cancelled, so every stream sends
+//! its SYSTEM notice and ends with UNAVAILABLE → tonic stops accepting and waits for connections
+//! to close, for at most `shutdown_grace` → tracked tasks finish.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::{server::NamedService, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    broker::memory::MemoryBroker,
+    config::ServeConfig,
+    grpc::{ChatApi, ChatLimits},
+    hub::Hub,
+    proto::{self, chat_service_server::ChatServiceServer},
+};
+
+/// Longest pause between sweeps for idle rooms.
+const MAX_JANITOR_PERIOD: Duration = Duration::from_secs(30);
+/// How long tracked background tasks get after the server stopped.
+const TASKS_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves grpc-chat on `listener` until `shutdown` completes, then drains.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.check().map_err(anyhow::Error::msg)?;
+    let addr = listener
+        .local_addr()
+        .context("listener has no local address")?;
+    let tasks = TaskTracker::new();
+    let drain = CancellationToken::new();
+
+    let memory = MemoryBroker::new(config.memory());
+    memory.spawn_janitor(
+        &tasks,
+        drain.clone(),
+        (config.room_idle_ttl / 2).clamp(Duration::from_millis(10), MAX_JANITOR_PERIOD),
+    );
+    let hub = Hub::new(Arc::new(memory), tasks.clone());
+    let limits = ChatLimits {
+        max_content_bytes: config.max_content_bytes,
+        max_rooms_per_chat: config.max_rooms_per_chat,
+    };
+    let chat = ChatServiceServer::new(ChatApi::new(
+        hub,
+        limits,
+        &config.instance_id,
+        drain.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
+
+    let health = HealthReporter::new();
+    let health_service = crate::health::service(health.clone(), drain.clone());
+    health.set_serving::<ChatServiceServer<ChatApi>>().await;
+    // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each listing
+    // every service (its own builder would register only its own reflection version).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let keepalive =
+        (!config.http2_keepalive_interval.is_zero()).then_some(config.http2_keepalive_interval);
+    let mut server = Server::builder()
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
+    if !config.max_connection_age.is_zero() {
+        server = server
+            .max_connection_age(config.max_connection_age)
+            .max_connection_age_grace(config.max_connection_age_grace);
+    }
+
+    // `tcp_nodelay` on the builder applies only to listeners tonic binds itself.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        })
+    });
+    let begin_drain = {
+        let (drain, health) = (drain.clone(), health.clone());
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, closing streams");
+            stop_serving(health).await;
+            drain.cancel();
+        }
+    };
+
+    tracing::info!(%addr, "listening");
+    let serve = server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(chat)
+        .serve_with_incoming_shutdown(incoming, begin_drain);
+    let grace_elapsed = async {
+        drain.cancelled().await;
+        tokio::time::sleep(config.shutdown_grace).await;
+    };
+    tokio::select! {
+        served = serve => served.context("gRPC server failed")?,
+        () = grace_elapsed => tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "shutdown grace period elapsed with connections still open; closing them"
+        ),
+    }
+    drain.cancel();
+    tasks.close();
+    if tokio::time::timeout(TASKS_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks still running at exit");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reports NOT_SERVING for the whole server and for each service.
+async fn stop_serving(health: HealthReporter) {
+    for service in ["", <ChatServiceServer<ChatApi> as NamedService>::NAME] {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}

@@ -1,0 +1,244 @@
+//! The `grpc-chat` binary itself: serve, signals, config errors and the client subcommands.
+
+use std::{io::Write, process::Stdio, time::Duration};
+
+use grpc_chat::proto::{MessageType, SubscribeRequest};
+use tonic::Code;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn sigterm_drains_open_streams_and_exits_zero_within_the_grace_period() {
+    let mut server = ServerProcess::start(&["--shutdown-grace", "3s"]);
+    let mut client = connect(server.addr).await;
+    let mut stream = client
+        .subscribe_messages(SubscribeRequest {
+            room: "general".into(),
+            user: "Alice".into(),
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    next_events(&mut stream, 1).await;
+
+    server.terminate();
+    let notice = next(&mut stream).await;
+    assert_eq!(notice.r#type, MessageType::System as i32);
+    assert!(notice.content.contains("shutting down"), "{notice:?}");
+    assert_status(
+        &final_status(&mut stream).await,
+        Code::Unavailable,
+        &["shutting down"],
+    );
+    let status = server.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_even_when_a_client_never_reads() {
+    let mut server = ServerProcess::start(&["--shutdown-grace", "1s"]);
+    let mut client = connect_small_window(server.addr).await;
+    let mut stuck = client
+        .subscribe_messages(SubscribeRequest {
+            room: "general".into(),
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut stuck).await;
+    let content = "x".repeat(4000);
+    for _ in 0..100 {
+        client
+            .send_message(send_request("general", "Bob", &content))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(4));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for the grace period"
+    );
+    drop(stuck);
+}
+
+#[test]
+fn nonsensical_settings_fail_fast_with_the_expected_form() {
+    let (code, _, stderr) = cli(&["serve", "--history", "0"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--history must be at least 1"), "{stderr}");
+
+    let (code, _, stderr) = cli(&["serve", "--listen", "nowhere"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("invalid value 'nowhere' for '--listen <LISTEN>'"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = cli(&["serve", "--shutdown-grace", "soon"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--shutdown-grace"), "{stderr}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = cli(&["serve", "--listen", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn environment_variables_configure_the_server() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+        .args(["serve"])
+        .env("GRPC_CHAT_MAX_CONTENT_BYTES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--max-content-bytes must be at least 1")
+    );
+}
+
+#[test]
+fn help_documents_every_flag_with_its_environment_variable() {
+    let (code, stdout, _) = cli(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--listen",
+        "--history",
+        "--max-rooms",
+        "--shutdown-grace",
+        "--max-connection-age",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from --help");
+    }
+    assert!(stdout.contains("[env: GRPC_CHAT_HISTORY=]"), "{stdout}");
+}
+
+#[test]
+fn client_subcommands_talk_to_a_running_server() {
+    let server = ServerProcess::start(&[]);
+    let url = server.url();
+
+    let (code, stdout, _) = cli(&["health", "--addr", &url]);
+    assert_eq!((code, stdout.trim()), (0, "SERVING"));
+
+    let (code, stdout, stderr) = cli(&[
+        "send",
+        "--addr",
+        &url,
+        "-r",
+        "general",
+        "-u",
+        "Alice",
+        "hello there",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("sent id=") && stdout.contains("offset=1"),
+        "{stdout}"
+    );
+
+    let file = std::env::temp_dir().join(format!("grpc-chat-upload-{}.txt", std::process::id()));
+    std::fs::write(&file, "first\n\nsecond\nthird\n").unwrap();
+    let (code, stdout, stderr) = cli(&[
+        "upload",
+        "--addr",
+        &url,
+        "-r",
+        "general",
+        "-u",
+        "Bob",
+        file.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "uploaded 3 messages");
+
+    let (code, stdout, stderr) = cli(&[
+        "subscribe",
+        "--addr",
+        &url,
+        "-r",
+        "general",
+        "--last",
+        "4",
+        "--count",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "[general] * Welcome to room general!",
+            "[general #1] Alice: hello there",
+            "[general #2] Bob: first",
+            "[general #3] Bob: second",
+            "[general #4] Bob: third",
+        ]
+    );
+
+    let mut chat = std::process::Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+        .args(["chat", "--addr", &url, "-r", "general", "-u", "Carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"hi from stdin\nbye\n")
+        .unwrap();
+    let output = chat.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "[general #5] Carol: Carol joined",
+            "[general #6] Carol: hi from stdin",
+            "[general #7] Carol: bye"
+        ]
+    );
+
+    let (code, stdout, stderr) = cli(&["metrics", "--addr", &url]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.lines().any(
+            |line| line.starts_with("grpc_chat_messages_published_total{instance=")
+                && line.ends_with(" 8")
+        ),
+        "7 messages plus Carol's LEAVE: {stdout}"
+    );
+
+    let (code, _, stderr) = cli(&["send", "--addr", &url, "-r", "bad room", "-u", "Alice", "x"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("room: may only contain"), "{stderr}");
+}
+
+#[test]
+fn health_fails_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, stderr) = cli(&[
+        "health",
+        "--addr",
+        &format!("http://127.0.0.1:{port}"),
+        "--connect-timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}

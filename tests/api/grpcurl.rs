@@ -1,0 +1,58 @@
+//! grpcurl (which speaks reflection v1alpha) against the running binary.
+
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn grpcurl(args: &[&str]) -> String {
+    let output = Command::new(tool("grpcurl")).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn grpcurl_lists_describes_calls_and_checks_health() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr.to_string();
+
+    let services = grpcurl(&["-plaintext", &addr, "list"]);
+    for service in [
+        "chat.ChatService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            services.lines().any(|line| line == service),
+            "{service} not in {services}"
+        );
+    }
+
+    let description = grpcurl(&["-plaintext", &addr, "describe", "chat.ChatService"]);
+    for rpc in [
+        "rpc SendMessage ( .chat.SendMessageRequest ) returns ( .chat.SendMessageResponse );",
+        "rpc SubscribeMessages ( .chat.SubscribeRequest ) returns ( stream .chat.Message );",
+        "rpc Chat ( stream .chat.Message ) returns ( stream .chat.Message );",
+    ] {
+        assert!(description.contains(rpc), "{rpc} not in {description}");
+    }
+    let message = grpcurl(&["-plaintext", &addr, "describe", "chat.Message"]);
+    assert!(message.contains("uint64 offset = 7;"), "{message}");
+
+    let sent = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"user": "Alice", "content": "hello from grpcurl", "room": "general"}"#,
+        &addr,
+        "chat.ChatService/SendMessage",
+    ]);
+    assert!(sent.contains("\"messageId\":"), "{sent}");
+    assert!(sent.contains("\"offset\": \"1\""), "{sent}");
+
+    let health = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+    assert!(health.contains("\"status\": \"SERVING\""), "{health}");
+}

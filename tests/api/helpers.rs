@@ -1,0 +1,330 @@
+//! Starting the real server on port 0 and talking to it.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use grpc_chat::{
+    config::ServeConfig,
+    proto::{
+        Message, MessageType, SendMessageRequest, SendMessageResponse, SubscribeRequest,
+        chat_service_client::ChatServiceClient,
+    },
+    server,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, Streaming, transport::Channel};
+
+/// How long any single expected event may take before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A server running in this process on a free port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: ChatServiceClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the server with the documented defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServeConfig::default()).await
+}
+
+/// Starts the server with `config` (its `listen` is ignored: the app binds 127.0.0.1:0).
+pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let client = connect(addr).await;
+    TestApp {
+        addr,
+        client,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// A client on a new connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> ChatServiceClient<Channel> {
+    ChatServiceClient::new(channel(addr).await)
+}
+
+/// A client whose connection has HTTP/2's minimal 64 KiB receive windows (the client library
+/// default is megabytes), so that a test can make it fall behind with little data.
+pub async fn connect_small_window(addr: SocketAddr) -> ChatServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    ChatServiceClient::new(channel)
+}
+
+/// A new HTTP/2 connection to `addr`.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+impl TestApp {
+    /// A client on its own connection.
+    pub async fn new_client(&self) -> ChatServiceClient<Channel> {
+        connect(self.addr).await
+    }
+
+    /// Sends `content` to `room` as `user`.
+    pub async fn send(&self, room: &str, user: &str, content: &str) -> SendMessageResponse {
+        self.client
+            .clone()
+            .send_message(send_request(room, user, content))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Subscribes to `room` live and consumes the welcome.
+    pub async fn subscribe(&self, room: &str, user: &str) -> Streaming<Message> {
+        self.subscribe_with(SubscribeRequest {
+            room: room.into(),
+            user: user.into(),
+            ..SubscribeRequest::default()
+        })
+        .await
+    }
+
+    /// Subscribes with `request` and consumes the welcome.
+    pub async fn subscribe_with(&self, request: SubscribeRequest) -> Streaming<Message> {
+        let mut stream = self
+            .client
+            .clone()
+            .subscribe_messages(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let welcome = next(&mut stream).await;
+        assert_eq!(welcome.r#type, MessageType::System as i32, "{welcome:?}");
+        assert!(
+            welcome.content.starts_with("Welcome to room"),
+            "{welcome:?}"
+        );
+        stream
+    }
+
+    /// Starts the drain and waits for the server to finish; returns how long that took.
+    pub async fn shutdown(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        let _ = self.stop.take().unwrap().send(());
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(PATIENCE, server)
+            .await
+            .expect("server did not stop in time")
+            .unwrap()
+            .unwrap();
+        started.elapsed()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A `SendMessageRequest`.
+pub fn send_request(room: &str, user: &str, content: &str) -> SendMessageRequest {
+    SendMessageRequest {
+        user: user.into(),
+        content: content.into(),
+        room: room.into(),
+    }
+}
+
+/// A client-side chat `Message`.
+pub fn chat_message(room: &str, user: &str, content: &str) -> Message {
+    Message {
+        room: room.into(),
+        user: user.into(),
+        content: content.into(),
+        ..Message::default()
+    }
+}
+
+/// `future`, or a test failure after [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The next message of `stream`, which must come.
+pub async fn next(stream: &mut Streaming<Message>) -> Message {
+    within("the next message", stream.message())
+        .await
+        .expect("stream failed")
+        .expect("stream ended")
+}
+
+/// The next `count` messages that are part of the room log (offset > 0).
+pub async fn next_events(stream: &mut Streaming<Message>, count: usize) -> Vec<Message> {
+    let mut events = Vec::with_capacity(count);
+    while events.len() < count {
+        let message = next(stream).await;
+        if message.offset > 0 {
+            events.push(message);
+        }
+    }
+    events
+}
+
+/// The status `stream` ends with, skipping messages before it.
+pub async fn final_status(stream: &mut Streaming<Message>) -> Status {
+    within("the stream's status", async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stream ended with OK"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+}
+
+/// Asserts `status` has `code` and a message containing each of `phrases`.
+pub fn assert_status(status: &Status, code: Code, phrases: &[&str]) {
+    assert_eq!(status.code(), code, "{status:?}");
+    for phrase in phrases {
+        assert!(
+            status.message().contains(phrase),
+            "status message {:?} should contain {phrase:?}",
+            status.message()
+        );
+    }
+}
+
+/// The status of a call that must fail.
+pub fn expect_err<T: std::fmt::Debug>(result: Result<T, Status>) -> Status {
+    result.expect_err("call should have failed")
+}
+
+/// An external tool, from PATH or the project's tool directory; missing is a failure.
+pub fn tool(name: &str) -> PathBuf {
+    let project_tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(project_tools)
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run `make test`, which installs the test tools")
+        })
+}
+
+/// The `grpc-chat` binary running as a child process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Runs `grpc-chat serve --listen 127.0.0.1:0 ARGS` and waits until it listens.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines, log) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        // Keeps draining after the address is known, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let addr = loop {
+            let line = log
+                .recv_timeout(PATIENCE)
+                .expect("server did not report its address");
+            if let Some(addr) = line
+                .contains("listening")
+                .then(|| line.split("addr=").nth(1))
+                .flatten()
+            {
+                break addr.trim().parse().unwrap();
+            }
+        };
+        Self { child, addr }
+    }
+
+    /// `http://ADDR` of the server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, failing after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `grpc-chat` binary with `args` and returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

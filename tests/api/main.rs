@@ -1,0 +1,21 @@
+//! Integration tests: the real server over real TCP on port 0, one behaviour per module.
+
+// A failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod chat;
+mod cli;
+mod go_client;
+mod grpcurl;
+mod health;
+mod limits;
+mod metrics;
+mod ordering;
+mod presence;
+mod send_message;
+mod shutdown;
+mod slow_consumer;
+mod subscribe;
+mod upload;

@@ -1,0 +1,156 @@
+use std::time::Duration;
+
+use grpc_chat::{
+    config::ServeConfig,
+    proto::{Message, MessageType, MetricsRequest, SubscribeRequest},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn open_streams_are_told_and_closed_and_the_server_stops_promptly() {
+    let app = spawn_app_with(ServeConfig {
+        shutdown_grace: Duration::from_secs(8),
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut health = HealthClient::new(channel(app.addr).await)
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = within("health", health.message()).await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let mut subscriber = app.subscribe("general", "Alice").await;
+    next_events(&mut subscriber, 1).await; // own JOIN, offset 1
+
+    // A Chat and an Upload whose clients never close their side.
+    let (chat_out, chat_rx) = tokio::sync::mpsc::channel::<Message>(4);
+    let mut chat = app
+        .new_client()
+        .await
+        .chat(ReceiverStream::new(chat_rx))
+        .await
+        .unwrap()
+        .into_inner();
+    chat_out
+        .send(chat_message("general", "Charlie", "hi"))
+        .await
+        .unwrap();
+    next_events(&mut chat, 2).await;
+    let (_upload_out, upload_rx) = tokio::sync::mpsc::channel::<Message>(4);
+    let mut upload_client = app.new_client().await;
+    let upload = tokio::spawn(async move {
+        upload_client
+            .upload_messages(ReceiverStream::new(upload_rx))
+            .await
+    });
+    let mut metrics = app
+        .client
+        .clone()
+        .stream_metrics(MetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let stopping = tokio::spawn(app.shutdown());
+
+    let not_serving = within("health change", health.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(not_serving.status(), ServingStatus::NotServing);
+    assert!(
+        within("end of watch", health.message())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let notice = loop {
+        let message = next(&mut subscriber).await;
+        if message.r#type == MessageType::System as i32 {
+            break message;
+        }
+    };
+    assert!(
+        notice
+            .content
+            .starts_with("server is shutting down; reconnect with from_offset="),
+        "{notice:?}"
+    );
+    assert_status(
+        &final_status(&mut subscriber).await,
+        Code::Unavailable,
+        &["shutting down"],
+    );
+
+    let chat_notice = loop {
+        let message = next(&mut chat).await;
+        if message.r#type == MessageType::System as i32 {
+            break message;
+        }
+    };
+    assert!(
+        chat_notice.content.contains("shutting down"),
+        "{chat_notice:?}"
+    );
+    assert_status(
+        &final_status(&mut chat).await,
+        Code::Unavailable,
+        &["shutting down"],
+    );
+    let upload_status = within("upload end", upload).await.unwrap().unwrap_err();
+    assert_eq!(upload_status.code(), Code::Unavailable);
+    let metrics_status = loop {
+        match within("metrics end", metrics.message()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("metrics ended with OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(metrics_status.code(), Code::Unavailable);
+
+    let took = within("server stop", stopping).await.unwrap();
+    assert!(
+        took < Duration::from_secs(5),
+        "drain took {took:?}, well below the 8s grace"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_hold_shutdown_past_the_grace_period() {
+    let app = spawn_app_with(ServeConfig {
+        shutdown_grace: Duration::from_millis(500),
+        ..ServeConfig::default()
+    })
+    .await;
+    // Fill this subscriber's HTTP/2 window so the server cannot even send it the final status.
+    let mut stuck = connect_small_window(app.addr)
+        .await
+        .subscribe_messages(SubscribeRequest {
+            room: "general".into(),
+            ..SubscribeRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut stuck).await;
+    let content = "x".repeat(4000);
+    for _ in 0..100 {
+        app.send("general", "Bob", &content).await;
+    }
+    let took = app.shutdown().await;
+    assert!(
+        took >= Duration::from_millis(500),
+        "the grace period was used: {took:?}"
+    );
+    assert!(took < Duration::from_secs(4), "but not much more: {took:?}");
+    drop(stuck);
+}
