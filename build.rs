@@ -1,10 +1,18 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler, so no system `protoc` is needed),
-//! generates the tonic server and client code, and writes the encoded descriptor set that the
-//! reflection service serves.
+//! generates the messages and the client from it, writes the encoded descriptor set that the
+//! reflection service serves, and generates the server glue of `chat.ChatService`.
+//!
+//! The server glue is described here rather than generated from the proto so that the streamed
+//! `Message`s can be sent pre-encoded: each room event is encoded once and its bytes shared by
+//! every subscriber. The routes and request/response wire types are exactly the proto's; the
+//! Go-client, grpcurl and reflection tests hold them to it.
 
 use std::{env, fs, path::PathBuf};
 
+use tonic_build::manual::{Method, Service};
+
 const PROTOS: &[&str] = &["proto/chat.proto"];
+const CODEC: &str = "tonic_prost::ProstCodec";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
@@ -22,6 +30,78 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        .build_server(false)
         .compile_fds(compiler.file_descriptor_set())?;
+
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .compile(&[chat_service()]);
     Ok(())
+}
+
+fn method(
+    name: &str,
+    route: &str,
+    input: &str,
+    output: &str,
+) -> tonic_build::manual::MethodBuilder {
+    Method::builder()
+        .name(name)
+        .route_name(route)
+        .input_type(format!("crate::proto::{input}"))
+        .output_type(output)
+        .codec_path(CODEC)
+}
+
+fn chat_service() -> Service {
+    let encoded = "crate::grpc::EncodedMessage";
+    Service::builder()
+        .name("ChatService")
+        .package("chat")
+        .method(
+            method(
+                "send_message",
+                "SendMessage",
+                "SendMessageRequest",
+                "crate::proto::SendMessageResponse",
+            )
+            .build(),
+        )
+        .method(
+            method(
+                "subscribe_messages",
+                "SubscribeMessages",
+                "SubscribeRequest",
+                encoded,
+            )
+            .server_streaming()
+            .build(),
+        )
+        .method(
+            method(
+                "upload_messages",
+                "UploadMessages",
+                "Message",
+                "crate::proto::UploadResponse",
+            )
+            .client_streaming()
+            .build(),
+        )
+        .method(
+            method("chat", "Chat", "Message", encoded)
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .method(
+            method(
+                "stream_metrics",
+                "StreamMetrics",
+                "MetricsRequest",
+                "crate::proto::Metric",
+            )
+            .server_streaming()
+            .build(),
+        )
+        .build()
 }

@@ -7,7 +7,13 @@
 //! * content: 1 to `max_content_bytes` bytes of UTF-8 (default 4096); control characters other than
 //!   newline and tab are rejected.
 
-use std::{fmt, sync::Arc, time::SystemTime};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::SystemTime,
+};
+
+use bytes::Bytes;
 
 use crate::error::ChatError;
 
@@ -199,6 +205,15 @@ pub struct Event {
     pub lamport: u64,
     /// Server time of the append.
     pub timestamp: SystemTime,
+    /// Wire forms, each computed once by the first subscriber that needs it and shared by all.
+    pub encoded: Encodings,
+}
+
+/// The cached wire forms of an [`Event`].
+#[derive(Debug, Default)]
+pub struct Encodings {
+    /// The protobuf encoding of the event as a `chat.Message`.
+    pub grpc: OnceLock<Bytes>,
 }
 
 /// Where a subscription starts reading a room's log.

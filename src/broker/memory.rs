@@ -20,7 +20,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{Broker, EngineFigures, EventStream, Feed, Gap};
 use crate::{
     error::ChatError,
-    room::{Draft, Event, RoomName, StartAt, UserName},
+    room::{Draft, Encodings, Event, RoomName, StartAt, UserName},
 };
 
 /// Most events a cursor copies out of the log per lock.
@@ -193,6 +193,7 @@ impl MemoryBroker {
                 offset: log.next_offset,
                 lamport: log.lamport,
                 timestamp: SystemTime::now(),
+                encoded: Encodings::default(),
             });
             log.next_offset += 1;
             if log.entries.len() == self.inner.config.history {

@@ -7,7 +7,10 @@ use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{self, Command};
+use super::{
+    EncodedMessage,
+    convert::{self, Command},
+};
 use crate::{
     error::ChatError,
     hub::{Hub, Subscription},
@@ -118,7 +121,7 @@ impl ChatService for ChatApi {
         }))
     }
 
-    type SubscribeMessagesStream = ResponseStream<Message>;
+    type SubscribeMessagesStream = ResponseStream<EncodedMessage>;
 
     async fn subscribe_messages(
         &self,
@@ -137,23 +140,23 @@ impl ChatService for ChatApi {
         let shutdown = self.shutdown.clone();
         Ok(Response::new(Box::pin(async_stream::stream! {
             let _open = open;
-            yield Ok(welcome);
+            yield Ok(EncodedMessage::from(&welcome));
             if let Some(gap) = subscription.initial_gap {
-                yield Ok(convert::gap_notice(&room, gap));
+                yield Ok(EncodedMessage::from(&convert::gap_notice(&room, gap)));
             }
             let mut resume_from = None;
             loop {
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => {
-                        yield Ok(convert::shutdown_notice(&room, resume_from));
+                        yield Ok(EncodedMessage::from(&convert::shutdown_notice(&room, resume_from)));
                         yield Err(ChatError::ShuttingDown.into());
                         break;
                     }
                     next = subscription.next() => match next {
                         Some(Ok(event)) => {
                             resume_from = Some(event.offset + 1);
-                            yield Ok(convert::message(&event));
+                            yield Ok(EncodedMessage::of_event(&event));
                         }
                         Some(Err(error)) => {
                             yield Err(error.into());
@@ -203,7 +206,7 @@ impl ChatService for ChatApi {
         }))
     }
 
-    type ChatStream = ResponseStream<Message>;
+    type ChatStream = ResponseStream<EncodedMessage>;
 
     async fn chat(
         &self,
@@ -279,7 +282,7 @@ impl ChatSession {
     fn run(
         mut self,
         mut inbound: Streaming<Message>,
-    ) -> impl Stream<Item = Result<Message, Status>> {
+    ) -> impl Stream<Item = Result<EncodedMessage, Status>> {
         async_stream::stream! {
             let _open = self.api.hub.stats().open_stream(StreamKind::Chat);
             let shutdown = self.api.shutdown.clone();
@@ -296,7 +299,7 @@ impl ChatSession {
                             .map(|room| convert::shutdown_notice(room, self.resume_from.get(room).copied()))
                             .collect();
                         for notice in notices {
-                            yield Ok(notice);
+                            yield Ok(EncodedMessage::from(&notice));
                         }
                         yield Err(ChatError::ShuttingDown.into());
                         break;
@@ -307,7 +310,7 @@ impl ChatSession {
                                 self.unacked.remove(&room);
                             }
                             self.resume_from.insert(room, event.offset + 1);
-                            yield Ok(convert::message(&event));
+                            yield Ok(EncodedMessage::of_event(&event));
                         }
                         Err(error) => {
                             yield Err(error.into());

@@ -3,5 +3,7 @@
 
 mod chat;
 mod convert;
+mod encoded;
 
 pub use chat::{ChatApi, ChatLimits};
+pub use encoded::EncodedMessage;

@@ -91,10 +91,12 @@ fn the_original_go_client_runs_all_five_examples() {
         // 1. unary
         "Unary response: ID=",
         // 2. server streaming: the welcome, then what the other examples publish to "general"
+        // (the client starts this goroutine concurrently with the upload, so the first batch
+        // message may be published before it has subscribed; the last one never is)
         "Subscribed to room 'general'",
         "[general] System: Welcome to room general, Alice!",
         "[general] Alice: Alice joined",
-        "[general] Bob: First batch message",
+        "[general] Bob: Fifth batch message",
         "[general] Charlie: Bidirectional message #1",
         // 3. client streaming
         "Upload complete: 5 messages processed, success=true",
