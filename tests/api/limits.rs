@@ -161,3 +161,40 @@ async fn streams_per_connection_are_capped_by_http2_settings() {
     drop(first);
     within("the third stream", third).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn idle_empty_rooms_are_evicted_with_their_history() {
+    let app = spawn_app_with(ServeConfig {
+        room_idle_ttl: Duration::from_millis(200),
+        ..ServeConfig::default()
+    })
+    .await;
+    app.send("fleeting", "Bob", "soon gone").await;
+    let _watching = app.subscribe("kept", "").await;
+    app.send("kept", "Bob", "stays").await;
+    within("eviction", async {
+        loop {
+            let mut metrics = app
+                .client
+                .clone()
+                .stream_metrics(grpc_chat::proto::MetricsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let rooms = loop {
+                let metric = metrics.message().await.unwrap().unwrap();
+                if metric.name == "grpc_chat_rooms" {
+                    break metric.value;
+                }
+            };
+            if rooms == 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // The evicted room starts again from offset 1; the watched one kept its log.
+    assert_eq!(app.send("fleeting", "Bob", "new life").await.offset, 1);
+    assert_eq!(app.send("kept", "Bob", "still here").await.offset, 2);
+}
