@@ -22,6 +22,21 @@ pub const MAX_ROOM_CHARS: usize = 64;
 /// Longest user name, in characters.
 pub const MAX_USER_CHARS: usize = 32;
 
+/// Checks that a name has 1 to `max` characters.
+fn check_length(field: &str, raw: &str, max: usize) -> Result<(), ChatError> {
+    let chars = raw.chars().count();
+    if chars == 0 {
+        return Err(ChatError::invalid(field, "must not be empty"));
+    }
+    if chars > max {
+        return Err(ChatError::invalid(
+            field,
+            format!("must be at most {max} characters (got {chars})"),
+        ));
+    }
+    Ok(())
+}
+
 /// A validated room name; cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomName(Arc<str>);
@@ -29,16 +44,7 @@ pub struct RoomName(Arc<str>);
 impl RoomName {
     /// Checks `raw` against the room-name rules; `field` names it in the error.
     pub fn parse(field: &str, raw: &str) -> Result<Self, ChatError> {
-        let chars = raw.chars().count();
-        if chars == 0 {
-            return Err(ChatError::invalid(field, "must not be empty"));
-        }
-        if chars > MAX_ROOM_CHARS {
-            return Err(ChatError::invalid(
-                field,
-                format!("must be at most {MAX_ROOM_CHARS} characters (got {chars})"),
-            ));
-        }
+        check_length(field, raw, MAX_ROOM_CHARS)?;
         if let Some(bad) = raw
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
@@ -64,16 +70,7 @@ pub struct UserName(Arc<str>);
 impl UserName {
     /// Checks `raw` against the user-name rules; `field` names it in the error.
     pub fn parse(field: &str, raw: &str) -> Result<Self, ChatError> {
-        let chars = raw.chars().count();
-        if chars == 0 {
-            return Err(ChatError::invalid(field, "must not be empty"));
-        }
-        if chars > MAX_USER_CHARS {
-            return Err(ChatError::invalid(
-                field,
-                format!("must be at most {MAX_USER_CHARS} characters (got {chars})"),
-            ));
-        }
+        check_length(field, raw, MAX_USER_CHARS)?;
         if raw.starts_with(' ') || raw.ends_with(' ') {
             return Err(ChatError::invalid(
                 field,

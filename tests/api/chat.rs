@@ -52,10 +52,7 @@ async fn a_session_receives_every_room_it_joined_and_only_those() {
     let (outbound, mut inbound) = open_chat(&app).await;
     for room in ["one", "two"] {
         outbound
-            .send(Message {
-                r#type: MessageType::Join as i32,
-                ..chat_message(room, "Charlie", "")
-            })
+            .send(presence(MessageType::Join, room, "Charlie"))
             .await
             .unwrap();
     }
@@ -96,10 +93,7 @@ async fn leave_stops_delivery_and_is_announced() {
         .unwrap();
     next_events(&mut inbound, 2).await; // JOIN + own message
     outbound
-        .send(Message {
-            r#type: MessageType::Leave as i32,
-            ..chat_message("general", "Charlie", "")
-        })
+        .send(presence(MessageType::Leave, "general", "Charlie"))
         .await
         .unwrap();
     let seen = next_events(&mut watcher, 3).await;

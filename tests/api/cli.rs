@@ -13,9 +13,8 @@ async fn sigterm_drains_open_streams_and_exits_zero_within_the_grace_period() {
     let mut client = connect(server.addr).await;
     let mut stream = client
         .subscribe_messages(SubscribeRequest {
-            room: "general".into(),
             user: "Alice".into(),
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await
         .unwrap()
@@ -39,22 +38,8 @@ async fn sigterm_drains_open_streams_and_exits_zero_within_the_grace_period() {
 async fn sigterm_exits_zero_even_when_a_client_never_reads() {
     let mut server = ServerProcess::start(&["--shutdown-grace", "1s"]);
     let mut client = connect_small_window(server.addr).await;
-    let mut stuck = client
-        .subscribe_messages(SubscribeRequest {
-            room: "general".into(),
-            ..SubscribeRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    next(&mut stuck).await;
-    let content = "x".repeat(4000);
-    for _ in 0..100 {
-        client
-            .send_message(send_request("general", "Bob", &content))
-            .await
-            .unwrap();
-    }
+    let stuck = subscribe_on(&mut client, live("general")).await;
+    flood(&mut client, "general").await;
     let started = std::time::Instant::now();
     server.terminate();
     let status = server.wait_exit(Duration::from_secs(4));

@@ -13,8 +13,8 @@ use std::{
 use grpc_chat::{
     config::ServeConfig,
     proto::{
-        Message, MessageType, SendMessageRequest, SendMessageResponse, SubscribeRequest,
-        chat_service_client::ChatServiceClient,
+        Message, MessageType, MetricsRequest, SendMessageRequest, SendMessageResponse,
+        SubscribeRequest, chat_service_client::ChatServiceClient,
     },
     server,
 };
@@ -100,29 +100,32 @@ impl TestApp {
     /// Subscribes to `room` live and consumes the welcome.
     pub async fn subscribe(&self, room: &str, user: &str) -> Streaming<Message> {
         self.subscribe_with(SubscribeRequest {
-            room: room.into(),
             user: user.into(),
-            ..SubscribeRequest::default()
+            ..live(room)
         })
         .await
     }
 
     /// Subscribes with `request` and consumes the welcome.
     pub async fn subscribe_with(&self, request: SubscribeRequest) -> Streaming<Message> {
-        let mut stream = self
+        subscribe_on(&mut self.client.clone(), request).await
+    }
+
+    /// The current value of the first metric named `name`, from a new StreamMetrics call.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let mut metrics = self
             .client
             .clone()
-            .subscribe_messages(request)
+            .stream_metrics(MetricsRequest::default())
             .await
             .unwrap()
             .into_inner();
-        let welcome = next(&mut stream).await;
-        assert_eq!(welcome.r#type, MessageType::System as i32, "{welcome:?}");
-        assert!(
-            welcome.content.starts_with("Welcome to room"),
-            "{welcome:?}"
-        );
-        stream
+        loop {
+            let metric = within("metrics", metrics.message()).await.unwrap().unwrap();
+            if metric.name == name {
+                return metric.value;
+            }
+        }
     }
 
     /// Starts the drain and waits for the server to finish; returns how long that took.
@@ -144,6 +147,52 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// A live (no replay) subscription to `room`.
+pub fn live(room: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        room: room.into(),
+        ..SubscribeRequest::default()
+    }
+}
+
+/// Subscribes with `request` on `client` and consumes the welcome.
+pub async fn subscribe_on(
+    client: &mut ChatServiceClient<Channel>,
+    request: SubscribeRequest,
+) -> Streaming<Message> {
+    let mut stream = client
+        .subscribe_messages(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = next(&mut stream).await;
+    assert_eq!(welcome.r#type, MessageType::System as i32, "{welcome:?}");
+    assert!(
+        welcome.content.starts_with("Welcome to room"),
+        "{welcome:?}"
+    );
+    stream
+}
+
+/// Publishes 100 messages of 4000 bytes to `room`: far more than a 64 KiB HTTP/2 window holds.
+pub async fn flood(client: &mut ChatServiceClient<Channel>, room: &str) {
+    let content = "x".repeat(4000);
+    for _ in 0..100 {
+        client
+            .send_message(send_request(room, "Bob", &content))
+            .await
+            .unwrap();
+    }
+}
+
+/// A JOIN or LEAVE for a Chat stream.
+pub fn presence(kind: MessageType, room: &str, user: &str) -> Message {
+    Message {
+        r#type: kind as i32,
+        ..chat_message(room, user, "")
     }
 }
 

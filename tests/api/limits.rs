@@ -1,20 +1,10 @@
 use std::time::Duration;
 
-use grpc_chat::{
-    config::ServeConfig,
-    proto::{Message, MessageType, SubscribeRequest},
-};
+use grpc_chat::{config::ServeConfig, proto::MessageType};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 use crate::helpers::*;
-
-fn live(room: &str) -> SubscribeRequest {
-    SubscribeRequest {
-        room: room.into(),
-        ..SubscribeRequest::default()
-    }
-}
 
 #[tokio::test]
 async fn the_room_cap_refuses_new_rooms_but_serves_existing_ones() {
@@ -118,10 +108,7 @@ async fn a_chat_stream_joins_a_bounded_number_of_rooms() {
         .into_inner();
     for room in ["one", "two"] {
         outbound
-            .send(Message {
-                r#type: MessageType::Join as i32,
-                ..chat_message(room, "Charlie", "")
-            })
+            .send(presence(MessageType::Join, room, "Charlie"))
             .await
             .unwrap();
     }
@@ -173,23 +160,7 @@ async fn idle_empty_rooms_are_evicted_with_their_history() {
     let _watching = app.subscribe("kept", "").await;
     app.send("kept", "Bob", "stays").await;
     within("eviction", async {
-        loop {
-            let mut metrics = app
-                .client
-                .clone()
-                .stream_metrics(grpc_chat::proto::MetricsRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            let rooms = loop {
-                let metric = metrics.message().await.unwrap().unwrap();
-                if metric.name == "grpc_chat_rooms" {
-                    break metric.value;
-                }
-            };
-            if rooms == 1.0 {
-                break;
-            }
+        while app.metric("grpc_chat_rooms").await != 1.0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })

@@ -18,15 +18,7 @@ async fn every_subscriber_sees_the_same_order_under_concurrent_publishers() {
     }
     let mut readers = Vec::new();
     for i in 0..SUBSCRIBERS {
-        let mut stream = clients[i % CONNECTIONS]
-            .subscribe_messages(grpc_chat::proto::SubscribeRequest {
-                room: "general".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        next(&mut stream).await;
+        let mut stream = subscribe_on(&mut clients[i % CONNECTIONS], live("general")).await;
         readers.push(tokio::spawn(async move {
             next_events(&mut stream, total)
                 .await

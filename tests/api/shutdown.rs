@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use grpc_chat::{
     config::ServeConfig,
-    proto::{Message, MessageType, MetricsRequest, SubscribeRequest},
+    proto::{Message, MessageType, MetricsRequest},
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -132,20 +132,8 @@ async fn a_client_that_never_reads_cannot_hold_shutdown_past_the_grace_period() 
     })
     .await;
     // Fill this subscriber's HTTP/2 window so the server cannot even send it the final status.
-    let mut stuck = connect_small_window(app.addr)
-        .await
-        .subscribe_messages(SubscribeRequest {
-            room: "general".into(),
-            ..SubscribeRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    next(&mut stuck).await;
-    let content = "x".repeat(4000);
-    for _ in 0..100 {
-        app.send("general", "Bob", &content).await;
-    }
+    let stuck = subscribe_on(&mut connect_small_window(app.addr).await, live("general")).await;
+    flood(&mut app.client.clone(), "general").await;
     let took = app.shutdown().await;
     assert!(
         took >= Duration::from_millis(500),

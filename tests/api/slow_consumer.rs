@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use grpc_chat::{config::ServeConfig, proto::MetricsRequest};
+use grpc_chat::config::ServeConfig;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -17,29 +17,11 @@ async fn a_slow_subscriber_is_cut_off_without_stalling_fast_ones() {
     let content = "x".repeat(4000);
 
     // A subscriber on its own connection that stops reading after the welcome.
-    let mut slow = connect_small_window(app.addr)
-        .await
-        .subscribe_messages(grpc_chat::proto::SubscribeRequest {
-            room: "general".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    next(&mut slow).await;
+    let mut slow = subscribe_on(&mut connect_small_window(app.addr).await, live("general")).await;
 
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut client = app.new_client().await;
-        let mut stream = client
-            .subscribe_messages(grpc_chat::proto::SubscribeRequest {
-                room: "general".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        next(&mut stream).await;
+        let mut stream = subscribe_on(&mut app.new_client().await, live("general")).await;
         readers.push(tokio::spawn(async move {
             let events = next_events(&mut stream, MESSAGES).await;
             events.iter().map(|m| m.offset).collect::<Vec<u64>>()
@@ -107,18 +89,5 @@ async fn a_slow_subscriber_is_cut_off_without_stalling_fast_ones() {
     );
 
     // The event is counted.
-    let mut metrics = app
-        .client
-        .clone()
-        .stream_metrics(MetricsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let metric = within("metrics", metrics.message()).await.unwrap().unwrap();
-        if metric.name == "grpc_chat_slow_consumers_total" {
-            assert_eq!(metric.value, 1.0);
-            break;
-        }
-    }
+    assert_eq!(app.metric("grpc_chat_slow_consumers_total").await, 1.0);
 }

@@ -13,9 +13,8 @@ async fn the_seed_welcome_comes_first_then_live_messages() {
         .client
         .clone()
         .subscribe_messages(SubscribeRequest {
-            room: "general".into(),
             user: "Alice".into(),
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await
         .unwrap()
@@ -60,9 +59,8 @@ async fn a_reconnecting_client_resumes_from_its_offset() {
     }
     let mut stream = app
         .subscribe_with(SubscribeRequest {
-            room: "general".into(),
             from_offset: 3,
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await;
     let replayed = next_events(&mut stream, 3).await;
@@ -81,9 +79,8 @@ async fn last_n_replays_the_tail_of_history() {
     }
     let mut stream = app
         .subscribe_with(SubscribeRequest {
-            room: "general".into(),
             last: 2,
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await;
     let offsets: Vec<u64> = next_events(&mut stream, 2)
@@ -106,9 +103,8 @@ async fn an_offset_older_than_history_gets_an_explicit_gap() {
     }
     let mut stream = app
         .subscribe_with(SubscribeRequest {
-            room: "general".into(),
             from_offset: 2,
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await;
     let gap = next(&mut stream).await;
@@ -136,10 +132,9 @@ async fn replay_requests_are_validated() {
     };
     let status = expect_err(
         subscribe(SubscribeRequest {
-            room: "general".into(),
             from_offset: 1,
             last: 1,
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await,
     );
@@ -151,9 +146,8 @@ async fn replay_requests_are_validated() {
 
     let status = expect_err(
         subscribe(SubscribeRequest {
-            room: "general".into(),
             from_offset: 9,
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await,
     );
@@ -177,9 +171,8 @@ async fn replay_requests_are_validated() {
 
     let status = expect_err(
         subscribe(SubscribeRequest {
-            room: "general".into(),
             user: "tab\tname".into(),
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await,
     );
@@ -188,9 +181,8 @@ async fn replay_requests_are_validated() {
     // Resuming exactly at the end is allowed: nothing to replay, live from there.
     let mut stream = app
         .subscribe_with(SubscribeRequest {
-            room: "general".into(),
             from_offset: 2,
-            ..SubscribeRequest::default()
+            ..live("general")
         })
         .await;
     app.send("general", "Bob", "two").await;
