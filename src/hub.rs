@@ -2,7 +2,8 @@
 //!
 //! The hub announces named subscribers' arrival and departure, applies the slow-consumer policy
 //! (a subscriber that falls behind history gets `RESOURCE_EXHAUSTED` naming how much it missed and
-//! where history resumes) and keeps the live counters.
+//! where history resumes), stamps published messages with the caller's trace context, and keeps
+//! the chat metrics.
 
 use std::{
     pin::Pin,
@@ -11,13 +12,15 @@ use std::{
 };
 
 use futures_util::Stream;
+use opentelemetry::trace::TraceContextExt;
 use tokio_util::task::TaskTracker;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    broker::{Broker, EngineFigures, EventStream, Gap},
+    broker::{Broker, EventStream, Gap},
     error::ChatError,
+    monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
     room::{Draft, Event, EventKind, RoomName, StartAt, UserName},
-    stats::{Stats, StatsSnapshot},
 };
 
 /// Handle to the rooms; cheap to clone.
@@ -28,42 +31,60 @@ pub struct Hub {
 
 struct HubInner {
     broker: Arc<dyn Broker>,
-    stats: Arc<Stats>,
+    metrics: Arc<ChatMetrics>,
     /// Tracks the LEAVE announcements spawned from `Drop`, so shutdown can wait for them.
     tasks: TaskTracker,
 }
 
 impl Hub {
-    /// A hub over `broker`; announcements it spawns are tracked by `tasks`.
-    pub fn new(broker: Arc<dyn Broker>, tasks: TaskTracker) -> Self {
+    /// A hub over `broker`, reporting into `monitoring`; announcements it spawns are tracked by
+    /// `tasks`.
+    pub fn new(broker: Arc<dyn Broker>, monitoring: &Monitoring, tasks: TaskTracker) -> Self {
+        let metrics = ChatMetrics::new(monitoring);
+        {
+            let (broker, metrics) = (Arc::clone(&broker), Arc::clone(&metrics));
+            monitoring.add_collector(move || {
+                let figures = broker.figures();
+                metrics.rooms.set(figures.rooms as f64);
+                metrics
+                    .history_messages
+                    .set(figures.history_messages as f64);
+            });
+        }
         Self {
             inner: Arc::new(HubInner {
                 broker,
-                stats: Arc::default(),
+                metrics,
                 tasks,
             }),
         }
     }
 
-    /// Appends `draft` to `room`.
-    pub async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, ChatError> {
+    /// Appends `draft` to `room`, stamped with the current trace context.
+    pub async fn publish(
+        &self,
+        room: &RoomName,
+        mut draft: Draft,
+    ) -> Result<Arc<Event>, ChatError> {
+        draft.traceparent = current_traceparent();
         let event = self.inner.broker.publish(room, draft).await?;
-        self.inner.stats.published();
+        self.inner.metrics.published.increment(1);
         Ok(event)
     }
 
-    /// Opens a subscription to `room` at `start`. A named subscriber is announced with a JOIN
-    /// (its first session only), which the subscription itself also receives, and with a LEAVE
-    /// when its last session ends.
+    /// Opens a subscription to `room` at `start` for a client of `door`. A named subscriber is
+    /// announced with a JOIN (its first session only), which the subscription itself also
+    /// receives, and with a LEAVE when its last session ends.
     pub async fn subscribe(
         &self,
         room: &RoomName,
         user: Option<&UserName>,
         start: StartAt,
+        door: FrontDoor,
     ) -> Result<Subscription, ChatError> {
         let feed = self.inner.broker.subscribe(room, start).await?;
         if feed.initial_gap.is_some() {
-            self.inner.stats.gap();
+            self.inner.metrics.replay_gaps.increment(1);
         }
         let presence = match user {
             Some(user) => Some(self.enter(room, user).await?),
@@ -72,7 +93,8 @@ impl Hub {
         Ok(Subscription {
             initial_gap: feed.initial_gap,
             events: feed.events,
-            stats: Arc::clone(&self.inner.stats),
+            metrics: Arc::clone(&self.inner.metrics),
+            _open: self.inner.metrics.open_subscription(door),
             _presence: presence,
         })
     }
@@ -90,16 +112,21 @@ impl Hub {
         }
         Ok(presence)
     }
+}
 
-    /// The hub's counters.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.inner.stats
-    }
-
-    /// Counters and engine figures, read together.
-    pub fn figures(&self) -> (StatsSnapshot, EngineFigures) {
-        (self.inner.stats.snapshot(), self.inner.broker.figures())
-    }
+/// The W3C traceparent of the current span, if it is being traced.
+fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
 }
 
 /// A named participant's presence in a room; announces the LEAVE when dropped.
@@ -135,7 +162,8 @@ pub struct Subscription {
     /// Set when the requested replay start was older than history: what was skipped.
     pub initial_gap: Option<Gap>,
     events: EventStream,
-    stats: Arc<Stats>,
+    metrics: Arc<ChatMetrics>,
+    _open: OpenSubscription,
     _presence: Option<Presence>,
 }
 
@@ -146,14 +174,15 @@ impl Stream for Subscription {
         let item = std::task::ready!(self.events.as_mut().poll_next(cx));
         Poll::Ready(item.map(|next| match next {
             Ok(event) => {
-                self.stats.delivered();
+                self.metrics.delivered(event.timestamp);
                 Ok(event)
             }
             Err(Gap {
                 missed,
                 resume_from,
             }) => {
-                self.stats.slow_consumer();
+                self.metrics.slow_consumers.increment(1);
+                self.metrics.missed.increment(missed);
                 Err(ChatError::SlowConsumer {
                     missed,
                     resume_from,

@@ -6,8 +6,11 @@
 //!   [`room::Event`] every subscriber shares, and the limits on what a client may send.
 //! * [`broker`]: the seam to the engine that stores and fans out room logs (publish, subscribe from
 //!   an offset, presence). [`broker::memory`] is the embedded default engine.
-//! * [`hub`]: the chat semantics on top of a broker — validation, presence announcements, the
-//!   slow-consumer policy and live counters. Every front door talks to rooms through a [`hub::Hub`].
+//! * [`hub`]: the chat semantics on top of a broker — presence announcements, the slow-consumer
+//!   policy, trace context on messages. Every front door talks to rooms through a [`hub::Hub`].
+//! * [`monitoring`]: the per-server Prometheus registry, the chat metrics, and the tower layer
+//!   that gives every RPC its grpc-ecosystem metrics and OpenTelemetry server span.
+//! * [`admin`]: the admin HTTP port — `/metrics`, `/healthz`, `/readyz`.
 //! * [`grpc`]: the `chat.ChatService` front door, translating between protobuf and the room model.
 //! * [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! * [`server`]: wires everything onto a listener: health, reflection, HTTP/2 settings, graceful
@@ -15,8 +18,9 @@
 //! * [`config`]: `serve` settings (flags with environment-variable equivalents) and their checks.
 //! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `metrics`, `health`).
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
-//! * [`shutdown`], [`telemetry`]: the stop signal and logging setup of the binary.
+//! * [`shutdown`], [`telemetry`]: the stop signal; logs and OpenTelemetry trace export.
 
+pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -24,10 +28,10 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod hub;
+pub mod monitoring;
 pub mod room;
 pub mod server;
 pub mod shutdown;
-pub mod stats;
 pub mod telemetry;
 
 /// Code generated from `proto/chat.proto`.

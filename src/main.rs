@@ -1,4 +1,4 @@
-//! The `grpc-chat` binary: parses the command line, sets up logging and runs the subcommand.
+//! The `grpc-chat` binary: parses the command line, sets up telemetry and runs the subcommand.
 
 use std::process::ExitCode;
 
@@ -7,20 +7,26 @@ use clap::Parser;
 use grpc_chat::{
     cli::{self, Cli, Command},
     config::ServeConfig,
-    server, shutdown, telemetry,
+    server::{self, Listeners},
+    shutdown,
+    telemetry::{self, LogFormat},
 };
+use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_));
-    telemetry::init(if serving { "info" } else { "warn" });
     let outcome = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
         .and_then(|runtime| {
             runtime.block_on(async {
                 match cli.command {
                     Command::Serve(config) => serve(*config).await.map(|()| ExitCode::SUCCESS),
-                    client => cli::run(client).await,
+                    client => {
+                        let telemetry = telemetry::init("warn", LogFormat::Text)?;
+                        let outcome = cli::run(client).await;
+                        telemetry.shutdown().await;
+                        outcome
+                    }
                 }
             })
         });
@@ -32,8 +38,18 @@ fn main() -> ExitCode {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let telemetry = telemetry::init("info", config.log_format)?;
+    let listeners = Listeners {
+        grpc: bind(config.listen).await?,
+        admin: bind(config.admin_listen).await?,
+    };
+    let served = server::run(listeners, config, shutdown::signal()).await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    server::run(listener, config, shutdown::signal()).await
+        .with_context(|| format!("cannot listen on {addr}"))
 }

@@ -159,6 +159,8 @@ pub struct Draft {
     pub kind: EventKind,
     /// The sender's Lamport clock, merged into the room's clock; 0 when the sender has none.
     pub sender_clock: u64,
+    /// W3C traceparent of the call that published it, when traced.
+    pub traceparent: Option<String>,
 }
 
 impl Draft {
@@ -169,6 +171,7 @@ impl Draft {
             content,
             kind: EventKind::Chat,
             sender_clock: 0,
+            traceparent: None,
         }
     }
 
@@ -179,6 +182,7 @@ impl Draft {
             content: String::new(),
             kind,
             sender_clock: 0,
+            traceparent: None,
         }
     }
 }
@@ -202,6 +206,8 @@ pub struct Event {
     pub lamport: u64,
     /// Server time of the append.
     pub timestamp: SystemTime,
+    /// W3C traceparent of the call that published it, when traced.
+    pub traceparent: Option<String>,
     /// Wire forms, each computed once by the first subscriber that needs it and shared by all.
     pub encoded: Encodings,
 }

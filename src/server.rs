@@ -1,9 +1,11 @@
-//! Wires the service onto a listener: health, reflection, HTTP/2 settings and graceful shutdown.
+//! Wires the service onto its listeners: health, reflection, metrics, HTTP/2 settings and
+//! graceful shutdown.
 //!
-//! Shutdown order: the caller's `shutdown` future completes → health goes NOT_SERVING (overall
-//! and per service) and health watches end → the drain token is cancelled, so every stream sends
-//! its SYSTEM notice and ends with UNAVAILABLE → tonic stops accepting and waits for connections
-//! to close, for at most `shutdown_grace` → tracked tasks finish.
+//! Shutdown order: the caller's `shutdown` future completes → `/readyz` and health go
+//! NOT_SERVING (overall and per service; health watches see it, then end) → the drain token is
+//! cancelled, so every stream sends its SYSTEM notice and ends with UNAVAILABLE → tonic stops
+//! accepting and waits for connections to close, for at most `shutdown_grace` → tracked tasks and
+//! the admin port stop.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -15,10 +17,12 @@ use tonic::{server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    admin::{self, Readiness},
     broker::memory::MemoryBroker,
     config::ServeConfig,
     grpc::{ChatApi, ChatLimits},
     hub::Hub,
+    monitoring::{CountedConnection, Monitoring, RpcLayer},
     proto::{self, chat_service_server::ChatServiceServer},
 };
 
@@ -27,18 +31,41 @@ const MAX_JANITOR_PERIOD: Duration = Duration::from_secs(30);
 /// How long tracked background tasks get after the server stopped.
 const TASKS_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves grpc-chat on `listener` until `shutdown` completes, then drains.
+/// The already-bound sockets the server uses (bound by the caller, so tests can use port 0).
+pub struct Listeners {
+    /// The public gRPC port.
+    pub grpc: TcpListener,
+    /// The admin HTTP port.
+    pub admin: TcpListener,
+}
+
+/// Serves grpc-chat on `listeners` until `shutdown` completes, then drains.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
-    let addr = listener
+    let addr = listeners
+        .grpc
         .local_addr()
-        .context("listener has no local address")?;
+        .context("gRPC listener has no address")?;
+    let admin_addr = listeners
+        .admin
+        .local_addr()
+        .context("admin listener has no address")?;
     let tasks = TaskTracker::new();
     let drain = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
+    let readiness = Readiness::default();
+
+    let monitoring = Monitoring::new();
+    monitoring.spawn_upkeep(&tasks, drain.clone());
+    let admin_server = tokio::spawn(admin::serve(
+        listeners.admin,
+        admin::router(Arc::clone(&monitoring), readiness.clone()),
+        admin_stop.clone(),
+    ));
 
     let memory = MemoryBroker::new(config.memory());
     memory.spawn_janitor(
@@ -46,13 +73,14 @@ pub async fn run(
         drain.clone(),
         (config.room_idle_ttl / 2).clamp(Duration::from_millis(10), MAX_JANITOR_PERIOD),
     );
-    let hub = Hub::new(Arc::new(memory), tasks.clone());
+    let hub = Hub::new(Arc::new(memory), &monitoring, tasks.clone());
     let limits = ChatLimits {
         max_content_bytes: config.max_content_bytes,
         max_rooms_per_chat: config.max_rooms_per_chat,
     };
     let chat = ChatServiceServer::new(ChatApi::new(
         hub,
+        Arc::clone(&monitoring),
         limits,
         &config.instance_id,
         drain.clone(),
@@ -89,26 +117,31 @@ pub async fn run(
             .max_connection_age_grace(config.max_connection_age_grace);
     }
 
-    // `tcp_nodelay` on the builder applies only to listeners tonic binds itself.
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
+    let incoming = {
+        let monitoring = Arc::clone(&monitoring);
+        TcpListenerStream::new(listeners.grpc).map(move |accepted| {
+            accepted.map(|stream| {
+                // `tcp_nodelay` on the builder applies only to listeners tonic binds itself.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+                CountedConnection::new(stream, &monitoring)
+            })
         })
-    });
+    };
     let begin_drain = {
-        let (drain, health) = (drain.clone(), health.clone());
+        let (drain, health, readiness) = (drain.clone(), health.clone(), readiness.clone());
         async move {
             shutdown.await;
-            tracing::info!("shutting down: health NOT_SERVING, closing streams");
+            tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
+            readiness.set(false);
             stop_serving(health).await;
             drain.cancel();
         }
     };
 
-    tracing::info!(%addr, "listening");
     let serve = server
+        .layer(RpcLayer::new(&monitoring))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -118,6 +151,8 @@ pub async fn run(
         drain.cancelled().await;
         tokio::time::sleep(config.shutdown_grace).await;
     };
+    readiness.set(true);
+    tracing::info!(%addr, %admin_addr, "listening");
     tokio::select! {
         served = serve => served.context("gRPC server failed")?,
         () = grace_elapsed => tracing::warn!(
@@ -132,6 +167,10 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("background tasks still running at exit");
+    }
+    admin_stop.cancel();
+    if let Ok(Err(error)) = tokio::time::timeout(TASKS_GRACE, admin_server).await {
+        tracing::warn!(%error, "admin server failed");
     }
     tracing::info!("stopped");
     Ok(())

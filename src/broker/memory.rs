@@ -193,6 +193,7 @@ impl MemoryBroker {
                 offset: log.next_offset,
                 lamport: log.lamport,
                 timestamp: SystemTime::now(),
+                traceparent: draft.traceparent,
                 encoded: Encodings::default(),
             });
             log.next_offset += 1;

@@ -1,6 +1,11 @@
 //! The `chat.ChatService` implementation.
 
-use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use futures_util::{Stream, StreamExt};
 use tokio_stream::StreamMap;
@@ -14,16 +19,18 @@ use super::{
 use crate::{
     error::ChatError,
     hub::{Hub, Subscription},
+    monitoring::{FrontDoor, Monitoring},
     proto::{
         Message, Metric, MetricsRequest, SendMessageRequest, SendMessageResponse, SubscribeRequest,
         UploadResponse, chat_service_server::ChatService,
     },
     room::{self, Draft, RoomName, StartAt, UserName},
-    stats::StreamKind,
 };
 
 /// Longest `StreamMetrics` interval a client may ask for.
 const MAX_METRICS_INTERVAL_SECONDS: i32 = 3600;
+/// Most metric names one `StreamMetrics` call may select.
+const MAX_METRIC_NAMES: usize = 100;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -40,6 +47,7 @@ pub struct ChatLimits {
 #[derive(Clone)]
 pub struct ChatApi {
     hub: Hub,
+    monitoring: Arc<Monitoring>,
     limits: ChatLimits,
     instance_id: Arc<str>,
     /// Cancelled when the server starts draining: every stream ends on it.
@@ -47,56 +55,54 @@ pub struct ChatApi {
 }
 
 impl ChatApi {
-    /// The service over `hub`; streams end when `shutdown` is cancelled.
+    /// The service over `hub`, with `StreamMetrics` reading `monitoring`; streams end when
+    /// `shutdown` is cancelled.
     pub fn new(
         hub: Hub,
+        monitoring: Arc<Monitoring>,
         limits: ChatLimits,
         instance_id: &str,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             hub,
+            monitoring,
             limits,
             instance_id: instance_id.into(),
             shutdown,
         }
     }
 
-    /// The service's live figures as `Metric`s labelled with this instance.
-    fn metrics(&self) -> Vec<Metric> {
-        let (stats, engine) = self.hub.figures();
-        let timestamp = Some(std::time::SystemTime::now().into());
-        let metric = |name: &str, value: u64, extra: Option<(&str, &str)>| {
-            let mut labels = HashMap::from([("instance".to_owned(), self.instance_id.to_string())]);
-            if let Some((key, label)) = extra {
-                labels.insert(key.to_owned(), label.to_owned());
-            }
-            Metric {
-                name: name.to_owned(),
-                value: value as f64,
-                timestamp,
-                labels,
-            }
-        };
-        let mut metrics = vec![
-            metric("grpc_chat_rooms", engine.rooms, None),
-            metric("grpc_chat_subscriptions", engine.subscriptions, None),
-            metric("grpc_chat_history_messages", engine.history_messages, None),
-            metric("grpc_chat_messages_published_total", stats.published, None),
-            metric("grpc_chat_messages_delivered_total", stats.delivered, None),
-            metric("grpc_chat_slow_consumers_total", stats.slow_consumers, None),
-            metric("grpc_chat_replay_gaps_total", stats.gaps, None),
-        ];
-        metrics.extend(
-            StreamKind::ALL
-                .iter()
-                .zip(stats.streams)
-                .map(|(kind, open)| {
-                    metric("grpc_chat_active_streams", open, Some(("rpc", kind.rpc())))
-                }),
-        );
-        metrics
+    /// Every series of the registry (or those of the `names` asked for), labelled with this
+    /// instance.
+    fn metrics(&self, names: &[String]) -> Vec<Metric> {
+        let timestamp = Some(SystemTime::now().into());
+        self.monitoring
+            .series()
+            .into_iter()
+            .filter(|series| {
+                names.is_empty() || names.iter().any(|name| selects(name, &series.name))
+            })
+            .map(|series| {
+                let mut labels: HashMap<String, String> = series.labels.into_iter().collect();
+                labels.insert("instance".to_owned(), self.instance_id.to_string());
+                Metric {
+                    name: series.name,
+                    value: series.value,
+                    timestamp,
+                    labels,
+                }
+            })
+            .collect()
     }
+}
+
+/// Whether asking for metric `name` selects series `series` (a histogram's name selects its
+/// `_bucket`, `_sum` and `_count` series).
+fn selects(name: &str, series: &str) -> bool {
+    series
+        .strip_prefix(name)
+        .is_some_and(|suffix| matches!(suffix, "" | "_bucket" | "_sum" | "_count"))
 }
 
 #[tonic::async_trait]
@@ -134,12 +140,13 @@ impl ChatService for ChatApi {
             name => Some(UserName::parse("user", name)?),
         };
         let start = convert::start_at(request.from_offset, request.last)?;
-        let open = self.hub.stats().open_stream(StreamKind::Subscribe);
-        let mut subscription = self.hub.subscribe(&room, user.as_ref(), start).await?;
+        let mut subscription = self
+            .hub
+            .subscribe(&room, user.as_ref(), start, FrontDoor::Grpc)
+            .await?;
         let welcome = convert::welcome(&room, user.as_ref());
         let shutdown = self.shutdown.clone();
         Ok(Response::new(Box::pin(async_stream::stream! {
-            let _open = open;
             yield Ok(EncodedMessage::from(&welcome));
             if let Some(gap) = subscription.initial_gap {
                 yield Ok(EncodedMessage::from(&convert::gap_notice(&room, gap)));
@@ -173,7 +180,6 @@ impl ChatService for ChatApi {
         &self,
         request: Request<Streaming<Message>>,
     ) -> Result<Response<UploadResponse>, Status> {
-        let _open = self.hub.stats().open_stream(StreamKind::Upload);
         let mut inbound = request.into_inner();
         let mut published: usize = 0;
         loop {
@@ -227,7 +233,18 @@ impl ChatService for ChatApi {
         &self,
         request: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
-        let seconds = match request.get_ref().interval_seconds {
+        let request = request.into_inner();
+        if request.names.len() > MAX_METRIC_NAMES {
+            return Err(ChatError::invalid(
+                "names",
+                format!(
+                    "at most {MAX_METRIC_NAMES} names (got {})",
+                    request.names.len()
+                ),
+            )
+            .into());
+        }
+        let seconds = match request.interval_seconds {
             0 => 1,
             seconds @ 1..=MAX_METRICS_INTERVAL_SECONDS => seconds,
             other => {
@@ -242,9 +259,7 @@ impl ChatService for ChatApi {
             }
         };
         let api = self.clone();
-        let open = self.hub.stats().open_stream(StreamKind::Metrics);
         Ok(Response::new(Box::pin(async_stream::stream! {
-            let _open = open;
             let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -255,7 +270,7 @@ impl ChatService for ChatApi {
                         break;
                     }
                     _ = ticks.tick() => {
-                        for metric in api.metrics() {
+                        for metric in api.metrics(&request.names) {
                             yield Ok(metric);
                         }
                     }
@@ -284,7 +299,6 @@ impl ChatSession {
         mut inbound: Streaming<Message>,
     ) -> impl Stream<Item = Result<EncodedMessage, Status>> {
         async_stream::stream! {
-            let _open = self.api.hub.stats().open_stream(StreamKind::Chat);
             let shutdown = self.api.shutdown.clone();
             let mut inbound_open = true;
             let mut received: usize = 0;
@@ -368,7 +382,7 @@ impl ChatSession {
         let subscription = self
             .api
             .hub
-            .subscribe(room, Some(user), StartAt::Live)
+            .subscribe(room, Some(user), StartAt::Live, FrontDoor::Grpc)
             .await?;
         self.joined.insert(room.clone(), subscription);
         Ok(())

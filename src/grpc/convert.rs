@@ -88,6 +88,7 @@ pub fn message(event: &Event) -> Message {
         offset: event.offset,
         lamport: event.lamport,
         missed: 0,
+        traceparent: event.traceparent.clone().unwrap_or_default(),
     }
 }
 

@@ -75,6 +75,7 @@ mod tests {
             offset: 7,
             lamport: 9,
             timestamp: SystemTime::now(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             encoded: Default::default(),
         };
         let first = EncodedMessage::of_event(&event);

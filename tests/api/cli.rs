@@ -227,3 +227,28 @@ fn health_fails_when_nothing_listens() {
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[test]
+fn client_output_into_a_closed_pipe_ends_quietly() {
+    let server = ServerProcess::start(&[]);
+    let mut metrics = std::process::Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+        .args(["metrics", "--addr", &server.url(), "--batches", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(metrics.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("grpc_"), "{first}");
+    // The reader is gone (as with `| head -1`): the next write fails and the client stops cleanly.
+    let output = metrics.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -104,8 +104,8 @@ fn the_original_go_client_runs_all_five_examples() {
         "[Bidirectional] Charlie: Bidirectional message #1",
         "Sent bidirectional message #10",
         "[Bidirectional] Charlie: Bidirectional message #10",
-        // 5. metrics: real figures labelled with the instance
-        "Metric: grpc_chat_messages_published_total = ",
+        // 5. metrics: the server's real series, sorted by name, labelled with the instance
+        "Metric: grpc_chat_connections = 1.00 (labels: map[instance:",
         "Receiving metrics stream...",
     ] {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");

@@ -16,7 +16,7 @@ use grpc_chat::{
         Message, MessageType, MetricsRequest, SendMessageRequest, SendMessageResponse,
         SubscribeRequest, chat_service_client::ChatServiceClient,
     },
-    server,
+    server::{self, Listeners},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{Code, Status, Streaming, transport::Channel};
@@ -27,6 +27,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A server running in this process on a free port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub client: ChatServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -39,15 +40,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server with `config` (its `listen` is ignored: the app binds 127.0.0.1:0).
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listeners = Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let addr = listeners.grpc.local_addr().unwrap();
+    let admin_addr = listeners.admin.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(listener, config, async {
+    let server = tokio::spawn(server::run(listeners, config, async {
         let _ = stopped.await;
     }));
     let client = connect(addr).await;
     TestApp {
         addr,
+        admin_addr,
         client,
         stop: Some(stop),
         server: Some(server),
@@ -290,15 +296,30 @@ pub fn tool(name: &str) -> PathBuf {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Log lines after the "listening" one.
+    pub log: mpsc::Receiver<String>,
 }
 
 impl ServerProcess {
-    /// Runs `grpc-chat serve --listen 127.0.0.1:0 ARGS` and waits until it listens.
+    /// Runs `grpc-chat serve` on free loopback ports with `args` and waits until it listens.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -312,19 +333,20 @@ impl ServerProcess {
                 let _ = lines.send(line);
             }
         });
-        let addr = loop {
+        let (addr, admin_addr) = loop {
             let line = log
                 .recv_timeout(PATIENCE)
                 .expect("server did not report its address");
-            if let Some(addr) = line
-                .contains("listening")
-                .then(|| line.split("addr=").nth(1))
-                .flatten()
-            {
-                break addr.trim().parse().unwrap();
+            if line.contains("listening") {
+                break (log_field(&line, "addr"), log_field(&line, "admin_addr"));
             }
         };
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            admin_addr,
+            log,
+        }
     }
 
     /// `http://ADDR` of the server.
@@ -361,6 +383,55 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The address logged as `key` in a text (`key=value`) or JSON log line.
+fn log_field(line: &str, key: &str) -> SocketAddr {
+    let value = if line.starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(line).unwrap();
+        json["fields"][key].as_str().unwrap().to_owned()
+    } else {
+        let start = line.find(&format!(" {key}=")).unwrap() + key.len() + 2;
+        line[start..].split_whitespace().next().unwrap().to_owned()
+    };
+    value.parse().unwrap()
+}
+
+/// `GET path` over HTTP/1.1; returns the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within("an HTTP response", stream.read_to_end(&mut response))
+        .await
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
     }
 }
 

@@ -1,40 +1,52 @@
 use std::collections::HashMap;
 
-use grpc_chat::proto::{Metric, MetricsRequest};
+use grpc_chat::{
+    monitoring::{Series, exposition},
+    proto::{Metric, MetricsRequest},
+};
 use tonic::{Code, Streaming};
 
 use crate::helpers::*;
 
-async fn open_metrics(app: &TestApp, interval_seconds: i32) -> Streaming<Metric> {
+async fn open_metrics(app: &TestApp, request: MetricsRequest) -> Streaming<Metric> {
     app.client
         .clone()
-        .stream_metrics(MetricsRequest {
-            instance_id: "server-01".into(),
-            interval_seconds,
-        })
+        .stream_metrics(request)
         .await
         .unwrap()
         .into_inner()
 }
 
-/// One batch of metrics keyed by `name` or `name{rpc}`.
-async fn batch(stream: &mut Streaming<Metric>) -> (HashMap<String, f64>, Vec<Metric>) {
-    let mut metrics = Vec::new();
-    let mut values = HashMap::new();
-    while values.len() < 11 {
-        let metric = within("metrics", stream.message()).await.unwrap().unwrap();
-        let key = match metric.labels.get("rpc") {
-            Some(rpc) => format!("{}{{{rpc}}}", metric.name),
-            None => metric.name.clone(),
-        };
-        values.insert(key, metric.value);
-        metrics.push(metric);
+/// The next batch of `count` metrics.
+async fn batch(stream: &mut Streaming<Metric>, count: usize) -> Vec<Metric> {
+    let mut metrics = Vec::with_capacity(count);
+    while metrics.len() < count {
+        metrics.push(within("metrics", stream.message()).await.unwrap().unwrap());
     }
-    (values, metrics)
+    metrics
+}
+
+/// The value of the series `name` whose labels include `labels`.
+pub fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(key, value)| key == k && value == v))
+        })
+        .map(|s| s.value)
+}
+
+async fn scrape(app: &TestApp) -> Vec<Series> {
+    let (status, body) = http_get(app.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    exposition::parse(&body)
 }
 
 #[tokio::test]
-async fn metrics_are_the_services_own_live_figures() {
+async fn stream_metrics_serves_the_chat_figures_with_the_instance_label() {
     let app = spawn_app().await;
     let mut watcher = app.subscribe("a", "").await;
     app.send("a", "Bob", "one").await;
@@ -42,35 +54,254 @@ async fn metrics_are_the_services_own_live_figures() {
     app.send("b", "Bob", "three").await;
     next_events(&mut watcher, 2).await;
 
-    let mut stream = open_metrics(&app, 0).await;
-    let (values, metrics) = batch(&mut stream).await;
+    let names = [
+        "grpc_chat_messages_published_total",
+        "grpc_chat_messages_delivered_total",
+        "grpc_chat_rooms",
+        "grpc_chat_history_messages",
+        "grpc_chat_subscriptions",
+    ];
+    let mut stream = open_metrics(
+        &app,
+        MetricsRequest {
+            instance_id: "server-01".into(),
+            names: names.map(String::from).to_vec(),
+            ..MetricsRequest::default()
+        },
+    )
+    .await;
+    let metrics = batch(&mut stream, names.len()).await;
+    let values: HashMap<&str, f64> = metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
     assert_eq!(values["grpc_chat_messages_published_total"], 3.0);
     assert_eq!(values["grpc_chat_messages_delivered_total"], 2.0);
     assert_eq!(values["grpc_chat_rooms"], 2.0);
-    assert_eq!(values["grpc_chat_subscriptions"], 1.0);
     assert_eq!(values["grpc_chat_history_messages"], 3.0);
-    assert_eq!(values["grpc_chat_active_streams{SubscribeMessages}"], 1.0);
-    assert_eq!(values["grpc_chat_active_streams{StreamMetrics}"], 1.0);
-    assert_eq!(values["grpc_chat_active_streams{Chat}"], 0.0);
-    assert_eq!(values["grpc_chat_slow_consumers_total"], 0.0);
+    assert_eq!(values["grpc_chat_subscriptions"], 1.0);
     for metric in &metrics {
         assert!(metric.timestamp.is_some());
-        assert!(metric.labels.contains_key("instance"), "{metric:?}");
+        assert!(!metric.labels["instance"].is_empty(), "{metric:?}");
     }
+    let subscriptions = metrics
+        .iter()
+        .find(|m| m.name == "grpc_chat_subscriptions")
+        .unwrap();
+    assert_eq!(subscriptions.labels["front_door"], "grpc");
 
     // The next batch reflects what happened in between.
     app.send("a", "Bob", "four").await;
-    let (values, _) = batch(&mut stream).await;
-    assert_eq!(values["grpc_chat_messages_published_total"], 4.0);
+    let metrics = batch(&mut stream, names.len()).await;
+    let published = metrics
+        .iter()
+        .find(|m| m.name == "grpc_chat_messages_published_total")
+        .unwrap();
+    assert_eq!(published.value, 4.0);
+}
+
+#[tokio::test]
+async fn stream_metrics_and_the_metrics_endpoint_agree() {
+    let app = spawn_app().await;
+    let mut watcher = app.subscribe("general", "Alice").await;
+    app.send("general", "Bob", "hello").await;
+    next_events(&mut watcher, 2).await;
+    let _ = app
+        .client
+        .clone()
+        .send_message(send_request("", "Bob", "x"))
+        .await;
+
+    let mut stream = open_metrics(&app, MetricsRequest::default()).await;
+    let first = within("metrics", stream.message()).await.unwrap().unwrap();
+    let timestamp = first.timestamp;
+    let mut streamed = vec![first];
+    // One batch: every metric of it carries the same timestamp; the next batch is a second away.
+    let scraped = loop {
+        let metric = within("metrics", stream.message()).await.unwrap().unwrap();
+        if metric.timestamp != timestamp {
+            break scrape(&app).await;
+        }
+        streamed.push(metric);
+    };
+    let stable = |name: &str, labels: &HashMap<String, String>| {
+        // Process figures move between the two reads, and so does the count of metrics this very
+        // stream has sent.
+        let own_stream = name == "grpc_server_msg_sent_total"
+            && labels
+                .get("grpc_method")
+                .is_some_and(|m| m == "StreamMetrics");
+        !name.starts_with("process_") && !own_stream
+    };
+    let mut compared = 0;
+    for metric in streamed.iter().filter(|m| stable(&m.name, &m.labels)) {
+        let labels: Vec<(&str, &str)> = metric
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != "instance")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let scraped_value = value(&scraped, &metric.name, &labels)
+            .unwrap_or_else(|| panic!("{} {labels:?} missing from /metrics", metric.name));
+        assert_eq!(metric.value, scraped_value, "{} {labels:?}", metric.name);
+        compared += 1;
+    }
+    assert!(compared > 30, "compared only {compared} series");
+    let streamed_names: std::collections::HashSet<&str> =
+        streamed.iter().map(|m| m.name.as_str()).collect();
+    for series in scraped.iter().filter(|s| !s.name.starts_with("process_")) {
+        assert!(
+            streamed_names.contains(series.name.as_str()),
+            "{} not streamed",
+            series.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn grpc_server_metrics_follow_the_grpc_ecosystem_names() {
+    let app = spawn_app().await;
+    app.send("general", "Bob", "one").await;
+    app.send("general", "Bob", "two").await;
+    let _ = app
+        .client
+        .clone()
+        .send_message(send_request("general", "", "x"))
+        .await;
+    let mut watcher = app.subscribe("general", "").await;
+    app.send("general", "Bob", "three").await;
+    next_events(&mut watcher, 1).await;
+
+    let series = scrape(&app).await;
+    let unary = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "chat.ChatService"),
+        ("grpc_method", "SendMessage"),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut labels = unary.to_vec();
+        labels.push(extra);
+        labels
+    };
+    assert_eq!(
+        value(&series, "grpc_server_started_total", &unary),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &series,
+            "grpc_server_handled_total",
+            &with(("grpc_code", "OK"))
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &series,
+            "grpc_server_handled_total",
+            &with(("grpc_code", "InvalidArgument"))
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&series, "grpc_server_msg_received_total", &unary),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(&series, "grpc_server_msg_sent_total", &unary),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&series, "grpc_server_handling_seconds_count", &unary),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &series,
+            "grpc_server_handling_seconds_bucket",
+            &with(("le", "+Inf"))
+        ),
+        Some(4.0)
+    );
+
+    let stream = [
+        ("grpc_type", "server_stream"),
+        ("grpc_method", "SubscribeMessages"),
+    ];
+    assert_eq!(
+        value(&series, "grpc_server_started_total", &stream),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&series, "grpc_server_msg_sent_total", &stream),
+        Some(2.0),
+        "welcome and one message"
+    );
+    assert_eq!(value(&series, "grpc_chat_connections", &[]), Some(1.0));
+    assert_eq!(
+        value(&series, "grpc_chat_delivery_latency_seconds_count", &[]),
+        Some(1.0)
+    );
+
+    // A stream the client abandons is counted as cancelled once the server notices.
+    drop(watcher);
+    within("the cancelled stream", async {
+        while value(
+            &scrape(&app).await,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "SubscribeMessages"),
+                ("grpc_code", "Canceled"),
+            ],
+        )
+        .is_none()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_are_counted() {
+    let app = spawn_app().await;
+    let _second = app
+        .new_client()
+        .await
+        .send_message(send_request("a", "b", "c"))
+        .await
+        .unwrap();
+    let third = channel(app.addr).await;
+    let series = scrape(&app).await;
+    assert_eq!(
+        value(&series, "grpc_chat_connections_accepted_total", &[]),
+        Some(3.0)
+    );
+    drop(third);
+}
+
+#[tokio::test]
+async fn admin_endpoints_report_liveness_and_readiness() {
+    let app = spawn_app().await;
+    assert_eq!(
+        http_get(app.admin_addr, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(
+        http_get(app.admin_addr, "/readyz").await,
+        (200, "ready\n".to_owned())
+    );
+    assert_eq!(http_get(app.admin_addr, "/nope").await.0, 404);
 }
 
 #[tokio::test]
 async fn batches_follow_the_requested_interval() {
     let app = spawn_app().await;
-    let mut stream = open_metrics(&app, 1).await;
+    let request = MetricsRequest {
+        interval_seconds: 1,
+        names: vec!["grpc_chat_rooms".into()],
+        ..MetricsRequest::default()
+    };
+    let mut stream = open_metrics(&app, request).await;
     let started = std::time::Instant::now();
-    batch(&mut stream).await;
-    batch(&mut stream).await;
+    batch(&mut stream, 2).await;
     let elapsed = started.elapsed();
     assert!(
         elapsed.as_millis() >= 900,
@@ -79,18 +310,14 @@ async fn batches_follow_the_requested_interval() {
 }
 
 #[tokio::test]
-async fn absurd_intervals_are_rejected() {
+async fn absurd_requests_are_rejected() {
     let app = spawn_app().await;
     for interval_seconds in [-1, 3601, i32::MIN] {
-        let status = expect_err(
-            app.client
-                .clone()
-                .stream_metrics(MetricsRequest {
-                    instance_id: String::new(),
-                    interval_seconds,
-                })
-                .await,
-        );
+        let request = MetricsRequest {
+            interval_seconds,
+            ..MetricsRequest::default()
+        };
+        let status = expect_err(app.client.clone().stream_metrics(request).await);
         assert_status(
             &status,
             Code::InvalidArgument,
@@ -100,4 +327,14 @@ async fn absurd_intervals_are_rejected() {
             ],
         );
     }
+    let request = MetricsRequest {
+        names: vec!["x".into(); 101],
+        ..MetricsRequest::default()
+    };
+    let status = expect_err(app.client.clone().stream_metrics(request).await);
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        &["names: at most 100 names (got 101)"],
+    );
 }

@@ -127,18 +127,29 @@ async fn open_streams_are_told_and_closed_and_the_server_stops_promptly() {
 #[tokio::test]
 async fn a_client_that_never_reads_cannot_hold_shutdown_past_the_grace_period() {
     let app = spawn_app_with(ServeConfig {
-        shutdown_grace: Duration::from_millis(500),
+        shutdown_grace: Duration::from_millis(1500),
         ..ServeConfig::default()
     })
     .await;
+    let admin = app.admin_addr;
     // Fill this subscriber's HTTP/2 window so the server cannot even send it the final status.
     let stuck = subscribe_on(&mut connect_small_window(app.addr).await, live("general")).await;
     flood(&mut app.client.clone(), "general").await;
-    let took = app.shutdown().await;
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let stopping = tokio::spawn(app.shutdown());
+    // While it drains, the admin port still answers: alive, but not ready.
+    within("not ready", async {
+        while http_get(admin, "/readyz").await.0 != 503 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    let took = within("the drain", stopping).await.unwrap();
     assert!(
-        took >= Duration::from_millis(500),
+        took >= Duration::from_millis(1500),
         "the grace period was used: {took:?}"
     );
-    assert!(took < Duration::from_secs(4), "but not much more: {took:?}");
+    assert!(took < Duration::from_secs(5), "but not much more: {took:?}");
     drop(stuck);
 }

@@ -1,0 +1,181 @@
+//! Every metric the service exports: name, kind, unit and help text, in one place.
+//!
+//! Conventions: counters end in `_total`, base units (seconds, bytes), and no room or user ids
+//! in labels. The `grpc_server_*` family follows the grpc-ecosystem (go-grpc-prometheus) names so
+//! existing gRPC dashboards work.
+
+use metrics::Unit;
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+/// One metric's definition.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    /// Series name.
+    pub name: &'static str,
+    /// Series kind.
+    pub kind: Kind,
+    /// Unit of the value.
+    pub unit: Unit,
+    /// `# HELP` text.
+    pub help: &'static str,
+}
+
+const fn def(name: &'static str, kind: Kind, unit: Unit, help: &'static str) -> Def {
+    Def {
+        name,
+        kind,
+        unit,
+        help,
+    }
+}
+
+/// RPCs started, by `grpc_type`, `grpc_service`, `grpc_method`.
+pub const GRPC_STARTED: Def = def(
+    "grpc_server_started_total",
+    Kind::Counter,
+    Unit::Count,
+    "RPCs started on the server.",
+);
+/// RPCs completed, by `grpc_type`, `grpc_service`, `grpc_method`, `grpc_code`.
+pub const GRPC_HANDLED: Def = def(
+    "grpc_server_handled_total",
+    Kind::Counter,
+    Unit::Count,
+    "RPCs completed on the server, regardless of success or failure.",
+);
+/// Request messages received, by `grpc_type`, `grpc_service`, `grpc_method`.
+pub const GRPC_MSG_RECEIVED: Def = def(
+    "grpc_server_msg_received_total",
+    Kind::Counter,
+    Unit::Count,
+    "Stream messages received by the server.",
+);
+/// Response messages sent, by `grpc_type`, `grpc_service`, `grpc_method`.
+pub const GRPC_MSG_SENT: Def = def(
+    "grpc_server_msg_sent_total",
+    Kind::Counter,
+    Unit::Count,
+    "Stream messages sent by the server.",
+);
+/// Time from the start of an RPC to its status, by `grpc_type`, `grpc_service`, `grpc_method`.
+pub const GRPC_HANDLING_SECONDS: Def = def(
+    "grpc_server_handling_seconds",
+    Kind::Histogram,
+    Unit::Seconds,
+    "Time from the start of an RPC until the server sent its status (whole stream for streams).",
+);
+
+/// Rooms held by the engine.
+pub const ROOMS: Def = def("grpc_chat_rooms", Kind::Gauge, Unit::Count, "Rooms held.");
+/// Messages held in history over all rooms.
+pub const HISTORY_MESSAGES: Def = def(
+    "grpc_chat_history_messages",
+    Kind::Gauge,
+    Unit::Count,
+    "Messages held in room histories, over all rooms.",
+);
+/// Open room subscriptions, by `front_door`.
+pub const SUBSCRIPTIONS: Def = def(
+    "grpc_chat_subscriptions",
+    Kind::Gauge,
+    Unit::Count,
+    "Open room subscriptions, by front door.",
+);
+/// Messages appended to rooms.
+pub const PUBLISHED: Def = def(
+    "grpc_chat_messages_published_total",
+    Kind::Counter,
+    Unit::Count,
+    "Messages appended to room logs (chat, join and leave).",
+);
+/// Messages handed to subscribers.
+pub const DELIVERED: Def = def(
+    "grpc_chat_messages_delivered_total",
+    Kind::Counter,
+    Unit::Count,
+    "Messages handed to subscribers' transports.",
+);
+/// Messages slow subscribers never received.
+pub const MISSED: Def = def(
+    "grpc_chat_messages_missed_total",
+    Kind::Counter,
+    Unit::Count,
+    "Messages that left history before a slow subscriber read them.",
+);
+/// Subscriptions ended for falling behind history.
+pub const SLOW_CONSUMERS: Def = def(
+    "grpc_chat_slow_consumers_total",
+    Kind::Counter,
+    Unit::Count,
+    "Subscriptions ended because the subscriber fell behind history.",
+);
+/// Replays that started with a gap notice.
+pub const REPLAY_GAPS: Def = def(
+    "grpc_chat_replay_gaps_total",
+    Kind::Counter,
+    Unit::Count,
+    "Replays that started with a gap notice because the requested offset had left history.",
+);
+/// Time from append to hand-over to a subscriber's transport.
+pub const DELIVERY_SECONDS: Def = def(
+    "grpc_chat_delivery_latency_seconds",
+    Kind::Histogram,
+    Unit::Seconds,
+    "Time from a message's append to its hand-over to a subscriber's transport.",
+);
+/// Open client connections.
+pub const CONNECTIONS: Def = def(
+    "grpc_chat_connections",
+    Kind::Gauge,
+    Unit::Count,
+    "Open client connections on the public port.",
+);
+/// Accepted client connections.
+pub const CONNECTIONS_ACCEPTED: Def = def(
+    "grpc_chat_connections_accepted_total",
+    Kind::Counter,
+    Unit::Count,
+    "Client connections accepted on the public port.",
+);
+
+/// Every metric defined here.
+pub const ALL: [Def; 16] = [
+    GRPC_STARTED,
+    GRPC_HANDLED,
+    GRPC_MSG_RECEIVED,
+    GRPC_MSG_SENT,
+    GRPC_HANDLING_SECONDS,
+    ROOMS,
+    HISTORY_MESSAGES,
+    SUBSCRIPTIONS,
+    PUBLISHED,
+    DELIVERED,
+    MISSED,
+    SLOW_CONSUMERS,
+    REPLAY_GAPS,
+    DELIVERY_SECONDS,
+    CONNECTIONS,
+    CONNECTIONS_ACCEPTED,
+];
+
+/// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.
+pub const HANDLING_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 60.0, 300.0, 3600.0,
+];
+
+/// Buckets of `grpc_chat_delivery_latency_seconds`.
+pub const DELIVERY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
