@@ -2,16 +2,16 @@
 //! generates the messages and the client from it, writes the encoded descriptor set that the
 //! reflection service serves, and generates the server glue of `chat.ChatService`.
 //!
-//! The server glue is described here rather than generated from the proto so that the streamed
-//! `Message`s can be sent pre-encoded: each room event is encoded once and its bytes shared by
-//! every subscriber. The routes and request/response wire types are exactly the proto's; the
+//! The server glue is described here rather than generated from the protos so that streamed
+//! messages can be sent pre-encoded: each room event is encoded once per protocol and its bytes
+//! shared by every subscriber. The routes and request/response wire types are exactly the proto's; the
 //! Go-client, grpcurl and reflection tests hold them to it.
 
 use std::{env, fs, path::PathBuf};
 
 use tonic_build::manual::{Method, Service};
 
-const PROTOS: &[&str] = &["proto/chat.proto"];
+const PROTOS: &[&str] = &["proto/chat.proto", "proto/chitty_chat.proto"];
 const CODEC: &str = "tonic_prost::ProstCodec";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,9 +35,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_build::manual::Builder::new()
         .build_client(false)
-        .compile(&[chat_service()]);
+        .compile(&[chat_service(), chitty_chat_service()]);
     Ok(())
 }
+
+/// Pre-encoded response messages.
+const ENCODED: &str = "crate::grpc::Encoded";
 
 fn method(
     name: &str,
@@ -53,8 +56,20 @@ fn method(
         .codec_path(CODEC)
 }
 
+fn chitty_chat_service() -> Service {
+    Service::builder()
+        .name("Chat")
+        .package("chitty_chat")
+        .method(
+            method("broadcast", "Broadcast", "chitty_chat::ChatEvent", ENCODED)
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .build()
+}
+
 fn chat_service() -> Service {
-    let encoded = "crate::grpc::EncodedMessage";
     Service::builder()
         .name("ChatService")
         .package("chat")
@@ -72,7 +87,7 @@ fn chat_service() -> Service {
                 "subscribe_messages",
                 "SubscribeMessages",
                 "SubscribeRequest",
-                encoded,
+                ENCODED,
             )
             .server_streaming()
             .build(),
@@ -88,7 +103,7 @@ fn chat_service() -> Service {
             .build(),
         )
         .method(
-            method("chat", "Chat", "Message", encoded)
+            method("chat", "Chat", "Message", ENCODED)
                 .client_streaming()
                 .server_streaming()
                 .build(),

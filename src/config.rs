@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser};
 
-use crate::{broker::memory::MemoryConfig, telemetry::LogFormat};
+use crate::{broker::memory::MemoryConfig, room::RoomName, telemetry::LogFormat};
 
 /// Room the gRPC envelope needs besides the content: names, ids, timestamps, framing.
 const ENVELOPE_BYTES: usize = 1024;
@@ -17,9 +17,31 @@ pub struct ServeConfig {
     #[arg(long, env = "GRPC_CHAT_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the WebSocket rooms (`GET /ws?roomCode=CODE`).
+    #[arg(long, env = "GRPC_CHAT_WS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub ws_listen: SocketAddr,
+
     /// Address of the admin HTTP server: /metrics, /healthz, /readyz.
     #[arg(long, env = "GRPC_CHAT_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
     pub admin_listen: SocketAddr,
+
+    /// Room of Chitty-Chat Broadcast streams that do not name one in `x-chat-room` metadata.
+    #[arg(long, env = "GRPC_CHAT_CHITTY_ROOM", default_value = "general")]
+    pub chitty_room: String,
+
+    /// Origins browsers may call gRPC-Web from: a comma-separated list of exact origins
+    /// (https://chat.example.com), or * for any.
+    #[arg(
+        long,
+        env = "GRPC_CHAT_CORS_ALLOWED_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// How often WebSocket peers are pinged; one silent for two intervals is dropped.
+    #[arg(long, env = "GRPC_CHAT_WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ws_ping_interval: Duration,
 
     /// Log line format.
     #[arg(long, env = "GRPC_CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -145,6 +167,19 @@ impl ServeConfig {
         }
         if !self.http2_keepalive_interval.is_zero() && self.http2_keepalive_timeout.is_zero() {
             return Err("--http2-keepalive-timeout must be above 0s when keepalive is on".into());
+        }
+        if let Err(error) = RoomName::parse("--chitty-room", &self.chitty_room) {
+            return Err(error.to_string());
+        }
+        if let Some(origin) = self.cors_allowed_origins.iter().find(|origin| {
+            *origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
+        }) {
+            return Err(format!(
+                "--cors-allowed-origins: {origin:?} is not * or an origin like https://chat.example.com"
+            ));
+        }
+        if self.ws_ping_interval.is_zero() {
+            return Err("--ws-ping-interval must be above 0s (for example 30s)".into());
         }
         if self.room_idle_ttl.is_zero() {
             return Err("--room-idle-ttl must be above 0s (for example 5m)".into());

@@ -29,6 +29,12 @@ pub enum ChatError {
     /// A capacity limit was reached; the request can be retried later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A name that must be unique is taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but not in the stream's current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The subscriber fell so far behind that messages it had not received left history.
     #[error(
         "subscriber too slow: missed {missed} messages that left history; \
@@ -72,6 +78,8 @@ impl ChatError {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::OffsetOutOfRange { .. } => Code::OutOfRange,
             Self::ResourceExhausted(_) | Self::SlowConsumer { .. } => Code::ResourceExhausted,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::ShuttingDown => Code::Unavailable,
         }
     }

@@ -72,13 +72,13 @@ impl Hub {
         Ok(event)
     }
 
-    /// Opens a subscription to `room` at `start` for a client of `door`. A named subscriber is
+    /// Opens a subscription to `room` at `start` for a client of `door`. A named participant is
     /// announced with a JOIN (its first session only), which the subscription itself also
     /// receives, and with a LEAVE when its last session ends.
     pub async fn subscribe(
         &self,
         room: &RoomName,
-        user: Option<&UserName>,
+        participant: Option<Participant<'_>>,
         start: StartAt,
         door: FrontDoor,
     ) -> Result<Subscription, ChatError> {
@@ -86,8 +86,8 @@ impl Hub {
         if feed.initial_gap.is_some() {
             self.inner.metrics.replay_gaps.increment(1);
         }
-        let presence = match user {
-            Some(user) => Some(self.enter(room, user).await?),
+        let presence = match participant {
+            Some(participant) => Some(self.enter(room, participant).await?),
             None => None,
         };
         Ok(Subscription {
@@ -99,18 +99,57 @@ impl Hub {
         })
     }
 
-    async fn enter(&self, room: &RoomName, user: &UserName) -> Result<Presence, ChatError> {
+    async fn enter(
+        &self,
+        room: &RoomName,
+        participant: Participant<'_>,
+    ) -> Result<Presence, ChatError> {
+        let user = participant.user;
+        let first = if participant.exclusive {
+            if !self.inner.broker.join_alone(room, user)? {
+                return Err(ChatError::AlreadyExists(format!(
+                    "username {user:?} is already taken in room {room}"
+                )));
+            }
+            true
+        } else {
+            self.inner.broker.join(room, user)?
+        };
         let presence = Presence {
             hub: self.clone(),
             room: room.clone(),
             user: user.clone(),
         };
-        if self.inner.broker.join(room, user) {
+        if first {
+            let mut draft = Draft::presence(user.clone(), EventKind::Join);
+            draft.sender_clock = participant.clock;
             // On failure `presence` drops here and undoes the join.
-            self.publish(room, Draft::presence(user.clone(), EventKind::Join))
-                .await?;
+            self.publish(room, draft).await?;
         }
         Ok(presence)
+    }
+}
+
+/// A named subscriber, announced to the room.
+#[derive(Debug, Clone, Copy)]
+pub struct Participant<'a> {
+    /// Its name.
+    pub user: &'a UserName,
+    /// Refuse the subscription (ALREADY_EXISTS) when the name is already present in the room,
+    /// instead of counting one more session of it.
+    pub exclusive: bool,
+    /// The participant's Lamport clock, merged into the room's with its JOIN.
+    pub clock: u64,
+}
+
+impl<'a> Participant<'a> {
+    /// A participant that may have several sessions in a room.
+    pub fn shared(user: &'a UserName) -> Self {
+        Self {
+            user,
+            exclusive: false,
+            clock: 0,
+        }
     }
 }
 

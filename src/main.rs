@@ -41,6 +41,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let telemetry = telemetry::init("info", config.log_format)?;
     let listeners = Listeners {
         grpc: bind(config.listen).await?,
+        websocket: bind(config.ws_listen).await?,
         admin: bind(config.admin_listen).await?,
     };
     let served = server::run(listeners, config, shutdown::signal()).await;

@@ -212,11 +212,15 @@ pub struct Event {
     pub encoded: Encodings,
 }
 
-/// The cached wire forms of an [`Event`].
+/// The cached wire forms of an [`Event`], one per protocol.
 #[derive(Debug, Default)]
 pub struct Encodings {
     /// The protobuf encoding of the event as a `chat.Message`.
     pub grpc: OnceLock<Bytes>,
+    /// The protobuf encoding of the event as a `chitty_chat.ChatMessage`.
+    pub chitty: OnceLock<Bytes>,
+    /// The WebSocket text frame of the event (`{"Author": ..., "Content": ...}`).
+    pub websocket: OnceLock<Bytes>,
 }
 
 /// Where a subscription starts reading a room's log.

@@ -1,5 +1,6 @@
-//! Wires the service onto its listeners: health, reflection, metrics, HTTP/2 settings and
-//! graceful shutdown.
+//! Wires the service onto its listeners: the gRPC port (chat.ChatService, chitty_chat.Chat,
+//! gRPC-Web with CORS, health, reflection), the WebSocket port and the admin port; metrics, HTTP/2
+//! settings and graceful shutdown.
 //!
 //! Shutdown order: the caller's `shutdown` future completes → `/readyz` and health go
 //! NOT_SERVING (overall and per service; health watches see it, then end) → the drain token is
@@ -16,14 +17,22 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use tonic_web::GrpcWebLayer;
+use tower::util::MapRequestLayer;
+
 use crate::{
     admin::{self, Readiness},
     broker::memory::MemoryBroker,
     config::ServeConfig,
-    grpc::{ChatApi, ChatLimits},
+    grpc::{self, ChatApi, ChatLimits, ChittyApi},
     hub::Hub,
     monitoring::{CountedConnection, Monitoring, RpcLayer},
-    proto::{self, chat_service_server::ChatServiceServer},
+    proto::{
+        self, chat_service_server::ChatServiceServer,
+        chitty_chat::chat_server::ChatServer as ChittyServer,
+    },
+    room::RoomName,
+    websocket::{self, WebSocketConfig},
 };
 
 /// Longest pause between sweeps for idle rooms.
@@ -33,8 +42,10 @@ const TASKS_GRACE: Duration = Duration::from_secs(1);
 
 /// The already-bound sockets the server uses (bound by the caller, so tests can use port 0).
 pub struct Listeners {
-    /// The public gRPC port.
+    /// The public gRPC (and gRPC-Web) port.
     pub grpc: TcpListener,
+    /// The WebSocket rooms port.
+    pub websocket: TcpListener,
     /// The admin HTTP port.
     pub admin: TcpListener,
 }
@@ -54,6 +65,10 @@ pub async fn run(
         .admin
         .local_addr()
         .context("admin listener has no address")?;
+    let ws_addr = listeners
+        .websocket
+        .local_addr()
+        .context("WebSocket listener has no address")?;
     let tasks = TaskTracker::new();
     let drain = CancellationToken::new();
     let admin_stop = CancellationToken::new();
@@ -79,17 +94,39 @@ pub async fn run(
         max_rooms_per_chat: config.max_rooms_per_chat,
     };
     let chat = ChatServiceServer::new(ChatApi::new(
-        hub,
+        hub.clone(),
         Arc::clone(&monitoring),
         limits,
         &config.instance_id,
         drain.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes);
+    let chitty_room = RoomName::parse("--chitty-room", &config.chitty_room)?;
+    let chitty = ChittyServer::new(ChittyApi::new(
+        hub.clone(),
+        chitty_room,
+        config.max_content_bytes,
+        drain.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
+
+    // WebSocket sessions are tracked tasks that close on the drain token; the listener stops
+    // accepting at the same moment.
+    let websocket_config = WebSocketConfig {
+        max_message_bytes: config.max_message_bytes,
+        max_content_bytes: config.max_content_bytes,
+        ping_interval: config.ws_ping_interval,
+    };
+    let websocket_server = tokio::spawn(websocket::serve(
+        listeners.websocket,
+        websocket::router(hub, websocket_config, drain.clone(), tasks.clone()),
+        drain.clone(),
+    ));
 
     let health = HealthReporter::new();
     let health_service = crate::health::service(health.clone(), drain.clone());
     health.set_serving::<ChatServiceServer<ChatApi>>().await;
+    health.set_serving::<ChittyServer<ChittyApi>>().await;
     // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each listing
     // every service (its own builder would register only its own reflection version).
     let reflection = || {
@@ -108,6 +145,8 @@ pub async fn run(
     let keepalive =
         (!config.http2_keepalive_interval.is_zero()).then_some(config.http2_keepalive_interval);
     let mut server = Server::builder()
+        // HTTP/1.1 is for gRPC-Web; gRPC itself is HTTP/2.
+        .accept_http1(true)
         .max_concurrent_streams(config.max_streams_per_connection)
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
@@ -140,19 +179,25 @@ pub async fn run(
         }
     };
 
+    // Outermost first: CORS answers browsers, gRPC-Web requests are marked and then translated,
+    // so the metrics and tracing layer sees plain gRPC whichever way a call came in.
     let serve = server
+        .layer(grpc::cors(&config.cors_allowed_origins))
+        .layer(MapRequestLayer::new(grpc::mark_grpc_web))
+        .layer(GrpcWebLayer::new())
         .layer(RpcLayer::new(&monitoring))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(chat)
+        .add_service(chitty)
         .serve_with_incoming_shutdown(incoming, begin_drain);
     let grace_elapsed = async {
         drain.cancelled().await;
         tokio::time::sleep(config.shutdown_grace).await;
     };
     readiness.set(true);
-    tracing::info!(%addr, %admin_addr, "listening");
+    tracing::info!(%addr, %ws_addr, %admin_addr, "listening");
     tokio::select! {
         served = serve => served.context("gRPC server failed")?,
         () = grace_elapsed => tracing::warn!(
@@ -168,8 +213,11 @@ pub async fn run(
     {
         tracing::warn!("background tasks still running at exit");
     }
+    if let Ok(Ok(Err(error))) = tokio::time::timeout(TASKS_GRACE, websocket_server).await {
+        tracing::warn!(%error, "WebSocket server failed");
+    }
     admin_stop.cancel();
-    if let Ok(Err(error)) = tokio::time::timeout(TASKS_GRACE, admin_server).await {
+    if let Ok(Ok(Err(error))) = tokio::time::timeout(TASKS_GRACE, admin_server).await {
         tracing::warn!(%error, "admin server failed");
     }
     tracing::info!("stopped");
@@ -178,7 +226,12 @@ pub async fn run(
 
 /// Reports NOT_SERVING for the whole server and for each service.
 async fn stop_serving(health: HealthReporter) {
-    for service in ["", <ChatServiceServer<ChatApi> as NamedService>::NAME] {
+    let services = [
+        "",
+        <ChatServiceServer<ChatApi> as NamedService>::NAME,
+        <ChittyServer<ChittyApi> as NamedService>::NAME,
+    ];
+    for service in services {
         health
             .set_service_status(service, ServingStatus::NotServing)
             .await;

@@ -332,7 +332,7 @@ impl Broker for MemoryBroker {
         std::future::ready(self.open_cursor(room, start)).boxed()
     }
 
-    fn join(&self, room: &RoomName, user: &UserName) -> bool {
+    fn join(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError> {
         // Presence keeps a room alive, so it counts as use (and may create the room).
         self.with_room(room, |usage| {
             let sessions = usage.members.entry(user.clone()).or_insert(0);
@@ -340,7 +340,17 @@ impl Broker for MemoryBroker {
             Ok(*sessions == 1)
         })
         .map(|(_, first)| first)
-        .unwrap_or(false)
+    }
+
+    fn join_alone(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError> {
+        self.with_room(room, |usage| {
+            if usage.members.contains_key(user) {
+                return Ok(false);
+            }
+            usage.members.insert(user.clone(), 1);
+            Ok(true)
+        })
+        .map(|(_, joined)| joined)
     }
 
     fn leave(&self, room: &RoomName, user: &UserName) -> bool {
@@ -529,9 +539,11 @@ mod tests {
         let broker = broker(3);
         let general = room("general");
         let alice = UserName::parse("user", "alice").expect("valid");
-        assert!(broker.join(&general, &alice));
-        assert!(!broker.join(&general, &alice));
+        assert!(broker.join(&general, &alice).unwrap());
+        assert!(!broker.join(&general, &alice).unwrap());
+        assert!(!broker.join_alone(&general, &alice).unwrap(), "taken");
         assert!(!broker.leave(&general, &alice));
         assert!(broker.leave(&general, &alice));
+        assert!(broker.join_alone(&general, &alice).unwrap(), "free again");
     }
 }

@@ -65,7 +65,11 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Feed, ChatError>>;
 
     /// Records one more session of `user` in `room`; true when it is the user's first.
-    fn join(&self, room: &RoomName, user: &UserName) -> bool;
+    fn join(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError>;
+
+    /// Records the only session of `user` in `room`; false (and nothing recorded) when the user
+    /// is already present.
+    fn join_alone(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError>;
 
     /// Records that one session of `user` left `room`; true when it was the user's last.
     fn leave(&self, room: &RoomName, user: &UserName) -> bool;

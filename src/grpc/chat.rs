@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    EncodedMessage,
+    Encoded,
     convert::{self, Command},
 };
 use crate::{
     error::ChatError,
-    hub::{Hub, Subscription},
+    hub::{Hub, Participant, Subscription},
     monitoring::{FrontDoor, Monitoring},
     proto::{
         Message, Metric, MetricsRequest, SendMessageRequest, SendMessageResponse, SubscribeRequest,
@@ -127,12 +127,13 @@ impl ChatService for ChatApi {
         }))
     }
 
-    type SubscribeMessagesStream = ResponseStream<EncodedMessage>;
+    type SubscribeMessagesStream = ResponseStream<Encoded>;
 
     async fn subscribe_messages(
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
+        let door = super::front_door(&request);
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
         let user = match request.user.as_str() {
@@ -142,28 +143,28 @@ impl ChatService for ChatApi {
         let start = convert::start_at(request.from_offset, request.last)?;
         let mut subscription = self
             .hub
-            .subscribe(&room, user.as_ref(), start, FrontDoor::Grpc)
+            .subscribe(&room, user.as_ref().map(Participant::shared), start, door)
             .await?;
         let welcome = convert::welcome(&room, user.as_ref());
         let shutdown = self.shutdown.clone();
         Ok(Response::new(Box::pin(async_stream::stream! {
-            yield Ok(EncodedMessage::from(&welcome));
+            yield Ok(Encoded::of(&welcome));
             if let Some(gap) = subscription.initial_gap {
-                yield Ok(EncodedMessage::from(&convert::gap_notice(&room, gap)));
+                yield Ok(Encoded::of(&convert::gap_notice(&room, gap)));
             }
             let mut resume_from = None;
             loop {
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => {
-                        yield Ok(EncodedMessage::from(&convert::shutdown_notice(&room, resume_from)));
+                        yield Ok(Encoded::of(&convert::shutdown_notice(&room, resume_from)));
                         yield Err(ChatError::ShuttingDown.into());
                         break;
                     }
                     next = subscription.next() => match next {
                         Some(Ok(event)) => {
                             resume_from = Some(event.offset + 1);
-                            yield Ok(EncodedMessage::of_event(&event));
+                            yield Ok(convert::encoded(&event));
                         }
                         Some(Err(error)) => {
                             yield Err(error.into());
@@ -212,7 +213,7 @@ impl ChatService for ChatApi {
         }))
     }
 
-    type ChatStream = ResponseStream<EncodedMessage>;
+    type ChatStream = ResponseStream<Encoded>;
 
     async fn chat(
         &self,
@@ -297,7 +298,7 @@ impl ChatSession {
     fn run(
         mut self,
         mut inbound: Streaming<Message>,
-    ) -> impl Stream<Item = Result<EncodedMessage, Status>> {
+    ) -> impl Stream<Item = Result<Encoded, Status>> {
         async_stream::stream! {
             let shutdown = self.api.shutdown.clone();
             let mut inbound_open = true;
@@ -313,7 +314,7 @@ impl ChatSession {
                             .map(|room| convert::shutdown_notice(room, self.resume_from.get(room).copied()))
                             .collect();
                         for notice in notices {
-                            yield Ok(EncodedMessage::from(&notice));
+                            yield Ok(Encoded::of(&notice));
                         }
                         yield Err(ChatError::ShuttingDown.into());
                         break;
@@ -324,7 +325,7 @@ impl ChatSession {
                                 self.unacked.remove(&room);
                             }
                             self.resume_from.insert(room, event.offset + 1);
-                            yield Ok(EncodedMessage::of_event(&event));
+                            yield Ok(convert::encoded(&event));
                         }
                         Err(error) => {
                             yield Err(error.into());
@@ -382,7 +383,12 @@ impl ChatSession {
         let subscription = self
             .api
             .hub
-            .subscribe(room, Some(user), StartAt::Live, FrontDoor::Grpc)
+            .subscribe(
+                room,
+                Some(Participant::shared(user)),
+                StartAt::Live,
+                FrontDoor::Grpc,
+            )
             .await?;
         self.joined.insert(room.clone(), subscription);
         Ok(())

@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use super::Encoded;
 use crate::{
     broker::Gap,
     error::ChatError,
@@ -69,6 +70,11 @@ pub fn start_at(from_offset: u64, last: u32) -> Result<StartAt, ChatError> {
             "cannot be combined with last; set one of them",
         )),
     }
+}
+
+/// The shared, pre-encoded wire form of a room event.
+pub fn encoded(event: &Event) -> Encoded {
+    Encoded::cached(&event.encoded.grpc, || message(event))
 }
 
 /// The wire form of a room event.

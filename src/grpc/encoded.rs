@@ -1,39 +1,32 @@
-//! Messages sent pre-encoded, so a room event is encoded once for all its subscribers.
+//! Messages sent pre-encoded, so a room event is encoded once per protocol for all its
+//! subscribers.
+
+use std::sync::OnceLock;
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{
-    DecodeError, Message as _,
+    DecodeError, Message,
     encoding::{DecodeContext, WireType},
 };
 
-use super::convert;
-use crate::{proto::Message, room::Event};
-
-/// A `chat.Message` already encoded as protobuf; sending it copies its bytes into the response.
+/// A protobuf message already encoded; sending it copies its bytes into the response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EncodedMessage(Bytes);
+pub struct Encoded(Bytes);
 
-impl EncodedMessage {
-    /// The encoding of `event`, made on first use and shared by every later caller.
-    pub fn of_event(event: &Event) -> Self {
-        Self(
-            event
-                .encoded
-                .grpc
-                .get_or_init(|| convert::message(event).encode_to_vec().into())
-                .clone(),
-        )
+impl Encoded {
+    /// The encoding cached in `cell`, made by encoding `make()` on first use.
+    pub fn cached<M: Message>(cell: &OnceLock<Bytes>, make: impl FnOnce() -> M) -> Self {
+        Self(cell.get_or_init(|| make().encode_to_vec().into()).clone())
     }
-}
 
-impl From<&Message> for EncodedMessage {
-    fn from(message: &Message) -> Self {
+    /// Encodes `message` now (for one-off notices).
+    pub fn of<M: Message>(message: &M) -> Self {
         Self(message.encode_to_vec().into())
     }
 }
 
 /// These are only ever sent, never received: decoding (which the trait requires) skips every field.
-impl prost::Message for EncodedMessage {
+impl Message for Encoded {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         buf.put_slice(&self.0);
     }
@@ -59,29 +52,22 @@ impl prost::Message for EncodedMessage {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
-    use crate::room::{EventKind, RoomName, UserName};
+    use crate::proto;
 
     #[test]
-    fn the_shared_bytes_decode_to_the_same_message() {
-        let event = Event {
+    fn the_cached_bytes_are_shared_and_decode_to_the_message() {
+        let cell = OnceLock::new();
+        let message = proto::Message {
             id: "id-1".into(),
-            room: RoomName::parse("room", "general").unwrap(),
-            user: UserName::parse("user", "Alice").unwrap(),
             content: "hello".into(),
-            kind: EventKind::Chat,
             offset: 7,
-            lamport: 9,
-            timestamp: SystemTime::now(),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            encoded: Default::default(),
+            ..proto::Message::default()
         };
-        let first = EncodedMessage::of_event(&event);
-        let second = EncodedMessage::of_event(&event);
-        assert_eq!(first.0.as_ptr(), second.0.as_ptr(), "encoded once, shared");
-        let decoded = Message::decode(first.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(decoded, convert::message(&event));
+        let first = Encoded::cached(&cell, || message.clone());
+        let second = Encoded::cached::<proto::Message>(&cell, || unreachable!("encoded once"));
+        assert_eq!(first.0.as_ptr(), second.0.as_ptr(), "shared, not copied");
+        let decoded = proto::Message::decode(first.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, message);
     }
 }

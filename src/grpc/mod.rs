@@ -1,9 +1,25 @@
-//! The `chat.ChatService` front door: validates requests, translates them to the room model and
-//! back. It owns no room state; see [`crate::hub`].
+//! The gRPC front doors: `chat.ChatService` (also over gRPC-Web) and `chitty_chat.Chat`. They
+//! validate requests and translate them to the room model and back; they own no room state (see
+//! [`crate::hub`]).
 
 mod chat;
+mod chitty;
 mod convert;
 mod encoded;
+mod web;
 
 pub use chat::{ChatApi, ChatLimits};
-pub use encoded::EncodedMessage;
+pub use chitty::ChittyApi;
+pub use encoded::Encoded;
+pub use web::{ViaGrpcWeb, cors, mark_grpc_web};
+
+use crate::monitoring::FrontDoor;
+
+/// Which front door a `chat.ChatService` request came through.
+fn front_door<T>(request: &tonic::Request<T>) -> FrontDoor {
+    if request.extensions().get::<ViaGrpcWeb>().is_some() {
+        FrontDoor::GrpcWeb
+    } else {
+        FrontDoor::Grpc
+    }
+}

@@ -11,16 +11,25 @@ use super::{Monitoring, names};
 pub enum FrontDoor {
     /// `chat.ChatService` over gRPC.
     Grpc,
+    /// `chat.ChatService` over gRPC-Web (browsers).
+    GrpcWeb,
+    /// `chitty_chat.Chat/Broadcast`.
+    ChittyChat,
+    /// WebSocket rooms at `/ws`.
+    WebSocket,
 }
 
 impl FrontDoor {
     /// Every front door, in label order.
-    pub const ALL: [FrontDoor; 1] = [Self::Grpc];
+    pub const ALL: [FrontDoor; 4] = [Self::Grpc, Self::GrpcWeb, Self::ChittyChat, Self::WebSocket];
 
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {
             Self::Grpc => "grpc",
+            Self::GrpcWeb => "grpc_web",
+            Self::ChittyChat => "chitty_chat",
+            Self::WebSocket => "websocket",
         }
     }
 }

@@ -34,6 +34,7 @@ const METHODS: &[(&str, &str, &str)] = &[
     ("chat.ChatService", "UploadMessages", "client_stream"),
     ("chat.ChatService", "Chat", "bidi_stream"),
     ("chat.ChatService", "StreamMetrics", "server_stream"),
+    ("chitty_chat.Chat", "Broadcast", "bidi_stream"),
     ("grpc.health.v1.Health", "Check", "unary"),
     ("grpc.health.v1.Health", "Watch", "server_stream"),
     (

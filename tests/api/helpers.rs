@@ -27,6 +27,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A server running in this process on a free port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub ws_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub client: ChatServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -42,9 +43,11 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     let listeners = Listeners {
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        websocket: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let addr = listeners.grpc.local_addr().unwrap();
+    let ws_addr = listeners.websocket.local_addr().unwrap();
     let admin_addr = listeners.admin.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(server::run(listeners, config, async {
@@ -53,6 +56,7 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     let client = connect(addr).await;
     TestApp {
         addr,
+        ws_addr,
         admin_addr,
         client,
         stop: Some(stop),
@@ -296,6 +300,7 @@ pub fn tool(name: &str) -> PathBuf {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    pub ws_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     /// Log lines after the "listening" one.
     pub log: mpsc::Receiver<String>,
@@ -316,6 +321,8 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
+                "--ws-listen",
+                "127.0.0.1:0",
             ])
             .args(args)
             .env("RUST_LOG", "info")
@@ -333,17 +340,22 @@ impl ServerProcess {
                 let _ = lines.send(line);
             }
         });
-        let (addr, admin_addr) = loop {
+        let (addr, ws_addr, admin_addr) = loop {
             let line = log
                 .recv_timeout(PATIENCE)
                 .expect("server did not report its address");
             if line.contains("listening") {
-                break (log_field(&line, "addr"), log_field(&line, "admin_addr"));
+                break (
+                    log_field(&line, "addr"),
+                    log_field(&line, "ws_addr"),
+                    log_field(&line, "admin_addr"),
+                );
             }
         };
         Self {
             child,
             addr,
+            ws_addr,
             admin_addr,
             log,
         }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use grpc_chat::{
-    monitoring::{Series, exposition},
+    monitoring::{FrontDoor, Series, exposition},
     proto::{Metric, MetricsRequest},
 };
 use tonic::{Code, Streaming};
@@ -70,26 +70,35 @@ async fn stream_metrics_serves_the_chat_figures_with_the_instance_label() {
         },
     )
     .await;
-    let metrics = batch(&mut stream, names.len()).await;
-    let values: HashMap<&str, f64> = metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
-    assert_eq!(values["grpc_chat_messages_published_total"], 3.0);
-    assert_eq!(values["grpc_chat_messages_delivered_total"], 2.0);
-    assert_eq!(values["grpc_chat_rooms"], 2.0);
-    assert_eq!(values["grpc_chat_history_messages"], 3.0);
-    assert_eq!(values["grpc_chat_subscriptions"], 1.0);
+    // One series per name, but one per front door for the subscriptions gauge.
+    let per_batch = names.len() - 1 + FrontDoor::ALL.len();
+    let metrics = batch(&mut stream, per_batch).await;
+    let values: HashMap<(&str, Option<&str>), f64> = metrics
+        .iter()
+        .map(|m| {
+            (
+                (
+                    m.name.as_str(),
+                    m.labels.get("front_door").map(String::as_str),
+                ),
+                m.value,
+            )
+        })
+        .collect();
+    assert_eq!(values[&("grpc_chat_messages_published_total", None)], 3.0);
+    assert_eq!(values[&("grpc_chat_messages_delivered_total", None)], 2.0);
+    assert_eq!(values[&("grpc_chat_rooms", None)], 2.0);
+    assert_eq!(values[&("grpc_chat_history_messages", None)], 3.0);
+    assert_eq!(values[&("grpc_chat_subscriptions", Some("grpc"))], 1.0);
+    assert_eq!(values[&("grpc_chat_subscriptions", Some("websocket"))], 0.0);
     for metric in &metrics {
         assert!(metric.timestamp.is_some());
         assert!(!metric.labels["instance"].is_empty(), "{metric:?}");
     }
-    let subscriptions = metrics
-        .iter()
-        .find(|m| m.name == "grpc_chat_subscriptions")
-        .unwrap();
-    assert_eq!(subscriptions.labels["front_door"], "grpc");
 
     // The next batch reflects what happened in between.
     app.send("a", "Bob", "four").await;
-    let metrics = batch(&mut stream, names.len()).await;
+    let metrics = batch(&mut stream, per_batch).await;
     let published = metrics
         .iter()
         .find(|m| m.name == "grpc_chat_messages_published_total")

@@ -1,0 +1,271 @@
+//! `chitty_chat.Chat/Broadcast`, wire-compatible with Chitty-Chat.
+//!
+//! A participant joins with `UserJoin`, then sends messages and finally `UserLeave` (or just ends
+//! the stream). It receives every message of its room as a `ChatMessage` stamped with the room's
+//! Lamport clock, which merges every clock it receives as `L = max(L, received) + 1`. Joins and
+//! leaves are announced by `SERVER` as "Participant X joined Chitty-Chat" and "Participant X left
+//! Chitty-Chat". The room is the configured default unless the call's `x-chat-room` metadata
+//! names another, so Chitty-Chat participants share rooms with every other front door.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures_util::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+
+use super::Encoded;
+use crate::{
+    error::ChatError,
+    hub::{Hub, Participant, Subscription},
+    monitoring::FrontDoor,
+    proto::chitty_chat::{
+        ChatEvent, ChatMessage,
+        chat_event::{self, Event},
+        chat_server::Chat,
+    },
+    room::{self, Draft, EventKind, RoomName, StartAt, UserName},
+};
+
+/// Metadata key that picks the room of a Broadcast stream.
+pub const ROOM_METADATA: &str = "x-chat-room";
+/// Author of announcements, as Chitty-Chat names it; reserved.
+const SERVER: &str = "SERVER";
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
+
+/// The Chitty-Chat service; cheap to clone.
+#[derive(Clone)]
+pub struct ChittyApi {
+    hub: Hub,
+    default_room: RoomName,
+    max_content_bytes: usize,
+    /// Cancelled when the server starts draining: every stream ends on it.
+    shutdown: CancellationToken,
+}
+
+impl ChittyApi {
+    /// The service over `hub`; streams without `x-chat-room` join `default_room`.
+    pub fn new(
+        hub: Hub,
+        default_room: RoomName,
+        max_content_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            hub,
+            default_room,
+            max_content_bytes,
+            shutdown,
+        }
+    }
+
+    fn room_of(&self, metadata: &MetadataMap) -> Result<RoomName, ChatError> {
+        let field = "x-chat-room metadata";
+        match metadata.get(ROOM_METADATA) {
+            None => Ok(self.default_room.clone()),
+            Some(value) => {
+                let raw = value
+                    .to_str()
+                    .map_err(|_| ChatError::invalid(field, "must be ASCII"))?;
+                RoomName::parse(field, raw)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Chat for ChittyApi {
+    type BroadcastStream = ResponseStream;
+
+    async fn broadcast(
+        &self,
+        request: Request<Streaming<ChatEvent>>,
+    ) -> Result<Response<Self::BroadcastStream>, Status> {
+        let room = self.room_of(request.metadata())?;
+        let session = Session {
+            api: self.clone(),
+            room,
+            joined: None,
+            last_timestamp: 0,
+        };
+        Ok(Response::new(Box::pin(session.run(request.into_inner()))))
+    }
+}
+
+/// What to do after an event.
+enum Flow {
+    Continue,
+    Left,
+}
+
+/// One Broadcast stream.
+struct Session {
+    api: ChittyApi,
+    room: RoomName,
+    /// The participant's name and its subscription, once it joined.
+    joined: Option<(UserName, Subscription)>,
+    /// Timestamp of the last message sent, so notices never go back in time.
+    last_timestamp: u64,
+}
+
+impl Session {
+    fn run(
+        mut self,
+        mut inbound: Streaming<ChatEvent>,
+    ) -> impl Stream<Item = Result<Encoded, Status>> {
+        async_stream::stream! {
+            let shutdown = self.api.shutdown.clone();
+            loop {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        let notice = self.notice("Chitty-Chat server is shutting down");
+                        yield Ok(Encoded::of(&notice));
+                        yield Err(ChatError::ShuttingDown.into());
+                        break;
+                    }
+                    next = next_event(&mut self.joined) => match next {
+                        Some(Ok(event)) => {
+                            self.last_timestamp = event.lamport;
+                            yield Ok(Encoded::cached(&event.encoded.chitty, || message_of(&event)));
+                        }
+                        Some(Err(error)) => {
+                            yield Err(error.into());
+                            break;
+                        }
+                        None => break,
+                    },
+                    next = inbound.message() => match next {
+                        Ok(Some(event)) => match self.apply(event).await {
+                            Ok(Flow::Continue) => {}
+                            Ok(Flow::Left) => break,
+                            Err(error) => {
+                                yield Err(error.into());
+                                break;
+                            }
+                        },
+                        // The client closed its side or went away. Either way the stream ends,
+                        // and dropping the subscription leaves the room.
+                        Ok(None) | Err(_) => break,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, event: ChatEvent) -> Result<Flow, ChatError> {
+        let clock = event.timestamp;
+        match event.event {
+            None => Err(ChatError::invalid(
+                "event",
+                "must be one of join, leave or message",
+            )),
+            Some(Event::Join(chat_event::UserJoin { username })) => {
+                if let Some((name, _)) = &self.joined {
+                    return Err(ChatError::FailedPrecondition(format!(
+                        "already joined as {name:?}"
+                    )));
+                }
+                let user = username_of("join.username", &username)?;
+                let participant = Participant {
+                    user: &user,
+                    exclusive: true,
+                    clock,
+                };
+                let subscription = self
+                    .api
+                    .hub
+                    .subscribe(
+                        &self.room,
+                        Some(participant),
+                        StartAt::Live,
+                        FrontDoor::ChittyChat,
+                    )
+                    .await?;
+                self.joined = Some((user, subscription));
+                Ok(Flow::Continue)
+            }
+            Some(Event::Message(chat_event::ChatMessage { username, message })) => {
+                let user = self.joined_as("message.username", &username)?;
+                room::check_content("message.message", &message, self.api.max_content_bytes)?;
+                let mut draft = Draft::chat(user, message);
+                draft.sender_clock = clock;
+                self.api.hub.publish(&self.room, draft).await?;
+                Ok(Flow::Continue)
+            }
+            Some(Event::Leave(chat_event::UserLeave { username })) => {
+                self.joined_as("leave.username", &username)?;
+                Ok(Flow::Left)
+            }
+        }
+    }
+
+    /// The joined name, which `username` (the field `field`) must repeat.
+    fn joined_as(&self, field: &str, username: &str) -> Result<UserName, ChatError> {
+        let Some((user, _)) = &self.joined else {
+            return Err(ChatError::FailedPrecondition(
+                "join (UserJoin) before sending messages or leaving".into(),
+            ));
+        };
+        if user.as_str() != username {
+            return Err(ChatError::invalid(
+                field,
+                format!(
+                    "must be the joined username {:?} (got {username:?})",
+                    user.as_str()
+                ),
+            ));
+        }
+        Ok(user.clone())
+    }
+
+    /// A `SERVER` notice that is not part of the room's log.
+    fn notice(&mut self, text: &str) -> ChatMessage {
+        self.last_timestamp += 1;
+        ChatMessage {
+            timestamp: self.last_timestamp,
+            username: SERVER.into(),
+            message: text.into(),
+        }
+    }
+}
+
+async fn next_event(
+    joined: &mut Option<(UserName, Subscription)>,
+) -> Option<Result<Arc<crate::room::Event>, ChatError>> {
+    match joined {
+        Some((_, subscription)) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A Chitty-Chat username: the user-name rules, and not the reserved `SERVER`.
+fn username_of(field: &str, raw: &str) -> Result<UserName, ChatError> {
+    if raw.eq_ignore_ascii_case(SERVER) {
+        return Err(ChatError::invalid(
+            field,
+            format!("{raw:?} is reserved for server announcements"),
+        ));
+    }
+    UserName::parse(field, raw)
+}
+
+/// The Chitty-Chat form of a room event.
+fn message_of(event: &crate::room::Event) -> ChatMessage {
+    let (username, message) = match event.kind {
+        EventKind::Chat => (event.user.to_string(), event.content.clone()),
+        EventKind::Join => (
+            SERVER.to_owned(),
+            format!("Participant {} joined Chitty-Chat", event.user),
+        ),
+        EventKind::Leave => (
+            SERVER.to_owned(),
+            format!("Participant {} left Chitty-Chat", event.user),
+        ),
+    };
+    ChatMessage {
+        timestamp: event.lamport,
+        username,
+        message,
+    }
+}

@@ -1,0 +1,283 @@
+//! WebSocket rooms: `GET /ws?roomCode=CODE` upgrades, and text frames carry
+//! `{"Author": "...", "Content": "..."}` both ways. Every message of the room reaches every socket
+//! in it (the sender's included) and every other front door's subscribers of that room.
+//!
+//! Bad input ends the socket with a close frame whose reason says why: 1008 for a missing or
+//! invalid `roomCode` or an invalid author or content, 1007 for a frame that is not the expected
+//! JSON, 1003 for a binary frame, 1009 for an oversized frame. The server pings every
+//! `ping_interval`; a peer silent for two intervals, or one that cannot take a frame within two
+//! intervals, is dropped. A socket that falls behind history is closed with 1013 (try again
+//! later) and the slow-consumer reason, as gRPC streams are. On shutdown sockets get 1001.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::{
+    Router,
+    extract::{
+        Query, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code},
+    },
+    response::Response,
+    routing::get,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    error::ChatError,
+    hub::Hub,
+    monitoring::FrontDoor,
+    room::{self, Draft, Event, EventKind, RoomName, StartAt, UserName},
+};
+
+/// Longest close reason the protocol allows, in bytes.
+const MAX_CLOSE_REASON: usize = 123;
+/// Author of presence announcements.
+const SYSTEM: &str = "System";
+
+/// Limits and timings of WebSocket sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketConfig {
+    /// Largest frame or message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest content, in bytes.
+    pub max_content_bytes: usize,
+    /// How often the server pings each socket.
+    pub ping_interval: Duration,
+}
+
+#[derive(Clone)]
+struct WsState {
+    hub: Hub,
+    config: WebSocketConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The `/ws` route. Sessions end when `shutdown` is cancelled and are tracked by `tasks`.
+pub fn router(
+    hub: Hub,
+    config: WebSocketConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .with_state(WsState {
+            hub,
+            config,
+            shutdown,
+            tasks,
+        })
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+async fn upgrade(
+    upgrade: WebSocketUpgrade,
+    Query(query): Query<HashMap<String, String>>,
+    State(state): State<WsState>,
+) -> Response {
+    let room_code = query.get("roomCode").cloned();
+    let tasks = state.tasks.clone();
+    upgrade
+        .max_message_size(state.config.max_message_bytes)
+        .max_frame_size(state.config.max_message_bytes)
+        .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, state)))
+}
+
+/// A text frame as the original rooms speak it. Field names match case-insensitively on input,
+/// as Go's JSON decoding does.
+#[derive(Debug, Deserialize, Serialize)]
+struct Frame {
+    #[serde(rename = "Author", alias = "author")]
+    author: String,
+    #[serde(rename = "Content", alias = "content")]
+    content: String,
+}
+
+/// Why a session ends.
+enum End {
+    /// The peer is gone or the connection broke: nothing more to say.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsState) {
+    let end = match room_code {
+        None => End::Close(
+            close_code::POLICY,
+            "missing roomCode query parameter".into(),
+        ),
+        Some(raw) => match RoomName::parse("roomCode", &raw) {
+            Err(error) => End::Close(close_code::POLICY, error.to_string()),
+            Ok(room) => serve_room(&mut socket, room, &state).await,
+        },
+    };
+    if let End::Close(code, reason) = end {
+        let reason = truncate(&reason, MAX_CLOSE_REASON);
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        // Best effort: the peer may already be unable to read it.
+        let _ = deliver(&mut socket, Message::Close(Some(frame)), &state).await;
+    }
+}
+
+async fn serve_room(socket: &mut WebSocket, room: RoomName, state: &WsState) -> End {
+    let subscription = state
+        .hub
+        .subscribe(&room, None, StartAt::Live, FrontDoor::WebSocket)
+        .await;
+    let mut subscription = match subscription {
+        Ok(subscription) => subscription,
+        Err(error) => return End::Close(close_code::AGAIN, error.to_string()),
+    };
+    let interval = state.config.ping_interval;
+    let mut pings = tokio::time::interval_at(Instant::now() + interval, interval);
+    let mut last_heard = Instant::now();
+    loop {
+        let step = tokio::select! {
+            biased;
+            () = state.shutdown.cancelled() => {
+                Err(End::Close(close_code::AWAY, "server is shutting down".into()))
+            }
+            frame = socket.recv() => {
+                last_heard = Instant::now();
+                receive(frame, &room, state).await
+            }
+            next = subscription.next() => match next {
+                Some(Ok(event)) => deliver(socket, Message::Text(text_of(&event)), state).await,
+                Some(Err(error)) => Err(End::Close(close_code::AGAIN, error.to_string())),
+                None => Err(End::Gone),
+            },
+            _ = pings.tick() => {
+                if last_heard.elapsed() > 2 * interval {
+                    Err(End::Gone)
+                } else {
+                    deliver(socket, Message::Ping(Bytes::new()), state).await
+                }
+            }
+        };
+        if let Err(end) = step {
+            return end;
+        }
+    }
+}
+
+/// Handles one frame from the peer.
+async fn receive(
+    frame: Option<Result<Message, axum::Error>>,
+    room: &RoomName,
+    state: &WsState,
+) -> Result<(), End> {
+    match frame {
+        Some(Ok(Message::Text(text))) => {
+            let frame: Frame = serde_json::from_str(text.as_str()).map_err(|error| {
+                End::Close(
+                    close_code::INVALID,
+                    format!(r#"expected {{"Author": "...", "Content": "..."}}: {error}"#),
+                )
+            })?;
+            publish(frame, room, state)
+                .await
+                .map_err(|error| End::Close(close_code::POLICY, error.to_string()))
+        }
+        Some(Ok(Message::Binary(_))) => Err(End::Close(
+            close_code::UNSUPPORTED,
+            "only text frames are accepted".into(),
+        )),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+        Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+        Some(Err(error)) => {
+            if is_too_big(&error.into_inner()) {
+                Err(End::Close(
+                    close_code::SIZE,
+                    format!(
+                        "frame too big: at most {} bytes",
+                        state.config.max_message_bytes
+                    ),
+                ))
+            } else {
+                Err(End::Gone)
+            }
+        }
+    }
+}
+
+async fn publish(frame: Frame, room: &RoomName, state: &WsState) -> Result<(), ChatError> {
+    let user = UserName::parse("Author", &frame.author)?;
+    room::check_content("Content", &frame.content, state.config.max_content_bytes)?;
+    state
+        .hub
+        .publish(room, Draft::chat(user, frame.content))
+        .await
+        .map(drop)
+}
+
+/// Sends `message`, giving up when the peer cannot take it within two ping intervals (it is
+/// dead or hopelessly slow) or when the server shuts down.
+async fn deliver(socket: &mut WebSocket, message: Message, state: &WsState) -> Result<(), End> {
+    tokio::select! {
+        sent = socket.send(message) => sent.map_err(|_| End::Gone),
+        () = tokio::time::sleep(2 * state.config.ping_interval) => Err(End::Gone),
+        () = state.shutdown.cancelled() => Err(End::Gone),
+    }
+}
+
+fn is_too_big(error: &axum::BoxError) -> bool {
+    error
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
+}
+
+/// The shared text frame of a room event; presence announcements come from `System`.
+fn text_of(event: &Event) -> Utf8Bytes {
+    let bytes = event
+        .encoded
+        .websocket
+        .get_or_init(|| {
+            let frame = match event.kind {
+                EventKind::Chat => Frame {
+                    author: event.user.to_string(),
+                    content: event.content.clone(),
+                },
+                EventKind::Join => Frame {
+                    author: SYSTEM.into(),
+                    content: format!("{} joined", event.user),
+                },
+                EventKind::Leave => Frame {
+                    author: SYSTEM.into(),
+                    content: format!("{} left", event.user),
+                },
+            };
+            serde_json::to_vec(&frame)
+                .expect("a struct of two strings serializes")
+                .into()
+        })
+        .clone();
+    Utf8Bytes::try_from(bytes).expect("serde_json writes UTF-8")
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
