@@ -230,9 +230,11 @@ async fn publish(frame: Frame, room: &RoomName, state: &WsState) -> Result<(), C
 }
 
 /// Sends `message`, giving up when the peer cannot take it within two ping intervals (it is
-/// dead or hopelessly slow) or when the server shuts down.
+/// dead or hopelessly slow) or when the server shuts down while it is stuck. A send that can
+/// complete does, even during shutdown: that is how the closing frame goes out.
 async fn deliver(socket: &mut WebSocket, message: Message, state: &WsState) -> Result<(), End> {
     tokio::select! {
+        biased;
         sent = socket.send(message) => sent.map_err(|_| End::Gone),
         () = tokio::time::sleep(2 * state.config.ping_interval) => Err(End::Gone),
         () = state.shutdown.cancelled() => Err(End::Gone),

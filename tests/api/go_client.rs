@@ -57,13 +57,15 @@ fn the_original_go_client_runs_all_five_examples() {
     let _ = std::fs::remove_dir_all(&work);
     let binary = build_client(&work, &server.addr.to_string());
 
-    let mut client = Command::new(binary)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut client = Reaped(
+        Command::new(binary)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, lines) = mpsc::channel();
-    let stderr = BufReader::new(client.stderr.take().unwrap());
+    let stderr = BufReader::new(client.0.stderr.take().unwrap());
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -82,8 +84,7 @@ fn the_original_go_client_runs_all_five_examples() {
             Err(_) => panic!("client did not finish; its log:\n{}", log.join("\n")),
         }
     }
-    let _ = client.kill();
-    let _ = client.wait();
+    drop(client);
     let _ = std::fs::remove_dir_all(&work);
     let log = log.join("\n");
 

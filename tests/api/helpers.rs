@@ -123,6 +123,20 @@ impl TestApp {
 
     /// The current value of the first metric named `name`, from a new StreamMetrics call.
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_where(name, |_| true).await
+    }
+
+    /// The current value of the metric `name` with the label `key=value`.
+    pub async fn metric_with(&self, name: &str, (key, value): (&str, &str)) -> f64 {
+        self.metric_where(name, |labels| labels.get(key).is_some_and(|v| v == value))
+            .await
+    }
+
+    async fn metric_where(
+        &self,
+        name: &str,
+        matches: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+    ) -> f64 {
         let mut metrics = self
             .client
             .clone()
@@ -132,7 +146,7 @@ impl TestApp {
             .into_inner();
         loop {
             let metric = within("metrics", metrics.message()).await.unwrap().unwrap();
-            if metric.name == name {
+            if metric.name == name && matches(&metric.labels) {
                 return metric.value;
             }
         }
@@ -296,9 +310,19 @@ pub fn tool(name: &str) -> PathBuf {
         })
 }
 
+/// A child process that is killed and reaped when this is dropped, even by a failing test.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `grpc-chat` binary running as a child process.
 pub struct ServerProcess {
-    pub child: Child,
+    pub child: Reaped,
     pub addr: SocketAddr,
     pub ws_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -314,26 +338,28 @@ impl ServerProcess {
 
     /// [`ServerProcess::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--ws-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                    "--ws-listen",
+                    "127.0.0.1:0",
+                ])
+                .args(args)
+                .env("RUST_LOG", "info")
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let (lines, log) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let stderr = BufReader::new(child.0.stderr.take().unwrap());
         // Keeps draining after the address is known, so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
@@ -369,7 +395,7 @@ impl ServerProcess {
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -379,7 +405,7 @@ impl ServerProcess {
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -388,13 +414,6 @@ impl ServerProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

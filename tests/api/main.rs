@@ -6,8 +6,10 @@
 mod helpers;
 
 mod chat;
+mod chitty;
 mod cli;
 mod go_client;
+mod grpc_web;
 mod grpcurl;
 mod health;
 mod limits;
@@ -21,3 +23,4 @@ mod slow_consumer;
 mod subscribe;
 mod traces;
 mod upload;
+mod websocket;

@@ -1,0 +1,266 @@
+//! gRPC-Web: a grpc-web client (tonic-web's, over HTTP/1.1) calls SendMessage and follows
+//! SubscribeMessages directly against the server and through the real Envoy with the compose
+//! config; browsers' CORS preflights are answered. Envoy also carries the WebSocket rooms.
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use grpc_chat::{
+    config::ServeConfig,
+    proto::{MessageType, chat_service_client::ChatServiceClient},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tokio_tungstenite::{connect_async, tungstenite::Message as WsMessage};
+use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
+
+use crate::helpers::*;
+
+type WebClient =
+    ChatServiceClient<GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>>;
+
+/// A grpc-web client of the server (or proxy) at `addr`, speaking HTTP/1.1.
+fn web_client(addr: SocketAddr) -> WebClient {
+    let http1 = Client::builder(TokioExecutor::new()).build_http();
+    let service = tower::ServiceBuilder::new()
+        .layer(GrpcWebClientLayer::new())
+        .service(http1);
+    ChatServiceClient::with_origin(service, format!("http://{addr}").parse().unwrap())
+}
+
+/// SendMessage and a SubscribeMessages stream, both through `client`.
+async fn send_and_follow(client: &mut WebClient, room: &str) {
+    let mut stream = client
+        .subscribe_messages(live(room))
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = within("welcome", stream.message()).await.unwrap().unwrap();
+    assert_eq!(welcome.r#type, MessageType::System as i32);
+    assert_eq!(welcome.content, format!("Welcome to room {room}!"));
+
+    let sent = client
+        .send_message(send_request(room, "WebUser", "Hello from browser!"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.offset, 1);
+    let received = within("message", stream.message()).await.unwrap().unwrap();
+    assert_eq!(received.id, sent.message_id);
+    assert_eq!(received.content, "Hello from browser!");
+
+    let status = client
+        .send_message(send_request(room, "", "no user"))
+        .await
+        .unwrap_err();
+    assert_status(
+        &status,
+        tonic::Code::InvalidArgument,
+        &["user: must not be empty"],
+    );
+}
+
+#[tokio::test]
+async fn grpc_web_calls_work_directly_against_the_server() {
+    let app = spawn_app().await;
+    let mut client = web_client(app.addr);
+    send_and_follow(&mut client, "web").await;
+    // Counted as gRPC-Web subscriptions; the metrics layer saw plain gRPC.
+    let mut follower = client
+        .subscribe_messages(live("web"))
+        .await
+        .unwrap()
+        .into_inner();
+    within("welcome", follower.message()).await.unwrap();
+    assert_eq!(
+        app.metric_with("grpc_chat_subscriptions", ("front_door", "grpc_web"))
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric_with(
+            "grpc_server_handled_total",
+            ("grpc_code", "InvalidArgument")
+        )
+        .await,
+        1.0
+    );
+}
+
+/// A raw HTTP/1.1 request; returns the status line and the headers, lowercased.
+async fn preflight(addr: SocketAddr, origin: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "OPTIONS /chat.ChatService/SendMessage HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: content-type,x-grpc-web,x-user-agent\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    within("preflight", stream.read_to_string(&mut response))
+        .await
+        .unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response.to_ascii_lowercase())
+}
+
+#[tokio::test]
+async fn cors_preflights_follow_the_allowed_origins() {
+    let open = spawn_app().await;
+    let (status, headers) = preflight(open.addr, "http://anywhere.example").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains("access-control-allow-origin: *"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-grpc-web"), "{headers}");
+
+    let restricted = spawn_app_with(ServeConfig {
+        cors_allowed_origins: vec!["https://chat.example.com".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let (_, allowed) = preflight(restricted.addr, "https://chat.example.com").await;
+    assert!(
+        allowed.contains("access-control-allow-origin: https://chat.example.com"),
+        "{allowed}"
+    );
+    let (_, refused) = preflight(restricted.addr, "https://evil.example").await;
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
+}
+
+/// The real Envoy running `deploy/envoy/envoy.yaml`, pointed at a local grpc-chat.
+struct Envoy {
+    child: Child,
+    addr: SocketAddr,
+    config: std::path::PathBuf,
+}
+
+impl Envoy {
+    /// The compose config with the `grpc-chat` host replaced by the test server's ports.
+    fn start(grpc: SocketAddr, websocket: SocketAddr) -> Self {
+        let addr = free_port();
+        let admin = free_port();
+        let config = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/envoy/envoy.yaml"
+        ))
+        .unwrap()
+        .replace(
+            "{ address: 0.0.0.0, port_value: 8080 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", addr.port()),
+        )
+        .replace(
+            "{ address: 0.0.0.0, port_value: 9901 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", admin.port()),
+        )
+        .replace(
+            "{ address: grpc-chat, port_value: 50051 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", grpc.port()),
+        )
+        .replace(
+            "{ address: grpc-chat, port_value: 8080 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", websocket.port()),
+        );
+        assert!(
+            !config.contains("grpc-chat,") && !config.contains("0.0.0.0"),
+            "every address replaced"
+        );
+        let path =
+            std::env::temp_dir().join(format!("grpc-chat-envoy-{}.yaml", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(tool("envoy"))
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            config: path,
+        }
+    }
+
+    async fn ready(&self) {
+        within("Envoy to listen", async {
+            while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn envoy_accepts_the_compose_config() {
+    let output = Command::new(tool("envoy"))
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/envoy/envoy.yaml"
+        ))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && log.contains("OK"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_and_websockets_work_through_envoy() {
+    let server = ServerProcess::start(&[]);
+    let envoy = Envoy::start(server.addr, server.ws_addr);
+    envoy.ready().await;
+
+    let mut client = web_client(envoy.addr);
+    send_and_follow(&mut client, "through-envoy").await;
+
+    let (mut socket, _) = connect_async(format!("ws://{}/ws?roomCode=through-envoy", envoy.addr))
+        .await
+        .unwrap();
+    socket
+        .send(WsMessage::Text(
+            r#"{"Author": "client 1", "Content": "via envoy"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let echoed = within("the echo", socket.next()).await.unwrap().unwrap();
+    assert_eq!(
+        echoed.into_text().unwrap().as_str(),
+        r#"{"Author":"client 1","Content":"via envoy"}"#
+    );
+}
