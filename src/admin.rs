@@ -7,8 +7,6 @@ use std::sync::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::monitoring::Monitoring;
 
@@ -43,17 +41,6 @@ pub fn router(monitoring: Arc<Monitoring>, readiness: Readiness) -> Router {
             monitoring,
             readiness,
         })
-}
-
-/// Serves `router` on `listener` until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -76,7 +76,7 @@ pub async fn run(
 
     let monitoring = Monitoring::new();
     monitoring.spawn_upkeep(&tasks, drain.clone());
-    let admin_server = tokio::spawn(admin::serve(
+    let admin_server = tokio::spawn(serve_http(
         listeners.admin,
         admin::router(Arc::clone(&monitoring), readiness.clone()),
         admin_stop.clone(),
@@ -117,7 +117,7 @@ pub async fn run(
         max_content_bytes: config.max_content_bytes,
         ping_interval: config.ws_ping_interval,
     };
-    let websocket_server = tokio::spawn(websocket::serve(
+    let websocket_server = tokio::spawn(serve_http(
         listeners.websocket,
         websocket::router(hub, websocket_config, drain.clone(), tasks.clone()),
         drain.clone(),
@@ -222,6 +222,17 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves an HTTP `router` on `listener` until `stop` is cancelled.
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }
 
 /// Reports NOT_SERVING for the whole server and for each service.

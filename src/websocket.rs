@@ -23,7 +23,7 @@ use axum::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::{net::TcpListener, time::Instant};
+use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -72,17 +72,6 @@ pub fn router(
             shutdown,
             tasks,
         })
-}
-
-/// Serves `router` on `listener` until `stop` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }
 
 async fn upgrade(

@@ -2,36 +2,13 @@
 //! SubscribeMessages directly against the server and through the real Envoy with the compose
 //! config; browsers' CORS preflights are answered. Envoy also carries the WebSocket rooms.
 
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-};
+use std::{net::SocketAddr, process::Command};
 
 use futures_util::{SinkExt, StreamExt};
-use grpc_chat::{
-    config::ServeConfig,
-    proto::{MessageType, chat_service_client::ChatServiceClient},
-};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use grpc_chat::{config::ServeConfig, proto::MessageType};
 use tokio_tungstenite::{connect_async, tungstenite::Message as WsMessage};
-use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 
 use crate::helpers::*;
-
-type WebClient =
-    ChatServiceClient<GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>>;
-
-/// A grpc-web client of the server (or proxy) at `addr`, speaking HTTP/1.1.
-fn web_client(addr: SocketAddr) -> WebClient {
-    let http1 = Client::builder(TokioExecutor::new()).build_http();
-    let service = tower::ServiceBuilder::new()
-        .layer(GrpcWebClientLayer::new())
-        .service(http1);
-    ChatServiceClient::with_origin(service, format!("http://{addr}").parse().unwrap())
-}
 
 /// SendMessage and a SubscribeMessages stream, both through `client`.
 async fn send_and_follow(client: &mut WebClient, room: &str) {
@@ -137,92 +114,6 @@ async fn cors_preflights_follow_the_allowed_origins() {
         !refused.contains("access-control-allow-origin"),
         "{refused}"
     );
-}
-
-/// The real Envoy running `deploy/envoy/envoy.yaml`, pointed at a local grpc-chat.
-struct Envoy {
-    child: Child,
-    addr: SocketAddr,
-    config: std::path::PathBuf,
-}
-
-impl Envoy {
-    /// The compose config with the `grpc-chat` host replaced by the test server's ports.
-    fn start(grpc: SocketAddr, websocket: SocketAddr) -> Self {
-        let addr = free_port();
-        let admin = free_port();
-        let config = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/envoy/envoy.yaml"
-        ))
-        .unwrap()
-        .replace(
-            "{ address: 0.0.0.0, port_value: 8080 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", addr.port()),
-        )
-        .replace(
-            "{ address: 0.0.0.0, port_value: 9901 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", admin.port()),
-        )
-        .replace(
-            "{ address: grpc-chat, port_value: 50051 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", grpc.port()),
-        )
-        .replace(
-            "{ address: grpc-chat, port_value: 8080 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", websocket.port()),
-        );
-        assert!(
-            !config.contains("grpc-chat,") && !config.contains("0.0.0.0"),
-            "every address replaced"
-        );
-        let path =
-            std::env::temp_dir().join(format!("grpc-chat-envoy-{}.yaml", std::process::id()));
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new(tool("envoy"))
-            .arg("-c")
-            .arg(&path)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            addr,
-            config: path,
-        }
-    }
-
-    async fn ready(&self) {
-        within("Envoy to listen", async {
-            while tokio::net::TcpStream::connect(self.addr).await.is_err() {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 #[test]

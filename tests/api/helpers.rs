@@ -1,6 +1,7 @@
 //! Starting the real server on port 0 and talking to it.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -135,7 +136,7 @@ impl TestApp {
     async fn metric_where(
         &self,
         name: &str,
-        matches: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+        matches: impl Fn(&HashMap<String, String>) -> bool,
     ) -> f64 {
         let mut metrics = self
             .client
@@ -478,4 +479,215 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A Prometheus server on a free loopback port, killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    /// Scrapes `target` every second.
+    pub fn start(target: SocketAddr) -> Self {
+        Self::start_with(|_| {
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: grpc-chat\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            )
+        })
+    }
+
+    /// Runs with the configuration `config` makes for Prometheus' own address.
+    pub fn start_with(config: impl FnOnce(SocketAddr) -> String) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "grpc-chat-prometheus-{}-{}",
+            std::process::id(),
+            free_addr().port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = free_addr();
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config(addr)).unwrap();
+        let config = config_file;
+        let child = Command::new(tool("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, addr, dir }
+    }
+
+    /// Waits until Prometheus answers `/-/ready`.
+    pub async fn ready(&self) {
+        within("Prometheus to start", async {
+            loop {
+                if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                    && http_get(self.addr, "/-/ready").await.0 == 200
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+
+    /// The result of an instant query: each series' labels and value.
+    pub async fn query(&self, promql: &str) -> Vec<(HashMap<String, String>, f64)> {
+        let (status, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", url_encode(promql)),
+        )
+        .await;
+        if status != 200 {
+            return Vec::new();
+        }
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|series| {
+                let labels = serde_json::from_value(series["metric"].clone()).unwrap();
+                let value = series["value"][1].as_str().unwrap().parse().unwrap();
+                (labels, value)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The real Envoy running `deploy/envoy/envoy.yaml`, pointed at a local grpc-chat.
+pub struct Envoy {
+    child: Child,
+    pub addr: SocketAddr,
+    config: std::path::PathBuf,
+}
+
+impl Envoy {
+    /// The compose config with the `grpc-chat` host replaced by the test server's ports.
+    pub fn start(grpc: SocketAddr, websocket: SocketAddr) -> Self {
+        let addr = free_addr();
+        let admin = free_addr();
+        let config = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/envoy/envoy.yaml"
+        ))
+        .unwrap()
+        .replace(
+            "{ address: 0.0.0.0, port_value: 8080 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", addr.port()),
+        )
+        .replace(
+            "{ address: 0.0.0.0, port_value: 9901 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", admin.port()),
+        )
+        .replace(
+            "{ address: grpc-chat, port_value: 50051 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", grpc.port()),
+        )
+        .replace(
+            "{ address: grpc-chat, port_value: 8080 }",
+            &format!("{{ address: 127.0.0.1, port_value: {} }}", websocket.port()),
+        );
+        assert!(
+            !config.contains("grpc-chat,") && !config.contains("0.0.0.0"),
+            "every address replaced"
+        );
+        let path =
+            std::env::temp_dir().join(format!("grpc-chat-envoy-{}.yaml", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(tool("envoy"))
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            config: path,
+        }
+    }
+
+    pub async fn ready(&self) {
+        within("Envoy to listen", async {
+            while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A `chat.ChatService` client speaking gRPC-Web over HTTP/1.1, as browsers do.
+pub type WebClient = ChatServiceClient<
+    tonic_web::GrpcWebClientService<
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            tonic_web::GrpcWebCall<tonic::body::Body>,
+        >,
+    >,
+>;
+
+/// A gRPC-Web client of the server (or proxy) at `addr`.
+pub fn web_client(addr: SocketAddr) -> WebClient {
+    let http1 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let service = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(http1);
+    ChatServiceClient::with_origin(service, format!("http://{addr}").parse().unwrap())
 }

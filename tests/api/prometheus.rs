@@ -2,118 +2,14 @@
 //! chat series with the values of a scripted workload. `promtool check metrics` accepts the page.
 
 use std::{
-    collections::HashMap,
     io::Write,
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use grpc_chat::proto::chat_service_client::ChatServiceClient;
 
 use crate::helpers::*;
-
-/// A Prometheus server on a free loopback port, killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Self {
-        let dir = std::env::temp_dir().join(format!("grpc-chat-prometheus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: grpc-chat\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .unwrap();
-        let addr = free_addr();
-        let child = Command::new(tool("prometheus"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, addr, dir }
-    }
-
-    /// Waits until Prometheus answers `/-/ready`.
-    async fn ready(&self) {
-        within("Prometheus to start", async {
-            loop {
-                if tokio::net::TcpStream::connect(self.addr).await.is_ok()
-                    && http_get(self.addr, "/-/ready").await.0 == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-    }
-
-    /// The result of an instant query: each series' labels and value.
-    async fn query(&self, promql: &str) -> Vec<(HashMap<String, String>, f64)> {
-        let (status, body) = http_get(
-            self.addr,
-            &format!("/api/v1/query?query={}", url_encode(promql)),
-        )
-        .await;
-        if status != 200 {
-            return Vec::new();
-        }
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        json["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|series| {
-                let labels = serde_json::from_value(series["metric"].clone()).unwrap();
-                let value = series["value"][1].as_str().unwrap().parse().unwrap();
-                (labels, value)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn promtool_accepts_the_metrics_page() {
