@@ -50,6 +50,9 @@ pub enum Command {
     Metrics(MetricsArgs),
     /// Check the server's health: exit status 0 when SERVING, 1 otherwise.
     Health(HealthArgs),
+    /// Load-test a server speaking chat.ChatService.
+    #[command(subcommand)]
+    Bench(crate::bench::Scenario),
 }
 
 /// Which server a client subcommand talks to.
@@ -187,6 +190,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Upload(args) => upload(args).await,
         Command::Metrics(args) => metrics(args).await,
         Command::Health(args) => health(args).await,
+        Command::Bench(scenario) => crate::bench::run(scenario).await,
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|error| {

@@ -155,6 +155,9 @@ impl<'a> Participant<'a> {
 
 /// The W3C traceparent of the current span, if it is being traced.
 fn current_traceparent() -> Option<String> {
+    if !crate::telemetry::exporting() {
+        return None;
+    }
     let context = tracing::Span::current().context();
     let span = context.span();
     let span_context = span.span_context();

@@ -16,11 +16,13 @@
 //! * [`server`]: wires everything onto a listener: health, reflection, HTTP/2 settings, graceful
 //!   shutdown. [`server::run`] takes an already-bound listener so tests can use port 0.
 //! * [`config`]: `serve` settings (flags with environment-variable equivalents) and their checks.
+//! * [`bench`]: the load generator behind `grpc-chat bench`.
 //! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `metrics`, `health`).
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
 //! * [`shutdown`], [`telemetry`]: the stop signal; logs and OpenTelemetry trace export.
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

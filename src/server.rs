@@ -32,6 +32,7 @@ use crate::{
         chitty_chat::chat_server::ChatServer as ChittyServer,
     },
     room::RoomName,
+    shutdown::Drain,
     websocket::{self, WebSocketConfig},
 };
 
@@ -70,12 +71,12 @@ pub async fn run(
         .local_addr()
         .context("WebSocket listener has no address")?;
     let tasks = TaskTracker::new();
-    let drain = CancellationToken::new();
+    let drain = Drain::new();
     let admin_stop = CancellationToken::new();
     let readiness = Readiness::default();
 
     let monitoring = Monitoring::new();
-    monitoring.spawn_upkeep(&tasks, drain.clone());
+    monitoring.spawn_upkeep(&tasks, drain.token().clone());
     let admin_server = tokio::spawn(serve_http(
         listeners.admin,
         admin::router(Arc::clone(&monitoring), readiness.clone()),
@@ -85,7 +86,7 @@ pub async fn run(
     let memory = MemoryBroker::new(config.memory());
     memory.spawn_janitor(
         &tasks,
-        drain.clone(),
+        drain.token().clone(),
         (config.room_idle_ttl / 2).clamp(Duration::from_millis(10), MAX_JANITOR_PERIOD),
     );
     let hub = Hub::new(Arc::new(memory), &monitoring, tasks.clone());
@@ -120,11 +121,11 @@ pub async fn run(
     let websocket_server = tokio::spawn(serve_http(
         listeners.websocket,
         websocket::router(hub, websocket_config, drain.clone(), tasks.clone()),
-        drain.clone(),
+        drain.token().clone(),
     ));
 
     let health = HealthReporter::new();
-    let health_service = crate::health::service(health.clone(), drain.clone());
+    let health_service = crate::health::service(health.clone(), drain.token().clone());
     health.set_serving::<ChatServiceServer<ChatApi>>().await;
     health.set_serving::<ChittyServer<ChittyApi>>().await;
     // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each listing
@@ -175,7 +176,7 @@ pub async fn run(
             tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
             readiness.set(false);
             stop_serving(health).await;
-            drain.cancel();
+            drain.start();
         }
     };
 
@@ -193,7 +194,7 @@ pub async fn run(
         .add_service(chitty)
         .serve_with_incoming_shutdown(incoming, begin_drain);
     let grace_elapsed = async {
-        drain.cancelled().await;
+        drain.wait().await;
         tokio::time::sleep(config.shutdown_grace).await;
     };
     readiness.set(true);
@@ -205,7 +206,7 @@ pub async fn run(
             "shutdown grace period elapsed with connections still open; closing them"
         ),
     }
-    drain.cancel();
+    drain.start();
     tasks.close();
     if tokio::time::timeout(TASKS_GRACE, tasks.wait())
         .await

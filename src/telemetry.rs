@@ -6,12 +6,22 @@
 //! the standard `OTEL_*` variables (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, ...), and are
 //! flushed by [`Telemetry::shutdown`]. W3C trace context is always read from incoming calls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// The service name traces carry unless `OTEL_SERVICE_NAME` says otherwise.
 const SERVICE_NAME: &str = "grpc-chat";
+
+/// Set once trace export is installed: spans then have OpenTelemetry contexts worth reading.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (and so carry trace contexts). Lets hot paths skip the lookup.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +66,7 @@ pub fn init(default_filter: &str, format: LogFormat) -> anyhow::Result<Telemetry
         .with(logs)
         .with(traces)
         .try_init()?;
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     Ok(Telemetry { provider })
 }
 

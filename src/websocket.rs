@@ -9,7 +9,7 @@
 //! intervals, is dropped. A socket that falls behind history is closed with 1013 (try again
 //! later) and the slow-consumer reason, as gRPC streams are. On shutdown sockets get 1001.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, pin::Pin, time::Duration};
 
 use axum::{
     Router,
@@ -24,13 +24,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{sync::WaitForCancellationFutureOwned, task::TaskTracker};
 
 use crate::{
     error::ChatError,
     hub::Hub,
     monitoring::FrontDoor,
     room::{self, Draft, Event, EventKind, RoomName, StartAt, UserName},
+    shutdown::Drain,
 };
 
 /// Longest close reason the protocol allows, in bytes.
@@ -53,17 +54,12 @@ pub struct WebSocketConfig {
 struct WsState {
     hub: Hub,
     config: WebSocketConfig,
-    shutdown: CancellationToken,
+    shutdown: Drain,
     tasks: TaskTracker,
 }
 
 /// The `/ws` route. Sessions end when `shutdown` is cancelled and are tracked by `tasks`.
-pub fn router(
-    hub: Hub,
-    config: WebSocketConfig,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) -> Router {
+pub fn router(hub: Hub, config: WebSocketConfig, shutdown: Drain, tasks: TaskTracker) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
         .with_state(WsState {
@@ -105,7 +101,11 @@ enum End {
     Close(u16, String),
 }
 
+/// The drain signal of one session, registered once for its whole life.
+type Draining<'a> = Pin<&'a mut WaitForCancellationFutureOwned>;
+
 async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsState) {
+    let mut draining = std::pin::pin!(state.shutdown.wait());
     let end = match room_code {
         None => End::Close(
             close_code::POLICY,
@@ -113,7 +113,7 @@ async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsStat
         ),
         Some(raw) => match RoomName::parse("roomCode", &raw) {
             Err(error) => End::Close(close_code::POLICY, error.to_string()),
-            Ok(room) => serve_room(&mut socket, room, &state).await,
+            Ok(room) => serve_room(&mut socket, room, &state, &mut draining).await,
         },
     };
     if let End::Close(code, reason) = end {
@@ -123,11 +123,22 @@ async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsStat
             reason: Utf8Bytes::from(reason),
         };
         // Best effort: the peer may already be unable to read it.
-        let _ = deliver(&mut socket, Message::Close(Some(frame)), &state).await;
+        let _ = deliver(
+            &mut socket,
+            Message::Close(Some(frame)),
+            &state,
+            &mut draining,
+        )
+        .await;
     }
 }
 
-async fn serve_room(socket: &mut WebSocket, room: RoomName, state: &WsState) -> End {
+async fn serve_room(
+    socket: &mut WebSocket,
+    room: RoomName,
+    state: &WsState,
+    draining: &mut Draining<'_>,
+) -> End {
     let subscription = state
         .hub
         .subscribe(&room, None, StartAt::Live, FrontDoor::WebSocket)
@@ -140,17 +151,19 @@ async fn serve_room(socket: &mut WebSocket, room: RoomName, state: &WsState) -> 
     let mut pings = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_heard = Instant::now();
     loop {
+        if state.shutdown.is_started() {
+            return End::Close(close_code::AWAY, "server is shutting down".into());
+        }
         let step = tokio::select! {
             biased;
-            () = state.shutdown.cancelled() => {
-                Err(End::Close(close_code::AWAY, "server is shutting down".into()))
-            }
             frame = socket.recv() => {
                 last_heard = Instant::now();
                 receive(frame, &room, state).await
             }
             next = subscription.next() => match next {
-                Some(Ok(event)) => deliver(socket, Message::Text(text_of(&event)), state).await,
+                Some(Ok(event)) => {
+                    deliver(socket, Message::Text(text_of(&event)), state, draining).await
+                }
                 Some(Err(error)) => Err(End::Close(close_code::AGAIN, error.to_string())),
                 None => Err(End::Gone),
             },
@@ -158,9 +171,11 @@ async fn serve_room(socket: &mut WebSocket, room: RoomName, state: &WsState) -> 
                 if last_heard.elapsed() > 2 * interval {
                     Err(End::Gone)
                 } else {
-                    deliver(socket, Message::Ping(Bytes::new()), state).await
+                    deliver(socket, Message::Ping(Bytes::new()), state, draining).await
                 }
             }
+            // Wakes the loop; the check at its top closes the socket.
+            () = draining.as_mut() => Ok(()),
         };
         if let Err(end) = step {
             return end;
@@ -221,12 +236,17 @@ async fn publish(frame: Frame, room: &RoomName, state: &WsState) -> Result<(), C
 /// Sends `message`, giving up when the peer cannot take it within two ping intervals (it is
 /// dead or hopelessly slow) or when the server shuts down while it is stuck. A send that can
 /// complete does, even during shutdown: that is how the closing frame goes out.
-async fn deliver(socket: &mut WebSocket, message: Message, state: &WsState) -> Result<(), End> {
+async fn deliver(
+    socket: &mut WebSocket,
+    message: Message,
+    state: &WsState,
+    draining: &mut Draining<'_>,
+) -> Result<(), End> {
     tokio::select! {
         biased;
         sent = socket.send(message) => sent.map_err(|_| End::Gone),
         () = tokio::time::sleep(2 * state.config.ping_interval) => Err(End::Gone),
-        () = state.shutdown.cancelled() => Err(End::Gone),
+        () = draining.as_mut() => Err(End::Gone),
     }
 }
 

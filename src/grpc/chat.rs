@@ -9,7 +9,6 @@ use std::{
 
 use futures_util::{Stream, StreamExt};
 use tokio_stream::StreamMap;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
@@ -25,6 +24,7 @@ use crate::{
         UploadResponse, chat_service_server::ChatService,
     },
     room::{self, Draft, RoomName, StartAt, UserName},
+    shutdown::Drain,
 };
 
 /// Longest `StreamMetrics` interval a client may ask for.
@@ -50,8 +50,8 @@ pub struct ChatApi {
     monitoring: Arc<Monitoring>,
     limits: ChatLimits,
     instance_id: Arc<str>,
-    /// Cancelled when the server starts draining: every stream ends on it.
-    shutdown: CancellationToken,
+    /// Started when the server drains: every stream ends on it.
+    shutdown: Drain,
 }
 
 impl ChatApi {
@@ -62,7 +62,7 @@ impl ChatApi {
         monitoring: Arc<Monitoring>,
         limits: ChatLimits,
         instance_id: &str,
-        shutdown: CancellationToken,
+        shutdown: Drain,
     ) -> Self {
         Self {
             hub,
@@ -153,14 +153,17 @@ impl ChatService for ChatApi {
                 yield Ok(Encoded::of(&convert::gap_notice(&room, gap)));
             }
             let mut resume_from = None;
+            // Created once: the drain is awaited only while the subscription has nothing ready,
+            // and checked with an atomic load per message.
+            let mut draining = std::pin::pin!(shutdown.wait());
             loop {
+                if shutdown.is_started() {
+                    yield Ok(Encoded::of(&convert::shutdown_notice(&room, resume_from)));
+                    yield Err(ChatError::ShuttingDown.into());
+                    break;
+                }
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => {
-                        yield Ok(Encoded::of(&convert::shutdown_notice(&room, resume_from)));
-                        yield Err(ChatError::ShuttingDown.into());
-                        break;
-                    }
                     next = subscription.next() => match next {
                         Some(Ok(event)) => {
                             resume_from = Some(event.offset + 1);
@@ -172,6 +175,8 @@ impl ChatService for ChatApi {
                         }
                         None => break,
                     },
+                    // Wakes the loop; the check above ends the stream.
+                    () = &mut draining => {}
                 }
             }
         })))
@@ -183,10 +188,11 @@ impl ChatService for ChatApi {
     ) -> Result<Response<UploadResponse>, Status> {
         let mut inbound = request.into_inner();
         let mut published: usize = 0;
+        let mut draining = std::pin::pin!(self.shutdown.wait());
         loop {
             let next = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Err(ChatError::ShuttingDown.into()),
+                () = &mut draining => return Err(ChatError::ShuttingDown.into()),
                 next = inbound.message() => next?,
             };
             let Some(message) = next else { break };
@@ -263,10 +269,11 @@ impl ChatService for ChatApi {
         Ok(Response::new(Box::pin(async_stream::stream! {
             let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut draining = std::pin::pin!(api.shutdown.wait());
             loop {
                 tokio::select! {
                     biased;
-                    () = api.shutdown.cancelled() => {
+                    () = &mut draining => {
                         yield Err(ChatError::ShuttingDown.into());
                         break;
                     }
@@ -300,25 +307,25 @@ impl ChatSession {
         mut inbound: Streaming<Message>,
     ) -> impl Stream<Item = Result<Encoded, Status>> {
         async_stream::stream! {
-            let shutdown = self.api.shutdown.clone();
+            let mut draining = std::pin::pin!(self.api.shutdown.wait());
             let mut inbound_open = true;
             let mut received: usize = 0;
             while inbound_open || !self.unacked.is_empty() {
+                if self.api.shutdown.is_started() {
+                    // Collected first: the map must not be borrowed across a yield.
+                    let notices: Vec<Message> = self
+                        .joined
+                        .keys()
+                        .map(|room| convert::shutdown_notice(room, self.resume_from.get(room).copied()))
+                        .collect();
+                    for notice in notices {
+                        yield Ok(Encoded::of(&notice));
+                    }
+                    yield Err(ChatError::ShuttingDown.into());
+                    break;
+                }
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => {
-                        // Collected first: the map must not be borrowed across a yield.
-                        let notices: Vec<Message> = self
-                            .joined
-                            .keys()
-                            .map(|room| convert::shutdown_notice(room, self.resume_from.get(room).copied()))
-                            .collect();
-                        for notice in notices {
-                            yield Ok(Encoded::of(&notice));
-                        }
-                        yield Err(ChatError::ShuttingDown.into());
-                        break;
-                    }
                     Some((room, next)) = self.joined.next(), if !self.joined.is_empty() => match next {
                         Ok(event) => {
                             if self.unacked.get(&room).is_some_and(|&offset| event.offset >= offset) {
@@ -344,6 +351,8 @@ impl ChatSession {
                         // The client is gone or broke the stream: nobody to answer.
                         Err(_) => break,
                     },
+                    // Wakes the loop; the check at its top ends the session.
+                    () = &mut draining => {}
                     else => break,
                 }
             }

@@ -10,7 +10,6 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures_util::{Stream, StreamExt};
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use super::Encoded;
@@ -24,6 +23,7 @@ use crate::{
         chat_server::Chat,
     },
     room::{self, Draft, EventKind, RoomName, StartAt, UserName},
+    shutdown::Drain,
 };
 
 /// Metadata key that picks the room of a Broadcast stream.
@@ -39,8 +39,8 @@ pub struct ChittyApi {
     hub: Hub,
     default_room: RoomName,
     max_content_bytes: usize,
-    /// Cancelled when the server starts draining: every stream ends on it.
-    shutdown: CancellationToken,
+    /// Started when the server drains: every stream ends on it.
+    shutdown: Drain,
 }
 
 impl ChittyApi {
@@ -49,7 +49,7 @@ impl ChittyApi {
         hub: Hub,
         default_room: RoomName,
         max_content_bytes: usize,
-        shutdown: CancellationToken,
+        shutdown: Drain,
     ) -> Self {
         Self {
             hub,
@@ -114,16 +114,16 @@ impl Session {
         mut inbound: Streaming<ChatEvent>,
     ) -> impl Stream<Item = Result<Encoded, Status>> {
         async_stream::stream! {
-            let shutdown = self.api.shutdown.clone();
+            let mut draining = std::pin::pin!(self.api.shutdown.wait());
             loop {
+                if self.api.shutdown.is_started() {
+                    let notice = self.notice("Chitty-Chat server is shutting down");
+                    yield Ok(Encoded::of(&notice));
+                    yield Err(ChatError::ShuttingDown.into());
+                    break;
+                }
                 tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => {
-                        let notice = self.notice("Chitty-Chat server is shutting down");
-                        yield Ok(Encoded::of(&notice));
-                        yield Err(ChatError::ShuttingDown.into());
-                        break;
-                    }
                     next = next_event(&mut self.joined) => match next {
                         Some(Ok(event)) => {
                             self.last_timestamp = event.lamport;
@@ -148,6 +148,8 @@ impl Session {
                         // and dropping the subscription leaves the room.
                         Ok(None) | Err(_) => break,
                     },
+                    // Wakes the loop; the check at its top ends the stream.
+                    () = &mut draining => {}
                 }
             }
         }

@@ -300,8 +300,14 @@ impl<B: Body<Data = Bytes>> Body for ObservedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        // Streaming handlers run while the body is polled: keep them inside the RPC's span.
-        let polled = this.call.span.in_scope(|| this.inner.poll_frame(cx));
+        // Streaming handlers run while the body is polled: when traces are exported, keep them
+        // inside the RPC's span so what they publish carries its context. Otherwise skip the
+        // enter/exit, which would cost every streamed message.
+        let polled = if crate::telemetry::exporting() {
+            this.call.span.in_scope(|| this.inner.poll_frame(cx))
+        } else {
+            this.inner.poll_frame(cx)
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod bench;
 mod chat;
 mod chitty;
 mod cli;

@@ -1,0 +1,250 @@
+//! `bench fanout` and `bench rooms`: subscribers spread over rooms, publishers sending numbered,
+//! timestamped messages; every subscriber must receive every message of its room.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::uri::PathAndQuery;
+use tokio::sync::Barrier;
+use tonic::transport::Channel;
+
+use super::{FanoutArgs, Report, ServerProbe, padded, report::latency_histogram};
+use crate::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
+
+/// The two fields of a delivered `chat.Message` the benchmark reads; decoding skips the rest, so
+/// the load generator spends little CPU per delivery.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Delivery {
+    #[prost(bytes = "bytes", tag = "3")]
+    content: Bytes,
+    #[prost(int32, tag = "6")]
+    kind: i32,
+}
+
+/// What one subscriber saw.
+struct Seen {
+    unique: u64,
+    duplicates: u64,
+    latencies: Histogram<u64>,
+    failed: bool,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+/// The room of publisher `publisher`'s message `seq`.
+fn room_of(publisher: usize, seq: usize, messages: usize, rooms: usize) -> usize {
+    (publisher * messages + seq) % rooms
+}
+
+/// Parses `p{publisher}:{seq}:{nanos}:`.
+fn parse(content: &[u8]) -> Option<(usize, usize, u64)> {
+    let text = std::str::from_utf8(content.get(..content.len().min(64))?).ok()?;
+    let mut parts = text.strip_prefix('p')?.splitn(4, ':');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+/// Runs the scenario.
+pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Report> {
+    let rooms = args.rooms.max(1);
+    let channels = args.common.connect(args.common.connections).await?;
+    let mut expected = vec![0u64; rooms];
+    for publisher in 0..args.publishers {
+        for seq in 0..args.messages {
+            expected[room_of(publisher, seq, args.messages, rooms)] += 1;
+        }
+    }
+    let ready = Arc::new(Barrier::new(args.subscribers + 1));
+    let subscribers: Vec<_> = (0..args.subscribers)
+        .map(|i| {
+            let room = i % rooms;
+            tokio::spawn(subscribe(
+                channels[i % channels.len()].clone(),
+                format!("bench-{room}"),
+                expected[room],
+                args.publishers,
+                args.idle_timeout,
+                Arc::clone(&ready),
+            ))
+        })
+        .collect();
+    ready.wait().await;
+
+    let publisher_channels = args.common.connect(args.publishers).await?;
+    let probe = ServerProbe::start(args.common.server_pid)?;
+    let started = Instant::now();
+    let publishers: Vec<_> = publisher_channels
+        .into_iter()
+        .enumerate()
+        .map(|(publisher, channel)| {
+            let (messages, size) = (args.messages, args.size);
+            tokio::spawn(async move {
+                let mut client = ChatServiceClient::new(channel);
+                let mut errors = 0u64;
+                // One at a time, so the room receives each publisher's messages in order.
+                for seq in 0..messages {
+                    let room = room_of(publisher, seq, messages, rooms);
+                    let prefix = format!("p{publisher}:{seq}:{}:", now_nanos());
+                    let request = SendMessageRequest {
+                        user: format!("publisher-{publisher}"),
+                        content: padded(&prefix, size),
+                        room: format!("bench-{room}"),
+                    };
+                    if client.send_message(request).await.is_err() {
+                        errors += 1;
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut publish_errors = 0;
+    for publisher in publishers {
+        publish_errors += publisher.await?;
+    }
+    let published_in = started.elapsed().as_secs_f64();
+
+    let mut latencies = latency_histogram();
+    let (mut delivered, mut duplicates, mut failed) = (0u64, 0u64, 0u64);
+    for subscriber in subscribers {
+        let seen = subscriber.await??;
+        delivered += seen.unique;
+        duplicates += seen.duplicates;
+        failed += u64::from(seen.failed);
+        latencies.add(seen.latencies)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = probe.cpu_seconds()?;
+    let wanted: u64 = (0..args.subscribers).map(|i| expected[i % rooms]).sum();
+
+    let mut report = Report::new(scenario);
+    report.parameter("addr", &args.common.addr);
+    report.parameter("connections", channels.len());
+    report.parameter("rooms", rooms);
+    report.parameter("subscribers", args.subscribers);
+    report.parameter("publishers", args.publishers);
+    report.parameter("messages_per_publisher", args.messages);
+    report.parameter("size_bytes", args.size);
+    report.figure(
+        "published",
+        (args.publishers * args.messages) as f64 - publish_errors as f64,
+    );
+    report.figure("publish_errors", publish_errors as f64);
+    report.figure(
+        "published_per_s",
+        ((args.publishers * args.messages) as f64 / published_in).round(),
+    );
+    report.figure("deliveries", delivered as f64);
+    report.figure("deliveries_per_s", (delivered as f64 / elapsed).round());
+    report.figure("missing", wanted.saturating_sub(delivered) as f64);
+    report.figure("duplicates", duplicates as f64);
+    report.figure("subscribers_failed", failed as f64);
+    report.percentiles(
+        ["latency_p50_us", "latency_p99_us", "latency_p999_us"],
+        &latencies,
+    );
+    if let Some(cpu) = cpu {
+        report.figure("server_cpu_s", cpu);
+        report.figure(
+            "server_cpu_us_per_delivery",
+            cpu * 1e6 / (delivered as f64).max(1.0),
+        );
+    }
+    Ok(report)
+}
+
+/// One subscriber: waits for the welcome, signals `ready`, then reads until it has `expected`
+/// messages, its stream ends, or nothing arrives for `idle_timeout`.
+async fn subscribe(
+    channel: Channel,
+    room: String,
+    expected: u64,
+    publishers: usize,
+    idle_timeout: Duration,
+    ready: Arc<Barrier>,
+) -> anyhow::Result<Seen> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let request = SubscribeRequest {
+        room,
+        ..SubscribeRequest::default()
+    };
+    let path = PathAndQuery::from_static("/chat.ChatService/SubscribeMessages");
+    let codec = tonic_prost::ProstCodec::<SubscribeRequest, Delivery>::default();
+    let mut stream = grpc
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner();
+    // The welcome: the subscription is in place.
+    let welcomed = stream.message().await;
+    ready.wait().await;
+    let mut seen = Seen {
+        unique: 0,
+        duplicates: 0,
+        latencies: latency_histogram(),
+        failed: welcomed.is_err(),
+    };
+    // Per publisher, the last sequence number received: each publisher's messages arrive in order.
+    let mut last = vec![None::<usize>; publishers];
+    while seen.unique < expected && !seen.failed {
+        match tokio::time::timeout(idle_timeout, stream.message()).await {
+            Ok(Ok(Some(delivery))) if delivery.kind == 0 => {
+                let Some((publisher, seq, sent)) = parse(&delivery.content) else {
+                    continue;
+                };
+                let Some(previous) = last.get_mut(publisher) else {
+                    continue;
+                };
+                if previous.is_some_and(|previous| seq <= previous) {
+                    seen.duplicates += 1;
+                    continue;
+                }
+                *previous = Some(seq);
+                seen.unique += 1;
+                seen.latencies
+                    .saturating_record(now_nanos().saturating_sub(sent) / 1_000);
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => seen.failed = true,
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_headers_round_trip() {
+        let content = super::super::padded("p3:17:123456789:", 64);
+        assert_eq!(content.len(), 64);
+        assert_eq!(parse(content.as_bytes()), Some((3, 17, 123_456_789)));
+        assert_eq!(parse(b"not a bench message"), None);
+    }
+
+    #[test]
+    fn every_room_gets_its_share_of_each_publishers_messages() {
+        let (publishers, messages, rooms) = (3, 10, 4);
+        let mut per_room = vec![0; rooms];
+        for publisher in 0..publishers {
+            for seq in 0..messages {
+                per_room[room_of(publisher, seq, messages, rooms)] += 1;
+            }
+        }
+        assert_eq!(per_room.iter().sum::<usize>(), publishers * messages);
+        assert!(per_room.iter().all(|&count| count >= 7), "{per_room:?}");
+    }
+}

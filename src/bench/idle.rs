@@ -1,0 +1,61 @@
+//! `bench idle`: opens many subscriber streams and reports the server's memory per stream.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::future::try_join_all;
+
+use super::{IdleArgs, ProcessSample, Report};
+use crate::proto::{SubscribeRequest, chat_service_client::ChatServiceClient};
+
+/// Streams per connection; below the usual limit of concurrent streams (grpc-chat and the Go
+/// server both allow 1000).
+const STREAMS_PER_CONNECTION: usize = 500;
+
+/// Runs the scenario.
+pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
+    let pid = args
+        .common
+        .server_pid
+        .context("bench idle needs --server-pid to read the server's memory")?;
+    let connections = args
+        .common
+        .connections
+        .max(args.streams.div_ceil(STREAMS_PER_CONNECTION));
+    let baseline = ProcessSample::read(pid)?;
+    let channels = args.common.connect(connections).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let connected = ProcessSample::read(pid)?;
+
+    let streams = try_join_all((0..args.streams).map(|i| {
+        let mut client = ChatServiceClient::new(channels[i % channels.len()].clone());
+        async move {
+            let request = SubscribeRequest {
+                room: "bench-idle".into(),
+                ..SubscribeRequest::default()
+            };
+            let mut stream = client.subscribe_messages(request).await?.into_inner();
+            stream.message().await?; // the welcome: the stream is open
+            anyhow::Ok(stream)
+        }
+    }))
+    .await?;
+    tokio::time::sleep(args.settle).await;
+    let open = ProcessSample::read(pid)?;
+    drop(streams);
+
+    let per_stream = (open.rss_bytes - connected.rss_bytes) / args.streams as f64;
+    let per_stream_with_connections = (open.rss_bytes - baseline.rss_bytes) / args.streams as f64;
+    let mut report = Report::new("idle");
+    report.parameter("addr", &args.common.addr);
+    report.parameter("streams", args.streams);
+    report.parameter("connections", connections);
+    report.figure("server_rss_before_mib", baseline.rss_bytes / 1048576.0);
+    report.figure("server_rss_open_mib", open.rss_bytes / 1048576.0);
+    report.figure("rss_bytes_per_stream", per_stream.round());
+    report.figure(
+        "rss_bytes_per_stream_with_connections",
+        per_stream_with_connections.round(),
+    );
+    Ok(report)
+}

@@ -1,0 +1,231 @@
+//! `grpc-chat bench`: a load generator for any server speaking `chat.ChatService` (grpc-chat, or
+//! the original Go server), with the figures chat services are judged by.
+//!
+//! * `unary`: SendMessage requests per second and latency percentiles at a concurrency;
+//! * `fanout`: one room, N subscribers, P publishers: deliveries per second, publish→deliver
+//!   latency, and loss (every subscriber must get every message; gaps and duplicates counted);
+//! * `rooms`: the same over many rooms with a few subscribers each;
+//! * `idle`: N open subscriber streams and the server's resident memory per stream.
+//!
+//! Given the server's `--server-pid`, each scenario also reports the server CPU seconds it took
+//! (from /proc) per request or per delivery. Output is a table, or JSON with `--json`.
+
+mod fanout;
+mod idle;
+mod report;
+mod unary;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+pub use report::Report;
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// SendMessage throughput and latency.
+    Unary(UnaryArgs),
+    /// One room, many subscribers: delivery throughput, latency and loss.
+    Fanout(FanoutArgs),
+    /// Many rooms with a few subscribers each.
+    Rooms(FanoutArgs),
+    /// Open subscriber streams and measure the server's memory per stream.
+    Idle(IdleArgs),
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Server address.
+    #[arg(long, env = "GRPC_CHAT_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// HTTP/2 connections to spread the load over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// The server's process id, to report its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `bench unary`.
+#[derive(Debug, Args)]
+pub struct UnaryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to measure (after a one-second warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Content size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
+/// Arguments of `bench fanout` and `bench rooms`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Subscribers in all.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Rooms the subscribers are spread over (`fanout` uses one).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishers, each on its own connection.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Messages each publisher sends.
+    #[arg(long, default_value_t = 2000)]
+    messages: usize,
+    /// Content size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Messages each publisher keeps in flight (SendMessage calls awaiting their reply).
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Give up on a subscriber that received nothing for this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+}
+
+/// Arguments of `bench idle`.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Streams to open.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// Let the server settle this long before reading its memory.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+}
+
+/// Runs `scenario` and prints its report.
+pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
+    let (report, json) = match scenario {
+        Scenario::Unary(args) => {
+            let json = args.common.json;
+            (unary::run(args).await?, json)
+        }
+        Scenario::Fanout(args) => {
+            let json = args.common.json;
+            (fanout::run("fanout", args).await?, json)
+        }
+        Scenario::Rooms(mut args) => {
+            let json = args.common.json;
+            if args.rooms == 1 {
+                args.rooms = (args.subscribers / 4).max(1);
+            }
+            (fanout::run("rooms", args).await?, json)
+        }
+        Scenario::Idle(args) => {
+            let json = args.common.json;
+            (idle::run(args).await?, json)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+impl Common {
+    /// `count` connections to the server.
+    async fn connect(&self, count: usize) -> anyhow::Result<Vec<Channel>> {
+        let endpoint = Endpoint::from_shared(self.addr.clone())
+            .with_context(|| format!("--addr {:?} is not a URL like http://host:port", self.addr))?
+            .tcp_nodelay(true);
+        let mut channels = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            channels.push(
+                endpoint
+                    .connect()
+                    .await
+                    .with_context(|| format!("cannot connect to {}", self.addr))?,
+            );
+        }
+        Ok(channels)
+    }
+}
+
+/// CPU time and resident memory of a process, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct ProcessSample {
+    cpu_seconds: f64,
+    rss_bytes: f64,
+}
+
+/// Clock ticks per second of /proc/PID/stat (USER_HZ, 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+
+impl ProcessSample {
+    fn read(pid: u32) -> anyhow::Result<Self> {
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let stat = std::fs::read_to_string(proc.join("stat"))
+            .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("malformed /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        let status = std::fs::read_to_string(proc.join("status"))?;
+        let rss_kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .context("no VmRSS in /proc status")?
+            .parse()?;
+        Ok(Self {
+            cpu_seconds: ticks / CLOCK_TICKS,
+            rss_bytes: rss_kib * 1024.0,
+        })
+    }
+}
+
+/// Measures a process across a piece of work.
+struct ServerProbe {
+    pid: Option<u32>,
+    start: Option<ProcessSample>,
+}
+
+impl ServerProbe {
+    fn start(pid: Option<u32>) -> anyhow::Result<Self> {
+        let start = pid.map(ProcessSample::read).transpose()?;
+        Ok(Self { pid, start })
+    }
+
+    /// Server CPU seconds since the start, if a pid was given.
+    fn cpu_seconds(&self) -> anyhow::Result<Option<f64>> {
+        match (self.pid, self.start) {
+            (Some(pid), Some(start)) => Ok(Some(
+                ProcessSample::read(pid)?.cpu_seconds - start.cpu_seconds,
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Content of `size` bytes that starts with `prefix`.
+fn padded(prefix: &str, size: usize) -> String {
+    let mut content = String::with_capacity(size.max(prefix.len()));
+    content.push_str(prefix);
+    while content.len() < size {
+        content.push('x');
+    }
+    content
+}

@@ -1,0 +1,93 @@
+//! `grpc-chat bench` against the running binary: its scenarios run and their accounting is right.
+
+use std::collections::HashMap;
+
+use crate::helpers::*;
+
+/// Runs `grpc-chat bench ARGS --json` against `server`; returns the figures.
+fn bench(server: &ServerProcess, args: &[&str]) -> HashMap<String, f64> {
+    let pid = server.child.0.id().to_string();
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    let url = server.url();
+    all.extend_from_slice(&["--addr", &url, "--server-pid", &pid, "--json"]);
+    let (code, stdout, stderr) = cli(&all);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap().to_owned(),
+                pair[1].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fanout_counts_every_delivery_and_no_loss() {
+    let server = ServerProcess::start(&[]);
+    let figures = bench(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "20",
+            "--publishers",
+            "2",
+            "--messages",
+            "50",
+            "--connections",
+            "2",
+        ],
+    );
+    assert_eq!(
+        figures["deliveries"], 2000.0,
+        "20 subscribers x 100 messages"
+    );
+    assert_eq!(figures["missing"], 0.0);
+    assert_eq!(figures["duplicates"], 0.0);
+    assert_eq!(figures["subscribers_failed"], 0.0);
+    assert!(figures["latency_p50_us"] > 0.0);
+    assert!(figures["server_cpu_s"] >= 0.0);
+}
+
+#[test]
+fn rooms_spread_subscribers_and_messages() {
+    let server = ServerProcess::start(&[]);
+    let figures = bench(
+        &server,
+        &[
+            "rooms",
+            "--subscribers",
+            "20",
+            "--rooms",
+            "5",
+            "--publishers",
+            "1",
+            "--messages",
+            "50",
+        ],
+    );
+    // Each room gets 10 of the 50 messages; each of its 4 subscribers receives them.
+    assert_eq!(figures["deliveries"], 200.0);
+    assert_eq!(figures["missing"], 0.0);
+}
+
+#[test]
+fn unary_and_idle_report_throughput_and_memory() {
+    let server = ServerProcess::start(&[]);
+    let unary = bench(
+        &server,
+        &["unary", "--duration", "1s", "--concurrency", "8"],
+    );
+    assert!(unary["requests"] > 0.0);
+    assert_eq!(unary["errors"], 0.0);
+    assert!(unary["latency_p99_us"] >= unary["latency_p50_us"]);
+    let idle = bench(&server, &["idle", "--streams", "200", "--settle", "200ms"]);
+    assert!(idle["server_rss_open_mib"] > 0.0);
+    assert!(idle.contains_key("rss_bytes_per_stream"));
+}
