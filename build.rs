@@ -12,7 +12,7 @@ use std::{env, fs, path::PathBuf};
 use tonic_build::manual::{Method, Service};
 
 const PROTOS: &[&str] = &["proto/chat.proto", "proto/chitty_chat.proto"];
-const CODEC: &str = "tonic_prost::ProstCodec";
+const CODEC: &str = "crate::grpc::LeanCodec";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

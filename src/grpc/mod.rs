@@ -4,11 +4,13 @@
 
 mod chat;
 mod chitty;
+mod codec;
 mod convert;
 mod encoded;
 mod web;
 
 pub use chat::{ChatApi, ChatLimits};
+pub use codec::LeanCodec;
 pub use chitty::ChittyApi;
 pub use encoded::Encoded;
 pub use web::{ViaGrpcWeb, cors, mark_grpc_web};
