@@ -10,8 +10,8 @@ mod encoded;
 mod web;
 
 pub use chat::{ChatApi, ChatLimits};
-pub use codec::LeanCodec;
 pub use chitty::ChittyApi;
+pub use codec::LeanCodec;
 pub use encoded::Encoded;
 pub use web::{ViaGrpcWeb, cors, mark_grpc_web};
 
