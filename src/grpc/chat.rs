@@ -2,13 +2,16 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
 use futures_util::{Stream, StreamExt};
 use tokio_stream::StreamMap;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
@@ -141,44 +144,23 @@ impl ChatService for ChatApi {
             name => Some(UserName::parse("user", name)?),
         };
         let start = convert::start_at(request.from_offset, request.last)?;
-        let mut subscription = self
+        let subscription = self
             .hub
             .subscribe(&room, user.as_ref().map(Participant::shared), start, door)
             .await?;
-        let welcome = convert::welcome(&room, user.as_ref());
-        let shutdown = self.shutdown.clone();
-        Ok(Response::new(Box::pin(async_stream::stream! {
-            yield Ok(Encoded::of(&welcome));
-            if let Some(gap) = subscription.initial_gap {
-                yield Ok(Encoded::of(&convert::gap_notice(&room, gap)));
-            }
-            let mut resume_from = None;
-            // Created once: the drain is awaited only while the subscription has nothing ready,
-            // and checked with an atomic load per message.
-            let mut draining = std::pin::pin!(shutdown.wait());
-            loop {
-                if shutdown.is_started() {
-                    yield Ok(Encoded::of(&convert::shutdown_notice(&room, resume_from)));
-                    yield Err(ChatError::ShuttingDown.into());
-                    break;
-                }
-                tokio::select! {
-                    biased;
-                    next = subscription.next() => match next {
-                        Some(Ok(event)) => {
-                            resume_from = Some(event.offset + 1);
-                            yield Ok(convert::encoded(&event));
-                        }
-                        Some(Err(error)) => {
-                            yield Err(error.into());
-                            break;
-                        }
-                        None => break,
-                    },
-                    // Wakes the loop; the check above ends the stream.
-                    () = &mut draining => {}
-                }
-            }
+        let mut notices = Vec::with_capacity(2);
+        if let Some(gap) = subscription.initial_gap {
+            notices.push(Encoded::of(&convert::gap_notice(&room, gap)));
+        }
+        notices.push(Encoded::of(&convert::welcome(&room, user.as_ref())));
+        Ok(Response::new(Box::pin(RoomFeed {
+            notices,
+            subscription,
+            room,
+            resume_from: None,
+            draining: self.shutdown.wait(),
+            drain: self.shutdown.clone(),
+            ending: Ending::Open,
         })))
     }
 
@@ -401,5 +383,74 @@ impl ChatSession {
             .await?;
         self.joined.insert(room.clone(), subscription);
         Ok(())
+    }
+}
+
+/// Where a [`RoomFeed`] is in its ending.
+enum Ending {
+    /// Still delivering.
+    Open,
+    /// The shutdown notice went out; this status follows.
+    Failing(Status),
+    /// Nothing more.
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// A `SubscribeMessages` response: its notices (welcome, then a gap if any), then the room's
+    /// events in order; when the server drains, a shutdown notice and UNAVAILABLE. Written by hand
+    /// rather than as a generator because every idle subscriber holds one: it stays small, and a
+    /// delivery costs one poll of the subscription.
+    struct RoomFeed {
+        // Popped from the end.
+        notices: Vec<Encoded>,
+        subscription: Subscription,
+        room: RoomName,
+        resume_from: Option<u64>,
+        drain: Drain,
+        // Registered once; polled only while the subscription has nothing ready.
+        #[pin]
+        draining: WaitForCancellationFutureOwned,
+        ending: Ending,
+    }
+}
+
+impl Stream for RoomFeed {
+    type Item = Result<Encoded, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if let Some(notice) = this.notices.pop() {
+            return Poll::Ready(Some(Ok(notice)));
+        }
+        match std::mem::replace(this.ending, Ending::Done) {
+            Ending::Open => *this.ending = Ending::Open,
+            Ending::Failing(status) => return Poll::Ready(Some(Err(status))),
+            Ending::Done => return Poll::Ready(None),
+        }
+        if !this.drain.is_started() {
+            match this.subscription.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    *this.resume_from = Some(event.offset + 1);
+                    return Poll::Ready(Some(Ok(convert::encoded(&event))));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    *this.ending = Ending::Done;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(None) => {
+                    *this.ending = Ending::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.draining.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        *this.ending = Ending::Failing(ChatError::ShuttingDown.into());
+        let notice = convert::shutdown_notice(this.room, *this.resume_from);
+        Poll::Ready(Some(Ok(Encoded::of(&notice))))
     }
 }
