@@ -385,7 +385,6 @@ impl Broker for MemoryBroker {
                 .unwrap_or_else(|p| p.into_inner())
                 .entries
                 .len() as u64;
-            figures.subscriptions += lock(&room.usage).subscriptions as u64;
         }
         figures
     }

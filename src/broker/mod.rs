@@ -42,8 +42,6 @@ pub struct EngineFigures {
     pub rooms: u64,
     /// Messages held in history, over all rooms.
     pub history_messages: u64,
-    /// Open subscriptions, over all rooms.
-    pub subscriptions: u64,
 }
 
 /// Publish, subscribe from an offset, presence: what the chat semantics need from an engine.
