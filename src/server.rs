@@ -26,7 +26,7 @@ use crate::{
     config::ServeConfig,
     grpc::{self, ChatApi, ChatLimits, ChittyApi},
     hub::Hub,
-    monitoring::{CountedConnection, Monitoring, RpcLayer},
+    monitoring::{ConnectionMetrics, CountedConnection, Monitoring, RpcLayer},
     proto::{
         self, chat_service_server::ChatServiceServer,
         chitty_chat::chat_server::ChatServer as ChittyServer,
@@ -158,14 +158,14 @@ pub async fn run(
     }
 
     let incoming = {
-        let monitoring = Arc::clone(&monitoring);
+        let connections = ConnectionMetrics::new(&monitoring);
         TcpListenerStream::new(listeners.grpc).map(move |accepted| {
             accepted.map(|stream| {
                 // `tcp_nodelay` on the builder applies only to listeners tonic binds itself.
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "cannot set TCP_NODELAY");
                 }
-                CountedConnection::new(stream, &monitoring)
+                CountedConnection::new(stream, &connections)
             })
         })
     };

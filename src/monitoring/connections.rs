@@ -6,7 +6,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use metrics::Gauge;
+use metrics::{Counter, Gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -14,6 +14,23 @@ use tokio::{
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::{Monitoring, names};
+
+/// The connection metrics, registered once and shared by every accepted connection.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    accepted: Counter,
+    open: Gauge,
+}
+
+impl ConnectionMetrics {
+    /// Registers the connection metrics in `monitoring`.
+    pub fn new(monitoring: &Monitoring) -> Self {
+        Self {
+            accepted: monitoring.counter(names::CONNECTIONS_ACCEPTED, &[]),
+            open: monitoring.gauge(names::CONNECTIONS, &[]),
+        }
+    }
+}
 
 /// An accepted connection, counted in `grpc_chat_connections` until it is dropped.
 pub struct CountedConnection {
@@ -23,13 +40,13 @@ pub struct CountedConnection {
 
 impl CountedConnection {
     /// Counts `stream` as accepted and open.
-    pub fn new(stream: TcpStream, monitoring: &Monitoring) -> Self {
-        monitoring
-            .counter(names::CONNECTIONS_ACCEPTED, &[])
-            .increment(1);
-        let open = monitoring.gauge(names::CONNECTIONS, &[]);
-        open.increment(1.0);
-        Self { stream, open }
+    pub fn new(stream: TcpStream, metrics: &ConnectionMetrics) -> Self {
+        metrics.accepted.increment(1);
+        metrics.open.increment(1.0);
+        Self {
+            stream,
+            open: metrics.open.clone(),
+        }
     }
 }
 
