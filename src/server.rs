@@ -126,8 +126,7 @@ pub async fn run(
 
     let health = HealthReporter::new();
     let health_service = crate::health::service(health.clone(), drain.token().clone());
-    health.set_serving::<ChatServiceServer<ChatApi>>().await;
-    health.set_serving::<ChittyServer<ChittyApi>>().await;
+    set_health(&health, ServingStatus::Serving).await;
     // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each listing
     // every service (its own builder would register only its own reflection version).
     let reflection = || {
@@ -175,7 +174,7 @@ pub async fn run(
             shutdown.await;
             tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
             readiness.set(false);
-            stop_serving(health).await;
+            set_health(&health, ServingStatus::NotServing).await;
             drain.start();
         }
     };
@@ -236,16 +235,14 @@ async fn serve_http(
         .await
 }
 
-/// Reports NOT_SERVING for the whole server and for each service.
-async fn stop_serving(health: HealthReporter) {
+/// Reports `status` for the whole server ("") and for each service it serves.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
     let services = [
         "",
         <ChatServiceServer<ChatApi> as NamedService>::NAME,
         <ChittyServer<ChittyApi> as NamedService>::NAME,
     ];
     for service in services {
-        health
-            .set_service_status(service, ServingStatus::NotServing)
-            .await;
+        health.set_service_status(service, status).await;
     }
 }
