@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser};
 
-use crate::{broker::memory::MemoryConfig, room::RoomName, telemetry::LogFormat};
+use crate::{broker::memory::MemoryConfig, error::ChatError, room::RoomName, telemetry::LogFormat};
 
 /// Room the gRPC envelope needs besides the content: names, ids, timestamps, framing.
 const ENVELOPE_BYTES: usize = 1024;
@@ -26,8 +26,8 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
 
     /// Room of Chitty-Chat Broadcast streams that do not name one in `x-chat-room` metadata.
-    #[arg(long, env = "GRPC_CHAT_CHITTY_ROOM", default_value = "general")]
-    pub chitty_room: String,
+    #[arg(long, env = "GRPC_CHAT_CHITTY_ROOM", default_value = "general", value_parser = parse_room)]
+    pub chitty_room: RoomName,
 
     /// Origins browsers may call gRPC-Web from: a comma-separated list of exact origins
     /// (https://chat.example.com), or * for any.
@@ -113,6 +113,14 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
 }
 
+/// A room name given on the command line; the error names the rule that was broken.
+fn parse_room(raw: &str) -> Result<RoomName, String> {
+    RoomName::parse("room", raw).map_err(|error| match error {
+        ChatError::InvalidArgument { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
 fn default_instance_id() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -167,9 +175,6 @@ impl ServeConfig {
         }
         if !self.http2_keepalive_interval.is_zero() && self.http2_keepalive_timeout.is_zero() {
             return Err("--http2-keepalive-timeout must be above 0s when keepalive is on".into());
-        }
-        if let Err(error) = RoomName::parse("--chitty-room", &self.chitty_room) {
-            return Err(error.to_string());
         }
         if let Some(origin) = self.cors_allowed_origins.iter().find(|origin| {
             *origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))

@@ -31,7 +31,6 @@ use crate::{
         self, chat_service_server::ChatServiceServer,
         chitty_chat::chat_server::ChatServer as ChittyServer,
     },
-    room::RoomName,
     shutdown::Drain,
     websocket::{self, WebSocketConfig},
 };
@@ -102,10 +101,9 @@ pub async fn run(
         drain.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes);
-    let chitty_room = RoomName::parse("--chitty-room", &config.chitty_room)?;
     let chitty = ChittyServer::new(ChittyApi::new(
         hub.clone(),
-        chitty_room,
+        config.chitty_room.clone(),
         config.max_content_bytes,
         drain.clone(),
     ))

@@ -64,6 +64,11 @@ fn nonsensical_settings_fail_fast_with_the_expected_form() {
         "{stderr}"
     );
 
+    let (code, _, stderr) = cli(&["serve", "--chitty-room", "no room"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--chitty-room"), "{stderr}");
+    assert!(stderr.contains("may only contain"), "{stderr}");
+
     let (code, _, stderr) = cli(&["serve", "--shutdown-grace", "soon"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--shutdown-grace"), "{stderr}");
