@@ -110,28 +110,30 @@ pub struct IdleArgs {
     settle: Duration,
 }
 
+impl Scenario {
+    fn common(&self) -> &Common {
+        match self {
+            Self::Unary(args) => &args.common,
+            Self::Fanout(args) | Self::Rooms(args) => &args.common,
+            Self::Idle(args) => &args.common,
+        }
+    }
+}
+
 /// Runs `scenario` and prints its report.
 pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
-    let (report, json) = match scenario {
-        Scenario::Unary(args) => {
-            let json = args.common.json;
-            (unary::run(args).await?, json)
-        }
-        Scenario::Fanout(args) => {
-            let json = args.common.json;
-            (fanout::run("fanout", args).await?, json)
-        }
+    let json = scenario.common().json;
+    let report = match scenario {
+        Scenario::Unary(args) => unary::run(args).await?,
+        Scenario::Fanout(args) => fanout::run("fanout", args).await?,
         Scenario::Rooms(mut args) => {
-            let json = args.common.json;
+            // Unless told otherwise, a few subscribers per room.
             if args.rooms == 1 {
                 args.rooms = (args.subscribers / 4).max(1);
             }
-            (fanout::run("rooms", args).await?, json)
+            fanout::run("rooms", args).await?
         }
-        Scenario::Idle(args) => {
-            let json = args.common.json;
-            (idle::run(args).await?, json)
-        }
+        Scenario::Idle(args) => idle::run(args).await?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -59,7 +59,7 @@ pub struct ChatApi {
 
 impl ChatApi {
     /// The service over `hub`, with `StreamMetrics` reading `monitoring`; streams end when
-    /// `shutdown` is cancelled.
+    /// `shutdown` starts.
     pub fn new(
         hub: Hub,
         monitoring: Arc<Monitoring>,
