@@ -6,7 +6,9 @@ use anyhow::Context;
 use futures_util::future::try_join_all;
 
 use super::{IdleArgs, ProcessSample, Report};
-use crate::proto::{SubscribeRequest, chat_service_client::ChatServiceClient};
+use tonic::{Streaming, transport::Channel};
+
+use crate::proto::{Message, SubscribeRequest, chat_service_client::ChatServiceClient};
 
 /// Streams per connection; below the usual limit of concurrent streams (grpc-chat and the Go
 /// server both allow 1000).
@@ -27,19 +29,17 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let connected = ProcessSample::read(pid)?;
 
-    let streams = try_join_all((0..args.streams).map(|i| {
-        let mut client = ChatServiceClient::new(channels[i % channels.len()].clone());
-        async move {
-            let request = SubscribeRequest {
-                room: "bench-idle".into(),
-                ..SubscribeRequest::default()
-            };
-            let mut stream = client.subscribe_messages(request).await?.into_inner();
-            stream.message().await?; // the welcome: the stream is open
-            anyhow::Ok(stream)
-        }
-    }))
-    .await?;
+    let wave = match args.wave {
+        0 => args.streams,
+        wave => wave,
+    };
+    let mut streams = Vec::with_capacity(args.streams);
+    for first in (0..args.streams).step_by(wave.max(1)) {
+        let last = (first + wave).min(args.streams);
+        streams.extend(
+            try_join_all((first..last).map(|i| open(&channels[i % channels.len()]))).await?,
+        );
+    }
     tokio::time::sleep(args.settle).await;
     let open = ProcessSample::read(pid)?;
     drop(streams);
@@ -50,6 +50,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     report.parameter("addr", &args.common.addr);
     report.parameter("streams", args.streams);
     report.parameter("connections", connections);
+    report.parameter("wave", args.wave);
     report.figure("server_rss_before_mib", baseline.rss_bytes / 1048576.0);
     report.figure("server_rss_open_mib", open.rss_bytes / 1048576.0);
     report.figure("rss_bytes_per_stream", per_stream.round());
@@ -58,4 +59,16 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
         per_stream_with_connections.round(),
     );
     Ok(report)
+}
+
+/// One subscriber stream, open once its welcome has arrived.
+async fn open(channel: &Channel) -> anyhow::Result<Streaming<Message>> {
+    let request = SubscribeRequest {
+        room: "bench-idle".into(),
+        ..SubscribeRequest::default()
+    };
+    let mut client = ChatServiceClient::new(channel.clone());
+    let mut stream = client.subscribe_messages(request).await?.into_inner();
+    stream.message().await?;
+    Ok(stream)
 }

@@ -105,6 +105,10 @@ pub struct IdleArgs {
     /// Streams to open.
     #[arg(long, default_value_t = 10_000)]
     streams: usize,
+    /// Open the streams in waves of this many, each wave once the previous one is open, as
+    /// clients arriving over time would; 0 opens them all at once.
+    #[arg(long, default_value_t = 0)]
+    wave: usize,
     /// Let the server settle this long before reading its memory.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     settle: Duration,

@@ -421,6 +421,10 @@ impl Stream for RoomFeed {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         if let Some(notice) = this.notices.pop() {
+            if this.notices.is_empty() {
+                // Notices only open the stream; do not hold their buffer for its whole life.
+                *this.notices = Vec::new();
+            }
             return Poll::Ready(Some(Ok(notice)));
         }
         match std::mem::replace(this.ending, Ending::Done) {

@@ -90,4 +90,10 @@ fn unary_and_idle_report_throughput_and_memory() {
     let idle = bench(&server, &["idle", "--streams", "200", "--settle", "200ms"]);
     assert!(idle["server_rss_open_mib"] > 0.0);
     assert!(idle.contains_key("rss_bytes_per_stream"));
+    // In waves: every stream of every wave must open (its welcome arrives) or the run fails.
+    let waves = bench(
+        &server,
+        &["idle", "--streams", "200", "--wave", "64", "--settle", "0s"],
+    );
+    assert!(waves["server_rss_open_mib"] > 0.0);
 }
