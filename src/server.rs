@@ -24,7 +24,7 @@ use crate::{
     admin::{self, Readiness},
     broker::memory::MemoryBroker,
     config::ServeConfig,
-    grpc::{self, ChatApi, ChatLimits, ChittyApi},
+    grpc::{self, ChatApi, ChatLimits, ChittyApi, SubscribeRoute},
     hub::Hub,
     monitoring::{ConnectionMetrics, CountedConnection, Monitoring, RpcLayer},
     proto::{
@@ -93,14 +93,18 @@ pub async fn run(
         max_content_bytes: config.max_content_bytes,
         max_rooms_per_chat: config.max_rooms_per_chat,
     };
-    let chat = ChatServiceServer::new(ChatApi::new(
+    let chat_api = Arc::new(ChatApi::new(
         hub.clone(),
         Arc::clone(&monitoring),
         limits,
         &config.instance_id,
         drain.clone(),
-    ))
-    .max_decoding_message_size(config.max_message_bytes);
+    ));
+    let chat = SubscribeRoute::new(
+        Arc::clone(&chat_api),
+        ChatServiceServer::from_arc(chat_api).max_decoding_message_size(config.max_message_bytes),
+        config.max_message_bytes,
+    );
     let chitty = ChittyServer::new(ChittyApi::new(
         hub.clone(),
         config.chitty_room.clone(),

@@ -7,12 +7,14 @@ mod chitty;
 mod codec;
 mod convert;
 mod encoded;
+mod framed;
 mod web;
 
 pub use chat::{ChatApi, ChatLimits};
 pub use chitty::ChittyApi;
 pub use codec::LeanCodec;
 pub use encoded::Encoded;
+pub use framed::SubscribeRoute;
 pub use web::{ViaGrpcWeb, cors, mark_grpc_web};
 
 use crate::monitoring::FrontDoor;

@@ -89,6 +89,30 @@ async fn oversized_messages_are_refused_by_the_transport() {
         &["content: must be at most 1000 bytes"],
     );
     assert_eq!(app.send("general", "Bob", "fits").await.offset, 1);
+    // SubscribeMessages decodes its own request: the same limit applies.
+    let status = expect_err(
+        app.client
+            .clone()
+            .subscribe_messages(live(&"r".repeat(4000)))
+            .await,
+    );
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("limit"), "{status:?}");
+}
+
+#[tokio::test]
+async fn compressed_subscribe_requests_are_refused_by_name() {
+    let app = spawn_app().await;
+    let mut request = tonic::Request::new(live("general"));
+    request
+        .metadata_mut()
+        .insert("grpc-encoding", "gzip".parse().unwrap());
+    let status = expect_err(app.client.clone().subscribe_messages(request).await);
+    assert_status(&status, Code::Unimplemented, &["gzip"]);
+    // The server keeps serving the same connection: this consumes the welcome, then gets a message.
+    let mut stream = app.subscribe("general", "").await;
+    app.send("general", "Bob", "still here").await;
+    assert_eq!(next(&mut stream).await.content, "still here");
 }
 
 #[tokio::test]
