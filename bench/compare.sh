@@ -36,19 +36,22 @@ start_server() { # name -> sets pid
   echo "server $1 did not start" >&2; exit 1
 }
 
-bench() { # server scenario args...
-  local server=$1; shift
+bench() { # server label scenario args...   (label names the run in the results)
+  local server=$1 label=$2; shift 2
   "$bin" bench "$@" --addr http://127.0.0.1:$port --server-pid "$pid" --json \
-    | sed "s/^{/{\"server\":\"$server\",/" | tee -a "$out/results.jsonl"
+    | sed "s/^{\"scenario\":\"[a-z]*\"/{\"server\":\"$server\",\"scenario\":\"$label\"/" \
+    | tee -a "$out/results.jsonl"
 }
 
 : > "$out/results.jsonl"
 for server in grpc-chat go; do
   echo "== $server" >&2
-  start_server $server; bench $server unary --connections 4 --concurrency 64 --duration 10s; kill $pid; wait $pid || true
-  start_server $server; bench $server fanout --connections 4 --subscribers 1000 --messages 2000; kill $pid; wait $pid || true
-  start_server $server; bench $server rooms --connections 4 --subscribers 1000 --rooms 250 --publishers 4 --messages 2000; kill $pid; wait $pid || true
-  start_server $server; bench $server idle --streams 10000; kill $pid; wait $pid || true
+  start_server $server; bench $server unary unary --connections 4 --concurrency 64 --duration 10s; kill $pid; wait $pid || true
+  start_server $server; bench $server fanout fanout --connections 4 --subscribers 1000 --messages 2000; kill $pid; wait $pid || true
+  start_server $server; bench $server rooms rooms --connections 4 --subscribers 1000 --rooms 250 --publishers 4 --messages 2000; kill $pid; wait $pid || true
+  start_server $server; bench $server idle idle --streams 10000; kill $pid; wait $pid || true
+  # The same streams opened 100 at a time, as clients arriving over time would.
+  start_server $server; bench $server idle-waves idle --streams 10000 --wave 100; kill $pid; wait $pid || true
 done
 
 python3 bench/summarise.py "$out/results.jsonl"

@@ -9,7 +9,7 @@ use std::{
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::uri::PathAndQuery;
-use tokio::sync::Barrier;
+use tokio::{sync::Barrier, time::MissedTickBehavior};
 use tonic::transport::Channel;
 
 use super::{FanoutArgs, Report, ServerProbe, padded, report::latency_histogram};
@@ -96,11 +96,20 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
         .enumerate()
         .map(|(publisher, channel)| {
             let (messages, size) = (args.messages, args.size);
+            let mut pacing = (args.rate > 0).then(|| {
+                let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate);
+                // Behind schedule (a slow reply), catch up so the average rate holds.
+                ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                ticks
+            });
             tokio::spawn(async move {
                 let mut client = ChatServiceClient::new(channel);
                 let mut errors = 0u64;
                 // One at a time, so the room receives each publisher's messages in order.
                 for seq in 0..messages {
+                    if let Some(ticks) = pacing.as_mut() {
+                        ticks.tick().await;
+                    }
                     let room = room_of(publisher, seq, messages, rooms);
                     let prefix = format!("p{publisher}:{seq}:{}:", now_nanos());
                     let request = SendMessageRequest {
@@ -143,6 +152,7 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
     report.parameter("publishers", args.publishers);
     report.parameter("messages_per_publisher", args.messages);
     report.parameter("size_bytes", args.size);
+    report.parameter("rate_per_publisher", args.rate);
     report.figure(
         "published",
         (args.publishers * args.messages) as f64 - publish_errors as f64,

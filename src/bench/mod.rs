@@ -89,9 +89,10 @@ pub struct FanoutArgs {
     /// Content size in bytes.
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// Messages each publisher keeps in flight (SendMessage calls awaiting their reply).
-    #[arg(long, default_value_t = 8)]
-    in_flight: usize,
+    /// Messages per second each publisher sends, evenly spaced, for latency at a given load; 0
+    /// sends each as soon as the previous one is acknowledged.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
     /// Give up on a subscriber that received nothing for this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
