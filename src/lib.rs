@@ -19,6 +19,7 @@
 //! * [`bench`]: the load generator behind `grpc-chat bench`.
 //! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `metrics`, `health`).
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
+//! * [`write_batching`]: each gRPC connection's writes gathered and sent once per pass.
 //! * [`shutdown`], [`telemetry`]: the stop signal; logs and OpenTelemetry trace export.
 
 pub mod admin;
@@ -36,6 +37,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod websocket;
+pub mod write_batching;
 
 /// Code generated from `proto/chat.proto` (and, in [`proto::chitty_chat`],
 /// `proto/chitty_chat.proto`).

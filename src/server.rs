@@ -33,6 +33,7 @@ use crate::{
     },
     shutdown::Drain,
     websocket::{self, WebSocketConfig},
+    write_batching::BatchedWrites,
 };
 
 /// Longest pause between sweeps for idle rooms.
@@ -166,7 +167,7 @@ pub async fn run(
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%error, "cannot set TCP_NODELAY");
                 }
-                CountedConnection::new(stream, &connections)
+                BatchedWrites::new(CountedConnection::new(stream, &connections))
             })
         })
     };

@@ -1,0 +1,256 @@
+//! Per-connection write batching for the gRPC port.
+//!
+//! A publish wakes the stream task of every subscriber in the room; each queues its frame with
+//! its connection's HTTP/2 writer and wakes it, and tokio runs a task woken that way next (its LIFO
+//! slot). So the writer flushed after every frame or two: 2.6 deliveries per `writev` with 1,000
+//! subscribers on 4 connections at 300 messages/s, each `writev` costing microseconds in the
+//! kernel. [`BatchedWrites`] makes a flush cheap and late: it keeps what the writer wrote, answers
+//! the flush at once and reschedules the writer behind the tasks already queued (a self-wake is a
+//! yield). Those tasks queue their frames meanwhile; when the writer runs again it first writes
+//! everything kept with one call, then goes on as usual. The cost is one pass of the run queue in
+//! latency. Bytes kept are bounded by [`MAX_KEPT`]: beyond it writes go to the socket, so a slow
+//! peer still pushes back on the writer.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+
+/// Most bytes kept before writes go to the socket.
+pub const MAX_KEPT: usize = 64 * 1024;
+
+/// A connection whose writes are gathered and sent once per pass of the writer; see the module
+/// documentation.
+pub struct BatchedWrites<IO> {
+    io: IO,
+    kept: BytesMut,
+    /// A pass of the writer is scheduled to write `kept`.
+    scheduled: bool,
+    /// The socket was full: its readiness will wake the writer, so a flush need not.
+    blocked: bool,
+}
+
+impl<IO> BatchedWrites<IO> {
+    /// Wraps `io`.
+    pub fn new(io: IO) -> Self {
+        Self {
+            io,
+            kept: BytesMut::new(),
+            scheduled: false,
+            blocked: false,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> BatchedWrites<IO> {
+    /// Writes what is kept until it is all written or the socket is full.
+    fn poll_write_kept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.kept.is_empty() {
+            let Poll::Ready(written) = Pin::new(&mut self.io).poll_write(cx, &self.kept)? else {
+                self.blocked = true;
+                return Poll::Pending;
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.kept.advance(written);
+        }
+        // An idle connection holds no buffer.
+        self.kept = BytesMut::new();
+        self.blocked = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes room for `incoming` more bytes: ready when they may be kept.
+    fn poll_room(&mut self, cx: &mut Context<'_>, incoming: usize) -> Poll<io::Result<()>> {
+        if self.kept.len() + incoming > MAX_KEPT {
+            std::task::ready!(self.poll_write_kept(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedWrites<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        // The HTTP/2 connection reads first whenever it runs: this is the scheduled pass. A full
+        // socket must not stop reads; its readiness wakes the writer to try again.
+        self.scheduled = false;
+        if let Poll::Ready(Err(error)) = self.poll_write_kept(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_room(cx, buf.len()))?;
+        if self.kept.is_empty() && buf.len() >= MAX_KEPT {
+            return Pin::new(&mut self.io).poll_write(cx, buf);
+        }
+        self.kept.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total = bufs.iter().map(|buf| buf.len()).sum();
+        std::task::ready!(self.poll_room(cx, total))?;
+        if self.kept.is_empty() && total >= MAX_KEPT {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
+        for buf in bufs {
+            self.kept.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.kept.is_empty() && !self.scheduled && !self.blocked {
+            // Waking the task that is running is a yield: it runs again after the queue.
+            self.scheduled = true;
+            cx.waker().wake_by_ref();
+        }
+        if self.kept.is_empty() {
+            return Pin::new(&mut self.io).poll_flush(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_write_kept(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: Connected> Connected for BatchedWrites<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Wake, Waker},
+    };
+
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, DuplexStream, duplex};
+
+    use super::*;
+
+    /// Counts the wakes of the task under test.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn task() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        (wakes, waker)
+    }
+
+    fn write(connection: &mut BatchedWrites<DuplexStream>, cx: &mut Context<'_>, bytes: &[u8]) {
+        let written = Pin::new(&mut *connection).poll_write(cx, bytes);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()));
+    }
+
+    #[tokio::test]
+    async fn writes_before_the_next_pass_go_out_together() {
+        let (ours, mut peer) = duplex(1 << 20);
+        let mut connection = BatchedWrites::new(ours);
+        let (wakes, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+
+        write(&mut connection, &mut cx, b"one ");
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the flush reschedules");
+        write(&mut connection, &mut cx, b"two");
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one pass is enough");
+        let mut nothing = [0u8; 8];
+        let early = peer.read(&mut nothing);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), early)
+                .await
+                .is_err(),
+            "nothing is written before the pass"
+        );
+
+        // The pass: the connection reads first, which writes what was kept.
+        let mut unread = [0u8; 8];
+        let mut unread = ReadBuf::new(&mut unread);
+        assert!(
+            Pin::new(&mut connection)
+                .poll_read(&mut cx, &mut unread)
+                .is_pending()
+        );
+        let mut received = [0u8; 7];
+        peer.read_exact(&mut received).await.unwrap();
+        assert_eq!(&received, b"one two");
+        assert_eq!(connection.kept.capacity(), 0, "no buffer held when idle");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_pushes_back_once_the_limit_is_kept() {
+        let (ours, _peer) = duplex(1024);
+        let mut connection = BatchedWrites::new(ours);
+        let (wakes, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        let chunk = vec![7u8; 16 * 1024];
+        let mut accepted = 0;
+        while let Poll::Ready(written) = Pin::new(&mut connection).poll_write(&mut cx, &chunk) {
+            accepted += written.unwrap();
+            assert!(accepted <= MAX_KEPT, "kept more than the limit");
+        }
+        assert_eq!(accepted, MAX_KEPT);
+        // Blocked on the socket: a flush does not spin the writer.
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_everything_kept() {
+        let (ours, mut peer) = duplex(1 << 20);
+        let mut connection = BatchedWrites::new(ours);
+        let (_, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        write(&mut connection, &mut cx, b"bye");
+        assert!(Pin::new(&mut connection).poll_shutdown(&mut cx).is_ready());
+        let mut received = Vec::new();
+        peer.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, b"bye");
+    }
+}
