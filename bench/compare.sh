@@ -48,6 +48,8 @@ for server in grpc-chat go; do
   echo "== $server" >&2
   start_server $server; bench $server unary unary --connections 4 --concurrency 64 --duration 10s; kill $pid; wait $pid || true
   start_server $server; bench $server fanout fanout --connections 4 --subscribers 1000 --messages 2000; kill $pid; wait $pid || true
+  # The same at an equal, moderate load for both (300k deliveries/s): latency and CPU not at saturation.
+  start_server $server; bench $server fanout-paced fanout --connections 4 --subscribers 1000 --messages 2000 --rate 300; kill $pid; wait $pid || true
   start_server $server; bench $server rooms rooms --connections 4 --subscribers 1000 --rooms 250 --publishers 4 --messages 2000; kill $pid; wait $pid || true
   start_server $server; bench $server idle idle --streams 10000; kill $pid; wait $pid || true
   # The same streams opened 100 at a time, as clients arriving over time would.

@@ -7,7 +7,7 @@ import sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 by = {(row["server"], row["scenario"]): dict(row["figures"]) for row in rows}
 print(f"{'scenario':<8} {'figure':<32} {'grpc-chat':>14} {'go':>14} {'ratio':>8}")
-for scenario in ["unary", "fanout", "rooms", "idle", "idle-waves"]:
+for scenario in ["unary", "fanout", "fanout-paced", "rooms", "idle", "idle-waves"]:
     ours, theirs = by.get(("grpc-chat", scenario), {}), by.get(("go", scenario), {})
     for name, value in ours.items():
         other = theirs.get(name)
