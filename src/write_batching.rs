@@ -10,11 +10,18 @@
 //! everything kept with one call, then goes on as usual. The cost is one pass of the run queue in
 //! latency. Bytes kept are bounded by [`MAX_KEPT`]: beyond it writes go to the socket, so a slow
 //! peer still pushes back on the writer.
+//!
+//! Because the last frames of a connection (a stream's final status, GOAWAY) now leave just before
+//! it closes, shutdown lingers: after the last bytes it reads and discards until the peer closes,
+//! for at most [`LINGER`]. Closing a socket with unread bytes makes the kernel answer with a reset,
+//! which can destroy data the peer has received but not yet read, such as that final status.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::{Buf, BytesMut};
@@ -23,6 +30,8 @@ use tonic::transport::server::Connected;
 
 /// Most bytes kept before writes go to the socket.
 pub const MAX_KEPT: usize = 64 * 1024;
+/// Longest wait, at shutdown, for the peer to close its side.
+pub const LINGER: Duration = Duration::from_secs(1);
 
 /// A connection whose writes are gathered and sent once per pass of the writer; see the module
 /// documentation.
@@ -33,6 +42,8 @@ pub struct BatchedWrites<IO> {
     scheduled: bool,
     /// The socket was full: its readiness will wake the writer, so a flush need not.
     blocked: bool,
+    /// Set once shutdown has sent everything: how long it still waits for the peer to close.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<IO> BatchedWrites<IO> {
@@ -43,6 +54,7 @@ impl<IO> BatchedWrites<IO> {
             kept: BytesMut::new(),
             scheduled: false,
             blocked: false,
+            linger: None,
         }
     }
 }
@@ -91,7 +103,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for BatchedWrites<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -138,8 +150,29 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_write_kept(cx))?;
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        if self.linger.is_none() {
+            std::task::ready!(self.poll_write_kept(cx))?;
+            std::task::ready!(Pin::new(&mut self.io).poll_shutdown(cx))?;
+            self.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut discarded = [0u8; 512];
+        loop {
+            if self
+                .linger
+                .as_mut()
+                .is_some_and(|linger| linger.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut discarded = ReadBuf::new(&mut discarded);
+            match Pin::new(&mut self.io).poll_read(cx, &mut discarded) {
+                Poll::Ready(Ok(())) if discarded.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                // A reset or another error: nothing left to protect.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -161,8 +194,7 @@ mod tests {
         task::{Wake, Waker},
     };
 
-    use std::time::Duration;
-    use tokio::io::{AsyncReadExt, DuplexStream, duplex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
     use super::*;
 
@@ -242,15 +274,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_sends_everything_kept() {
+    async fn shutdown_sends_everything_kept_then_waits_for_the_peer_to_close() {
         let (ours, mut peer) = duplex(1 << 20);
         let mut connection = BatchedWrites::new(ours);
         let (_, waker) = task();
         let mut cx = Context::from_waker(&waker);
         write(&mut connection, &mut cx, b"bye");
-        assert!(Pin::new(&mut connection).poll_shutdown(&mut cx).is_ready());
+        let closing = tokio::spawn(async move { connection.shutdown().await });
         let mut received = Vec::new();
         peer.read_to_end(&mut received).await.unwrap();
         assert_eq!(received, b"bye");
+        peer.write_all(b"late window update").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!closing.is_finished(), "lingers while the peer is open");
+        drop(peer);
+        closing.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_lingering_after_a_while() {
+        let (ours, _peer) = duplex(1 << 20);
+        let mut connection = BatchedWrites::new(ours);
+        let started = std::time::Instant::now();
+        connection.shutdown().await.unwrap();
+        let lingered = started.elapsed();
+        assert!(lingered >= LINGER && lingered < LINGER * 2, "{lingered:?}");
     }
 }
