@@ -94,6 +94,7 @@ impl Hub {
             initial_gap: feed.initial_gap,
             events: feed.events,
             metrics: Arc::clone(&self.inner.metrics),
+            deliveries: 0,
             _open: self.inner.metrics.open_subscription(door),
             _presence: presence,
         })
@@ -205,9 +206,17 @@ pub struct Subscription {
     pub initial_gap: Option<Gap>,
     events: EventStream,
     metrics: Arc<ChatMetrics>,
+    /// Deliveries so far, for sampling their latency.
+    deliveries: u64,
     _open: OpenSubscription,
     _presence: Option<Presence>,
 }
+
+/// One delivery in this many has its latency recorded, per subscription and starting with the
+/// first, so quiet rooms are sampled too. Recording every one cost a clock read and a histogram
+/// insert per delivery, and the histogram buffered every sample between scrapes' upkeeps
+/// (megabytes per second at a million deliveries per second).
+const LATENCY_SAMPLING: u64 = 16;
 
 impl Stream for Subscription {
     type Item = Result<Arc<Event>, ChatError>;
@@ -216,7 +225,9 @@ impl Stream for Subscription {
         let item = std::task::ready!(self.events.as_mut().poll_next(cx));
         Poll::Ready(item.map(|next| match next {
             Ok(event) => {
-                self.metrics.delivered(event.timestamp);
+                let sample = self.deliveries.is_multiple_of(LATENCY_SAMPLING);
+                self.deliveries += 1;
+                self.metrics.delivered(event.timestamp, sample);
                 Ok(event)
             }
             Err(Gap {

@@ -72,13 +72,15 @@ impl ChatMetrics {
         })
     }
 
-    /// Counts a delivery of a message appended at `appended`.
-    pub fn delivered(&self, appended: SystemTime) {
+    /// Counts a delivery of a message appended at `appended`; `sample` also records its latency.
+    pub fn delivered(&self, appended: SystemTime, sample: bool) {
         self.delivered.increment(1);
-        let latency = SystemTime::now()
-            .duration_since(appended)
-            .unwrap_or_default();
-        self.delivery_seconds.record(latency.as_secs_f64());
+        if sample {
+            let latency = SystemTime::now()
+                .duration_since(appended)
+                .unwrap_or_default();
+            self.delivery_seconds.record(latency.as_secs_f64());
+        }
     }
 
     /// Counts an open subscription through `door` until the guard is dropped.

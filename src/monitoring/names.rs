@@ -126,12 +126,12 @@ pub const REPLAY_GAPS: Def = def(
     Unit::Count,
     "Replays that started with a gap notice because the requested offset had left history.",
 );
-/// Time from append to hand-over to a subscriber's transport.
+/// Time from append to hand-over to a subscriber's transport, sampled.
 pub const DELIVERY_SECONDS: Def = def(
     "grpc_chat_delivery_latency_seconds",
     Kind::Histogram,
     Unit::Seconds,
-    "Time from a message's append to its hand-over to a subscriber's transport.",
+    "Time from a message's append to its hand-over to a subscriber's transport; sampled: each subscription's first delivery and every 16th after it.",
 );
 /// Open client connections.
 pub const CONNECTIONS: Def = def(
