@@ -39,7 +39,7 @@ const SUBSCRIBE_PATH: &str = "/chat.ChatService/SubscribeMessages";
 /// Waiting messages coalesced into one frame stop growing it at this size.
 const COALESCE_LIMIT: usize = 32 * 1024;
 
-/// `chat.ChatService` with `SubscribeMessages` answered by [`SubscribeRoute::subscribe`].
+/// `chat.ChatService` with `SubscribeMessages` answered here, from pre-framed bytes.
 #[derive(Clone)]
 pub struct SubscribeRoute<S> {
     api: Arc<ChatApi>,
