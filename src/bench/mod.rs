@@ -91,7 +91,7 @@ pub struct FanoutArgs {
     size: usize,
     /// Messages per second each publisher sends, evenly spaced, for latency at a given load; 0
     /// sends each as soon as the previous one is acknowledged.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     rate: u32,
     /// Give up on a subscriber that received nothing for this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

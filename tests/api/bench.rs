@@ -97,3 +97,11 @@ fn unary_and_idle_report_throughput_and_memory() {
     );
     assert!(waves["server_rss_open_mib"] > 0.0);
 }
+
+#[test]
+fn a_rate_too_high_to_pace_is_refused_by_name() {
+    let (code, _, stderr) = cli(&["bench", "fanout", "--rate", "2000000"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--rate"), "{stderr}");
+    assert!(stderr.contains("0..=1000000"), "{stderr}");
+}
