@@ -29,12 +29,15 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let connected = ProcessSample::read(pid)?;
 
-    let wave = match args.wave {
-        0 => args.streams,
-        wave => wave,
-    };
+    // `--wave 0`: one wave of all of them.
+    let wave = if args.wave == 0 {
+        args.streams
+    } else {
+        args.wave
+    }
+    .max(1);
     let mut streams = Vec::with_capacity(args.streams);
-    for first in (0..args.streams).step_by(wave.max(1)) {
+    for first in (0..args.streams).step_by(wave) {
         let last = (first + wave).min(args.streams);
         streams.extend(
             try_join_all((first..last).map(|i| open(&channels[i % channels.len()]))).await?,

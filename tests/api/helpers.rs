@@ -605,27 +605,22 @@ impl Envoy {
     pub fn start(grpc: SocketAddr, websocket: SocketAddr) -> Self {
         let addr = free_addr();
         let admin = free_addr();
-        let config = std::fs::read_to_string(concat!(
+        let mut config = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/envoy/envoy.yaml"
         ))
-        .unwrap()
-        .replace(
-            "{ address: 0.0.0.0, port_value: 8080 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", addr.port()),
-        )
-        .replace(
-            "{ address: 0.0.0.0, port_value: 9901 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", admin.port()),
-        )
-        .replace(
-            "{ address: grpc-chat, port_value: 50051 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", grpc.port()),
-        )
-        .replace(
-            "{ address: grpc-chat, port_value: 8080 }",
-            &format!("{{ address: 127.0.0.1, port_value: {} }}", websocket.port()),
-        );
+        .unwrap();
+        for (compose, local) in [
+            ("{ address: 0.0.0.0, port_value: 8080 }", addr),
+            ("{ address: 0.0.0.0, port_value: 9901 }", admin),
+            ("{ address: grpc-chat, port_value: 50051 }", grpc),
+            ("{ address: grpc-chat, port_value: 8080 }", websocket),
+        ] {
+            config = config.replace(
+                compose,
+                &format!("{{ address: 127.0.0.1, port_value: {} }}", local.port()),
+            );
+        }
         assert!(
             !config.contains("grpc-chat,") && !config.contains("0.0.0.0"),
             "every address replaced"
