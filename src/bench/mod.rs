@@ -5,12 +5,15 @@
 //! * `fanout`: one room, N subscribers, P publishers: deliveries per second, publish→deliver
 //!   latency, and loss (every subscriber must get every message; gaps and duplicates counted);
 //! * `rooms`: the same over many rooms with a few subscribers each;
-//! * `idle`: N open subscriber streams and the server's resident memory per stream.
+//! * `idle`: N open subscriber streams (gRPC or WebSocket) and the server's resident memory per
+//!   stream;
+//! * `history`: many rooms filled with messages and the server's resident memory per message held.
 //!
 //! Given the server's `--server-pid`, each scenario also reports the server CPU seconds it took
 //! (from /proc) per request or per delivery. Output is a table, or JSON with `--json`.
 
 mod fanout;
+mod history;
 mod idle;
 mod report;
 mod unary;
@@ -34,6 +37,17 @@ pub enum Scenario {
     Rooms(FanoutArgs),
     /// Open subscriber streams and measure the server's memory per stream.
     Idle(IdleArgs),
+    /// Fill rooms with messages and measure the server's memory per message held.
+    History(HistoryArgs),
+}
+
+/// A front door a scenario can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Door {
+    /// `chat.ChatService/SubscribeMessages`.
+    Grpc,
+    /// WebSocket rooms, `/ws?roomCode=`.
+    Websocket,
 }
 
 /// Options every scenario takes.
@@ -113,6 +127,41 @@ pub struct IdleArgs {
     /// Let the server settle this long before reading its memory.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Which front door the streams use.
+    #[arg(long, value_enum, default_value_t = Door::Grpc)]
+    door: Door,
+    /// The server's WebSocket address (HOST:PORT), for `--door websocket`.
+    #[arg(long)]
+    ws_addr: Option<String>,
+}
+
+/// Arguments of `bench history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Rooms to fill.
+    #[arg(long, default_value_t = 10_000)]
+    rooms: usize,
+    /// Messages per room.
+    #[arg(long, default_value_t = 10)]
+    messages: usize,
+    /// Content size in bytes.
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The server's WebSocket address (HOST:PORT): each room then also has a live gRPC and a live
+    /// WebSocket subscriber while it is filled.
+    #[arg(long)]
+    ws_addr: Option<String>,
+    /// Let the server settle this long before each reading of its memory.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// At the end, wait this long (the server's room idle TTL, say) and read its memory again.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait_after: Option<Duration>,
 }
 
 impl Scenario {
@@ -121,6 +170,7 @@ impl Scenario {
             Self::Unary(args) => &args.common,
             Self::Fanout(args) | Self::Rooms(args) => &args.common,
             Self::Idle(args) => &args.common,
+            Self::History(args) => &args.common,
         }
     }
 }
@@ -139,6 +189,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
             fanout::run("rooms", args).await?
         }
         Scenario::Idle(args) => idle::run(args).await?,
+        Scenario::History(args) => history::run(args).await?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
