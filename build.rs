@@ -61,10 +61,15 @@ fn chitty_chat_service() -> Service {
         .name("Chat")
         .package("chitty_chat")
         .method(
-            method("broadcast", "Broadcast", "chitty_chat::ChatEvent", ENCODED)
-                .client_streaming()
-                .server_streaming()
-                .build(),
+            method(
+                "broadcast",
+                "Broadcast",
+                "chitty_chat::ChatEvent",
+                "crate::grpc::ChittyOutgoing",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
         )
         .build()
 }

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use bytesize::ByteSize;
 use clap::{Args, Parser};
 
 use crate::{broker::memory::MemoryConfig, error::ChatError, room::RoomName, telemetry::LogFormat};
@@ -54,6 +55,15 @@ pub struct ServeConfig {
     /// Messages kept per room for replay and for slow subscribers to catch up from.
     #[arg(long, env = "GRPC_CHAT_HISTORY", default_value_t = 1000)]
     pub history: usize,
+
+    /// Bytes of history kept over all rooms (encoded messages and their bookkeeping); beyond it
+    /// the oldest messages of any room leave history first.
+    #[arg(long, env = "GRPC_CHAT_HISTORY_BYTES", default_value = "128MiB")]
+    pub history_bytes: ByteSize,
+
+    /// Bytes of history kept per room; beyond it the room's oldest messages leave history first.
+    #[arg(long, env = "GRPC_CHAT_ROOM_HISTORY_BYTES", default_value = "8MiB")]
+    pub room_history_bytes: ByteSize,
 
     /// Rooms held at once; creating one more fails with RESOURCE_EXHAUSTED.
     #[arg(long, env = "GRPC_CHAT_MAX_ROOMS", default_value_t = 10_000)]
@@ -165,6 +175,18 @@ impl ServeConfig {
                 self.history
             ));
         }
+        let largest_event = (self.max_content_bytes + ENVELOPE_BYTES) as u64;
+        for (flag, bytes) in [
+            ("--history-bytes", self.history_bytes),
+            ("--room-history-bytes", self.room_history_bytes),
+        ] {
+            if bytes.as_u64() < largest_event {
+                return Err(format!(
+                    "{flag} ({bytes}) must hold at least one message of maximal content \
+                     (--max-content-bytes + {ENVELOPE_BYTES} = {largest_event} bytes)"
+                ));
+            }
+        }
         if self.max_message_bytes < self.max_content_bytes + ENVELOPE_BYTES {
             return Err(format!(
                 "--max-message-bytes ({}) must be at least --max-content-bytes + {ENVELOPE_BYTES} ({}) \
@@ -199,11 +221,18 @@ impl ServeConfig {
     pub fn memory(&self) -> MemoryConfig {
         MemoryConfig {
             history: self.history,
+            history_bytes: to_usize(self.history_bytes),
+            room_history_bytes: to_usize(self.room_history_bytes),
             max_rooms: self.max_rooms,
             max_subscribers_per_room: self.max_subscribers_per_room,
             room_idle_ttl: self.room_idle_ttl,
         }
     }
+}
+
+/// A byte size as `usize`, saturating on 32-bit targets.
+fn to_usize(bytes: ByteSize) -> usize {
+    usize::try_from(bytes.as_u64()).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     broker::{Broker, EventStream, Gap},
     error::ChatError,
+    event::{Event, EventKind},
     monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
-    room::{Draft, Event, EventKind, RoomName, StartAt, UserName},
+    room::{Draft, RoomName, StartAt, UserName},
 };
 
 /// Handle to the rooms; cheap to clone.
@@ -49,6 +50,7 @@ impl Hub {
                 metrics
                     .history_messages
                     .set(figures.history_messages as f64);
+                metrics.history_bytes.set(figures.history_bytes as f64);
             });
         }
         Self {
@@ -82,7 +84,12 @@ impl Hub {
         start: StartAt,
         door: FrontDoor,
     ) -> Result<Subscription, ChatError> {
-        let feed = self.inner.broker.subscribe(room, start).await?;
+        let text_frames = door == FrontDoor::WebSocket;
+        let feed = self
+            .inner
+            .broker
+            .subscribe(room, start, text_frames)
+            .await?;
         if feed.initial_gap.is_some() {
             self.inner.metrics.replay_gaps.increment(1);
         }

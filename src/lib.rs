@@ -2,8 +2,10 @@
 //!
 //! The major components are:
 //!
-//! * [`room`]: the room model — validated [`room::RoomName`] / [`room::UserName`], the immutable
-//!   [`room::Event`] every subscriber shares, and the limits on what a client may send.
+//! * [`room`]: the room model — validated [`room::RoomName`] / [`room::UserName`], what a client
+//!   asks to append ([`room::Draft`]), and the limits on what a client may send.
+//! * [`event`]: the immutable [`event::Event`] every subscriber shares, encoded once as the frame
+//!   every door sends from; [`text_frame`]: the JSON frame of WebSocket rooms, both ways.
 //! * [`broker`]: the seam to the engine that stores and fans out room logs (publish, subscribe from
 //!   an offset, presence). [`broker::memory`] is the embedded default engine.
 //! * [`hub`]: the chat semantics on top of a broker — presence announcements, the slow-consumer
@@ -28,6 +30,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod grpc;
 pub mod health;
 pub mod hub;
@@ -36,6 +39,7 @@ pub mod room;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text_frame;
 pub mod websocket;
 pub mod write_batching;
 

@@ -1,26 +1,29 @@
-//! The room model: validated names, the events of a room's log, and content limits.
+//! The room model: validated names, what a client asks to append, content and clock limits.
 //!
 //! Rules (also in the README):
 //! * room names: 1–64 characters from `A–Z a–z 0–9 _ - .`; rooms are created on first use;
 //! * user names: 1–32 characters; letters and digits of any script, space, `_ - .`; no leading or
-//!   trailing space;
+//!   trailing space. Only letters, digits and those three marks are allowed, so a name cannot hold
+//!   bidirectional controls (U+202E), line or paragraph separators (U+2028/9), zero-width
+//!   characters, combining marks or look-alike spaces; the Hangul filler letters, which render as
+//!   nothing, are refused too: a name must be seen to be told apart;
 //! * content: 1 to `max_content_bytes` bytes of UTF-8 (default 4096); control characters other than
-//!   newline and tab are rejected.
+//!   newline and tab are rejected;
+//! * a client's Lamport clock is at most [`MAX_CLIENT_CLOCK`].
 
-use std::{
-    fmt,
-    sync::{Arc, OnceLock},
-    time::SystemTime,
-};
+use std::{fmt, sync::Arc};
 
-use bytes::Bytes;
-
-use crate::error::ChatError;
+use crate::{error::ChatError, event::EventKind};
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;
 /// Longest user name, in characters.
 pub const MAX_USER_CHARS: usize = 32;
+/// Largest Lamport clock a client may send: a room's clock merges it as `max(room, sender) + 1`,
+/// and from here it still has 2^63 events to grow before it could wrap.
+pub const MAX_CLIENT_CLOCK: u64 = i64::MAX as u64;
+/// Letters that render as nothing (Unicode default-ignorable code points of category Lo).
+const INVISIBLE_LETTERS: [char; 4] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}'];
 
 /// Checks that a name has 1 to `max` characters.
 fn check_length(field: &str, raw: &str, max: usize) -> Result<(), ChatError> {
@@ -77,10 +80,10 @@ impl UserName {
                 "must not start or end with a space",
             ));
         }
-        if let Some(bad) = raw
-            .chars()
-            .find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.')))
-        {
+        if let Some(bad) = raw.chars().find(|c| {
+            !(c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.'))
+                || INVISIBLE_LETTERS.contains(c)
+        }) {
             return Err(ChatError::invalid(
                 field,
                 format!(
@@ -137,18 +140,19 @@ pub fn check_content(field: &str, content: &str, max_bytes: usize) -> Result<(),
     Ok(())
 }
 
-/// What an event in a room's log records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A chat message.
-    Chat,
-    /// A named participant arrived.
-    Join,
-    /// A named participant left.
-    Leave,
+/// Checks a client's Lamport clock (the field `field`) against [`MAX_CLIENT_CLOCK`].
+pub fn check_clock(field: &str, clock: u64) -> Result<u64, ChatError> {
+    if clock > MAX_CLIENT_CLOCK {
+        return Err(ChatError::invalid(
+            field,
+            format!("must be at most {MAX_CLIENT_CLOCK} (got {clock})"),
+        ));
+    }
+    Ok(clock)
 }
 
-/// What a client asks to append to a room; the broker turns it into an [`Event`].
+/// What a client asks to append to a room; the broker turns it into an
+/// [`Event`](crate::event::Event).
 #[derive(Debug, Clone)]
 pub struct Draft {
     /// Who speaks (or arrives / leaves).
@@ -157,7 +161,8 @@ pub struct Draft {
     pub content: String,
     /// What the event records.
     pub kind: EventKind,
-    /// The sender's Lamport clock, merged into the room's clock; 0 when the sender has none.
+    /// The sender's Lamport clock, merged into the room's clock; 0 when the sender has none. At
+    /// most [`MAX_CLIENT_CLOCK`].
     pub sender_clock: u64,
     /// W3C traceparent of the call that published it, when traced.
     pub traceparent: Option<String>,
@@ -185,42 +190,6 @@ impl Draft {
             traceparent: None,
         }
     }
-}
-
-/// One immutable entry of a room's log, shared by every subscriber through an `Arc`.
-#[derive(Debug)]
-pub struct Event {
-    /// Server-assigned unique id (a UUIDv7).
-    pub id: String,
-    /// The room the event belongs to.
-    pub room: RoomName,
-    /// Who sent it (or arrived / left).
-    pub user: UserName,
-    /// The text; empty for presence events.
-    pub content: String,
-    /// What the event records.
-    pub kind: EventKind,
-    /// Position in the room's log: starts at 1 and only grows.
-    pub offset: u64,
-    /// The room's Lamport clock after this event: `max(room, sender) + 1`.
-    pub lamport: u64,
-    /// Server time of the append.
-    pub timestamp: SystemTime,
-    /// W3C traceparent of the call that published it, when traced.
-    pub traceparent: Option<String>,
-    /// Wire forms, each computed once by the first subscriber that needs it and shared by all.
-    pub encoded: Encodings,
-}
-
-/// The cached wire forms of an [`Event`], one per protocol.
-#[derive(Debug, Default)]
-pub struct Encodings {
-    /// The protobuf encoding of the event as a `chat.Message`.
-    pub grpc: OnceLock<Bytes>,
-    /// The protobuf encoding of the event as a `chitty_chat.ChatMessage`.
-    pub chitty: OnceLock<Bytes>,
-    /// The WebSocket text frame of the event (`{"Author": ..., "Content": ...}`).
-    pub websocket: OnceLock<Bytes>,
 }
 
 /// Where a subscription starts reading a room's log.
@@ -271,6 +240,14 @@ mod tests {
             "trail ",
             "tab\there",
             "semi;colon",
+            "evil\u{202E}txt",
+            "line\u{2028}break",
+            "para\u{2029}graph",
+            "zero\u{200B}width",
+            "e\u{301}",
+            "no\u{A0}break",
+            "\u{3164}",
+            "Bob\u{115F}",
             &"u".repeat(MAX_USER_CHARS + 1),
         ] {
             assert!(
@@ -278,6 +255,19 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn client_clocks_are_bounded_so_a_room_clock_never_wraps() {
+        assert_eq!(
+            check_clock("timestamp", MAX_CLIENT_CLOCK),
+            Ok(MAX_CLIENT_CLOCK)
+        );
+        let error = check_clock("timestamp", u64::MAX - 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "timestamp: must be at most 9223372036854775807 (got 18446744073709551614)"
+        );
     }
 
     #[test]

@@ -22,7 +22,6 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::{sync::WaitForCancellationFutureOwned, task::TaskTracker};
 
@@ -30,14 +29,16 @@ use crate::{
     error::ChatError,
     hub::Hub,
     monitoring::FrontDoor,
-    room::{self, Draft, Event, EventKind, RoomName, StartAt, UserName},
+    room::{self, Draft, RoomName, StartAt, UserName},
     shutdown::Drain,
+    text_frame::TextFrame,
 };
 
 /// Longest close reason the protocol allows, in bytes.
 const MAX_CLOSE_REASON: usize = 123;
-/// Author of presence announcements.
-const SYSTEM: &str = "System";
+/// Read buffer of a socket, allocated when it opens: the library's default, 128 KiB, was nearly
+/// all of an idle socket's memory. Chat frames are small; a larger one grows it as it arrives.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Limits and timings of WebSocket sessions.
 #[derive(Debug, Clone, Copy)]
@@ -77,20 +78,16 @@ async fn upgrade(
 ) -> Response {
     let room_code = query.get("roomCode").cloned();
     let tasks = state.tasks.clone();
+    let max = state.config.max_message_bytes;
     upgrade
-        .max_message_size(state.config.max_message_bytes)
-        .max_frame_size(state.config.max_message_bytes)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every send is flushed, so frames are not gathered here; a peer that stops reading is
+        // bounded by the send deadline and, should writes keep failing, by this.
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * max)
         .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, state)))
-}
-
-/// A text frame as the original rooms speak it. Field names match case-insensitively on input,
-/// as Go's JSON decoding does.
-#[derive(Debug, Deserialize, Serialize)]
-struct Frame {
-    #[serde(rename = "Author", alias = "author")]
-    author: String,
-    #[serde(rename = "Content", alias = "content")]
-    content: String,
 }
 
 /// Why a session ends.
@@ -162,7 +159,8 @@ async fn serve_room(
             }
             next = subscription.next() => match next {
                 Some(Ok(event)) => {
-                    deliver(socket, Message::Text(text_of(&event)), state, draining).await
+                    let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
+                    deliver(socket, Message::Text(text), state, draining).await
                 }
                 Some(Err(error)) => Err(End::Close(close_code::AGAIN, error.to_string())),
                 None => Err(End::Gone),
@@ -191,7 +189,7 @@ async fn receive(
 ) -> Result<(), End> {
     match frame {
         Some(Ok(Message::Text(text))) => {
-            let frame: Frame = serde_json::from_str(text.as_str()).map_err(|error| {
+            let frame = TextFrame::parse(text.as_str()).map_err(|error| {
                 End::Close(
                     close_code::INVALID,
                     format!(r#"expected {{"Author": "...", "Content": "..."}}: {error}"#),
@@ -223,7 +221,7 @@ async fn receive(
     }
 }
 
-async fn publish(frame: Frame, room: &RoomName, state: &WsState) -> Result<(), ChatError> {
+async fn publish(frame: TextFrame, room: &RoomName, state: &WsState) -> Result<(), ChatError> {
     let user = UserName::parse("Author", &frame.author)?;
     room::check_content("Content", &frame.content, state.config.max_content_bytes)?;
     state
@@ -254,34 +252,6 @@ fn is_too_big(error: &axum::BoxError) -> bool {
     error
         .downcast_ref::<tungstenite::Error>()
         .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
-}
-
-/// The shared text frame of a room event; presence announcements come from `System`.
-fn text_of(event: &Event) -> Utf8Bytes {
-    let bytes = event
-        .encoded
-        .websocket
-        .get_or_init(|| {
-            let frame = match event.kind {
-                EventKind::Chat => Frame {
-                    author: event.user.to_string(),
-                    content: event.content.clone(),
-                },
-                EventKind::Join => Frame {
-                    author: SYSTEM.into(),
-                    content: format!("{} joined", event.user),
-                },
-                EventKind::Leave => Frame {
-                    author: SYSTEM.into(),
-                    content: format!("{} left", event.user),
-                },
-            };
-            serde_json::to_vec(&frame)
-                .expect("a struct of two strings serializes")
-                .into()
-        })
-        .clone();
-    Utf8Bytes::try_from(bytes).expect("serde_json writes UTF-8")
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.

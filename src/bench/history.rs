@@ -114,7 +114,8 @@ fn room_name(room: usize) -> String {
     format!("bench-history-{room}")
 }
 
-/// Replays every room's history over gRPC, a few rooms at a time.
+/// Replays every room's history over gRPC, a few rooms at a time: each room's last `messages`
+/// events, or as many of them as the server still holds (each room's last offset is `messages`).
 async fn replay_all(channels: &[Channel], args: &HistoryArgs) -> anyhow::Result<()> {
     let last = u32::try_from(args.messages).context("--messages is too large")?;
     stream::iter(0..args.rooms)
@@ -127,14 +128,12 @@ async fn replay_all(channels: &[Channel], args: &HistoryArgs) -> anyhow::Result<
             };
             async move {
                 let mut replay = client.subscribe_messages(request).await?.into_inner();
-                let mut events = 0;
-                while events < last {
+                loop {
                     let message = replay.message().await?.context("a replay ended early")?;
-                    if message.offset > 0 {
-                        events += 1;
+                    if message.offset == u64::from(last) {
+                        return anyhow::Ok(());
                     }
                 }
-                anyhow::Ok(())
             }
         })
         .buffer_unordered(args.concurrency.max(1))

@@ -4,12 +4,21 @@
 //! appends one `Arc<Event>` and bumps the watch; it never touches subscribers, so a publisher never
 //! waits for one. A subscriber reads in batches from its cursor: a slow one simply falls behind,
 //! catches up from history while the log still holds its position, and is told how much it missed
-//! when the log has moved past it. Memory is bounded by `history` entries per room, whatever the
-//! number or speed of subscribers.
+//! when the log has moved past it.
+//!
+//! History is bounded three ways, each evicting oldest-first: `history` events per room,
+//! `room_history_bytes` per room, and `history_bytes` over all rooms, where an event's bytes are
+//! what it really holds ([`Event::held_bytes`]: its frames and bookkeeping). The overall bound
+//! evicts the oldest event of any room: every event gets an append sequence number, and the
+//! sequence of each room's oldest event is kept in one ordered map. Memory is therefore bounded by
+//! the budget whatever the number or speed of subscribers.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard, RwLock},
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -20,7 +29,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{Broker, EngineFigures, EventStream, Feed, Gap};
 use crate::{
     error::ChatError,
-    room::{Draft, Encodings, Event, RoomName, StartAt, UserName},
+    event::{Event, EventParts},
+    room::{Draft, RoomName, StartAt, UserName},
 };
 
 /// Most events a cursor copies out of the log per lock.
@@ -29,8 +39,12 @@ const READ_BATCH: usize = 64;
 /// Sizes and limits of the memory engine.
 #[derive(Debug, Clone)]
 pub struct MemoryConfig {
-    /// Messages kept per room.
+    /// Events kept per room.
     pub history: usize,
+    /// Bytes of history kept over all rooms.
+    pub history_bytes: usize,
+    /// Bytes of history kept per room.
+    pub room_history_bytes: usize,
     /// Rooms held at once; creating one more fails with RESOURCE_EXHAUSTED.
     pub max_rooms: usize,
     /// Open subscriptions per room.
@@ -50,6 +64,20 @@ struct Inner {
     /// Room table. A `std` mutex: it is held only to look up, insert or sweep entries, never
     /// across an `.await`.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    budget: Arc<Budget>,
+}
+
+/// The overall history budget, shared by every room.
+struct Budget {
+    /// Bytes held by every room's log.
+    held_bytes: AtomicUsize,
+    /// Events held by every room's log.
+    held_events: AtomicUsize,
+    /// Sequence number of the next appended event, over all rooms.
+    next_seq: AtomicU64,
+    /// Each non-empty room's oldest event, by sequence number: the first entry is the oldest
+    /// event held anywhere. Lock order: a room's log, then this; never a log while holding this.
+    oldest: Mutex<BTreeMap<u64, Weak<Room>>>,
 }
 
 struct Room {
@@ -60,17 +88,75 @@ struct Room {
     /// Subscriptions, presence and activity. Changes that make a room busy happen while the room
     /// table is locked too, so the idle sweep can never drop a room someone just started using.
     usage: Mutex<Usage>,
+    /// Subscribers that read WebSocket text frames: while there are any, appends make them.
+    text_readers: AtomicUsize,
+    budget: Arc<Budget>,
 }
 
 struct Log {
-    entries: VecDeque<Arc<Event>>,
+    entries: VecDeque<Entry>,
     next_offset: u64,
     lamport: u64,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
+}
+
+struct Entry {
+    /// Append sequence over all rooms.
+    seq: u64,
+    /// What the event holds, counted against the budgets.
+    bytes: usize,
+    event: Arc<Event>,
 }
 
 impl Log {
     fn first_offset(&self) -> u64 {
         self.next_offset - self.entries.len() as u64
+    }
+
+    fn oldest_seq(&self) -> Option<u64> {
+        self.entries.front().map(|entry| entry.seq)
+    }
+
+    /// Drops the oldest entry, keeping the counts right; the caller updates `Budget::oldest`.
+    fn evict_oldest(&mut self, budget: &Budget) {
+        if let Some(entry) = self.entries.pop_front() {
+            self.bytes -= entry.bytes;
+            budget.held_bytes.fetch_sub(entry.bytes, Ordering::Relaxed);
+            budget.held_events.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Budget {
+    /// Records that a room's oldest event changed from `before` to `after`.
+    fn oldest_moved(&self, room: &Weak<Room>, before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        let mut oldest = lock(&self.oldest);
+        if let Some(before) = before {
+            oldest.remove(&before);
+        }
+        if let Some(after) = after {
+            oldest.insert(after, Weak::clone(room));
+        }
+    }
+}
+
+impl Drop for Room {
+    /// A dropped room (idle, or the whole engine) gives its history back to the budget.
+    fn drop(&mut self) {
+        let log = self.log.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.budget
+            .held_bytes
+            .fetch_sub(log.bytes, Ordering::Relaxed);
+        self.budget
+            .held_events
+            .fetch_sub(log.entries.len(), Ordering::Relaxed);
+        if let Some(seq) = log.oldest_seq() {
+            lock(&self.budget.oldest).remove(&seq);
+        }
     }
 }
 
@@ -95,6 +181,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+fn read(log: &RwLock<Log>) -> RwLockReadGuard<'_, Log> {
+    log.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(log: &RwLock<Log>) -> RwLockWriteGuard<'_, Log> {
+    log.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl MemoryBroker {
     /// An empty engine.
     pub fn new(config: MemoryConfig) -> Self {
@@ -102,6 +196,12 @@ impl MemoryBroker {
             inner: Arc::new(Inner {
                 config,
                 rooms: Mutex::new(HashMap::new()),
+                budget: Arc::new(Budget {
+                    held_bytes: AtomicUsize::new(0),
+                    held_events: AtomicUsize::new(0),
+                    next_seq: AtomicU64::new(0),
+                    oldest: Mutex::new(BTreeMap::new()),
+                }),
             }),
         }
     }
@@ -133,10 +233,23 @@ impl MemoryBroker {
     /// Drops rooms idle for at least the configured TTL as of `now`; returns how many.
     pub fn evict_idle_rooms(&self, now: Instant) -> usize {
         let ttl = self.inner.config.room_idle_ttl;
+        // Dropped after the table is unlocked: a room's drop takes the budget's lock.
+        let mut idle = Vec::new();
         let mut rooms = lock(&self.inner.rooms);
-        let before = rooms.len();
-        rooms.retain(|_, room| !lock(&room.usage).is_idle(now, ttl));
-        before - rooms.len()
+        rooms.retain(|_, room| {
+            let keep = !lock(&room.usage).is_idle(now, ttl);
+            if !keep {
+                idle.push(Arc::clone(room));
+            }
+            keep
+        });
+        drop(rooms);
+        idle.len()
+    }
+
+    /// Whether `name` is held now.
+    fn holds(&self, name: &RoomName) -> bool {
+        lock(&self.inner.rooms).contains_key(name)
     }
 
     /// The room, created if needed; the usage update runs while the room table is still locked.
@@ -160,6 +273,7 @@ impl MemoryBroker {
                         entries: VecDeque::new(),
                         next_offset: 1,
                         lamport: 0,
+                        bytes: 0,
                     }),
                     appended: watch::Sender::new(()),
                     usage: Mutex::new(Usage {
@@ -167,6 +281,8 @@ impl MemoryBroker {
                         members: HashMap::new(),
                         last_active: Instant::now(),
                     }),
+                    text_readers: AtomicUsize::new(0),
+                    budget: Arc::clone(&self.inner.budget),
                 });
                 rooms.insert(name.clone(), Arc::clone(&room));
                 room
@@ -181,33 +297,100 @@ impl MemoryBroker {
             usage.last_active = Instant::now();
             Ok(())
         })?;
+        let config = &self.inner.config;
+        let budget = &self.inner.budget;
         let event = {
-            let mut log = room.log.write().unwrap_or_else(|p| p.into_inner());
-            log.lamport = log.lamport.max(draft.sender_clock) + 1;
-            let event = Arc::new(Event {
-                id: uuid::Uuid::now_v7().to_string(),
-                room: room_name.clone(),
-                user: draft.user,
-                content: draft.content,
-                kind: draft.kind,
-                offset: log.next_offset,
-                lamport: log.lamport,
-                timestamp: SystemTime::now(),
-                traceparent: draft.traceparent,
-                encoded: Encodings::default(),
-            });
+            let mut log = write(&room.log);
+            let lamport = log
+                .lamport
+                .max(draft.sender_clock)
+                .checked_add(1)
+                .ok_or_else(|| {
+                    ChatError::invalid(
+                        "timestamp",
+                        "would move the room's Lamport clock past 2^64 - 1",
+                    )
+                })?;
+            log.lamport = lamport;
+            // SeqCst pairs with the increment in `open_cursor`: a text reader whose position was
+            // fixed before this append read the log is seen here.
+            let with_text = room.text_readers.load(Ordering::SeqCst) > 0;
+            let event = Arc::new(Event::new(
+                EventParts {
+                    id: uuid::Uuid::now_v7(),
+                    room: room_name.clone(),
+                    user: draft.user,
+                    content: &draft.content,
+                    kind: draft.kind,
+                    offset: log.next_offset,
+                    lamport,
+                    timestamp: SystemTime::now(),
+                    traceparent: draft.traceparent.as_deref(),
+                },
+                with_text,
+            ));
             log.next_offset += 1;
-            if log.entries.len() == self.inner.config.history {
-                log.entries.pop_front();
+            let before = log.oldest_seq();
+            let bytes = event.held_bytes();
+            log.entries.push_back(Entry {
+                seq: budget.next_seq.fetch_add(1, Ordering::Relaxed),
+                bytes,
+                event: Arc::clone(&event),
+            });
+            log.bytes += bytes;
+            budget.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+            budget.held_events.fetch_add(1, Ordering::Relaxed);
+            // The newest event stays even if it alone is over the room's bytes.
+            while log.entries.len() > config.history
+                || (log.bytes > config.room_history_bytes && log.entries.len() > 1)
+            {
+                log.evict_oldest(budget);
             }
-            log.entries.push_back(Arc::clone(&event));
+            budget.oldest_moved(&Arc::downgrade(&room), before, log.oldest_seq());
             event
         };
         room.appended.send_replace(());
+        self.evict_over_budget();
         Ok(event)
     }
 
-    fn open_cursor(&self, room_name: &RoomName, start: StartAt) -> Result<Feed, ChatError> {
+    /// Evicts the oldest events of any room until all of history fits `history_bytes`.
+    fn evict_over_budget(&self) {
+        let budget = &self.inner.budget;
+        while budget.held_bytes.load(Ordering::Relaxed) > self.inner.config.history_bytes {
+            let Some((seq, weak)) = lock(&budget.oldest).pop_first() else {
+                return;
+            };
+            // Dropped last, after every lock below: it may be the room's last reference.
+            let Some(room) = weak.upgrade() else {
+                continue;
+            };
+            let mut log = write(&room.log);
+            // Otherwise an append moved the room's oldest event meanwhile and listed the new one.
+            if log.oldest_seq() == Some(seq) {
+                log.evict_oldest(budget);
+                budget.oldest_moved(&weak, None, log.oldest_seq());
+            }
+        }
+    }
+
+    fn open_cursor(
+        &self,
+        room_name: &RoomName,
+        start: StartAt,
+        text_frames: bool,
+    ) -> Result<Feed, ChatError> {
+        // A replay beyond the end of a room that does not exist fails without creating it.
+        if let StartAt::Offset(offset) = start
+            && offset > 1
+            && !self.holds(room_name)
+        {
+            return Err(ChatError::OffsetOutOfRange {
+                room: room_name.to_string(),
+                requested: offset,
+                next: 1,
+            });
+        }
         let max = self.inner.config.max_subscribers_per_room;
         let (room, ()) = self.with_room(room_name, |usage| {
             if usage.subscriptions >= max {
@@ -219,15 +402,20 @@ impl MemoryBroker {
             usage.last_active = Instant::now();
             Ok(())
         })?;
-        // From here on the cursor owns one unit of `subscriptions`; its Drop gives it back.
+        if text_frames {
+            room.text_readers.fetch_add(1, Ordering::SeqCst);
+        }
+        // From here on the cursor owns one unit of `subscriptions` (and of `text_readers`); its
+        // Drop gives them back.
         let mut cursor = Cursor {
             changes: room.appended.subscribe(),
             room,
             next: 0,
             batch: VecDeque::new(),
+            text_frames,
         };
         let initial_gap = {
-            let log = cursor.room.log.read().unwrap_or_else(|p| p.into_inner());
+            let log = read(&cursor.room.log);
             let first = log.first_offset();
             let wanted = match start {
                 StartAt::Live => log.next_offset,
@@ -266,6 +454,8 @@ struct Cursor {
     changes: watch::Receiver<()>,
     /// Events copied out of the log but not yet handed on; reused between batches.
     batch: VecDeque<Arc<Event>>,
+    /// Counted in the room's `text_readers`.
+    text_frames: bool,
 }
 
 impl Cursor {
@@ -289,7 +479,7 @@ impl Cursor {
 
     /// Copies the next events out of the log; a gap when the log has moved past the cursor.
     fn refill(&mut self) -> Option<Gap> {
-        let log = self.room.log.read().unwrap_or_else(|p| p.into_inner());
+        let log = read(&self.room.log);
         let first = log.first_offset();
         if self.next < first {
             let gap = Gap {
@@ -300,8 +490,12 @@ impl Cursor {
             return Some(gap);
         }
         let skip = (self.next - first) as usize;
-        self.batch
-            .extend(log.entries.range(skip..).take(READ_BATCH).cloned());
+        self.batch.extend(
+            log.entries
+                .range(skip..)
+                .take(READ_BATCH)
+                .map(|entry| Arc::clone(&entry.event)),
+        );
         self.next += self.batch.len() as u64;
         None
     }
@@ -309,6 +503,9 @@ impl Cursor {
 
 impl Drop for Cursor {
     fn drop(&mut self) {
+        if self.text_frames {
+            self.room.text_readers.fetch_sub(1, Ordering::SeqCst);
+        }
         let mut usage = lock(&self.room.usage);
         usage.subscriptions -= 1;
         usage.last_active = Instant::now();
@@ -328,8 +525,9 @@ impl Broker for MemoryBroker {
         &'a self,
         room: &'a RoomName,
         start: StartAt,
+        text_frames: bool,
     ) -> BoxFuture<'a, Result<Feed, ChatError>> {
-        std::future::ready(self.open_cursor(room, start)).boxed()
+        std::future::ready(self.open_cursor(room, start, text_frames)).boxed()
     }
 
     fn join(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError> {
@@ -373,20 +571,12 @@ impl Broker for MemoryBroker {
     }
 
     fn figures(&self) -> EngineFigures {
-        let rooms: Vec<Arc<Room>> = lock(&self.inner.rooms).values().cloned().collect();
-        let mut figures = EngineFigures {
-            rooms: rooms.len() as u64,
-            ..EngineFigures::default()
-        };
-        for room in rooms {
-            figures.history_messages += room
-                .log
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .entries
-                .len() as u64;
+        let budget = &self.inner.budget;
+        EngineFigures {
+            rooms: lock(&self.inner.rooms).len() as u64,
+            history_messages: budget.held_events.load(Ordering::Relaxed) as u64,
+            history_bytes: budget.held_bytes.load(Ordering::Relaxed) as u64,
         }
-        figures
     }
 }
 
@@ -397,10 +587,164 @@ mod tests {
     fn broker(history: usize) -> MemoryBroker {
         MemoryBroker::new(MemoryConfig {
             history,
+            history_bytes: usize::MAX,
+            room_history_bytes: usize::MAX,
             max_rooms: 2,
             max_subscribers_per_room: 2,
             room_idle_ttl: Duration::from_secs(60),
         })
+    }
+
+    /// About what one `say` of `text` holds (timestamps and offsets vary a frame by a few bytes).
+    fn held_by(text: &str) -> usize {
+        let broker = broker(10);
+        let probe = room("probe");
+        let event = std::future::ready(broker.append(&probe, say(text))).into_inner();
+        event.unwrap().held_bytes()
+    }
+
+    fn budgeted(history_bytes: usize, room_history_bytes: usize) -> MemoryBroker {
+        MemoryBroker::new(MemoryConfig {
+            history: 1000,
+            history_bytes,
+            room_history_bytes,
+            max_rooms: 10,
+            max_subscribers_per_room: 10,
+            room_idle_ttl: Duration::from_secs(60),
+        })
+    }
+
+    async fn offsets_held(broker: &MemoryBroker, name: &RoomName) -> Vec<u64> {
+        let feed = broker
+            .subscribe(name, StartAt::Last(1000), false)
+            .await
+            .expect("subscribe");
+        let held = broker.inner.rooms.lock().unwrap()[name]
+            .log
+            .read()
+            .unwrap()
+            .entries
+            .len();
+        feed.events
+            .take(held)
+            .map(|e| e.expect("event").offset)
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_room_keeps_what_fits_its_bytes_oldest_out_first() {
+        let one = held_by("x");
+        let broker = budgeted(usize::MAX, 3 * one + one / 2);
+        let general = room("general");
+        let mut feed = broker
+            .subscribe(&general, StartAt::Live, false)
+            .await
+            .expect("subscribe");
+        for _ in 0..5 {
+            broker.publish(&general, say("x")).await.expect("publish");
+        }
+        assert_eq!(offsets_held(&broker, &general).await, vec![3, 4, 5]);
+        assert!(broker.figures().history_bytes.abs_diff(3 * one as u64) < 32);
+        // A reader that was behind learns what it missed, as with the count limit.
+        assert!(matches!(
+            feed.events.next().await,
+            Some(Err(Gap {
+                missed: 2,
+                resume_from: 3
+            }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_overall_budget_evicts_the_oldest_message_of_any_room() {
+        let one = held_by("x");
+        let broker = budgeted(4 * one + one / 2, usize::MAX);
+        let (a, b) = (room("a"), room("b"));
+        for target in [&a, &a, &b, &b, &a, &b] {
+            broker.publish(target, say("x")).await.expect("publish");
+        }
+        // Six appended, four fit: the two oldest (a:1, a:2) went.
+        assert_eq!(offsets_held(&broker, &a).await, vec![3]);
+        assert_eq!(offsets_held(&broker, &b).await, vec![1, 2, 3]);
+        let figures = broker.figures();
+        assert_eq!(figures.history_messages, 4);
+        assert!(figures.history_bytes.abs_diff(4 * one as u64) < 32);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_room_gives_its_bytes_back() {
+        let broker = budgeted(usize::MAX, usize::MAX);
+        let (idle, busy) = (room("idle"), room("busy"));
+        broker.publish(&idle, say("x")).await.expect("publish");
+        broker.publish(&busy, say("x")).await.expect("publish");
+        let _watching = broker
+            .subscribe(&busy, StartAt::Live, false)
+            .await
+            .expect("subscribe");
+        let busy_bytes = broker.inner.rooms.lock().unwrap()[&busy]
+            .log
+            .read()
+            .unwrap()
+            .bytes;
+        assert_eq!(
+            broker.evict_idle_rooms(Instant::now() + Duration::from_secs(61)),
+            1
+        );
+        let figures = broker.figures();
+        assert_eq!(
+            (figures.history_messages, figures.history_bytes),
+            (1, busy_bytes as u64)
+        );
+        assert_eq!(
+            broker.inner.budget.oldest.lock().unwrap().len(),
+            1,
+            "only busy is listed"
+        );
+    }
+
+    #[tokio::test]
+    async fn text_frames_are_made_at_append_only_while_a_text_reader_is_subscribed() {
+        let broker = budgeted(usize::MAX, usize::MAX);
+        let general = room("general");
+        let plain = broker
+            .publish(&general, say("before"))
+            .await
+            .expect("publish");
+        let reader = broker
+            .subscribe(&general, StartAt::Live, true)
+            .await
+            .expect("subscribe");
+        let with_text = broker
+            .publish(&general, say("before"))
+            .await
+            .expect("publish");
+        assert_eq!(
+            with_text.held_bytes() - plain.held_bytes(),
+            with_text.text_frame().len()
+        );
+        drop(reader);
+        let after = broker
+            .publish(&general, say("before"))
+            .await
+            .expect("publish");
+        assert_eq!(after.held_bytes(), plain.held_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_replay_beyond_the_end_of_an_unknown_room_creates_nothing() {
+        let broker = broker(3);
+        assert!(matches!(
+            broker
+                .subscribe(&room("nowhere"), StartAt::Offset(5), false)
+                .await,
+            Err(ChatError::OffsetOutOfRange {
+                requested: 5,
+                next: 1,
+                ..
+            })
+        ));
+        assert_eq!(broker.figures().rooms, 0);
     }
 
     fn room(name: &str) -> RoomName {
@@ -433,7 +777,7 @@ mod tests {
         let broker = broker(3);
         let general = room("general");
         let mut feed = broker
-            .subscribe(&general, StartAt::Live)
+            .subscribe(&general, StartAt::Live, false)
             .await
             .expect("subscribe");
         for i in 0..5 {
@@ -470,7 +814,7 @@ mod tests {
                 .expect("publish");
         }
         let old = broker
-            .subscribe(&general, StartAt::Offset(1))
+            .subscribe(&general, StartAt::Offset(1), false)
             .await
             .expect("subscribe");
         assert_eq!(
@@ -481,7 +825,7 @@ mod tests {
             })
         );
         let last = broker
-            .subscribe(&general, StartAt::Last(2))
+            .subscribe(&general, StartAt::Last(2), false)
             .await
             .expect("subscribe");
         assert_eq!(last.initial_gap, None);
@@ -493,7 +837,7 @@ mod tests {
             .await;
         assert_eq!(offsets, vec![4, 5]);
         assert!(matches!(
-            broker.subscribe(&general, StartAt::Offset(7)).await,
+            broker.subscribe(&general, StartAt::Offset(7), false).await,
             Err(ChatError::OffsetOutOfRange {
                 requested: 7,
                 next: 6,
@@ -512,11 +856,17 @@ mod tests {
             broker.publish(&c, say("x")).await,
             Err(ChatError::ResourceExhausted(_))
         ));
-        let _one = broker.subscribe(&a, StartAt::Live).await.expect("one");
-        let two = broker.subscribe(&a, StartAt::Live).await.expect("two");
-        assert!(broker.subscribe(&a, StartAt::Live).await.is_err());
+        let _one = broker
+            .subscribe(&a, StartAt::Live, false)
+            .await
+            .expect("one");
+        let two = broker
+            .subscribe(&a, StartAt::Live, false)
+            .await
+            .expect("two");
+        assert!(broker.subscribe(&a, StartAt::Live, false).await.is_err());
         drop(two);
-        assert!(broker.subscribe(&a, StartAt::Live).await.is_ok());
+        assert!(broker.subscribe(&a, StartAt::Live, false).await.is_ok());
     }
 
     #[tokio::test]
@@ -525,7 +875,7 @@ mod tests {
         let (busy, idle) = (room("busy"), room("idle"));
         broker.publish(&idle, say("x")).await.expect("publish");
         let _watching = broker
-            .subscribe(&busy, StartAt::Live)
+            .subscribe(&busy, StartAt::Live, false)
             .await
             .expect("subscribe");
         let later = Instant::now() + Duration::from_secs(61);

@@ -12,7 +12,8 @@ use futures_util::{future::BoxFuture, stream::BoxStream};
 
 use crate::{
     error::ChatError,
-    room::{Draft, Event, RoomName, StartAt, UserName},
+    event::Event,
+    room::{Draft, RoomName, StartAt, UserName},
 };
 
 /// Messages a reader asked for that are no longer in history.
@@ -42,6 +43,8 @@ pub struct EngineFigures {
     pub rooms: u64,
     /// Messages held in history, over all rooms.
     pub history_messages: u64,
+    /// Bytes those messages hold.
+    pub history_bytes: u64,
 }
 
 /// Publish, subscribe from an offset, presence: what the chat semantics need from an engine.
@@ -55,11 +58,13 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Arc<Event>, ChatError>>;
 
     /// Starts reading `room`'s log at `start`. The position is fixed when this returns, so an
-    /// event published afterwards is always delivered.
+    /// event published afterwards is always delivered. With `text_frames`, events appended while
+    /// the subscription lasts are made with their WebSocket text frame.
     fn subscribe<'a>(
         &'a self,
         room: &'a RoomName,
         start: StartAt,
+        text_frames: bool,
     ) -> BoxFuture<'a, Result<Feed, ChatError>>;
 
     /// Records one more session of `user` in `room`; true when it is the user's first.

@@ -123,7 +123,7 @@ impl ChatService for ChatApi {
             .publish(&room, Draft::chat(user, request.content))
             .await?;
         Ok(Response::new(SendMessageResponse {
-            message_id: event.id.clone(),
+            message_id: event.id.to_string(),
             timestamp: Some(event.timestamp.into()),
             offset: event.offset,
             lamport: event.lamport,
@@ -314,7 +314,7 @@ impl ChatSession {
                                 self.unacked.remove(&room);
                             }
                             self.resume_from.insert(room, event.offset + 1);
-                            yield Ok(convert::encoded(&event));
+                            yield Ok(Encoded::event(&event));
                         }
                         Err(error) => {
                             yield Err(error.into());
@@ -436,7 +436,7 @@ impl Stream for RoomFeed {
             match this.subscription.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(event))) => {
                     *this.resume_from = Some(event.offset + 1);
-                    return Poll::Ready(Some(Ok(convert::encoded(&event))));
+                    return Poll::Ready(Some(Ok(Encoded::event(&event))));
                 }
                 Poll::Ready(Some(Err(error))) => {
                     *this.ending = Ending::Done;

@@ -9,12 +9,19 @@
 
 use std::{pin::Pin, sync::Arc};
 
+use bytes::{Buf, BufMut};
 use futures_util::{Stream, StreamExt};
+use prost::{
+    DecodeError,
+    encoding::{
+        DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len, skip_field,
+    },
+};
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
-use super::Encoded;
 use crate::{
     error::ChatError,
+    event::{self, EventKind},
     hub::{Hub, Participant, Subscription},
     monitoring::FrontDoor,
     proto::chitty_chat::{
@@ -22,7 +29,7 @@ use crate::{
         chat_event::{self, Event},
         chat_server::Chat,
     },
-    room::{self, Draft, EventKind, RoomName, StartAt, UserName},
+    room::{self, Draft, RoomName, StartAt, UserName},
     shutdown::Drain,
 };
 
@@ -31,7 +38,7 @@ pub const ROOM_METADATA: &str = "x-chat-room";
 /// Author of announcements, as Chitty-Chat names it; reserved.
 const SERVER: &str = "SERVER";
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>>;
 
 /// The Chitty-Chat service; cheap to clone.
 #[derive(Clone)]
@@ -112,13 +119,13 @@ impl Session {
     fn run(
         mut self,
         mut inbound: Streaming<ChatEvent>,
-    ) -> impl Stream<Item = Result<Encoded, Status>> {
+    ) -> impl Stream<Item = Result<Outgoing, Status>> {
         async_stream::stream! {
             let mut draining = std::pin::pin!(self.api.shutdown.wait());
             loop {
                 if self.api.shutdown.is_started() {
                     let notice = self.notice("Chitty-Chat server is shutting down");
-                    yield Ok(Encoded::of(&notice));
+                    yield Ok(Outgoing::Notice(notice));
                     yield Err(ChatError::ShuttingDown.into());
                     break;
                 }
@@ -127,7 +134,7 @@ impl Session {
                     next = next_event(&mut self.joined) => match next {
                         Some(Ok(event)) => {
                             self.last_timestamp = event.lamport;
-                            yield Ok(Encoded::cached(&event.encoded.chitty, || message_of(&event)));
+                            yield Ok(Outgoing::Event(event));
                         }
                         Some(Err(error)) => {
                             yield Err(error.into());
@@ -156,7 +163,7 @@ impl Session {
     }
 
     async fn apply(&mut self, event: ChatEvent) -> Result<Flow, ChatError> {
-        let clock = event.timestamp;
+        let clock = room::check_clock("timestamp", event.timestamp)?;
         match event.event {
             None => Err(ChatError::invalid(
                 "event",
@@ -234,7 +241,7 @@ impl Session {
 
 async fn next_event(
     joined: &mut Option<(UserName, Subscription)>,
-) -> Option<Result<Arc<crate::room::Event>, ChatError>> {
+) -> Option<Result<Arc<event::Event>, ChatError>> {
     match joined {
         Some((_, subscription)) => subscription.next().await,
         None => std::future::pending().await,
@@ -252,22 +259,158 @@ fn username_of(field: &str, raw: &str) -> Result<UserName, ChatError> {
     UserName::parse(field, raw)
 }
 
-/// The Chitty-Chat form of a room event.
-fn message_of(event: &crate::room::Event) -> ChatMessage {
-    let (username, message) = match event.kind {
-        EventKind::Chat => (event.user.to_string(), event.content.clone()),
-        EventKind::Join => (
-            SERVER.to_owned(),
-            format!("Participant {} joined Chitty-Chat", event.user),
-        ),
-        EventKind::Leave => (
-            SERVER.to_owned(),
-            format!("Participant {} left Chitty-Chat", event.user),
-        ),
-    };
-    ChatMessage {
-        timestamp: event.lamport,
-        username,
-        message,
+/// A `ChatMessage` a Broadcast stream sends. A room event is encoded from its shared fields as it
+/// is written: tonic's encoder copies every message into the stream's buffer anyway, so keeping an
+/// encoding would only cost memory.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A message of the room's log, stamped with the room's Lamport clock.
+    Event(Arc<event::Event>),
+    /// A `SERVER` notice that is not part of the log.
+    Notice(ChatMessage),
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Self::Notice(ChatMessage::default())
+    }
+}
+
+/// Field numbers of `ChatMessage`.
+const TIMESTAMP_FIELD: u32 = 1;
+const USERNAME_FIELD: u32 = 2;
+const MESSAGE_FIELD: u32 = 3;
+
+impl Outgoing {
+    /// A chat message as the fields it is written from; presence events become a notice.
+    fn chat_fields(&self) -> Result<(u64, &str, &[u8]), ChatMessage> {
+        let event = match self {
+            Self::Notice(notice) => return Err(notice.clone()),
+            Self::Event(event) => event,
+        };
+        let verb = match event.kind {
+            EventKind::Chat => {
+                return Ok((event.lamport, event.user.as_str(), event.content_bytes()));
+            }
+            EventKind::Join => "joined",
+            EventKind::Leave => "left",
+        };
+        Err(ChatMessage {
+            timestamp: event.lamport,
+            username: SERVER.into(),
+            message: format!("Participant {} {verb} Chitty-Chat", event.user),
+        })
+    }
+}
+
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_delimited(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(bytes.len() as u64, buf);
+    buf.put_slice(bytes);
+}
+
+/// These are only ever sent, never received: decoding (which the trait requires) skips every field.
+impl prost::Message for Outgoing {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        match self.chat_fields() {
+            Ok((timestamp, username, message)) => {
+                if timestamp != 0 {
+                    prost::encoding::uint64::encode(TIMESTAMP_FIELD, &timestamp, buf);
+                }
+                put_delimited(USERNAME_FIELD, username.as_bytes(), buf);
+                put_delimited(MESSAGE_FIELD, message, buf);
+            }
+            Err(notice) => notice.encode_raw(buf),
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self.chat_fields() {
+            Ok((timestamp, username, message)) => {
+                let timestamp = if timestamp == 0 {
+                    0
+                } else {
+                    prost::encoding::uint64::encoded_len(TIMESTAMP_FIELD, &timestamp)
+                };
+                timestamp
+                    + delimited_len(USERNAME_FIELD, username.len())
+                    + delimited_len(MESSAGE_FIELD, message.len())
+            }
+            Err(notice) => notice.encoded_len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use prost::Message as _;
+
+    use super::*;
+
+    fn event(kind: EventKind) -> Outgoing {
+        Outgoing::Event(Arc::new(event::Event::new(
+            event::EventParts {
+                id: uuid::Uuid::now_v7(),
+                room: RoomName::parse("room", "general").unwrap(),
+                user: UserName::parse("user", "alice").unwrap(),
+                content: "hello",
+                kind,
+                offset: 3,
+                lamport: 42,
+                timestamp: SystemTime::now(),
+                traceparent: None,
+            },
+            false,
+        )))
+    }
+
+    #[test]
+    fn events_are_written_as_chitty_chat_messages() {
+        let cases = [
+            (EventKind::Chat, "alice", "hello"),
+            (
+                EventKind::Join,
+                SERVER,
+                "Participant alice joined Chitty-Chat",
+            ),
+            (
+                EventKind::Leave,
+                SERVER,
+                "Participant alice left Chitty-Chat",
+            ),
+        ];
+        for (kind, username, message) in cases {
+            let outgoing = event(kind);
+            let bytes = outgoing.encode_to_vec();
+            assert_eq!(bytes.len(), outgoing.encoded_len());
+            assert_eq!(
+                ChatMessage::decode(bytes.as_slice()).unwrap(),
+                ChatMessage {
+                    timestamp: 42,
+                    username: username.into(),
+                    message: message.into()
+                }
+            );
+        }
     }
 }

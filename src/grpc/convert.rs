@@ -2,17 +2,16 @@
 
 use std::time::SystemTime;
 
-use super::Encoded;
 use crate::{
     broker::Gap,
     error::ChatError,
+    event::SYSTEM_USER,
     proto::{Message, MessageType},
-    room::{self, Draft, Event, EventKind, RoomName, StartAt, UserName},
+    room::{self, Draft, RoomName, StartAt, UserName},
 };
 
-/// The seed's id and author for server notices.
+/// The seed's id for server notices.
 const NOTICE_ID: &str = "system";
-const NOTICE_USER: &str = "System";
 
 /// What a client-sent `Message` asks for.
 pub enum Command {
@@ -72,37 +71,11 @@ pub fn start_at(from_offset: u64, last: u32) -> Result<StartAt, ChatError> {
     }
 }
 
-/// The shared, pre-encoded wire form of a room event.
-pub fn encoded(event: &Event) -> Encoded {
-    Encoded::cached(&event.encoded.grpc, || message(event))
-}
-
-/// The wire form of a room event.
-pub fn message(event: &Event) -> Message {
-    let (kind, content) = match event.kind {
-        EventKind::Chat => (MessageType::Chat, event.content.clone()),
-        EventKind::Join => (MessageType::Join, format!("{} joined", event.user)),
-        EventKind::Leave => (MessageType::Leave, format!("{} left", event.user)),
-    };
-    Message {
-        id: event.id.clone(),
-        user: event.user.to_string(),
-        content,
-        room: event.room.to_string(),
-        timestamp: Some(event.timestamp.into()),
-        r#type: kind as i32,
-        offset: event.offset,
-        lamport: event.lamport,
-        missed: 0,
-        traceparent: event.traceparent.clone().unwrap_or_default(),
-    }
-}
-
 /// A SYSTEM notice that is not part of the room's log.
 pub fn notice(room: &RoomName, content: String) -> Message {
     Message {
         id: NOTICE_ID.into(),
-        user: NOTICE_USER.into(),
+        user: SYSTEM_USER.into(),
         content,
         room: room.to_string(),
         timestamp: Some(SystemTime::now().into()),

@@ -1,7 +1,4 @@
-//! Messages sent pre-encoded, so a room event is encoded once per protocol for all its
-//! subscribers.
-
-use std::sync::OnceLock;
+//! Messages sent pre-encoded, so a room event is encoded once for all its subscribers.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::{
@@ -9,8 +6,7 @@ use prost::{
     encoding::{DecodeContext, WireType},
 };
 
-/// Length of the gRPC message prefix: a compression flag and a big-endian `u32` length.
-const GRPC_PREFIX: usize = 5;
+use crate::event::{Event, GRPC_PREFIX, put_grpc_prefix};
 
 /// A protobuf message already encoded, kept with its gRPC message prefix: a response body can send
 /// [`Encoded::framed`] as it is, and tonic's encoder copies the message after the prefix.
@@ -18,9 +14,9 @@ const GRPC_PREFIX: usize = 5;
 pub struct Encoded(Bytes);
 
 impl Encoded {
-    /// The encoding cached in `cell`, made by encoding `make()` on first use.
-    pub fn cached<M: Message>(cell: &OnceLock<Bytes>, make: impl FnOnce() -> M) -> Self {
-        Self(cell.get_or_init(|| frame(&make())).clone())
+    /// A room event's shared `chat.Message` frame.
+    pub fn event(event: &Event) -> Self {
+        Self(event.frame().clone())
     }
 
     /// Encodes `message` now (for one-off notices).
@@ -44,9 +40,7 @@ impl Default for Encoded {
 fn frame<M: Message>(message: &M) -> Bytes {
     let length = message.encoded_len();
     let mut framed = BytesMut::with_capacity(GRPC_PREFIX + length);
-    framed.put_u8(0);
-    // Messages are bounded far below 4 GiB by the server's limits.
-    framed.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+    put_grpc_prefix(&mut framed, length);
     message
         .encode(&mut framed)
         .expect("the buffer was sized from encoded_len");
@@ -84,20 +78,17 @@ mod tests {
     use crate::proto;
 
     #[test]
-    fn the_cached_bytes_are_shared_and_decode_to_the_message() {
-        let cell = OnceLock::new();
+    fn a_notice_is_framed_and_decodes_to_the_message() {
         let message = proto::Message {
             id: "id-1".into(),
             content: "hello".into(),
             offset: 7,
             ..proto::Message::default()
         };
-        let first = Encoded::cached(&cell, || message.clone());
-        let second = Encoded::cached::<proto::Message>(&cell, || unreachable!("encoded once"));
-        assert_eq!(first.0.as_ptr(), second.0.as_ptr(), "shared, not copied");
-        let decoded = proto::Message::decode(first.encode_to_vec().as_slice()).unwrap();
+        let encoded = Encoded::of(&message);
+        let decoded = proto::Message::decode(encoded.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, message);
-        let framed = first.framed();
+        let framed = encoded.framed();
         assert_eq!(framed[0], 0, "not compressed");
         assert_eq!(
             u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,

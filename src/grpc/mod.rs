@@ -11,7 +11,7 @@ mod framed;
 mod web;
 
 pub use chat::{ChatApi, ChatLimits};
-pub use chitty::ChittyApi;
+pub use chitty::{ChittyApi, Outgoing as ChittyOutgoing};
 pub use codec::LeanCodec;
 pub use encoded::Encoded;
 pub use framed::SubscribeRoute;

@@ -52,6 +52,8 @@ pub struct ChatMetrics {
     pub rooms: Gauge,
     /// `grpc_chat_history_messages`, set at scrape time.
     pub history_messages: Gauge,
+    /// `grpc_chat_history_bytes`, set at scrape time.
+    pub history_bytes: Gauge,
 }
 
 impl ChatMetrics {
@@ -69,6 +71,7 @@ impl ChatMetrics {
             }),
             rooms: monitoring.gauge(names::ROOMS, &[]),
             history_messages: monitoring.gauge(names::HISTORY_MESSAGES, &[]),
+            history_bytes: monitoring.gauge(names::HISTORY_BYTES, &[]),
         })
     }
 

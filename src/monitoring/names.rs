@@ -84,6 +84,13 @@ pub const HISTORY_MESSAGES: Def = def(
     Unit::Count,
     "Messages held in room histories, over all rooms.",
 );
+/// Bytes history holds over all rooms: frames and bookkeeping, the figure its budget bounds.
+pub const HISTORY_BYTES: Def = def(
+    "grpc_chat_history_bytes",
+    Kind::Gauge,
+    Unit::Bytes,
+    "Bytes held by room histories (encoded messages and their bookkeeping), over all rooms.",
+);
 /// Open room subscriptions, by `front_door`.
 pub const SUBSCRIPTIONS: Def = def(
     "grpc_chat_subscriptions",
@@ -149,7 +156,7 @@ pub const CONNECTIONS_ACCEPTED: Def = def(
 );
 
 /// Every metric defined here.
-pub const ALL: [Def; 16] = [
+pub const ALL: [Def; 17] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -157,6 +164,7 @@ pub const ALL: [Def; 16] = [
     GRPC_HANDLING_SECONDS,
     ROOMS,
     HISTORY_MESSAGES,
+    HISTORY_BYTES,
     SUBSCRIPTIONS,
     PUBLISHED,
     DELIVERED,

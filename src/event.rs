@@ -1,0 +1,261 @@
+//! One entry of a room's log and its shared wire forms.
+//!
+//! An event is encoded once, when it is appended, as a gRPC-framed `chat.Message`, and that frame is
+//! the only copy of its content: the content is written as the message's last field, so it is a
+//! slice of the frame. Every `chat.ChatService` subscriber sends the frame itself, Chitty-Chat
+//! encodes its small `ChatMessage` from the slice, and, when the room has WebSocket subscribers,
+//! the JSON text frame of WebSocket rooms is made once at append too. What an event holds is
+//! known at append ([`Event::held_bytes`]), so history can be bounded in bytes.
+
+use std::{mem, time::SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::{
+    Message as _,
+    encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len},
+};
+
+use crate::{
+    proto::{Message, MessageType},
+    room::{RoomName, UserName},
+    text_frame::TextFrame,
+};
+
+/// Length of the gRPC message prefix: a compression flag and a big-endian `u32` length.
+pub const GRPC_PREFIX: usize = 5;
+/// Field number of `content` in `chat.Message`.
+const CONTENT_FIELD: u32 = 3;
+/// Who speaks the announcements of WebSocket rooms and `chat.Message` notices.
+pub const SYSTEM_USER: &str = "System";
+/// Heap and bookkeeping an event costs besides its frames: the event itself behind its `Arc`,
+/// its slot in the log, and the allocator's rounding of its two or three allocations.
+const EVENT_OVERHEAD: usize = mem::size_of::<Event>() + 2 * mem::size_of::<usize>() + 64;
+
+/// Writes the gRPC message prefix of an uncompressed message of `length` bytes.
+pub fn put_grpc_prefix(buf: &mut impl BufMut, length: usize) {
+    buf.put_u8(0);
+    // Messages are bounded far below 4 GiB by the server's limits.
+    buf.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+}
+
+/// What an event in a room's log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A chat message.
+    Chat,
+    /// A named participant arrived.
+    Join,
+    /// A named participant left.
+    Leave,
+}
+
+/// Everything an event records, before it is encoded.
+#[derive(Debug, Clone)]
+pub struct EventParts<'a> {
+    /// Server-assigned unique id.
+    pub id: uuid::Uuid,
+    /// The room the event belongs to.
+    pub room: RoomName,
+    /// Who sent it (or arrived / left).
+    pub user: UserName,
+    /// The text of a chat message; ignored for presence events.
+    pub content: &'a str,
+    /// What the event records.
+    pub kind: EventKind,
+    /// Position in the room's log: starts at 1 and only grows.
+    pub offset: u64,
+    /// The room's Lamport clock after this event.
+    pub lamport: u64,
+    /// Server time of the append.
+    pub timestamp: SystemTime,
+    /// W3C traceparent of the call that published it, when traced.
+    pub traceparent: Option<&'a str>,
+}
+
+/// One immutable entry of a room's log, shared by every subscriber through an `Arc`.
+#[derive(Debug)]
+pub struct Event {
+    /// Server-assigned unique id (a UUIDv7).
+    pub id: uuid::Uuid,
+    /// The room the event belongs to.
+    pub room: RoomName,
+    /// Who sent it (or arrived / left).
+    pub user: UserName,
+    /// What the event records.
+    pub kind: EventKind,
+    /// Position in the room's log: starts at 1 and only grows.
+    pub offset: u64,
+    /// The room's Lamport clock after this event: `max(room, sender) + 1`.
+    pub lamport: u64,
+    /// Server time of the append.
+    pub timestamp: SystemTime,
+    /// The gRPC-framed `chat.Message`; its last bytes are the content.
+    frame: Bytes,
+    /// Where the content starts in `frame`.
+    content_start: usize,
+    /// The WebSocket text frame, when it was made at append.
+    text: Option<Bytes>,
+}
+
+impl Event {
+    /// Encodes `parts`; `with_text_frame` also makes the WebSocket text frame now.
+    pub fn new(parts: EventParts<'_>, with_text_frame: bool) -> Self {
+        let content = match parts.kind {
+            EventKind::Chat => parts.content.to_owned(),
+            EventKind::Join => format!("{} joined", parts.user),
+            EventKind::Leave => format!("{} left", parts.user),
+        };
+        let kind = match parts.kind {
+            EventKind::Chat => MessageType::Chat,
+            EventKind::Join => MessageType::Join,
+            EventKind::Leave => MessageType::Leave,
+        };
+        // Every field but the content, which goes last so that it is one slice of the frame.
+        let head = Message {
+            id: parts.id.to_string(),
+            user: parts.user.to_string(),
+            content: String::new(),
+            room: parts.room.to_string(),
+            timestamp: Some(parts.timestamp.into()),
+            r#type: kind as i32,
+            offset: parts.offset,
+            lamport: parts.lamport,
+            missed: 0,
+            traceparent: parts.traceparent.unwrap_or_default().to_owned(),
+        };
+        let length = head.encoded_len()
+            + key_len(CONTENT_FIELD)
+            + encoded_len_varint(content.len() as u64)
+            + content.len();
+        let mut frame = BytesMut::with_capacity(GRPC_PREFIX + length);
+        put_grpc_prefix(&mut frame, length);
+        head.encode(&mut frame)
+            .expect("the buffer was sized from encoded_len");
+        encode_key(CONTENT_FIELD, WireType::LengthDelimited, &mut frame);
+        encode_varint(content.len() as u64, &mut frame);
+        let content_start = frame.len();
+        frame.put_slice(content.as_bytes());
+        let mut event = Self {
+            id: parts.id,
+            room: parts.room,
+            user: parts.user,
+            kind: parts.kind,
+            offset: parts.offset,
+            lamport: parts.lamport,
+            timestamp: parts.timestamp,
+            frame: frame.freeze(),
+            content_start,
+            text: None,
+        };
+        if with_text_frame {
+            event.text = Some(event.make_text_frame());
+        }
+        event
+    }
+
+    /// The event as one uncompressed gRPC length-prefixed `chat.Message`; shared, not copied.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The content as `chat.Message` shows it: the chat text, or `X joined` / `X left`.
+    pub fn content(&self) -> &str {
+        std::str::from_utf8(self.content_bytes()).expect("the content was a str")
+    }
+
+    /// [`Event::content`] as bytes, without checking them again.
+    pub fn content_bytes(&self) -> &[u8] {
+        &self.frame[self.content_start..]
+    }
+
+    /// The WebSocket text frame `{"Author": ..., "Content": ...}`; presence comes from `System`.
+    /// Shared when it was made at append, made now otherwise.
+    pub fn text_frame(&self) -> Bytes {
+        self.text.clone().unwrap_or_else(|| self.make_text_frame())
+    }
+
+    fn make_text_frame(&self) -> Bytes {
+        let author = match self.kind {
+            EventKind::Chat => self.user.as_str(),
+            EventKind::Join | EventKind::Leave => SYSTEM_USER,
+        };
+        TextFrame::encode(author, self.content())
+    }
+
+    /// Bytes this event keeps allocated: its frames and its bookkeeping.
+    pub fn held_bytes(&self) -> usize {
+        self.frame.len() + self.text.as_ref().map_or(0, Bytes::len) + EVENT_OVERHEAD
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(content: &str) -> EventParts<'_> {
+        EventParts {
+            id: uuid::Uuid::now_v7(),
+            room: RoomName::parse("room", "general").unwrap(),
+            user: UserName::parse("user", "Zoë").unwrap(),
+            content,
+            kind: EventKind::Chat,
+            offset: 7,
+            lamport: 9,
+            timestamp: SystemTime::now(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        }
+    }
+
+    #[test]
+    fn the_frame_is_a_chat_message_whose_last_bytes_are_the_content() {
+        let event = Event::new(parts("héllo \"world\""), false);
+        let frame = event.frame();
+        assert_eq!(frame[0], 0, "not compressed");
+        let length = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+        assert_eq!(length, frame.len() - GRPC_PREFIX);
+        let message = Message::decode(&frame[GRPC_PREFIX..]).unwrap();
+        assert_eq!(message.content, "héllo \"world\"");
+        assert_eq!((message.offset, message.lamport), (7, 9));
+        assert_eq!(message.id, event.id.to_string());
+        assert_eq!(message.user, "Zoë");
+        assert_eq!(message.room, "general");
+        assert!(message.traceparent.starts_with("00-0af7"));
+        assert_eq!(event.content(), "héllo \"world\"");
+        assert!(frame.ends_with("héllo \"world\"".as_bytes()));
+    }
+
+    #[test]
+    fn presence_reads_as_an_announcement_on_every_door() {
+        let event = Event::new(
+            EventParts {
+                kind: EventKind::Join,
+                ..parts("")
+            },
+            true,
+        );
+        let message = Message::decode(&event.frame()[GRPC_PREFIX..]).unwrap();
+        assert_eq!(message.r#type, MessageType::Join as i32);
+        assert_eq!(message.content, "Zoë joined");
+        let text: serde_json::Value = serde_json::from_slice(&event.text_frame()).unwrap();
+        assert_eq!(
+            text,
+            serde_json::json!({"Author": "System", "Content": "Zoë joined"})
+        );
+    }
+
+    #[test]
+    fn a_text_frame_made_at_append_is_shared_and_counted() {
+        let with = Event::new(parts("hi"), true);
+        let without = Event::new(parts("hi"), false);
+        assert_eq!(with.text_frame(), without.text_frame());
+        assert_eq!(
+            with.text_frame().as_ptr(),
+            with.text_frame().as_ptr(),
+            "shared, not made again"
+        );
+        assert_eq!(
+            with.held_bytes() - without.held_bytes(),
+            with.text_frame().len()
+        );
+    }
+}

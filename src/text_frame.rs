@@ -1,0 +1,131 @@
+//! The JSON text frame of WebSocket rooms, `{"Author": "...", "Content": "..."}`, both ways.
+//!
+//! Parsing follows Go's `encoding/json`, which the original rooms used: field names match without
+//! regard to ASCII case (`author`, `AUTHOR`), unknown fields are ignored, a repeated field keeps
+//! its last value; both fields must be present and be strings.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, IgnoredAny, MapAccess, Visitor},
+};
+
+const AUTHOR: &str = "Author";
+const CONTENT: &str = "Content";
+
+/// One frame of a WebSocket room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextFrame {
+    /// Who speaks.
+    #[serde(rename = "Author")]
+    pub author: String,
+    /// What they say.
+    #[serde(rename = "Content")]
+    pub content: String,
+}
+
+/// The same frame, borrowed, for encoding without copying.
+#[derive(Serialize)]
+struct Borrowed<'a> {
+    #[serde(rename = "Author")]
+    author: &'a str,
+    #[serde(rename = "Content")]
+    content: &'a str,
+}
+
+impl TextFrame {
+    /// Parses a frame; the error says what was wrong.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The JSON of a frame from `author` saying `content`.
+    pub fn encode(author: &str, content: &str) -> Bytes {
+        serde_json::to_vec(&Borrowed { author, content })
+            .expect("two strings always serialize")
+            .into()
+    }
+}
+
+impl<'de> Deserialize<'de> for TextFrame {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FrameVisitor)
+    }
+}
+
+struct FrameVisitor;
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = TextFrame;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"an object {"Author": "...", "Content": "..."}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextFrame, A::Error> {
+        let (mut author, mut content) = (None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key.eq_ignore_ascii_case(AUTHOR) {
+                author = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(CONTENT) {
+                content = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(TextFrame {
+            author: author.ok_or_else(|| de::Error::missing_field(AUTHOR))?,
+            content: content.ok_or_else(|| de::Error::missing_field(CONTENT))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_match_in_any_ascii_case_and_unknown_ones_are_ignored() {
+        for text in [
+            r#"{"Author":"a","Content":"b"}"#,
+            r#"{"author":"a","content":"b"}"#,
+            r#"{"AUTHOR":"a","cOnTeNt":"b","Extra":[1,{"x":null}]}"#,
+            r#"{"Author":"first","author":"a","Content":"b"}"#,
+        ] {
+            let frame = TextFrame::parse(text).unwrap();
+            assert_eq!(
+                (frame.author.as_str(), frame.content.as_str()),
+                ("a", "b"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_not_the_frame_says_why() {
+        for (text, why) in [
+            (r#"{"Content":"b"}"#, "missing field `Author`"),
+            (r#"{"Author":1,"Content":"b"}"#, "invalid type: integer"),
+            ("[]", "invalid type: sequence"),
+            ("{", "EOF"),
+        ] {
+            let error = TextFrame::parse(text).unwrap_err().to_string();
+            assert!(error.contains(why), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn encoding_escapes_and_round_trips() {
+        let bytes = TextFrame::encode("a\"b", "line\nnext \u{2028}");
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert_eq!(
+            TextFrame::parse(text).unwrap(),
+            TextFrame {
+                author: "a\"b".into(),
+                content: "line\nnext \u{2028}".into()
+            }
+        );
+    }
+}
