@@ -93,6 +93,30 @@ pub struct ServeConfig {
     #[arg(long, env = "GRPC_CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Open client connections on the gRPC and WebSocket ports together; beyond it a new
+    /// connection displaces one still in its handshake, or is refused. Default: 10000, or what
+    /// the file-descriptor limit leaves room for if that is less (the limit minus 128).
+    #[arg(long, env = "GRPC_CHAT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Open client connections per client address (IPv6: per /64); 0 for no cap (behind a proxy
+    /// that connects from one address, for example).
+    #[arg(
+        long,
+        env = "GRPC_CHAT_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Time a new connection has to send its HTTP/2 preface and SETTINGS, or its first HTTP/1
+    /// request headers (and every later HTTP/1 request its headers).
+    #[arg(long, env = "GRPC_CHAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// A connection with no call in flight for this long is closed (HTTP/2 GOAWAY); 0s never.
+    #[arg(long, env = "GRPC_CHAT_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
     /// Concurrent HTTP/2 streams (calls) per connection.
     #[arg(
         long,
@@ -204,6 +228,12 @@ impl ServeConfig {
             return Err(format!(
                 "--cors-allowed-origins: {origin:?} is not * or an origin like https://chat.example.com"
             ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("--handshake-timeout must be above 0s (for example 10s)".into());
+        }
+        if self.max_connections == Some(0) {
+            return Err("--max-connections must be at least 1".into());
         }
         if self.ws_ping_interval.is_zero() {
             return Err("--ws-ping-interval must be above 0s (for example 30s)".into());

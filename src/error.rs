@@ -49,6 +49,9 @@ pub enum ChatError {
     /// The server is draining and closes every stream.
     #[error("server is shutting down; reconnect to another instance")]
     ShuttingDown,
+    /// The stream's connection reached its maximum age: the client reconnects.
+    #[error("this connection reached its maximum age; reconnect to resume")]
+    ConnectionAged,
 }
 
 impl ChatError {
@@ -80,7 +83,7 @@ impl ChatError {
             Self::ResourceExhausted(_) | Self::SlowConsumer { .. } => Code::ResourceExhausted,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::ShuttingDown => Code::Unavailable,
+            Self::ShuttingDown | Self::ConnectionAged => Code::Unavailable,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! * [`monitoring`]: the per-server Prometheus registry, the chat metrics, and the tower layer
 //!   that gives every RPC its grpc-ecosystem metrics and OpenTelemetry server span.
 //! * [`admin`]: the admin HTTP port — `/metrics`, `/healthz`, `/readyz`.
+//! * [`net`]: serving HTTP on the listeners: connection caps, handshake deadlines, idle timeout,
+//!   maximum age with GOAWAY, file-descriptor exhaustion.
 //! * [`grpc`]: the `chat.ChatService` front door, translating between protobuf and the room model.
 //! * [`health`]: `grpc.health.v1` whose watches end when the server drains.
 //! * [`server`]: wires everything onto a listener: health, reflection, HTTP/2 settings, graceful
@@ -35,6 +37,7 @@ pub mod grpc;
 pub mod health;
 pub mod hub;
 pub mod monitoring;
+pub mod net;
 pub mod room;
 pub mod server;
 pub mod shutdown;

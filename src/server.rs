@@ -1,24 +1,25 @@
 //! Wires the service onto its listeners: the gRPC port (chat.ChatService, chitty_chat.Chat,
-//! gRPC-Web with CORS, health, reflection), the WebSocket port and the admin port; metrics, HTTP/2
-//! settings and graceful shutdown.
+//! gRPC-Web with CORS, health, reflection), the WebSocket port and the admin port; metrics,
+//! connection caps and deadlines ([`crate::net`]), and graceful shutdown.
 //!
 //! Shutdown order: the caller's `shutdown` future completes → `/readyz` and health go
-//! NOT_SERVING (overall and per service; health watches see it, then end) → the drain token is
-//! cancelled, so every stream sends its SYSTEM notice and ends with UNAVAILABLE → tonic stops
-//! accepting and waits for connections to close, for at most `shutdown_grace` → tracked tasks and
-//! the admin port stop.
+//! NOT_SERVING (overall and per service; health watches see it, then end) → the drain starts: the
+//! public ports stop accepting, every connection gets a GOAWAY (or closes between HTTP/1
+//! requests), every stream sends its notice and ends with UNAVAILABLE → the server waits for the
+//! public connections to close, for at most `shutdown_grace`, then drops those left → tracked
+//! tasks and the admin port stop.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use http::Request;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::{server::NamedService, transport::Server};
+use tonic::{server::NamedService, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
-
 use tonic_web::GrpcWebLayer;
-use tower::util::MapRequestLayer;
+use tower::{ServiceBuilder, util::MapRequestLayer};
 
 use crate::{
     admin::{self, Readiness},
@@ -26,20 +27,31 @@ use crate::{
     config::ServeConfig,
     grpc::{self, ChatApi, ChatLimits, ChittyApi, SubscribeRoute},
     hub::Hub,
-    monitoring::{ConnectionMetrics, CountedConnection, Monitoring, RpcLayer},
+    monitoring::{ListenerMetrics, Monitoring, RpcLayer},
+    net::{
+        self, FD_HEADROOM, Http2Settings, ListenerSettings, Protocols, Serving,
+        accept::{FdReserve, OnExhaustion},
+        admission::{Admission, Limits},
+        connection::{Lifetime, MaxAge},
+    },
     proto::{
         self, chat_service_server::ChatServiceServer,
         chitty_chat::chat_server::ChatServer as ChittyServer,
     },
     shutdown::Drain,
     websocket::{self, WebSocketConfig},
-    write_batching::BatchedWrites,
 };
 
 /// Longest pause between sweeps for idle rooms.
 const MAX_JANITOR_PERIOD: Duration = Duration::from_secs(30);
-/// How long tracked background tasks get after the server stopped.
+/// How long tracked background tasks (and the admin port) get after the public ports closed.
 const TASKS_GRACE: Duration = Duration::from_secs(1);
+/// Public connections when neither the flag nor the file-descriptor limit says fewer.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections the admin port serves at once (Prometheus and probes need a few).
+const ADMIN_MAX_CONNECTIONS: usize = 32;
+/// Admin connections with nothing in flight are closed after this long.
+const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The already-bound sockets the server uses (bound by the caller, so tests can use port 0).
 pub struct Listeners {
@@ -72,16 +84,46 @@ pub async fn run(
         .context("WebSocket listener has no address")?;
     let tasks = TaskTracker::new();
     let drain = Drain::new();
-    let admin_stop = CancellationToken::new();
     let readiness = Readiness::default();
+    let reserve = FdReserve::new();
+    let public = Serving {
+        tasks: TaskTracker::new(),
+        drain: drain.clone(),
+        force_close: CancellationToken::new(),
+        reserve: Arc::clone(&reserve),
+    };
+    let admin = Serving {
+        tasks: TaskTracker::new(),
+        drain: Drain::new(),
+        force_close: CancellationToken::new(),
+        reserve,
+    };
+    let admin_stop = CancellationToken::new();
 
     let monitoring = Monitoring::new();
     monitoring.spawn_upkeep(&tasks, drain.token().clone());
-    let admin_server = tokio::spawn(serve_http(
+    net::spawn_listener(
         listeners.admin,
         admin::router(Arc::clone(&monitoring), readiness.clone()),
+        ListenerSettings {
+            name: "admin",
+            protocols: Protocols::Http1,
+            handshake_timeout: config.handshake_timeout,
+            lifetime: Lifetime {
+                idle_timeout: Some(ADMIN_IDLE_TIMEOUT),
+                max_age: None,
+            },
+            batch_writes: false,
+            on_exhaustion: OnExhaustion::Serve,
+        },
+        Admission::new(Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            max_per_address: None,
+        }),
+        ListenerMetrics::new(&monitoring, "admin"),
+        &admin,
         admin_stop.clone(),
-    ));
+    );
 
     let memory = MemoryBroker::new(config.memory());
     memory.spawn_janitor(
@@ -114,19 +156,6 @@ pub async fn run(
     ))
     .max_decoding_message_size(config.max_message_bytes);
 
-    // WebSocket sessions are tracked tasks that close on the drain token; the listener stops
-    // accepting at the same moment.
-    let websocket_config = WebSocketConfig {
-        max_message_bytes: config.max_message_bytes,
-        max_content_bytes: config.max_content_bytes,
-        ping_interval: config.ws_ping_interval,
-    };
-    let websocket_server = tokio::spawn(serve_http(
-        listeners.websocket,
-        websocket::router(hub, websocket_config, drain.clone(), tasks.clone()),
-        drain.token().clone(),
-    ));
-
     let health = HealthReporter::new();
     let health_service = crate::health::service(health.clone(), drain.token().clone());
     set_health(&health, ServingStatus::Serving).await;
@@ -142,73 +171,101 @@ pub async fn run(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let keepalive =
-        (!config.http2_keepalive_interval.is_zero()).then_some(config.http2_keepalive_interval);
-    let mut server = Server::builder()
-        // HTTP/1.1 is for gRPC-Web; gRPC itself is HTTP/2.
-        .accept_http1(true)
-        .max_concurrent_streams(config.max_streams_per_connection)
-        .http2_keepalive_interval(keepalive)
-        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout));
-    if !config.max_connection_age.is_zero() {
-        server = server
-            .max_connection_age(config.max_connection_age)
-            .max_connection_age_grace(config.max_connection_age_grace);
-    }
-
-    let incoming = {
-        let connections = ConnectionMetrics::new(&monitoring);
-        TcpListenerStream::new(listeners.grpc).map(move |accepted| {
-            accepted.map(|stream| {
-                // `tcp_nodelay` on the builder applies only to listeners tonic binds itself.
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "cannot set TCP_NODELAY");
-                }
-                BatchedWrites::new(CountedConnection::new(stream, &connections))
-            })
-        })
-    };
-    let begin_drain = {
-        let (drain, health, readiness) = (drain.clone(), health.clone(), readiness.clone());
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
-            readiness.set(false);
-            set_health(&health, ServingStatus::NotServing).await;
-            drain.start();
-        }
-    };
-
+    let routes = Routes::new(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(chat)
+        .add_service(chitty)
+        .prepare();
     // Outermost first: CORS answers browsers, gRPC-Web requests are marked and then translated,
     // so the metrics and tracing layer sees plain gRPC whichever way a call came in.
-    let serve = server
+    let grpc_service = ServiceBuilder::new()
+        .layer(MapRequestLayer::new(|request: Request<Incoming>| {
+            request.map(tonic::body::Body::new)
+        }))
         .layer(grpc::cors(&config.cors_allowed_origins))
         .layer(MapRequestLayer::new(grpc::mark_grpc_web))
         .layer(GrpcWebLayer::new())
         .layer(RpcLayer::new(&monitoring))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(chat)
-        .add_service(chitty)
-        .serve_with_incoming_shutdown(incoming, begin_drain);
-    let grace_elapsed = async {
-        drain.wait().await;
-        tokio::time::sleep(config.shutdown_grace).await;
+        .service(routes);
+
+    let connections = Admission::new(connection_limits(&config, net::raise_fd_limit()));
+    let lifetime = Lifetime {
+        idle_timeout: (!config.idle_timeout.is_zero()).then_some(config.idle_timeout),
+        max_age: (!config.max_connection_age.is_zero()).then_some(MaxAge {
+            age: config.max_connection_age,
+            grace: config.max_connection_age_grace,
+        }),
     };
+    net::spawn_listener(
+        listeners.grpc,
+        grpc_service,
+        ListenerSettings {
+            name: "grpc",
+            protocols: Protocols::Http1AndHttp2(Http2Settings {
+                max_concurrent_streams: config.max_streams_per_connection,
+                keepalive_interval: (!config.http2_keepalive_interval.is_zero())
+                    .then_some(config.http2_keepalive_interval),
+                keepalive_timeout: config.http2_keepalive_timeout,
+            }),
+            handshake_timeout: config.handshake_timeout,
+            lifetime,
+            batch_writes: true,
+            on_exhaustion: OnExhaustion::Refuse,
+        },
+        connections.clone(),
+        ListenerMetrics::new(&monitoring, "grpc"),
+        &public,
+        drain.token().clone(),
+    );
+
+    // WebSocket sessions are tracked tasks that close on the drain token; the listener stops
+    // accepting at the same moment.
+    let websocket_config = WebSocketConfig {
+        max_message_bytes: config.max_message_bytes,
+        max_content_bytes: config.max_content_bytes,
+        ping_interval: config.ws_ping_interval,
+    };
+    net::spawn_listener(
+        listeners.websocket,
+        websocket::router(hub, websocket_config, drain.clone(), tasks.clone()),
+        ListenerSettings {
+            name: "websocket",
+            protocols: Protocols::Http1,
+            handshake_timeout: config.handshake_timeout,
+            lifetime: Lifetime {
+                idle_timeout: lifetime.idle_timeout,
+                max_age: None,
+            },
+            batch_writes: false,
+            on_exhaustion: OnExhaustion::Refuse,
+        },
+        connections,
+        ListenerMetrics::new(&monitoring, "websocket"),
+        &public,
+        drain.token().clone(),
+    );
+
     readiness.set(true);
     tracing::info!(%addr, %ws_addr, %admin_addr, "listening");
-    tokio::select! {
-        served = serve => served.context("gRPC server failed")?,
-        () = grace_elapsed => tracing::warn!(
+    shutdown.await;
+    tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
+    readiness.set(false);
+    set_health(&health, ServingStatus::NotServing).await;
+    drain.start();
+
+    public.tasks.close();
+    if tokio::time::timeout(config.shutdown_grace, public.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
             grace = ?config.shutdown_grace,
             "shutdown grace period elapsed with connections still open; closing them"
-        ),
+        );
+        public.force_close.cancel();
+        let _ = tokio::time::timeout(TASKS_GRACE, public.tasks.wait()).await;
     }
-    drain.start();
     tasks.close();
     if tokio::time::timeout(TASKS_GRACE, tasks.wait())
         .await
@@ -216,26 +273,52 @@ pub async fn run(
     {
         tracing::warn!("background tasks still running at exit");
     }
-    if let Ok(Ok(Err(error))) = tokio::time::timeout(TASKS_GRACE, websocket_server).await {
-        tracing::warn!(%error, "WebSocket server failed");
-    }
     admin_stop.cancel();
-    if let Ok(Ok(Err(error))) = tokio::time::timeout(TASKS_GRACE, admin_server).await {
-        tracing::warn!(%error, "admin server failed");
+    admin.drain.start();
+    admin.tasks.close();
+    if tokio::time::timeout(TASKS_GRACE, admin.tasks.wait())
+        .await
+        .is_err()
+    {
+        admin.force_close.cancel();
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Serves an HTTP `router` on `listener` until `stop` is cancelled.
-async fn serve_http(
-    listener: TcpListener,
-    router: axum::Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+/// The caps on public connections: `--max-connections` as set, or by default as many as the
+/// file-descriptor limit leaves room for, up to [`DEFAULT_MAX_CONNECTIONS`].
+fn connection_limits(config: &ServeConfig, fd_limit: Option<u64>) -> Limits {
+    let room = fd_limit.map(|limit| {
+        usize::try_from(limit.saturating_sub(FD_HEADROOM).max(1)).unwrap_or(usize::MAX)
+    });
+    let max_connections = match (config.max_connections, room) {
+        (Some(max), Some(room)) if max > room => {
+            tracing::warn!(
+                max_connections = max,
+                fd_limit,
+                "--max-connections is above what the file-descriptor limit leaves room for; \
+                 beyond that, new connections are refused"
+            );
+            max
+        }
+        (Some(max), _) => max,
+        (None, room) => room.map_or(DEFAULT_MAX_CONNECTIONS, |room| {
+            room.min(DEFAULT_MAX_CONNECTIONS)
+        }),
+    };
+    let limits = Limits {
+        max_connections,
+        max_per_address: (config.max_connections_per_address > 0)
+            .then_some(config.max_connections_per_address),
+    };
+    tracing::info!(
+        max_connections,
+        max_per_address = config.max_connections_per_address,
+        fd_limit,
+        "connection caps"
+    );
+    limits
 }
 
 /// Reports `status` for the whole server ("") and for each service it serves.

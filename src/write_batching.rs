@@ -26,7 +26,6 @@ use std::{
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tonic::transport::server::Connected;
 
 /// Most bytes kept before writes go to the socket.
 pub const MAX_KEPT: usize = 64 * 1024;
@@ -173,14 +172,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
                 Poll::Pending => return Poll::Pending,
             }
         }
-    }
-}
-
-impl<IO: Connected> Connected for BatchedWrites<IO> {
-    type ConnectInfo = IO::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
     }
 }
 

@@ -137,6 +137,7 @@ impl ChatService for ChatApi {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let door = super::front_door(&request);
+        let drain = Drain::of(request.extensions(), &self.shutdown);
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
         let user = match request.user.as_str() {
@@ -158,9 +159,9 @@ impl ChatService for ChatApi {
             subscription,
             room,
             resume_from: None,
-            draining: self.shutdown.wait(),
-            drain: self.shutdown.clone(),
-            ending: Ending::Open,
+            draining: drain.wait(),
+            drain,
+            phase: Phase::Open,
         })))
     }
 
@@ -168,13 +169,14 @@ impl ChatService for ChatApi {
         &self,
         request: Request<Streaming<Message>>,
     ) -> Result<Response<UploadResponse>, Status> {
+        let drain = Drain::of(request.extensions(), &self.shutdown);
         let mut inbound = request.into_inner();
         let mut published: usize = 0;
-        let mut draining = std::pin::pin!(self.shutdown.wait());
+        let mut draining = std::pin::pin!(drain.wait());
         loop {
             let next = tokio::select! {
                 biased;
-                () = &mut draining => return Err(ChatError::ShuttingDown.into()),
+                () = &mut draining => return Err(drain.ending().error().into()),
                 next = inbound.message() => next?,
             };
             let Some(message) = next else { break };
@@ -209,6 +211,7 @@ impl ChatService for ChatApi {
     ) -> Result<Response<Self::ChatStream>, Status> {
         let session = ChatSession {
             api: self.clone(),
+            drain: Drain::of(request.extensions(), &self.shutdown),
             joined: StreamMap::new(),
             resume_from: HashMap::new(),
             unacked: HashMap::new(),
@@ -222,6 +225,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
+        let drain = Drain::of(request.extensions(), &self.shutdown);
         let request = request.into_inner();
         if request.names.len() > MAX_METRIC_NAMES {
             return Err(ChatError::invalid(
@@ -251,12 +255,12 @@ impl ChatService for ChatApi {
         Ok(Response::new(Box::pin(async_stream::stream! {
             let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut draining = std::pin::pin!(api.shutdown.wait());
+            let mut draining = std::pin::pin!(drain.wait());
             loop {
                 tokio::select! {
                     biased;
                     () = &mut draining => {
-                        yield Err(ChatError::ShuttingDown.into());
+                        yield Err(drain.ending().error().into());
                         break;
                     }
                     _ = ticks.tick() => {
@@ -273,6 +277,8 @@ impl ChatService for ChatApi {
 /// One `Chat` stream: the rooms it joined and its messages not yet echoed back.
 struct ChatSession {
     api: ChatApi,
+    /// Its connection's drain.
+    drain: Drain,
     joined: StreamMap<RoomName, Subscription>,
     /// Per joined room, the offset after the last event sent, for the shutdown notice.
     resume_from: HashMap<RoomName, u64>,
@@ -289,21 +295,24 @@ impl ChatSession {
         mut inbound: Streaming<Message>,
     ) -> impl Stream<Item = Result<Encoded, Status>> {
         async_stream::stream! {
-            let mut draining = std::pin::pin!(self.api.shutdown.wait());
+            let mut draining = std::pin::pin!(self.drain.wait());
             let mut inbound_open = true;
             let mut received: usize = 0;
             while inbound_open || !self.unacked.is_empty() {
-                if self.api.shutdown.is_started() {
+                if self.drain.is_started() {
+                    let ending = self.drain.ending();
                     // Collected first: the map must not be borrowed across a yield.
                     let notices: Vec<Message> = self
                         .joined
                         .keys()
-                        .map(|room| convert::shutdown_notice(room, self.resume_from.get(room).copied()))
+                        .map(|room| {
+                            convert::shutdown_notice(room, self.resume_from.get(room).copied(), ending)
+                        })
                         .collect();
                     for notice in notices {
                         yield Ok(Encoded::of(&notice));
                     }
-                    yield Err(ChatError::ShuttingDown.into());
+                    yield Err(ending.error().into());
                     break;
                 }
                 tokio::select! {
@@ -387,7 +396,7 @@ impl ChatSession {
 }
 
 /// Where a [`RoomFeed`] is in its ending.
-enum Ending {
+enum Phase {
     /// Still delivering.
     Open,
     /// The shutdown notice went out; this status follows.
@@ -398,7 +407,8 @@ enum Ending {
 
 pin_project_lite::pin_project! {
     /// A `SubscribeMessages` response: its notices (welcome, then a gap if any), then the room's
-    /// events in order; when the server drains, a shutdown notice and UNAVAILABLE. Written by hand
+    /// events in order; when the server or its connection drains, a notice saying where to
+    /// resume and UNAVAILABLE. Written by hand
     /// rather than as a generator because every idle subscriber holds one: it stays small, and a
     /// delivery costs one poll of the subscription.
     struct RoomFeed {
@@ -407,11 +417,12 @@ pin_project_lite::pin_project! {
         subscription: Subscription,
         room: RoomName,
         resume_from: Option<u64>,
+        // Its connection's.
         drain: Drain,
         // Registered once; polled only while the subscription has nothing ready.
         #[pin]
         draining: WaitForCancellationFutureOwned,
-        ending: Ending,
+        phase: Phase,
     }
 }
 
@@ -427,10 +438,10 @@ impl Stream for RoomFeed {
             }
             return Poll::Ready(Some(Ok(notice)));
         }
-        match std::mem::replace(this.ending, Ending::Done) {
-            Ending::Open => *this.ending = Ending::Open,
-            Ending::Failing(status) => return Poll::Ready(Some(Err(status))),
-            Ending::Done => return Poll::Ready(None),
+        match std::mem::replace(this.phase, Phase::Done) {
+            Phase::Open => *this.phase = Phase::Open,
+            Phase::Failing(status) => return Poll::Ready(Some(Err(status))),
+            Phase::Done => return Poll::Ready(None),
         }
         if !this.drain.is_started() {
             match this.subscription.poll_next_unpin(cx) {
@@ -439,11 +450,11 @@ impl Stream for RoomFeed {
                     return Poll::Ready(Some(Ok(Encoded::event(&event))));
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    *this.ending = Ending::Done;
+                    *this.phase = Phase::Done;
                     return Poll::Ready(Some(Err(error.into())));
                 }
                 Poll::Ready(None) => {
-                    *this.ending = Ending::Done;
+                    *this.phase = Phase::Done;
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
@@ -453,8 +464,9 @@ impl Stream for RoomFeed {
                 }
             }
         }
-        *this.ending = Ending::Failing(ChatError::ShuttingDown.into());
-        let notice = convert::shutdown_notice(this.room, *this.resume_from);
+        let ending = this.drain.ending();
+        *this.phase = Phase::Failing(ending.error().into());
+        let notice = convert::shutdown_notice(this.room, *this.resume_from, ending);
         Poll::Ready(Some(Ok(Encoded::of(&notice))))
     }
 }

@@ -91,6 +91,7 @@ impl Chat for ChittyApi {
         let room = self.room_of(request.metadata())?;
         let session = Session {
             api: self.clone(),
+            drain: Drain::of(request.extensions(), &self.shutdown),
             room,
             joined: None,
             last_timestamp: 0,
@@ -108,6 +109,8 @@ enum Flow {
 /// One Broadcast stream.
 struct Session {
     api: ChittyApi,
+    /// Its connection's drain.
+    drain: Drain,
     room: RoomName,
     /// The participant's name and its subscription, once it joined.
     joined: Option<(UserName, Subscription)>,
@@ -121,12 +124,13 @@ impl Session {
         mut inbound: Streaming<ChatEvent>,
     ) -> impl Stream<Item = Result<Outgoing, Status>> {
         async_stream::stream! {
-            let mut draining = std::pin::pin!(self.api.shutdown.wait());
+            let mut draining = std::pin::pin!(self.drain.wait());
             loop {
-                if self.api.shutdown.is_started() {
-                    let notice = self.notice("Chitty-Chat server is shutting down");
+                if self.drain.is_started() {
+                    let ending = self.drain.ending();
+                    let notice = self.notice(&format!("Chitty-Chat: {}", ending.describe()));
                     yield Ok(Outgoing::Notice(notice));
-                    yield Err(ChatError::ShuttingDown.into());
+                    yield Err(ending.error().into());
                     break;
                 }
                 tokio::select! {

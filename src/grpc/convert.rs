@@ -8,6 +8,7 @@ use crate::{
     event::SYSTEM_USER,
     proto::{Message, MessageType},
     room::{self, Draft, RoomName, StartAt, UserName},
+    shutdown::Ending,
 };
 
 /// The seed's id for server notices.
@@ -107,13 +108,13 @@ pub fn gap_notice(room: &RoomName, gap: Gap) -> Message {
     }
 }
 
-/// Tells a subscriber the server is draining, and where to resume.
-pub fn shutdown_notice(room: &RoomName, resume_from: Option<u64>) -> Message {
+/// Tells a subscriber its stream is ending (the server or its connection drains), and where to
+/// resume.
+pub fn shutdown_notice(room: &RoomName, resume_from: Option<u64>, ending: Ending) -> Message {
+    let what = ending.describe();
     let content = match resume_from {
-        Some(offset) => {
-            format!("server is shutting down; reconnect with from_offset={offset} to resume")
-        }
-        None => "server is shutting down; reconnect to resume".to_owned(),
+        Some(offset) => format!("{what}; reconnect with from_offset={offset} to resume"),
+        None => format!("{what}; reconnect to resume"),
     };
     notice(room, content)
 }

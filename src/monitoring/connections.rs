@@ -1,105 +1,113 @@
-//! Counting client connections by wrapping each accepted socket.
-
-use std::{
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-};
+//! Connection metrics of one listener, registered once and shared by its connections.
 
 use metrics::{Counter, Gauge};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::{Monitoring, names};
 
-/// The connection metrics, registered once and shared by every accepted connection.
+/// Why the server refused a connection at accept; the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// The cap on open connections.
+    Limit,
+    /// The cap per client address.
+    AddressLimit,
+    /// The process ran out of file descriptors.
+    FdLimit,
+}
+
+/// Why the server closed a connection itself; the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// It did not finish its handshake in time.
+    HandshakeTimeout,
+    /// A newer connection displaced it, before its handshake, while the server was full.
+    Evicted,
+    /// No request was in flight for the idle timeout.
+    Idle,
+    /// It reached the maximum connection age (GOAWAY).
+    MaxAge,
+}
+
+const REFUSED: [RefusedBy; 3] = [
+    RefusedBy::Limit,
+    RefusedBy::AddressLimit,
+    RefusedBy::FdLimit,
+];
+const CLOSED: [ClosedBy; 4] = [
+    ClosedBy::HandshakeTimeout,
+    ClosedBy::Evicted,
+    ClosedBy::Idle,
+    ClosedBy::MaxAge,
+];
+
+impl RefusedBy {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Limit => "limit",
+            Self::AddressLimit => "address_limit",
+            Self::FdLimit => "fd_limit",
+        }
+    }
+}
+
+impl ClosedBy {
+    fn label(self) -> &'static str {
+        match self {
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::Evicted => "evicted",
+            Self::Idle => "idle",
+            Self::MaxAge => "max_age",
+        }
+    }
+}
+
+/// The metrics of one listener (the `listener` label: `grpc`, `websocket` or `admin`); cheap to
+/// clone.
 #[derive(Clone)]
-pub struct ConnectionMetrics {
+pub struct ListenerMetrics {
     accepted: Counter,
     open: Gauge,
+    refused: [Counter; REFUSED.len()],
+    closed: [Counter; CLOSED.len()],
 }
 
-impl ConnectionMetrics {
-    /// Registers the connection metrics in `monitoring`.
-    pub fn new(monitoring: &Monitoring) -> Self {
+impl ListenerMetrics {
+    /// Registers the metrics of `listener` in `monitoring`.
+    pub fn new(monitoring: &Monitoring, listener: &'static str) -> Self {
+        let by = |def, reason: &'static str| {
+            monitoring.counter(def, &[("listener", listener), ("reason", reason)])
+        };
         Self {
-            accepted: monitoring.counter(names::CONNECTIONS_ACCEPTED, &[]),
-            open: monitoring.gauge(names::CONNECTIONS, &[]),
+            accepted: monitoring.counter(names::CONNECTIONS_ACCEPTED, &[("listener", listener)]),
+            open: monitoring.gauge(names::CONNECTIONS, &[("listener", listener)]),
+            refused: REFUSED.map(|reason| by(names::CONNECTIONS_REFUSED, reason.label())),
+            closed: CLOSED.map(|reason| by(names::CONNECTIONS_CLOSED, reason.label())),
         }
+    }
+
+    /// Counts an accepted connection as open until the guard is dropped.
+    pub fn accepted(&self) -> OpenConnection {
+        self.accepted.increment(1);
+        self.open.increment(1.0);
+        OpenConnection(self.open.clone())
+    }
+
+    /// Counts a refused connection.
+    pub fn refused(&self, by: RefusedBy) {
+        self.refused[by as usize].increment(1);
+    }
+
+    /// Counts a connection the server closed.
+    pub fn closed(&self, by: ClosedBy) {
+        self.closed[by as usize].increment(1);
     }
 }
 
-/// An accepted connection, counted in `grpc_chat_connections` until it is dropped.
-pub struct CountedConnection {
-    stream: TcpStream,
-    open: Gauge,
-}
+/// Keeps one connection counted as open while alive.
+pub struct OpenConnection(Gauge);
 
-impl CountedConnection {
-    /// Counts `stream` as accepted and open.
-    pub fn new(stream: TcpStream, metrics: &ConnectionMetrics) -> Self {
-        metrics.accepted.increment(1);
-        metrics.open.increment(1.0);
-        Self {
-            stream,
-            open: metrics.open.clone(),
-        }
-    }
-}
-
-impl Drop for CountedConnection {
+impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.open.decrement(1.0);
-    }
-}
-
-impl Connected for CountedConnection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for CountedConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountedConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        self.0.decrement(1.0);
     }
 }

@@ -22,7 +22,7 @@ use metrics_exporter_prometheus::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use chat::{ChatMetrics, FrontDoor, OpenSubscription};
-pub use connections::{ConnectionMetrics, CountedConnection};
+pub use connections::{ClosedBy, ListenerMetrics, OpenConnection, RefusedBy};
 pub use exposition::Series;
 pub use rpc::RpcLayer;
 

@@ -140,23 +140,37 @@ pub const DELIVERY_SECONDS: Def = def(
     Unit::Seconds,
     "Time from a message's append to its hand-over to a subscriber's transport; sampled: each subscription's first delivery and every 16th after it.",
 );
-/// Open client connections.
+/// Open client connections, by `listener`.
 pub const CONNECTIONS: Def = def(
     "grpc_chat_connections",
     Kind::Gauge,
     Unit::Count,
-    "Open client connections on the public port.",
+    "Open client connections, by listener.",
 );
-/// Accepted client connections.
+/// Accepted client connections, by `listener`.
 pub const CONNECTIONS_ACCEPTED: Def = def(
     "grpc_chat_connections_accepted_total",
     Kind::Counter,
     Unit::Count,
-    "Client connections accepted on the public port.",
+    "Client connections accepted, by listener.",
+);
+/// Connections refused at accept, by `listener` and `reason`.
+pub const CONNECTIONS_REFUSED: Def = def(
+    "grpc_chat_connections_refused_total",
+    Kind::Counter,
+    Unit::Count,
+    "Client connections refused at accept (limit, address_limit, fd_limit), by listener.",
+);
+/// Connections the server closed, by `listener` and `reason`.
+pub const CONNECTIONS_CLOSED: Def = def(
+    "grpc_chat_connections_closed_total",
+    Kind::Counter,
+    Unit::Count,
+    "Client connections the server closed (handshake_timeout, evicted, idle, max_age), by listener.",
 );
 
 /// Every metric defined here.
-pub const ALL: [Def; 17] = [
+pub const ALL: [Def; 19] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -174,6 +188,8 @@ pub const ALL: [Def; 17] = [
     DELIVERY_SECONDS,
     CONNECTIONS,
     CONNECTIONS_ACCEPTED,
+    CONNECTIONS_REFUSED,
+    CONNECTIONS_CLOSED,
 ];
 
 /// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.

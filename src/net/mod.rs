@@ -1,0 +1,241 @@
+//! Serving HTTP on the server's listeners, with hostile clients in mind.
+//!
+//! The major parts are:
+//!
+//! * [`accept`]: the accept loop of a listener: admission, cheap refusals, and backing off (never
+//!   spinning) when the process runs out of file descriptors, with a reserve that keeps the admin
+//!   port answering;
+//! * [`admission`]: caps on open connections, overall and per client address;
+//! * [`guarded`]: an accepted socket with its permit and its handshake deadline;
+//! * [`connection`]: one connection served by hyper, and its life: idle timeout, maximum age with
+//!   GOAWAY and a drain that tells streams where to resume, graceful and forced close.
+//!
+//! [`spawn_listener`] puts them together for one listener.
+
+pub mod accept;
+pub mod admission;
+pub mod connection;
+pub mod guarded;
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::conn::auto::Builder,
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::Service;
+
+use self::{
+    accept::{AcceptLoop, Accepted, FdReserve, OnExhaustion},
+    admission::Admission,
+    connection::{ConnectionService, ConnectionState, Lifetime, TrackedExecutor},
+    guarded::{GuardedIo, Handshake},
+};
+use crate::{monitoring::ListenerMetrics, shutdown::Drain, write_batching::BatchedWrites};
+
+/// Largest buffer an HTTP/1 connection reads into; request headers must fit in it.
+const HTTP1_MAX_BUF: usize = 64 * 1024;
+/// Largest HTTP/2 header list accepted from a client.
+const HTTP2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Data an HTTP/2 client may send on one stream before the server reads it: twice the largest
+/// request message the server accepts by default.
+const HTTP2_STREAM_WINDOW: u32 = 128 * 1024;
+/// Data an HTTP/2 client may send on all its streams before the server reads it.
+const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Data buffered for sending on one HTTP/2 stream (hyper's default is 400 KiB): a reader that
+/// stops holds at most this much of its stream in memory.
+const HTTP2_SEND_BUFFER: usize = 64 * 1024;
+
+/// Descriptors the process needs besides its public connections: the admin port's, the reserve,
+/// and its own (runtime, logs, exporters).
+pub const FD_HEADROOM: u64 = 128;
+
+/// Raises the soft limit on open files to the hard limit, as servers that hold many connections
+/// do at start, and returns the limit in force (`None` where there is none to read).
+pub fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the file-descriptor limit");
+            None
+        }
+    }
+}
+
+/// The HTTP/2 settings of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Settings {
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// PING interval that detects dead peers; `None` for none.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a PING may go unanswered.
+    pub keepalive_timeout: Duration,
+}
+
+/// Which HTTP versions a listener speaks.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocols {
+    /// HTTP/1.1 only, with upgrades (WebSockets).
+    Http1,
+    /// HTTP/2, and HTTP/1.1 beside it (gRPC-Web).
+    Http1AndHttp2(Http2Settings),
+}
+
+/// How a listener treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerSettings {
+    /// The `listener` label of its metrics.
+    pub name: &'static str,
+    /// What it speaks.
+    pub protocols: Protocols,
+    /// Time a new connection has to finish its handshake (and an HTTP/1 request its headers).
+    pub handshake_timeout: Duration,
+    /// Idle timeout and maximum age.
+    pub lifetime: Lifetime,
+    /// Gather each connection's writes per pass of its writer ([`BatchedWrites`]): for HTTP/2.
+    pub batch_writes: bool,
+    /// What to do with a connection taken with a reserved descriptor.
+    pub on_exhaustion: OnExhaustion,
+}
+
+/// What every listener of a server shares.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// Tracks connection tasks (and hyper's stream tasks), so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// The server's drain: connections close gracefully when it starts.
+    pub drain: Drain,
+    /// Cancelled when the shutdown grace is over: connections still open are dropped.
+    pub force_close: CancellationToken,
+    /// File descriptors kept for when the process runs out.
+    pub reserve: Arc<FdReserve>,
+}
+
+/// Accepts on `listener` until `stop` is cancelled and serves every admitted connection with
+/// `service`, as `settings` say; `admission` holds the caps (shared with other listeners when
+/// they share a budget).
+pub fn spawn_listener<S, B>(
+    listener: TcpListener,
+    service: S,
+    settings: ListenerSettings,
+    admission: Admission,
+    metrics: ListenerMetrics,
+    serving: &Serving,
+    stop: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = builder(&settings, serving);
+    let accept = AcceptLoop {
+        listener,
+        admission,
+        metrics: metrics.clone(),
+        reserve: Arc::clone(&serving.reserve),
+        on_exhaustion: settings.on_exhaustion,
+    };
+    let serving = serving.clone();
+    let tasks = serving.tasks.clone();
+    tasks.spawn(accept.run(stop, move |accepted| {
+        serve_connection(accepted, &service, &builder, &settings, &serving, &metrics);
+    }));
+}
+
+fn builder(settings: &ListenerSettings, serving: &Serving) -> Builder<TrackedExecutor> {
+    let mut builder = Builder::new(TrackedExecutor(serving.tasks.clone()));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.handshake_timeout)
+        .max_buf_size(HTTP1_MAX_BUF);
+    match settings.protocols {
+        Protocols::Http1 => builder = builder.http1_only(),
+        Protocols::Http1AndHttp2(http2) => {
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(http2.max_concurrent_streams)
+                .keep_alive_interval(http2.keepalive_interval)
+                .keep_alive_timeout(http2.keepalive_timeout)
+                .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+                .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+                .max_send_buf_size(HTTP2_SEND_BUFFER)
+                .max_header_list_size(HTTP2_MAX_HEADER_LIST);
+        }
+    }
+    builder
+}
+
+fn serve_connection<S, B>(
+    accepted: Accepted,
+    service: &S,
+    builder: &Builder<TrackedExecutor>,
+    settings: &ListenerSettings,
+    serving: &Serving,
+    metrics: &ListenerMetrics,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Accepted {
+        stream,
+        permit,
+        reserve,
+    } = accepted;
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let handshake = Handshake::default();
+    let io = GuardedIo::new(
+        stream,
+        permit,
+        handshake.clone(),
+        settings.handshake_timeout,
+        metrics.clone(),
+    );
+    let state = ConnectionState::new(&serving.drain, handshake);
+    let service =
+        TowerToHyperService::new(ConnectionService::new(service.clone(), Arc::clone(&state)));
+    let (lifetime, drain, force_close, metrics) = (
+        settings.lifetime,
+        serving.drain.clone(),
+        serving.force_close.clone(),
+        metrics.clone(),
+    );
+    if settings.batch_writes {
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(BatchedWrites::new(io)), service)
+            .into_owned();
+        serving.tasks.spawn(async move {
+            connection::run(connection, state, lifetime, drain, force_close, metrics).await;
+            // After the connection's own descriptor was closed.
+            drop(reserve);
+        });
+    } else {
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        serving.tasks.spawn(async move {
+            connection::run(connection, state, lifetime, drain, force_close, metrics).await;
+            drop(reserve);
+        });
+    }
+}
