@@ -1,6 +1,7 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler, so no system `protoc` is needed),
 //! generates the messages and the client from it, writes the encoded descriptor set that the
-//! reflection service serves, and generates the server glue of `chat.ChatService`.
+//! reflection service serves, and generates the server glue of `chat.ChatService`,
+//! `chitty_chat.Chat` and `grpc.health.v1.Health`, all with the service's own codec.
 //!
 //! The server glue is described here rather than generated from the protos so that streamed
 //! messages can be sent pre-encoded: each room event is encoded once per protocol and its bytes
@@ -35,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_build::manual::Builder::new()
         .build_client(false)
-        .compile(&[chat_service(), chitty_chat_service()]);
+        .compile(&[chat_service(), chitty_chat_service(), health_service()]);
     Ok(())
 }
 
@@ -54,6 +55,25 @@ fn method(
         .input_type(format!("crate::proto::{input}"))
         .output_type(output)
         .codec_path(CODEC)
+}
+
+/// `grpc.health.v1.Health` with tonic-health's messages, so its requests are decoded like every
+/// other service's.
+fn health_service() -> Service {
+    let health = |name: &str, route: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type("tonic_health::pb::HealthCheckRequest")
+            .output_type("tonic_health::pb::HealthCheckResponse")
+            .codec_path(CODEC)
+    };
+    Service::builder()
+        .name("Health")
+        .package("grpc.health.v1")
+        .method(health("check", "Check").build())
+        .method(health("watch", "Watch").server_streaming().build())
+        .build()
 }
 
 fn chitty_chat_service() -> Service {

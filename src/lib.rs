@@ -60,6 +60,11 @@ pub mod proto {
         include!(concat!(env!("OUT_DIR"), "/chitty_chat.Chat.rs"));
     }
 
+    /// Server glue of `grpc.health.v1.Health`, over tonic-health's messages.
+    pub mod health {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.Health.rs"));
+    }
+
     /// Encoded descriptor set of every served proto, for the reflection service.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{server::NamedService, service::Routes};
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_web::GrpcWebLayer;
 use tower::{ServiceBuilder, util::MapRequestLayer};
 
@@ -25,7 +25,11 @@ use crate::{
     admin::{self, Readiness},
     broker::memory::MemoryBroker,
     config::ServeConfig,
-    grpc::{self, ChatApi, ChatLimits, ChittyApi, SubscribeRoute},
+    grpc::{
+        self, ChatApi, ChatLimits, ChittyApi, SubscribeRoute,
+        protocol::{RequestRulesLayer, RequireGrpcLayer},
+    },
+    health::HealthStatus,
     hub::Hub,
     monitoring::{ListenerMetrics, Monitoring, RpcLayer},
     net::{
@@ -156,9 +160,14 @@ pub async fn run(
     ))
     .max_decoding_message_size(config.max_message_bytes);
 
-    let health = HealthReporter::new();
-    let health_service = crate::health::service(health.clone(), drain.token().clone());
-    set_health(&health, ServingStatus::Serving).await;
+    // The whole server ("") and each service it serves.
+    let health = HealthStatus::new(&[
+        "",
+        <ChatServiceServer<ChatApi> as NamedService>::NAME,
+        <ChittyServer<ChittyApi> as NamedService>::NAME,
+    ]);
+    let health_service = crate::health::service(health.clone(), drain.clone());
+    health.set(ServingStatus::Serving);
     // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each listing
     // every service (its own builder would register only its own reflection version).
     let reflection = || {
@@ -171,22 +180,26 @@ pub async fn run(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let routes = Routes::new(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+    let max = config.max_message_bytes;
+    let routes = Routes::new(health_service.max_decoding_message_size(max))
+        .add_service(reflection().build_v1()?.max_decoding_message_size(max))
+        .add_service(reflection().build_v1alpha()?.max_decoding_message_size(max))
         .add_service(chat)
         .add_service(chitty)
         .prepare();
-    // Outermost first: CORS answers browsers, gRPC-Web requests are marked and then translated,
-    // so the metrics and tracing layer sees plain gRPC whichever way a call came in.
+    // Outermost first: CORS answers browsers, what is not gRPC gets 415, gRPC-Web requests are
+    // marked and then translated, so the metrics and tracing layer sees plain gRPC whichever way
+    // a call came in; the request rules are inside it, so what it counts is the final status.
     let grpc_service = ServiceBuilder::new()
         .layer(MapRequestLayer::new(|request: Request<Incoming>| {
             request.map(tonic::body::Body::new)
         }))
         .layer(grpc::cors(&config.cors_allowed_origins))
+        .layer(RequireGrpcLayer)
         .layer(MapRequestLayer::new(grpc::mark_grpc_web))
         .layer(GrpcWebLayer::new())
         .layer(RpcLayer::new(&monitoring))
+        .layer(RequestRulesLayer)
         .service(routes);
 
     let connections = Admission::new(connection_limits(&config, net::raise_fd_limit()));
@@ -251,7 +264,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
     readiness.set(false);
-    set_health(&health, ServingStatus::NotServing).await;
+    health.set(ServingStatus::NotServing);
     drain.start();
 
     public.tasks.close();
@@ -319,16 +332,4 @@ fn connection_limits(config: &ServeConfig, fd_limit: Option<u64>) -> Limits {
         "connection caps"
     );
     limits
-}
-
-/// Reports `status` for the whole server ("") and for each service it serves.
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    let services = [
-        "",
-        <ChatServiceServer<ChatApi> as NamedService>::NAME,
-        <ChittyServer<ChittyApi> as NamedService>::NAME,
-    ];
-    for service in services {
-        health.set_service_status(service, status).await;
-    }
 }

@@ -4,7 +4,8 @@
 //!
 //! Bad input ends the socket with a close frame whose reason says why: 1008 for a missing or
 //! invalid `roomCode` or an invalid author or content, 1007 for a frame that is not the expected
-//! JSON, 1003 for a binary frame, 1009 for an oversized frame. The server pings every
+//! JSON or not UTF-8, 1003 for a binary frame, 1009 for an oversized frame, 1002 for a broken
+//! protocol (an unmasked frame, a reserved opcode or bit, a control frame over 125 bytes). The server pings every
 //! `ping_interval`; a peer silent for two intervals, or one that cannot take a frame within two
 //! intervals, is dropped. A socket that falls behind history is closed with 1013 (try again
 //! later) and the slow-consumer reason, as gRPC streams are. On shutdown sockets get 1001.
@@ -205,19 +206,7 @@ async fn receive(
         )),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
         Some(Ok(Message::Close(_))) | None => Err(End::Gone),
-        Some(Err(error)) => {
-            if is_too_big(&error.into_inner()) {
-                Err(End::Close(
-                    close_code::SIZE,
-                    format!(
-                        "frame too big: at most {} bytes",
-                        state.config.max_message_bytes
-                    ),
-                ))
-            } else {
-                Err(End::Gone)
-            }
-        }
+        Some(Err(error)) => Err(broken(&error.into_inner(), state.config.max_message_bytes)),
     }
 }
 
@@ -248,10 +237,23 @@ async fn deliver(
     }
 }
 
-fn is_too_big(error: &axum::BoxError) -> bool {
-    error
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
+/// How a socket ends when reading from it failed: a peer that broke the protocol is told so
+/// (RFC 6455 section 7.4.1: 1002 for protocol errors, 1007 for text that is not UTF-8, 1009 for
+/// a message too big); one whose connection failed is just gone.
+fn broken(error: &axum::BoxError, max_message_bytes: usize) -> End {
+    match error.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => End::Close(
+            close_code::SIZE,
+            format!("frame too big: at most {max_message_bytes} bytes"),
+        ),
+        Some(tungstenite::Error::Utf8(_)) => {
+            End::Close(close_code::INVALID, "text frame is not valid UTF-8".into())
+        }
+        Some(tungstenite::Error::Protocol(violation)) => {
+            End::Close(close_code::PROTOCOL, format!("protocol error: {violation}"))
+        }
+        _ => End::Gone,
+    }
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.

@@ -100,6 +100,28 @@ impl ChatApi {
     }
 }
 
+/// `status` of a failed upload, saying how many messages before it were published (they stay).
+fn upload_failed(status: Status, published: usize) -> Status {
+    Status::new(
+        status.code(),
+        format!(
+            "{} ({published} earlier messages were published)",
+            status.message()
+        ),
+    )
+}
+
+/// `status` of a request message that could not be read, naming the message by its index.
+fn at_message(status: Status, index: usize) -> Status {
+    match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Status::new(
+            status.code(),
+            format!("messages[{index}]: {}", status.message()),
+        ),
+        _ => status,
+    }
+}
+
 /// Whether asking for metric `name` selects series `series` (a histogram's name selects its
 /// `_bucket`, `_sum` and `_count` series).
 fn selects(name: &str, series: &str) -> bool {
@@ -177,9 +199,13 @@ impl ChatService for ChatApi {
             let next = tokio::select! {
                 biased;
                 () = &mut draining => return Err(drain.ending().error().into()),
-                next = inbound.message() => next?,
+                next = inbound.message() => next,
             };
-            let Some(message) = next else { break };
+            let message = match next {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(status) => return Err(upload_failed(at_message(status, published), published)),
+            };
             let outcome = match convert::command(&message, self.limits.max_content_bytes, false) {
                 Ok(Command::Say(room, draft)) => self.hub.publish(&room, draft).await.map(drop),
                 Ok(Command::Join(..) | Command::Leave(..)) => unreachable!("presence not allowed"),
@@ -187,13 +213,7 @@ impl ChatService for ChatApi {
             };
             if let Err(error) = outcome {
                 let status = Status::from(error.at_message(published));
-                return Err(Status::new(
-                    status.code(),
-                    format!(
-                        "{} ({published} earlier messages were published)",
-                        status.message()
-                    ),
-                ));
+                return Err(upload_failed(status, published));
             }
             published += 1;
         }
@@ -339,8 +359,12 @@ impl ChatSession {
                             received += 1;
                         }
                         Ok(None) => inbound_open = false,
-                        // The client is gone or broke the stream: nobody to answer.
-                        Err(_) => break,
+                        // A message that cannot be read (or a broken stream, when the client is
+                        // gone and nobody hears it) ends the call with its status.
+                        Err(status) => {
+                            yield Err(at_message(status, received));
+                            break;
+                        }
                     },
                     // Wakes the loop; the check at its top ends the session.
                     () = &mut draining => {}

@@ -155,9 +155,15 @@ impl Session {
                                 break;
                             }
                         },
-                        // The client closed its side or went away. Either way the stream ends,
-                        // and dropping the subscription leaves the room.
-                        Ok(None) | Err(_) => break,
+                        // The client closed its side: the stream ends, and dropping the
+                        // subscription leaves the room.
+                        Ok(None) => break,
+                        // An event that cannot be read (or a broken stream, when the client is
+                        // gone and nobody hears it) ends the call with its status.
+                        Err(status) => {
+                            yield Err(status);
+                            break;
+                        }
                     },
                     // Wakes the loop; the check at its top ends the stream.
                     () = &mut draining => {}

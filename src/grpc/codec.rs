@@ -1,13 +1,21 @@
-//! Protobuf over gRPC with small initial buffers.
+//! Protobuf over gRPC with small initial buffers, and undecodable requests reported as the
+//! client's fault.
 //!
 //! tonic gives every stream an 8 KiB encode buffer and an 8 KiB decode buffer up front; for a
 //! chat server holding thousands of mostly idle subscriptions that is most of their memory.
 //! These buffers start small and grow with the messages actually sent or received.
+//!
+//! tonic's decoder reports a request that is not valid protobuf as INTERNAL (the status-code
+//! guide lists it so); that is a server-error code, which would let any client fire the service's
+//! alerts. It is the client's input that is wrong: INVALID_ARGUMENT, saying what failed to parse.
 
 use std::marker::PhantomData;
 
 use prost::Message;
-use tonic::codec::{BufferSettings, Codec};
+use tonic::{
+    Status,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+};
 use tonic_prost::ProstCodec;
 
 /// Initial capacity of a stream's buffers.
@@ -33,13 +41,32 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
-    type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
+    type Decoder = LeanDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstCodec::<T, U>::raw_encoder(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::raw_decoder(BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD))
+        LeanDecoder(PhantomData)
+    }
+}
+
+/// Decodes requests of type `U`; an undecodable one is INVALID_ARGUMENT.
+#[derive(Debug)]
+pub struct LeanDecoder<U>(PhantomData<U>);
+
+impl<U: Message + Default> Decoder for LeanDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        U::decode(buf).map(Some).map_err(|error| {
+            Status::invalid_argument(format!("request message is not valid protobuf: {error}"))
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(INITIAL_BUFFER, YIELD_THRESHOLD)
     }
 }

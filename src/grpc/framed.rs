@@ -77,10 +77,11 @@ impl<S> SubscribeRoute<S> {
             None,
             Some(max_decoding_message_size),
         );
-        let message = decoded
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("Missing request message."))?;
+        let message = decoded.message().await?.ok_or_else(|| {
+            Status::invalid_argument("a server-streaming call carries one request message")
+        })?;
+        // The rest of the request must be empty: the request rules fail a second message.
+        decoded.trailers().await?;
         let request = tonic::Request::from_http(http::Request::from_parts(parts, message));
         let (metadata, messages, extensions) = api.subscribe_messages(request).await?.into_parts();
         let mut response = http::Response::new(TonicBody::new(FramedBody {

@@ -8,6 +8,7 @@ mod codec;
 mod convert;
 mod encoded;
 mod framed;
+pub mod protocol;
 mod web;
 
 pub use chat::{ChatApi, ChatLimits};

@@ -26,28 +26,7 @@ use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{Monitoring, names};
-
-/// The RPCs the server serves, as `(service, method, grpc_type)`.
-const METHODS: &[(&str, &str, &str)] = &[
-    ("chat.ChatService", "SendMessage", "unary"),
-    ("chat.ChatService", "SubscribeMessages", "server_stream"),
-    ("chat.ChatService", "UploadMessages", "client_stream"),
-    ("chat.ChatService", "Chat", "bidi_stream"),
-    ("chat.ChatService", "StreamMetrics", "server_stream"),
-    ("chitty_chat.Chat", "Broadcast", "bidi_stream"),
-    ("grpc.health.v1.Health", "Check", "unary"),
-    ("grpc.health.v1.Health", "Watch", "server_stream"),
-    (
-        "grpc.reflection.v1.ServerReflection",
-        "ServerReflectionInfo",
-        "bidi_stream",
-    ),
-    (
-        "grpc.reflection.v1alpha.ServerReflection",
-        "ServerReflectionInfo",
-        "bidi_stream",
-    ),
-];
+use crate::grpc::protocol::{FrameReader, RPCS};
 
 /// Labels for paths the server does not serve: arbitrary paths must not become label values.
 const UNKNOWN: (&str, &str, &str) = ("unknown", "unknown", "unknown");
@@ -122,12 +101,15 @@ impl MethodMetrics {
 impl RpcLayer {
     /// The layer, reporting into `monitoring`.
     pub fn new(monitoring: &Arc<Monitoring>) -> Self {
-        let by_path = METHODS
+        let by_path = RPCS
             .iter()
-            .map(|&(service, method, grpc_type)| {
+            .map(|rpc| {
                 (
-                    format!("/{service}/{method}"),
-                    Arc::new(MethodMetrics::new(monitoring, (service, method, grpc_type))),
+                    format!("/{}/{}", rpc.service, rpc.method),
+                    Arc::new(MethodMetrics::new(
+                        monitoring,
+                        (rpc.service, rpc.method, rpc.kind.label()),
+                    )),
                 )
             })
             .collect();
@@ -184,7 +166,7 @@ where
         let request = request.map(|body| {
             tonic::body::Body::new(CountedBody {
                 inner: body,
-                frames: FrameCounter::default(),
+                frames: FrameReader::default(),
                 counter: received,
             })
         });
@@ -293,7 +275,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         call: Call,
-        frames: FrameCounter,
+        frames: FrameReader,
     }
 }
 
@@ -306,7 +288,7 @@ impl<B> ObservedBody<B> {
         response.map(|inner| Self {
             inner,
             call,
-            frames: FrameCounter::default(),
+            frames: FrameReader::default(),
         })
     }
 }
@@ -331,7 +313,7 @@ impl<B: Body<Data = Bytes>> Body for ObservedBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.frames.count(data, &this.call.method.sent);
+                    count(this.frames, data, &this.call.method.sent);
                 } else if let Some(trailers) = frame.trailers_ref() {
                     this.call
                         .finish(status_in(trailers).unwrap_or(Code::Unknown));
@@ -358,7 +340,7 @@ pin_project_lite::pin_project! {
     struct CountedBody<B> {
         #[pin]
         inner: B,
-        frames: FrameCounter,
+        frames: FrameReader,
         counter: Counter,
     }
 }
@@ -376,7 +358,7 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            this.frames.count(data, this.counter);
+            count(this.frames, data, this.counter);
         }
         polled
     }
@@ -390,56 +372,19 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
     }
 }
 
-/// Counts complete messages in a stream of gRPC frames (1 flag byte, 4 length bytes, payload),
-/// however the stream is cut into chunks.
-#[derive(Debug, Default)]
-struct FrameCounter {
-    header: [u8; 5],
-    header_len: usize,
-    payload_left: usize,
-}
-
-impl FrameCounter {
-    /// Adds the messages `chunk` completes to `counter`.
-    fn count(&mut self, chunk: &[u8], counter: &Counter) {
-        let messages = self.feed(chunk);
-        if messages > 0 {
-            counter.increment(messages);
-        }
-    }
-
-    /// Consumes `chunk`; returns how many messages it completed.
-    fn feed(&mut self, mut chunk: &[u8]) -> u64 {
-        let mut completed = 0;
-        while !chunk.is_empty() {
-            if self.payload_left > 0 {
-                let take = self.payload_left.min(chunk.len());
-                self.payload_left -= take;
-                chunk = &chunk[take..];
-                if self.payload_left == 0 {
-                    completed += 1;
-                }
-                continue;
-            }
-            let take = (5 - self.header_len).min(chunk.len());
-            self.header[self.header_len..self.header_len + take].copy_from_slice(&chunk[..take]);
-            self.header_len += take;
-            chunk = &chunk[take..];
-            if self.header_len == 5 {
-                self.header_len = 0;
-                let length = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
-                match length {
-                    0 => completed += 1,
-                    length => self.payload_left = length as usize,
-                }
-            }
-        }
-        completed
+/// Adds the messages `chunk` completes to `counter`.
+fn count(frames: &mut FrameReader, chunk: &[u8], counter: &Counter) {
+    let mut messages = 0;
+    let _ = frames.feed::<std::convert::Infallible>(
+        chunk,
+        |_| Ok(()),
+        |_| {
+            messages += 1;
+            Ok(())
+        },
+    );
+    if messages > 0 {
+        counter.increment(messages);
     }
 }
 
@@ -481,23 +426,6 @@ fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(payload);
-        bytes
-    }
-
-    #[test]
-    fn messages_are_counted_however_the_bytes_are_chunked() {
-        let stream: Vec<u8> = [frame(b"hello"), frame(b""), frame(&[7; 300])].concat();
-        for chunk_size in [1, 2, 4, 5, 6, 7, 64, stream.len()] {
-            let mut counter = FrameCounter::default();
-            let counted: u64 = stream.chunks(chunk_size).map(|c| counter.feed(c)).sum();
-            assert_eq!(counted, 3, "chunks of {chunk_size}");
-        }
-    }
 
     #[test]
     fn every_code_has_its_grpc_ecosystem_name() {
