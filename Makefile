@@ -6,8 +6,12 @@
 run:
 	cargo run --release -- serve
 
+# The memory tests measure the release build (what users run); it is built first and named to them.
+RELEASE_BIN = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/grpc-chat
+
 test: test-tools
-	cargo test --all-targets -- --test-threads=8
+	cargo build --release --bin grpc-chat
+	GRPC_CHAT_RELEASE_BIN=$(RELEASE_BIN) cargo test --all-targets -- --test-threads=8
 
 test-tools:
 	scripts/install-test-tools.sh

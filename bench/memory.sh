@@ -49,12 +49,17 @@ unbounded=()
 if "$server_bin" serve --help | grep -q -- --history-bytes; then
   unbounded=(--history-bytes 4GiB --room-history-bytes 64MiB)
 fi
+# Thousands of connections from this one address.
+one_address=()
+if "$server_bin" serve --help | grep -q -- --max-connections-per-address; then
+  one_address=(--max-connections-per-address 0)
+fi
 
 start_server "${unbounded[@]}"
 run history-10k-rooms history --rooms 10000 --messages 10 --size 4096
 stop_server
 
-start_server "${unbounded[@]}"
+start_server "${unbounded[@]}" "${one_address[@]}"
 run history-live history --rooms 1000 --messages 10 --size 4096 --ws-addr "$ws"
 stop_server
 
@@ -70,11 +75,11 @@ if ((${#unbounded[@]})); then
   stop_server
 fi
 
-start_server
+start_server "${one_address[@]}"
 run idle-websocket idle --door websocket --ws-addr "$ws" --streams 3000 --wave 100
 stop_server
 
-start_server
+start_server "${one_address[@]}"
 run idle-grpc-own-connection idle --streams 3000 --connections 3000 --wave 100
 stop_server
 

@@ -54,9 +54,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+    grpc_chat::net::bind(addr).with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// jemalloc rather than the system allocator: with its background threads on (see `serve`) it

@@ -22,7 +22,7 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Sink, StreamExt};
 use tokio::time::Instant;
 use tokio_util::{sync::WaitForCancellationFutureOwned, task::TaskTracker};
 
@@ -95,6 +95,8 @@ async fn upgrade(
 enum End {
     /// The peer is gone or the connection broke: nothing more to say.
     Gone,
+    /// The peer closed: the library has queued the echo of its close frame, to be flushed.
+    ClosedByPeer,
     /// Close with this code and reason.
     Close(u16, String),
 }
@@ -114,20 +116,28 @@ async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsStat
             Ok(room) => serve_room(&mut socket, room, &state, &mut draining).await,
         },
     };
-    if let End::Close(code, reason) = end {
-        let reason = truncate(&reason, MAX_CLOSE_REASON);
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        };
-        // Best effort: the peer may already be unable to read it.
-        let _ = deliver(
-            &mut socket,
-            Message::Close(Some(frame)),
-            &state,
-            &mut draining,
-        )
-        .await;
+    match end {
+        End::Gone => {}
+        End::ClosedByPeer => {
+            // Best effort, and bounded like every send.
+            let flush = std::future::poll_fn(|cx| Pin::new(&mut socket).poll_flush(cx));
+            let _ = tokio::time::timeout(2 * state.config.ping_interval, flush).await;
+        }
+        End::Close(code, reason) => {
+            let reason = truncate(&reason, MAX_CLOSE_REASON);
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            // Best effort: the peer may already be unable to read it.
+            let _ = deliver(
+                &mut socket,
+                Message::Close(Some(frame)),
+                &state,
+                &mut draining,
+            )
+            .await;
+        }
     }
 }
 
@@ -205,7 +215,8 @@ async fn receive(
             "only text frames are accepted".into(),
         )),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-        Some(Ok(Message::Close(_))) | None => Err(End::Gone),
+        Some(Ok(Message::Close(_))) => Err(End::ClosedByPeer),
+        None => Err(End::Gone),
         Some(Err(error)) => Err(broken(&error.into_inner(), state.config.max_message_bytes)),
     }
 }

@@ -405,8 +405,10 @@ impl Body for RuledRequest {
         }
     }
 
+    /// Only a broken rule ends the body early: an empty body must still be polled, so that a call
+    /// that needs a message is told it has none.
     fn is_end_stream(&self) -> bool {
-        self.violation.get().is_some() || self.body.is_end_stream()
+        self.violation.get().is_some()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -173,6 +173,10 @@ impl Permit {
     /// The handshake is over: the connection can no longer be displaced.
     pub fn handshake_done(&self) {
         lock(&self.admission.state).handshaking.remove(&self.id);
+        // The waker registered while it could be keeps its task's memory alive (all of it, even
+        // once that task has finished, as an HTTP/1 connection's does when it upgrades to a
+        // WebSocket): let it go.
+        drop(self.slot.waker.take());
     }
 }
 

@@ -57,6 +57,23 @@ const HTTP2_SEND_BUFFER: usize = 64 * 1024;
 /// and its own (runtime, logs, exporters).
 pub const FD_HEADROOM: u64 = 128;
 
+/// Connections the kernel queues for a listener before it accepts them (it caps this at
+/// `net.core.somaxconn`); the standard library's 128 makes clients that reconnect together (after
+/// a deploy, say) wait out SYN retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener on `addr` with a backlog of [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers that hold many connections
 /// do at start, and returns the limit in force (`None` where there is none to read).
 pub fn raise_fd_limit() -> Option<u64> {

@@ -3,6 +3,7 @@
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../support/mod.rs"]
 mod helpers;
 
 mod bench;

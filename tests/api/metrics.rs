@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use grpc_chat::{
-    monitoring::{FrontDoor, Series, exposition},
+    monitoring::{FrontDoor, Series},
     proto::{Metric, MetricsRequest},
 };
 use tonic::{Code, Streaming};
@@ -26,23 +26,8 @@ async fn batch(stream: &mut Streaming<Metric>, count: usize) -> Vec<Metric> {
     metrics
 }
 
-/// The value of the series `name` whose labels include `labels`.
-pub fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    series
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(key, value)| key == k && value == v))
-        })
-        .map(|s| s.value)
-}
-
 async fn scrape(app: &TestApp) -> Vec<Series> {
-    let (status, body) = http_get(app.admin_addr, "/metrics").await;
-    assert_eq!(status, 200);
-    exposition::parse(&body)
+    app.scrape().await
 }
 
 #[tokio::test]

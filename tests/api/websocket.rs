@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{ChildStdin, Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -21,7 +21,7 @@ use crate::helpers::*;
 
 /// A websocat process in a room: lines written are sent as text frames, frames received are lines.
 struct Websocat {
-    child: Child,
+    _child: Reaped,
     stdin: ChildStdin,
     frames: mpsc::Receiver<String>,
 }
@@ -44,7 +44,7 @@ impl Websocat {
             }
         });
         Self {
-            child,
+            _child: Reaped(child),
             stdin,
             frames,
         }
@@ -62,13 +62,6 @@ impl Websocat {
             .recv_timeout(PATIENCE)
             .expect("no frame received");
         serde_json::from_str(&line).unwrap()
-    }
-}
-
-impl Drop for Websocat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -233,17 +226,34 @@ async fn bad_input_gets_a_close_frame_with_the_reason() {
     );
 }
 
-#[tokio::test]
-async fn a_silent_peer_is_dropped_by_the_ping_check() {
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_dropped_by_the_ping_check_and_one_that_answers_is_not() {
+    let interval = Duration::from_secs(1);
     let app = spawn_app_with(ServeConfig {
-        ws_ping_interval: Duration::from_millis(100),
+        ws_ping_interval: interval,
         ..ServeConfig::default()
     })
     .await;
     // Never polled: it cannot answer the server's pings.
     let _silent = connect(&app, "?roomCode=room1").await;
+    // Read all the time, so the client library answers every ping.
+    let answering = connect(&app, "?roomCode=room1").await;
+    let reader = tokio::spawn(async move {
+        let mut answering = answering;
+        while let Some(Ok(_)) = answering.next().await {}
+    });
+    sockets_ready(&app, 2.0).await;
+    let started = tokio::time::Instant::now();
     sockets_ready(&app, 1.0).await;
-    sockets_ready(&app, 0.0).await;
+    let silent_for = started.elapsed();
+    assert!(
+        silent_for > 2 * interval && silent_for <= 3 * interval,
+        "dropped after {silent_for:?}: silent for two intervals, checked at the next ping"
+    );
+    // The peer that answers is still there ten intervals on.
+    tokio::time::sleep(10 * interval).await;
+    sockets_ready(&app, 1.0).await;
+    assert!(!reader.is_finished(), "its socket is still open");
 }
 
 #[tokio::test]

@@ -6,9 +6,7 @@
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
-// Shared with the API tests; this binary uses part of it.
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
+#[path = "../support/mod.rs"]
 mod helpers;
 
 mod compose;

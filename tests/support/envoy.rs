@@ -1,0 +1,85 @@
+//! The real Envoy with the compose stack's configuration.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+};
+
+use super::{
+    calls::within,
+    process::{Reaped, free_addr, tool},
+};
+
+/// The real Envoy running `deploy/envoy/envoy.yaml`, pointed at a local grpc-chat.
+pub struct Envoy {
+    /// Taken (killed and reaped) before the files it uses are removed.
+    child: Option<Reaped>,
+    pub addr: SocketAddr,
+    config: std::path::PathBuf,
+}
+
+impl Envoy {
+    /// The compose config with the `grpc-chat` host replaced by the test server's ports.
+    pub fn start(grpc: SocketAddr, websocket: SocketAddr) -> Self {
+        let addr = free_addr();
+        let admin = free_addr();
+        let mut config = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/envoy/envoy.yaml"
+        ))
+        .unwrap();
+        for (compose, local) in [
+            ("{ address: 0.0.0.0, port_value: 8080 }", addr),
+            ("{ address: 0.0.0.0, port_value: 9901 }", admin),
+            ("{ address: grpc-chat, port_value: 50051 }", grpc),
+            ("{ address: grpc-chat, port_value: 8080 }", websocket),
+        ] {
+            config = config.replace(
+                compose,
+                &format!("{{ address: 127.0.0.1, port_value: {} }}", local.port()),
+            );
+        }
+        assert!(
+            !config.contains("grpc-chat,") && !config.contains("0.0.0.0"),
+            "every address replaced"
+        );
+        let path =
+            std::env::temp_dir().join(format!("grpc-chat-envoy-{}.yaml", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(tool("envoy"))
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(Reaped(child)),
+            addr,
+            config: path,
+        }
+    }
+
+    pub async fn ready(&self) {
+        within("Envoy to listen", async {
+            while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.child.take();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}

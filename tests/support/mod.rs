@@ -1,0 +1,26 @@
+//! What the test binaries share, one concern per module: the in-process server and its clients,
+//! calls and their checks, external processes, HTTP, Prometheus, Envoy and gRPC-Web.
+//!
+//! Each test binary includes it (`#[path = "../support/mod.rs"] mod helpers;`) and uses part of it.
+#![allow(dead_code, unused_imports)]
+
+mod app;
+mod calls;
+mod envoy;
+mod http;
+mod process;
+mod prometheus;
+mod web;
+
+use std::time::Duration;
+
+pub use app::*;
+pub use calls::*;
+pub use envoy::*;
+pub use http::*;
+pub use process::*;
+pub use prometheus::*;
+pub use web::*;
+
+/// How long any single expected event may take before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
