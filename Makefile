@@ -1,5 +1,6 @@
 # The commands the README names. `make run` serves on the embedded default; `make test` installs the
-# test tools and runs the whole suite.
+# test tools and runs the whole suite: unit, API, deployment, hostile-client and soak tests, then a
+# bounded fuzzing run of every target.
 
 .PHONY: run test test-tools lint fmt
 
@@ -12,13 +13,16 @@ RELEASE_BIN = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/grpc-chat
 test: test-tools
 	cargo build --release --bin grpc-chat
 	GRPC_CHAT_RELEASE_BIN=$(RELEASE_BIN) cargo test --all-targets -- --test-threads=8
+	scripts/fuzz.sh
 
 test-tools:
 	scripts/install-test-tools.sh
 
 lint:
 	cargo fmt --check
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets -- -D warnings
 
 fmt:
 	cargo fmt
+	cargo fmt --manifest-path fuzz/Cargo.toml

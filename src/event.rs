@@ -27,9 +27,24 @@ pub const GRPC_PREFIX: usize = 5;
 const CONTENT_FIELD: u32 = 3;
 /// Who speaks the announcements of WebSocket rooms and `chat.Message` notices.
 pub const SYSTEM_USER: &str = "System";
-/// Heap and bookkeeping an event costs besides its frames: the event itself behind its `Arc`,
-/// its slot in the log, and the allocator's rounding of its two or three allocations.
-const EVENT_OVERHEAD: usize = mem::size_of::<Event>() + 2 * mem::size_of::<usize>() + 64;
+/// Heap an event costs besides its frames: the event itself behind its `Arc` (two counts), the
+/// shared header its frame gets once it is handed to a second owner, its user name, and its slot
+/// in the log (a sequence number, its size and the `Arc`).
+const EVENT_OVERHEAD: usize = allocation(mem::size_of::<Event>() + 16)
+    + allocation(32)
+    + allocation(16 + 32)
+    + 3 * mem::size_of::<usize>();
+
+/// What an allocation of `size` bytes really takes: the size rounded up to the allocator's size
+/// class. jemalloc (the server's allocator) has classes 16 bytes apart up to 128 bytes and four
+/// per doubling above, so a 4,230-byte frame takes 5,120.
+pub const fn allocation(size: usize) -> usize {
+    if size <= 128 {
+        return size.div_ceil(16) * 16;
+    }
+    let step = 1 << (usize::BITS - (size - 1).leading_zeros() - 3);
+    size.div_ceil(step) * step
+}
 
 /// Writes the gRPC message prefix of an uncompressed message of `length` bytes.
 pub fn put_grpc_prefix(buf: &mut impl BufMut, length: usize) {
@@ -184,7 +199,9 @@ impl Event {
 
     /// Bytes this event keeps allocated: its frames and its bookkeeping.
     pub fn held_bytes(&self) -> usize {
-        self.frame.len() + self.text.as_ref().map_or(0, Bytes::len) + EVENT_OVERHEAD
+        allocation(self.frame.len())
+            + self.text.as_ref().map_or(0, |text| allocation(text.len()))
+            + EVENT_OVERHEAD
     }
 }
 
@@ -255,7 +272,18 @@ mod tests {
         );
         assert_eq!(
             with.held_bytes() - without.held_bytes(),
-            with.text_frame().len()
+            allocation(with.text_frame().len())
+        );
+    }
+
+    #[test]
+    fn allocations_round_up_to_the_allocators_size_classes() {
+        let classes: Vec<usize> = [1, 16, 17, 128, 129, 160, 161, 4096, 4097, 4230, 5121]
+            .map(allocation)
+            .into();
+        assert_eq!(
+            classes,
+            [16, 16, 32, 128, 160, 160, 192, 4096, 5120, 5120, 6144]
         );
     }
 }

@@ -7,7 +7,10 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -33,14 +36,22 @@ pub struct Hub {
 struct HubInner {
     broker: Arc<dyn Broker>,
     metrics: Arc<ChatMetrics>,
+    /// Subscriptions open now, against `max_subscriptions`.
+    subscriptions: Arc<AtomicUsize>,
+    max_subscriptions: usize,
     /// Tracks the LEAVE announcements spawned from `Drop`, so shutdown can wait for them.
     tasks: TaskTracker,
 }
 
 impl Hub {
-    /// A hub over `broker`, reporting into `monitoring`; announcements it spawns are tracked by
-    /// `tasks`.
-    pub fn new(broker: Arc<dyn Broker>, monitoring: &Monitoring, tasks: TaskTracker) -> Self {
+    /// A hub over `broker` holding at most `max_subscriptions` open subscriptions, reporting into
+    /// `monitoring`; announcements it spawns are tracked by `tasks`.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        max_subscriptions: usize,
+        monitoring: &Monitoring,
+        tasks: TaskTracker,
+    ) -> Self {
         let metrics = ChatMetrics::new(monitoring);
         {
             let (broker, metrics) = (Arc::clone(&broker), Arc::clone(&metrics));
@@ -57,6 +68,8 @@ impl Hub {
             inner: Arc::new(HubInner {
                 broker,
                 metrics,
+                subscriptions: Arc::default(),
+                max_subscriptions,
                 tasks,
             }),
         }
@@ -84,6 +97,8 @@ impl Hub {
         start: StartAt,
         door: FrontDoor,
     ) -> Result<Subscription, ChatError> {
+        let place =
+            SubscriptionPlace::take(&self.inner.subscriptions, self.inner.max_subscriptions)?;
         let text_frames = door == FrontDoor::WebSocket;
         let feed = self
             .inner
@@ -104,6 +119,7 @@ impl Hub {
             deliveries: 0,
             _open: self.inner.metrics.open_subscription(door),
             _presence: presence,
+            _place: place,
         })
     }
 
@@ -135,6 +151,29 @@ impl Hub {
             self.publish(room, draft).await?;
         }
         Ok(presence)
+    }
+}
+
+/// One of the server's `max_subscriptions` places, given back on drop.
+struct SubscriptionPlace(Arc<AtomicUsize>);
+
+impl SubscriptionPlace {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Result<Self, ChatError> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+            (count < max).then_some(count + 1)
+        })
+        .map_err(|_| {
+            ChatError::ResourceExhausted(format!(
+                "subscription limit reached: the server holds at most {max} subscriptions"
+            ))
+        })?;
+        Ok(Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for SubscriptionPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -217,6 +256,7 @@ pub struct Subscription {
     deliveries: u64,
     _open: OpenSubscription,
     _presence: Option<Presence>,
+    _place: SubscriptionPlace,
 }
 
 /// One delivery in this many has its latency recorded, per subscription and starting with the

@@ -135,7 +135,12 @@ pub async fn run(
         drain.token().clone(),
         (config.room_idle_ttl / 2).clamp(Duration::from_millis(10), MAX_JANITOR_PERIOD),
     );
-    let hub = Hub::new(Arc::new(memory), &monitoring, tasks.clone());
+    let hub = Hub::new(
+        Arc::new(memory),
+        config.max_subscriptions,
+        &monitoring,
+        tasks.clone(),
+    );
     let limits = ChatLimits {
         max_content_bytes: config.max_content_bytes,
         max_rooms_per_chat: config.max_rooms_per_chat,

@@ -41,11 +41,14 @@ impl TextFrame {
         serde_json::from_str(text)
     }
 
-    /// The JSON of a frame from `author` saying `content`.
+    /// The JSON of a frame from `author` saying `content`, in an allocation of its own size (it
+    /// is kept in history, where a grown buffer's spare capacity would be waste).
     pub fn encode(author: &str, content: &str) -> Bytes {
-        serde_json::to_vec(&Borrowed { author, content })
-            .expect("two strings always serialize")
-            .into()
+        let mut json = Vec::with_capacity(author.len() + content.len() + 32);
+        serde_json::to_writer(&mut json, &Borrowed { author, content })
+            .expect("two strings always serialize");
+        json.shrink_to_fit();
+        json.into()
     }
 }
 

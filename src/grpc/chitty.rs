@@ -173,19 +173,13 @@ impl Session {
     }
 
     async fn apply(&mut self, event: ChatEvent) -> Result<Flow, ChatError> {
-        let clock = room::check_clock("timestamp", event.timestamp)?;
-        match event.event {
-            None => Err(ChatError::invalid(
-                "event",
-                "must be one of join, leave or message",
-            )),
-            Some(Event::Join(chat_event::UserJoin { username })) => {
+        match command(event, self.api.max_content_bytes)? {
+            Command::Join { user, clock } => {
                 if let Some((name, _)) = &self.joined {
                     return Err(ChatError::FailedPrecondition(format!(
                         "already joined as {name:?}"
                     )));
                 }
-                let user = username_of("join.username", &username)?;
                 let participant = Participant {
                     user: &user,
                     exclusive: true,
@@ -204,15 +198,18 @@ impl Session {
                 self.joined = Some((user, subscription));
                 Ok(Flow::Continue)
             }
-            Some(Event::Message(chat_event::ChatMessage { username, message })) => {
+            Command::Say {
+                username,
+                text,
+                clock,
+            } => {
                 let user = self.joined_as("message.username", &username)?;
-                room::check_content("message.message", &message, self.api.max_content_bytes)?;
-                let mut draft = Draft::chat(user, message);
+                let mut draft = Draft::chat(user, text);
                 draft.sender_clock = clock;
                 self.api.hub.publish(&self.room, draft).await?;
                 Ok(Flow::Continue)
             }
-            Some(Event::Leave(chat_event::UserLeave { username })) => {
+            Command::Leave { username } => {
                 self.joined_as("leave.username", &username)?;
                 Ok(Flow::Left)
             }
@@ -255,6 +252,58 @@ async fn next_event(
     match joined {
         Some((_, subscription)) => subscription.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a Chitty-Chat event asks for, once its fields passed the rules; whether it fits the
+/// stream's state (joined, and under which name) is the session's to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Join as `user`, whose Lamport clock is `clock`.
+    Join {
+        /// The participant's name.
+        user: UserName,
+        /// Its Lamport clock.
+        clock: u64,
+    },
+    /// Say `text` as `username` (which must be the joined name).
+    Say {
+        /// The name the message is sent under.
+        username: String,
+        /// The message.
+        text: String,
+        /// The sender's Lamport clock.
+        clock: u64,
+    },
+    /// Leave, as `username` (which must be the joined name).
+    Leave {
+        /// The name given.
+        username: String,
+    },
+}
+
+/// Checks a client's event against the rules (the clock bound, an event set, the user-name and
+/// content rules) and says what it asks for.
+pub fn command(event: ChatEvent, max_content_bytes: usize) -> Result<Command, ChatError> {
+    let clock = room::check_clock("timestamp", event.timestamp)?;
+    match event.event {
+        None => Err(ChatError::invalid(
+            "event",
+            "must be one of join, leave or message",
+        )),
+        Some(Event::Join(chat_event::UserJoin { username })) => Ok(Command::Join {
+            user: username_of("join.username", &username)?,
+            clock,
+        }),
+        Some(Event::Message(chat_event::ChatMessage { username, message })) => {
+            room::check_content("message.message", &message, max_content_bytes)?;
+            Ok(Command::Say {
+                username,
+                text: message,
+                clock,
+            })
+        }
+        Some(Event::Leave(chat_event::UserLeave { username })) => Ok(Command::Leave { username }),
     }
 }
 

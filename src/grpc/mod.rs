@@ -3,9 +3,9 @@
 //! [`crate::hub`]).
 
 mod chat;
-mod chitty;
+pub mod chitty;
 mod codec;
-mod convert;
+pub mod convert;
 mod encoded;
 mod framed;
 pub mod protocol;

@@ -50,8 +50,8 @@ const HTTP2_STREAM_WINDOW: u32 = 128 * 1024;
 /// Data an HTTP/2 client may send on all its streams before the server reads it.
 const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// Data buffered for sending on one HTTP/2 stream (hyper's default is 400 KiB): a reader that
-/// stops holds at most this much of its stream in memory.
-const HTTP2_SEND_BUFFER: usize = 64 * 1024;
+/// stops holds at most this much of its stream in memory (and one message beyond it).
+const HTTP2_SEND_BUFFER: usize = 32 * 1024;
 
 /// Descriptors the process needs besides its public connections: the admin port's, the reserve,
 /// and its own (runtime, logs, exporters).

@@ -62,6 +62,27 @@ async fn the_subscriber_cap_is_per_room() {
 }
 
 #[tokio::test]
+async fn the_server_holds_a_bounded_number_of_subscriptions_over_all_rooms() {
+    let app = spawn_app_with(ServeConfig {
+        max_subscriptions: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    let _first = app.subscribe("one", "").await;
+    let second = app.subscribe("two", "").await;
+    let status = expect_err(app.client.clone().subscribe_messages(live("three")).await);
+    assert_status(
+        &status,
+        Code::ResourceExhausted,
+        &["subscription limit reached", "at most 2 subscriptions"],
+    );
+    drop(second);
+    app.metric_reaches("grpc_chat_subscriptions", &[("front_door", "grpc")], 1.0)
+        .await;
+    let _third = app.subscribe("three", "").await;
+}
+
+#[tokio::test]
 async fn oversized_messages_are_refused_by_the_transport() {
     let app = spawn_app_with(ServeConfig {
         max_content_bytes: 1000,

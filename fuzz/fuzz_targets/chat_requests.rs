@@ -1,0 +1,70 @@
+//! Every request message of `chat.ChatService`, decoded from arbitrary bytes and validated as the
+//! server does; what passes becomes a room event whose shared frames must give back its content.
+#![no_main]
+
+use std::time::SystemTime;
+
+use grpc_chat::{
+    event::{Event, EventKind, EventParts, GRPC_PREFIX},
+    grpc::convert::{self, Command},
+    proto::{Message, MetricsRequest, SendMessageRequest, SubscribeRequest},
+    room::{self, RoomName, UserName},
+    text_frame::TextFrame,
+};
+use libfuzzer_sys::fuzz_target;
+use prost::Message as _;
+
+const MAX_CONTENT: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(message) = Message::decode(data) {
+        let _ = convert::command(&message, MAX_CONTENT, false);
+        if let Ok(Command::Say(room, draft)) = convert::command(&message, MAX_CONTENT, true) {
+            round_trip(room, draft.user, &draft.content);
+        }
+    }
+    if let Ok(request) = SendMessageRequest::decode(data)
+        && let (Ok(room), Ok(user), Ok(())) = (
+            RoomName::parse("room", &request.room),
+            UserName::parse("user", &request.user),
+            room::check_content("content", &request.content, MAX_CONTENT),
+        )
+    {
+        round_trip(room, user, &request.content);
+    }
+    if let Ok(request) = SubscribeRequest::decode(data) {
+        let _ = RoomName::parse("room", &request.room);
+        let _ = convert::start_at(request.from_offset, request.last);
+    }
+    let _ = MetricsRequest::decode(data);
+});
+
+/// The event made of what passed: its frame decodes to the same message, content included, and
+/// its WebSocket text frame parses back to the same author and content.
+fn round_trip(room: RoomName, user: UserName, content: &str) {
+    let event = Event::new(
+        EventParts {
+            id: uuid::Uuid::nil(),
+            room,
+            user: user.clone(),
+            content,
+            kind: EventKind::Chat,
+            offset: 1,
+            lamport: 1,
+            timestamp: SystemTime::UNIX_EPOCH,
+            traceparent: None,
+        },
+        true,
+    );
+    let decoded = Message::decode(&event.frame()[GRPC_PREFIX..]).expect("the frame decodes");
+    assert_eq!(decoded.content, content);
+    assert_eq!(decoded.user, user.as_str());
+    assert_eq!(event.content(), content);
+    let text = event.text_frame();
+    let frame = TextFrame::parse(std::str::from_utf8(&text).expect("JSON is UTF-8"))
+        .expect("the text frame parses");
+    assert_eq!(
+        (frame.author.as_str(), frame.content.as_str()),
+        (user.as_str(), content)
+    );
+}

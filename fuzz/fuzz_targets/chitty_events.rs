@@ -1,0 +1,56 @@
+//! Chitty-Chat events decoded from arbitrary bytes and checked as the server does; a message that
+//! passes is written back as a `ChatMessage` that decodes to what was said.
+#![no_main]
+
+use std::{sync::Arc, time::SystemTime};
+
+use grpc_chat::{
+    event::{Event, EventKind, EventParts},
+    grpc::{
+        ChittyOutgoing,
+        chitty::{self, Command},
+    },
+    proto::chitty_chat::{ChatEvent, ChatMessage},
+    room::{RoomName, UserName},
+};
+use libfuzzer_sys::fuzz_target;
+use prost::Message as _;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(event) = ChatEvent::decode(data) else {
+        return;
+    };
+    let Ok(Command::Say {
+        username,
+        text,
+        clock,
+    }) = chitty::command(event, 4096)
+    else {
+        return;
+    };
+    // The server only says it under a joined name, which followed the user-name rules.
+    let Ok(user) = UserName::parse("username", &username) else {
+        return;
+    };
+    let outgoing = ChittyOutgoing::Event(Arc::new(Event::new(
+        EventParts {
+            id: uuid::Uuid::nil(),
+            room: RoomName::parse("room", "general").expect("a valid room"),
+            user,
+            content: &text,
+            kind: EventKind::Chat,
+            offset: 1,
+            lamport: clock + 1,
+            timestamp: SystemTime::UNIX_EPOCH,
+            traceparent: None,
+        },
+        false,
+    )));
+    let bytes = outgoing.encode_to_vec();
+    assert_eq!(bytes.len(), outgoing.encoded_len());
+    let written = ChatMessage::decode(bytes.as_slice()).expect("the message decodes");
+    assert_eq!(
+        (written.timestamp, written.username, written.message),
+        (clock + 1, username, text)
+    );
+});
