@@ -59,6 +59,11 @@ start_server "${unbounded[@]}"
 run history-10k-rooms history --rooms 10000 --messages 10 --size 4096
 stop_server
 
+# Chat-sized messages.
+start_server "${unbounded[@]}"
+run history-100-bytes history --rooms 10000 --messages 10 --size 100
+stop_server
+
 start_server "${unbounded[@]}" "${one_address[@]}"
 run history-live history --rooms 1000 --messages 10 --size 4096 --ws-addr "$ws"
 stop_server

@@ -3,6 +3,8 @@
 //! delivery to gRPC and WebSocket subscribers; then, optionally, once the rooms have been idle
 //! long enough for the server to drop them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_tungstenite::connect_async;
@@ -71,6 +73,8 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {
         |sample: ProcessSample| ((sample.rss_bytes - baseline.rss_bytes) / held).round();
 
     let content = padded("history", args.size);
+    // Each room's last offset, which its replay ends with (rooms may hold earlier messages).
+    let last_offsets: Vec<AtomicU64> = (0..args.rooms).map(|_| AtomicU64::new(0)).collect();
     stream::iter(0..args.rooms * args.messages)
         .map(|i| {
             let mut client = ChatServiceClient::new(channels[i % channels.len()].clone());
@@ -79,7 +83,12 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {
                 content: content.clone(),
                 room: room_name(i % args.rooms),
             };
-            async move { client.send_message(request).await.map(drop) }
+            let last = &last_offsets[i % args.rooms];
+            async move {
+                let offset = client.send_message(request).await?.into_inner().offset;
+                last.fetch_max(offset, Ordering::Relaxed);
+                anyhow::Ok(())
+            }
         })
         .buffer_unordered(args.concurrency.max(1))
         .try_collect::<()>()
@@ -95,7 +104,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {
     report.figure("server_rss_published_mib", published.rss_bytes / 1048576.0);
     report.figure("rss_bytes_per_message", per_message(published));
 
-    replay_all(&channels, &args).await?;
+    replay_all(&channels, &args, &last_offsets).await?;
     tokio::time::sleep(args.settle).await;
     let replayed = ProcessSample::read(pid)?;
     report.figure("server_rss_replayed_mib", replayed.rss_bytes / 1048576.0);
@@ -115,8 +124,12 @@ fn room_name(room: usize) -> String {
 }
 
 /// Replays every room's history over gRPC, a few rooms at a time: each room's last `messages`
-/// events, or as many of them as the server still holds (each room's last offset is `messages`).
-async fn replay_all(channels: &[Channel], args: &HistoryArgs) -> anyhow::Result<()> {
+/// events, or as many of them as the server still holds, up to its last offset.
+async fn replay_all(
+    channels: &[Channel],
+    args: &HistoryArgs,
+    last_offsets: &[AtomicU64],
+) -> anyhow::Result<()> {
     let last = u32::try_from(args.messages).context("--messages is too large")?;
     stream::iter(0..args.rooms)
         .map(|room| {
@@ -126,11 +139,12 @@ async fn replay_all(channels: &[Channel], args: &HistoryArgs) -> anyhow::Result<
                 last,
                 ..SubscribeRequest::default()
             };
+            let end = last_offsets[room].load(Ordering::Relaxed);
             async move {
                 let mut replay = client.subscribe_messages(request).await?.into_inner();
                 loop {
                     let message = replay.message().await?.context("a replay ended early")?;
-                    if message.offset == u64::from(last) {
+                    if message.offset == end {
                         return anyhow::Ok(());
                     }
                 }

@@ -222,15 +222,17 @@ enum Phase {
 
 /// Drives `connection` through its life (see the module documentation) until it ends or
 /// `force_close` is cancelled.
+///
+/// The connection comes boxed: held inline, it would be part of this future twice over (the
+/// argument and the pinned local), which is most of an idle connection's memory.
 pub async fn run<C: GracefulConnection>(
-    connection: C,
+    mut connection: Pin<Box<C>>,
     state: Arc<ConnectionState>,
     lifetime: Lifetime,
     server: Drain,
     force_close: CancellationToken,
     metrics: ListenerMetrics,
 ) {
-    let mut connection = std::pin::pin!(connection);
     let opened = Instant::now();
     let never = opened + Duration::from_secs(100 * 365 * 24 * 3600);
     let idle_timeout = lifetime.idle_timeout;

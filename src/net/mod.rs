@@ -238,18 +238,22 @@ fn serve_connection<S, B>(
         metrics.clone(),
     );
     if settings.batch_writes {
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(BatchedWrites::new(io)), service)
-            .into_owned();
+        let connection = Box::pin(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(BatchedWrites::new(io)), service)
+                .into_owned(),
+        );
         serving.tasks.spawn(async move {
             connection::run(connection, state, lifetime, drain, force_close, metrics).await;
             // After the connection's own descriptor was closed.
             drop(reserve);
         });
     } else {
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
+        let connection = Box::pin(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned(),
+        );
         serving.tasks.spawn(async move {
             connection::run(connection, state, lifetime, drain, force_close, metrics).await;
             drop(reserve);

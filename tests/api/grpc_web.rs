@@ -140,6 +140,30 @@ async fn grpc_web_and_websockets_work_through_envoy() {
     let mut client = web_client(envoy.addr);
     send_and_follow(&mut client, "through-envoy").await;
 
+    // Envoy translates gRPC-Web itself, and says so: browsers count as gRPC-Web, while a native
+    // gRPC client through the same port counts as gRPC.
+    let _browser = client
+        .subscribe_messages(live("through-envoy"))
+        .await
+        .unwrap();
+    let _native = connect(envoy.addr)
+        .await
+        .subscribe_messages(live("through-envoy"))
+        .await
+        .unwrap();
+    within("both subscriptions counted by front door", async {
+        loop {
+            let (_, metrics) = http_get(server.admin_addr, "/metrics").await;
+            if metrics.contains(r#"grpc_chat_subscriptions{front_door="grpc_web"} 1"#)
+                && metrics.contains(r#"grpc_chat_subscriptions{front_door="grpc"} 1"#)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
     let (mut socket, _) = connect_async(format!("ws://{}/ws?roomCode=through-envoy", envoy.addr))
         .await
         .unwrap();

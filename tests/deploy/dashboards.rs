@@ -168,17 +168,27 @@ async fn every_panel_query_returns_data_from_prometheus_with_the_compose_config(
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = tokio::spawn(workload(server.addr, envoy.addr, Arc::clone(&stop)));
 
-    // Grafana's variables, as a viewer with "All" instances sees them.
+    // Grafana's variables as a viewer choosing "All" sees them: every value the variable's own
+    // query finds, as a regex of alternatives.
+    let jobs = label_values(&prometheus, "group by (job) (grpc_chat_rooms)", "job").await;
+    let instances = label_values(
+        &prometheus,
+        &format!(r#"group by (instance) (grpc_chat_rooms{{job=~"{jobs}"}})"#),
+        "instance",
+    )
+    .await;
     let queries: Vec<(String, String, String)> = dashboards()
         .iter()
         .flat_map(|(path, dashboard)| {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (jobs, instances) = (jobs.clone(), instances.clone());
             expressions(dashboard)
                 .into_iter()
                 .map(move |(title, expr)| {
                     let promql = expr
                         .replace("$__rate_interval", "1m")
-                        .replace("$instance", ".*");
+                        .replace("$job", &jobs)
+                        .replace("$instance", &instances);
                     (name.clone(), title, promql)
                 })
         })
@@ -189,8 +199,17 @@ async fn every_panel_query_returns_data_from_prometheus_with_the_compose_config(
     loop {
         empty = Vec::new();
         for (dashboard, title, promql) in &queries {
-            if prometheus.query(promql).await.is_empty() {
+            let result = prometheus.query(promql).await;
+            if result.is_empty() {
                 empty.push(format!("{dashboard} / {title}: {promql}"));
+            }
+            // Only the service's own job: Prometheus scrapes itself too, and its process
+            // figures must not show up as grpc-chat's.
+            for (labels, _) in &result {
+                assert!(
+                    labels.get("job").is_none_or(|job| job == "grpc-chat"),
+                    "{dashboard} / {title} shows job {labels:?}: {promql}"
+                );
             }
         }
         if empty.is_empty() || Instant::now() > deadline {
@@ -219,8 +238,32 @@ async fn every_panel_query_returns_data_from_prometheus_with_the_compose_config(
     );
 }
 
+/// The values of `label` in the result of `promql`, as the regex Grafana makes of "All".
+async fn label_values(prometheus: &Prometheus, promql: &str, label: &str) -> String {
+    let values: Vec<String> = within("the variable's values", async {
+        loop {
+            let values: Vec<String> = prometheus
+                .query(promql)
+                .await
+                .into_iter()
+                .filter_map(|(labels, _)| labels.get(label).cloned())
+                .collect();
+            if !values.is_empty() {
+                return values;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let escaped: Vec<String> = values
+        .iter()
+        .map(|value| value.replace('.', r"\\."))
+        .collect();
+    format!("({})", escaped.join("|"))
+}
+
 #[test]
-fn dashboards_use_the_datasource_and_instance_variables() {
+fn dashboards_use_the_datasource_job_and_instance_variables() {
     for (path, dashboard) in dashboards() {
         let variables: Vec<&str> = dashboard["templating"]["list"]
             .as_array()
@@ -229,12 +272,17 @@ fn dashboards_use_the_datasource_and_instance_variables() {
             .map(|v| v["name"].as_str().unwrap())
             .collect();
         assert!(
-            variables.contains(&"datasource") && variables.contains(&"instance"),
+            ["datasource", "job", "instance"]
+                .iter()
+                .all(|name| variables.contains(name)),
             "{}",
             path.display()
         );
         for (title, expr) in expressions(&dashboard) {
-            assert!(expr.contains(r#"instance=~"$instance""#), "{title}: {expr}");
+            assert!(
+                expr.contains(r#"job=~"$job", instance=~"$instance""#),
+                "{title}: {expr}"
+            );
             if expr.contains("rate(") || expr.contains("increase(") {
                 assert!(expr.contains("[$__rate_interval]"), "{title}: {expr}");
             }
