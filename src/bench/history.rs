@@ -3,7 +3,10 @@
 //! delivery to gRPC and WebSocket subscribers; then, optionally, once the rooms have been idle
 //! long enough for the server to drop them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -123,6 +126,9 @@ fn room_name(room: usize) -> String {
     format!("bench-history-{room}")
 }
 
+/// How long a replay waits for its next message before taking the room to hold no more.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(1);
+
 /// Replays every room's history over gRPC, a few rooms at a time: each room's last `messages`
 /// events, or as many of them as the server still holds, up to its last offset.
 async fn replay_all(
@@ -143,7 +149,12 @@ async fn replay_all(
             async move {
                 let mut replay = client.subscribe_messages(request).await?.into_inner();
                 loop {
-                    let message = replay.message().await?.context("a replay ended early")?;
+                    // A room dropped meanwhile (idle) no longer holds its messages: done.
+                    let Ok(next) = tokio::time::timeout(REPLAY_PATIENCE, replay.message()).await
+                    else {
+                        return anyhow::Ok(());
+                    };
+                    let message = next?.context("a replay ended early")?;
                     if message.offset == end {
                         return anyhow::Ok(());
                     }

@@ -231,32 +231,70 @@ fn serve_connection<S, B>(
     let state = ConnectionState::new(&serving.drain, handshake);
     let service =
         TowerToHyperService::new(ConnectionService::new(service.clone(), Arc::clone(&state)));
-    let (lifetime, drain, force_close, metrics) = (
-        settings.lifetime,
-        serving.drain.clone(),
-        serving.force_close.clone(),
-        metrics.clone(),
-    );
+    let life = Life {
+        state,
+        lifetime: settings.lifetime,
+        drain: serving.drain.clone(),
+        force_close: serving.force_close.clone(),
+        metrics: metrics.clone(),
+        reserve,
+    };
     if settings.batch_writes {
-        let connection = Box::pin(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(BatchedWrites::new(io)), service)
-                .into_owned(),
+        spawn_served(
+            BatchedWrites::new(io),
+            service,
+            builder,
+            life,
+            &serving.tasks,
         );
-        serving.tasks.spawn(async move {
-            connection::run(connection, state, lifetime, drain, force_close, metrics).await;
-            // After the connection's own descriptor was closed.
-            drop(reserve);
-        });
     } else {
-        let connection = Box::pin(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned(),
-        );
-        serving.tasks.spawn(async move {
-            connection::run(connection, state, lifetime, drain, force_close, metrics).await;
-            drop(reserve);
-        });
+        spawn_served(io, service, builder, life, &serving.tasks);
     }
+}
+
+/// What a connection's task needs besides the connection.
+struct Life {
+    state: Arc<ConnectionState>,
+    lifetime: Lifetime,
+    drain: Drain,
+    force_close: CancellationToken,
+    metrics: ListenerMetrics,
+    reserve: Option<accept::ReserveGuard>,
+}
+
+/// Serves `io` with `service` on a task of its own, for the connection's whole life.
+fn spawn_served<IO, S, B>(
+    io: IO,
+    service: TowerToHyperService<ConnectionService<S>>,
+    builder: &Builder<TrackedExecutor>,
+    life: Life,
+    tasks: &TaskTracker,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = Box::pin(
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned(),
+    );
+    tasks.spawn(async move {
+        let Life {
+            state,
+            lifetime,
+            drain,
+            force_close,
+            metrics,
+            reserve,
+        } = life;
+        connection::run(connection, state, lifetime, drain, force_close, metrics).await;
+        // After the connection's own descriptor was closed.
+        drop(reserve);
+    });
 }
