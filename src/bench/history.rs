@@ -107,11 +107,13 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {
     report.figure("server_rss_published_mib", published.rss_bytes / 1048576.0);
     report.figure("rss_bytes_per_message", per_message(published));
 
-    replay_all(&channels, &args, &last_offsets).await?;
-    tokio::time::sleep(args.settle).await;
-    let replayed = ProcessSample::read(pid)?;
-    report.figure("server_rss_replayed_mib", replayed.rss_bytes / 1048576.0);
-    report.figure("rss_bytes_per_message_after_replay", per_message(replayed));
+    if !args.no_replay {
+        replay_all(&channels, &args, &last_offsets).await?;
+        tokio::time::sleep(args.settle).await;
+        let replayed = ProcessSample::read(pid)?;
+        report.figure("server_rss_replayed_mib", replayed.rss_bytes / 1048576.0);
+        report.figure("rss_bytes_per_message_after_replay", per_message(replayed));
+    }
 
     drop(open);
     if let Some(wait) = args.wait_after {

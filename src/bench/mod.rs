@@ -162,6 +162,9 @@ pub struct HistoryArgs {
     /// At the end, wait this long (the server's room idle TTL, say) and read its memory again.
     #[arg(long, value_parser = humantime::parse_duration)]
     wait_after: Option<Duration>,
+    /// Only fill the rooms: do not replay them.
+    #[arg(long)]
+    no_replay: bool,
 }
 
 impl Scenario {
