@@ -1,19 +1,144 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler, so no system `protoc` is needed),
 //! generates the messages and the client from it, writes the encoded descriptor set that the
-//! reflection service serves, and generates the server glue of `chat.ChatService`,
-//! `chitty_chat.Chat` and `grpc.health.v1.Health`, all with the service's own codec.
+//! reflection service serves, and generates from one table, [`RPCS`], both the server glue of
+//! `chat.ChatService`, `chitty_chat.Chat` and `grpc.health.v1.Health` (with the service's own
+//! codec) and the table of every RPC the server answers (`rpcs.rs`: their paths and kinds, for the
+//! protocol rules and the metrics), so that adding an RPC is one line here.
 //!
 //! The server glue is described here rather than generated from the protos so that streamed
-//! messages can be sent pre-encoded: each room event is encoded once per protocol and its bytes
-//! shared by every subscriber. The routes and request/response wire types are exactly the proto's; the
-//! Go-client, grpcurl and reflection tests hold them to it.
+//! messages can be sent pre-encoded: each room event is encoded once and its bytes shared by every
+//! subscriber. The routes and request/response wire types are exactly the proto's; the Go-client,
+//! grpcurl and reflection tests hold them to it.
 
-use std::{env, fs, path::PathBuf};
+use std::{env, fmt::Write, fs, path::PathBuf};
 
 use tonic_build::manual::{Method, Service};
 
 const PROTOS: &[&str] = &["proto/chat.proto", "proto/chitty_chat.proto"];
 const CODEC: &str = "crate::grpc::LeanCodec";
+/// Pre-encoded `chat.Message` responses.
+const ENCODED: &str = "crate::grpc::Encoded";
+
+/// What an RPC streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unary,
+    ServerStream,
+    ClientStream,
+    BidiStream,
+}
+
+/// One RPC the server answers.
+struct Rpc {
+    /// Fully qualified service name.
+    service: &'static str,
+    /// Method name on the wire.
+    method: &'static str,
+    kind: Kind,
+    /// Request and response types, for the services whose glue is generated here; `None` for
+    /// those another crate serves (reflection).
+    types: Option<(&'static str, &'static str)>,
+}
+
+const fn rpc(
+    service: &'static str,
+    method: &'static str,
+    kind: Kind,
+    input: &'static str,
+    output: &'static str,
+) -> Rpc {
+    Rpc {
+        service,
+        method,
+        kind,
+        types: Some((input, output)),
+    }
+}
+
+const CHAT: &str = "chat.ChatService";
+const CHITTY: &str = "chitty_chat.Chat";
+const HEALTH: &str = "grpc.health.v1.Health";
+const HEALTH_REQUEST: &str = "tonic_health::pb::HealthCheckRequest";
+const HEALTH_RESPONSE: &str = "tonic_health::pb::HealthCheckResponse";
+
+/// Every RPC the server answers.
+const RPCS: &[Rpc] = &[
+    rpc(
+        CHAT,
+        "SendMessage",
+        Kind::Unary,
+        "crate::proto::SendMessageRequest",
+        "crate::proto::SendMessageResponse",
+    ),
+    rpc(
+        CHAT,
+        "SubscribeMessages",
+        Kind::ServerStream,
+        "crate::proto::SubscribeRequest",
+        ENCODED,
+    ),
+    rpc(
+        CHAT,
+        "UploadMessages",
+        Kind::ClientStream,
+        "crate::proto::Message",
+        "crate::proto::UploadResponse",
+    ),
+    rpc(
+        CHAT,
+        "Chat",
+        Kind::BidiStream,
+        "crate::proto::Message",
+        ENCODED,
+    ),
+    rpc(
+        CHAT,
+        "StreamMetrics",
+        Kind::ServerStream,
+        "crate::proto::MetricsRequest",
+        "crate::proto::Metric",
+    ),
+    rpc(
+        CHAT,
+        "GetRoom",
+        Kind::Unary,
+        "crate::proto::GetRoomRequest",
+        "crate::proto::RoomState",
+    ),
+    rpc(
+        CHITTY,
+        "Broadcast",
+        Kind::BidiStream,
+        "crate::proto::chitty_chat::ChatEvent",
+        "crate::grpc::ChittyOutgoing",
+    ),
+    rpc(
+        HEALTH,
+        "Check",
+        Kind::Unary,
+        HEALTH_REQUEST,
+        HEALTH_RESPONSE,
+    ),
+    rpc(
+        HEALTH,
+        "Watch",
+        Kind::ServerStream,
+        HEALTH_REQUEST,
+        HEALTH_RESPONSE,
+    ),
+    Rpc {
+        service: "grpc.reflection.v1.ServerReflection",
+        method: "ServerReflectionInfo",
+        kind: Kind::BidiStream,
+        types: None,
+    },
+    Rpc {
+        service: "grpc.reflection.v1alpha.ServerReflection",
+        method: "ServerReflectionInfo",
+        kind: Kind::BidiStream,
+        types: None,
+    },
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
@@ -34,114 +159,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .compile_fds(compiler.file_descriptor_set())?;
 
+    let services: Vec<Service> = [CHAT, CHITTY, HEALTH].into_iter().map(service).collect();
     tonic_build::manual::Builder::new()
         .build_client(false)
-        .compile(&[chat_service(), chitty_chat_service(), health_service()]);
+        .compile(&services);
+    fs::write(out_dir.join("rpcs.rs"), rpc_table())?;
     Ok(())
 }
 
-/// Pre-encoded response messages.
-const ENCODED: &str = "crate::grpc::Encoded";
-
-fn method(
-    name: &str,
-    route: &str,
-    input: &str,
-    output: &str,
-) -> tonic_build::manual::MethodBuilder {
-    Method::builder()
-        .name(name)
-        .route_name(route)
-        .input_type(format!("crate::proto::{input}"))
-        .output_type(output)
-        .codec_path(CODEC)
+/// The generated glue of `name`, from its rows of [`RPCS`].
+fn service(name: &'static str) -> Service {
+    let (package, short) = name.rsplit_once('.').expect("a qualified service name");
+    let mut builder = Service::builder().name(short).package(package);
+    for rpc in RPCS.iter().filter(|rpc| rpc.service == name) {
+        let (input, output) = rpc.types.expect("a service generated here has its types");
+        let mut method = Method::builder()
+            .name(snake(rpc.method))
+            .route_name(rpc.method)
+            .input_type(input)
+            .output_type(output)
+            .codec_path(CODEC);
+        if matches!(rpc.kind, Kind::ClientStream | Kind::BidiStream) {
+            method = method.client_streaming();
+        }
+        if matches!(rpc.kind, Kind::ServerStream | Kind::BidiStream) {
+            method = method.server_streaming();
+        }
+        builder = builder.method(method.build());
+    }
+    builder.build()
 }
 
-/// `grpc.health.v1.Health` with tonic-health's messages, so its requests are decoded like every
-/// other service's.
-fn health_service() -> Service {
-    let health = |name: &str, route: &str| {
-        Method::builder()
-            .name(name)
-            .route_name(route)
-            .input_type("tonic_health::pb::HealthCheckRequest")
-            .output_type("tonic_health::pb::HealthCheckResponse")
-            .codec_path(CODEC)
-    };
-    Service::builder()
-        .name("Health")
-        .package("grpc.health.v1")
-        .method(health("check", "Check").build())
-        .method(health("watch", "Watch").server_streaming().build())
-        .build()
+/// `SubscribeMessages` → `subscribe_messages`.
+fn snake(name: &str) -> String {
+    let mut snake = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
 }
 
-fn chitty_chat_service() -> Service {
-    Service::builder()
-        .name("Chat")
-        .package("chitty_chat")
-        .method(
-            method(
-                "broadcast",
-                "Broadcast",
-                "chitty_chat::ChatEvent",
-                "crate::grpc::ChittyOutgoing",
-            )
-            .client_streaming()
-            .server_streaming()
-            .build(),
-        )
-        .build()
-}
-
-fn chat_service() -> Service {
-    Service::builder()
-        .name("ChatService")
-        .package("chat")
-        .method(
-            method(
-                "send_message",
-                "SendMessage",
-                "SendMessageRequest",
-                "crate::proto::SendMessageResponse",
-            )
-            .build(),
-        )
-        .method(
-            method(
-                "subscribe_messages",
-                "SubscribeMessages",
-                "SubscribeRequest",
-                ENCODED,
-            )
-            .server_streaming()
-            .build(),
-        )
-        .method(
-            method(
-                "upload_messages",
-                "UploadMessages",
-                "Message",
-                "crate::proto::UploadResponse",
-            )
-            .client_streaming()
-            .build(),
-        )
-        .method(
-            method("chat", "Chat", "Message", ENCODED)
-                .client_streaming()
-                .server_streaming()
-                .build(),
-        )
-        .method(
-            method(
-                "stream_metrics",
-                "StreamMetrics",
-                "MetricsRequest",
-                "crate::proto::Metric",
-            )
-            .server_streaming()
-            .build(),
-        )
-        .build()
+/// `rpcs.rs`: a constant per RPC (`CHAT_SERVICE_SUBSCRIBE_MESSAGES`) and the list of them all.
+fn rpc_table() -> String {
+    let mut table = String::from("// Generated by build.rs from its table of RPCs.\n\n");
+    let mut names = Vec::new();
+    for rpc in RPCS {
+        let short = rpc.service.rsplit_once('.').map_or(rpc.service, |(_, s)| s);
+        let version = rpc
+            .service
+            .split('.')
+            .find(|part| part.starts_with('v') && part[1..].starts_with(char::is_numeric))
+            .map(|v| format!("{}_", v.to_ascii_uppercase()))
+            .unwrap_or_default();
+        let name = format!(
+            "{}_{version}{}",
+            snake(short).to_ascii_uppercase(),
+            snake(rpc.method).to_ascii_uppercase()
+        );
+        let kind = match rpc.kind {
+            Kind::Unary => "Unary",
+            Kind::ServerStream => "ServerStream",
+            Kind::ClientStream => "ClientStream",
+            Kind::BidiStream => "BidiStream",
+        };
+        let _ = writeln!(
+            table,
+            "/// `/{service}/{method}`.\npub const {name}: Rpc = Rpc {{ service: {service:?}, method: {method:?}, path: \"/{service}/{method}\", kind: Kind::{kind} }};",
+            service = rpc.service,
+            method = rpc.method,
+        );
+        names.push(name);
+    }
+    let _ = writeln!(
+        table,
+        "\n/// Every RPC the server answers.\npub const RPCS: &[Rpc] = &[{}];",
+        names.join(", ")
+    );
+    table
 }

@@ -19,8 +19,8 @@ use tonic_health::pb::{
 use crate::{
     config::ServeConfig,
     proto::{
-        Message, MessageType, MetricsRequest, SendMessageRequest, SubscribeRequest,
-        chat_service_client::ChatServiceClient,
+        GetRoomRequest, Message, MessageType, MetricsRequest, Notice, SendMessageRequest,
+        SubscribeRequest, chat_service_client::ChatServiceClient,
     },
 };
 
@@ -50,6 +50,8 @@ pub enum Command {
     Metrics(MetricsArgs),
     /// Check the server's health: exit status 0 when SERVING, 1 otherwise.
     Health(HealthArgs),
+    /// Show who is in a room and which offsets its history holds.
+    Room(RoomArgs),
     /// Load-test a server speaking chat.ChatService.
     #[command(subcommand)]
     Bench(crate::bench::Scenario),
@@ -110,12 +112,26 @@ pub struct SubscribeArgs {
     /// Replay from this offset first.
     #[arg(long, default_value_t = 0, conflicts_with = "last")]
     from_offset: u64,
+    /// The epoch --from-offset belongs to (as printed with the messages); a log that restarted
+    /// since is then announced with a reset.
+    #[arg(long, default_value = "", requires = "from_offset")]
+    epoch: String,
     /// Replay the last N messages first.
     #[arg(long, default_value_t = 0)]
     last: u32,
     /// Exit after this many room messages (notices not counted); 0 follows forever.
     #[arg(long, default_value_t = 0)]
     count: u64,
+}
+
+/// Arguments of `room`.
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The room.
+    #[arg(long, short)]
+    room: String,
 }
 
 /// Arguments of `chat`.
@@ -190,6 +206,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Upload(args) => upload(args).await,
         Command::Metrics(args) => metrics(args).await,
         Command::Health(args) => health(args).await,
+        Command::Room(args) => room(args).await,
         Command::Bench(scenario) => crate::bench::run(scenario).await,
     }
     .map(|()| ExitCode::SUCCESS)
@@ -204,9 +221,17 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One line per message: `[room #offset] user: content`, notices as `[room] * content`.
+/// One line per message: `[room #offset] user: content`, notices as `[room] * content` (the
+/// welcome with the room's epoch, for `--from-offset` and `--epoch` later).
 fn print_message(message: &Message) -> io::Result<()> {
-    if message.r#type == MessageType::System as i32 {
+    if message.notice == Notice::Welcome as i32 {
+        say!(
+            "[{}] * {} (epoch {})",
+            message.room,
+            message.content,
+            message.epoch
+        )
+    } else if message.r#type == MessageType::System as i32 {
         say!("[{}] * {}", message.room, message.content)
     } else {
         say!(
@@ -232,11 +257,38 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     say!(
-        "sent id={} offset={} lamport={}",
+        "sent id={} offset={} lamport={} epoch={}",
         response.message_id,
         response.offset,
-        response.lamport
+        response.lamport,
+        response.epoch
     )?;
+    Ok(())
+}
+
+async fn room(args: RoomArgs) -> anyhow::Result<()> {
+    let state = args
+        .target
+        .chat()
+        .await?
+        .get_room(GetRoomRequest { room: args.room })
+        .await?
+        .into_inner();
+    if state.epoch.is_empty() {
+        say!("room {}: not held", state.room)?;
+        return Ok(());
+    }
+    say!(
+        "room {}: epoch {}, offsets {}..{}",
+        state.room,
+        state.epoch,
+        state.first_offset,
+        state.last_offset
+    )?;
+    for member in &state.members {
+        let plural = if member.sessions == 1 { "" } else { "s" };
+        say!("  {} ({} session{plural})", member.user, member.sessions)?;
+    }
     Ok(())
 }
 
@@ -250,6 +302,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             user: args.user,
             from_offset: args.from_offset,
             last: args.last,
+            epoch: args.epoch,
         })
         .await?
         .into_inner();

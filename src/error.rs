@@ -17,8 +17,10 @@ pub enum ChatError {
         reason: String,
     },
     /// A replay was asked to start after the end of the room's log.
-    #[error("from_offset: {requested} is beyond the end of room {room} (next offset is {next})")]
+    #[error("{field}: {requested} is beyond the end of room {room} (next offset is {next})")]
     OffsetOutOfRange {
+        /// The field that asked (`from_offset`, or `offset` of a JOIN).
+        field: String,
         /// The room asked for.
         room: String,
         /// The offset asked for.
@@ -38,13 +40,23 @@ pub enum ChatError {
     /// The subscriber fell so far behind that messages it had not received left history.
     #[error(
         "subscriber too slow: missed {missed} messages that left history; \
-         offsets from {resume_from} are still available"
+         offsets from {resume_from} (epoch {epoch}) are still available"
     )]
     SlowConsumer {
         /// How many messages the subscriber will never receive on this stream.
         missed: u64,
         /// The oldest offset still in history.
         resume_from: u64,
+        /// The epoch of the room's log.
+        epoch: String,
+    },
+    /// The engine cannot go on serving a stream; the client reconnects and resumes.
+    #[error("{}", engine_unavailable(reason, resume.as_ref()))]
+    EngineUnavailable {
+        /// What failed.
+        reason: String,
+        /// Where to resume (offset and epoch), when the stream had a position.
+        resume: Option<(u64, String)>,
     },
     /// The server is draining and closes every stream.
     #[error("server is shutting down; reconnect to another instance")]
@@ -63,6 +75,25 @@ impl ChatError {
         }
     }
 
+    /// The same error, an offset beyond the end named as the field `field` (engines name it
+    /// [`FROM_OFFSET_FIELD`]).
+    pub fn offset_in(self, field: &str) -> Self {
+        match self {
+            Self::OffsetOutOfRange {
+                room,
+                requested,
+                next,
+                ..
+            } => Self::OffsetOutOfRange {
+                field: field.into(),
+                room,
+                requested,
+                next,
+            },
+            other => other,
+        }
+    }
+
     /// The same error with its field given as a path into the stream of messages
     /// (`messages[2].content`, counting from 0).
     pub fn at_message(self, index: usize) -> Self {
@@ -70,6 +101,17 @@ impl ChatError {
             Self::InvalidArgument { field, reason } => Self::InvalidArgument {
                 field: format!("messages[{index}].{field}"),
                 reason,
+            },
+            Self::OffsetOutOfRange {
+                field,
+                room,
+                requested,
+                next,
+            } => Self::OffsetOutOfRange {
+                field: format!("messages[{index}].{field}"),
+                room,
+                requested,
+                next,
             },
             other => other,
         }
@@ -83,29 +125,62 @@ impl ChatError {
             Self::ResourceExhausted(_) | Self::SlowConsumer { .. } => Code::ResourceExhausted,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::ShuttingDown | Self::ConnectionAged => Code::Unavailable,
+            Self::ShuttingDown | Self::ConnectionAged | Self::EngineUnavailable { .. } => {
+                Code::Unavailable
+            }
         }
     }
 }
 
+fn engine_unavailable(reason: &str, resume: Option<&(u64, String)>) -> String {
+    match resume {
+        Some((offset, epoch)) => format!(
+            "room engine unavailable ({reason}); reconnect with from_offset={offset} epoch={epoch} \
+             to resume"
+        ),
+        None => format!("room engine unavailable ({reason}); reconnect to resume"),
+    }
+}
+
+/// The field a replay is asked from, as engines name it.
+pub const FROM_OFFSET_FIELD: &str = "from_offset";
+
+/// Trailing metadata with machine-readable copies of a stream's resume position.
+pub const MISSED_METADATA: &str = "grpc-chat-missed";
+/// See [`MISSED_METADATA`].
+pub const RESUME_FROM_METADATA: &str = "grpc-chat-resume-from";
+/// See [`MISSED_METADATA`].
+pub const EPOCH_METADATA: &str = "grpc-chat-epoch";
+
 impl From<ChatError> for Status {
     fn from(error: ChatError) -> Self {
         let mut status = Status::new(error.code(), error.to_string());
-        if let ChatError::SlowConsumer {
-            missed,
-            resume_from,
-        } = &error
-        {
-            // Machine-readable copies of the figures in the message, as trailing metadata.
-            let metadata = status.metadata_mut();
+        let (missed, resume) = match &error {
+            ChatError::SlowConsumer {
+                missed,
+                resume_from,
+                epoch,
+            } => (Some(*missed), Some((*resume_from, epoch.as_str()))),
+            ChatError::EngineUnavailable {
+                resume: Some((offset, epoch)),
+                ..
+            } => (None, Some((*offset, epoch.as_str()))),
+            _ => (None, None),
+        };
+        // Machine-readable copies of the figures in the message, as trailing metadata; epochs
+        // are letters and digits, so they are valid metadata as they are.
+        let metadata = status.metadata_mut();
+        if let Some(missed) = missed {
+            metadata.insert(MISSED_METADATA, missed.to_string().parse().expect("digits"));
+        }
+        if let Some((offset, epoch)) = resume {
             metadata.insert(
-                "grpc-chat-missed",
-                missed.to_string().parse().expect("digits"),
+                RESUME_FROM_METADATA,
+                offset.to_string().parse().expect("digits"),
             );
-            metadata.insert(
-                "grpc-chat-resume-from",
-                resume_from.to_string().parse().expect("digits"),
-            );
+            if let Ok(epoch) = epoch.parse() {
+                metadata.insert(EPOCH_METADATA, epoch);
+            }
         }
         status
     }

@@ -17,7 +17,7 @@ use prost::{
 
 use crate::{
     proto::{Message, MessageType},
-    room::{RoomName, UserName},
+    room::{Epoch, RoomName, UserName},
     text_frame::TextFrame,
 };
 
@@ -64,6 +64,17 @@ pub enum EventKind {
     Leave,
 }
 
+impl EventKind {
+    /// How an announcement says what happened (`X joined`, `X left`); `None` for chat.
+    pub fn presence_verb(self) -> Option<&'static str> {
+        match self {
+            Self::Chat => None,
+            Self::Join => Some("joined"),
+            Self::Leave => Some("left"),
+        }
+    }
+}
+
 /// Everything an event records, before it is encoded.
 #[derive(Debug, Clone)]
 pub struct EventParts<'a> {
@@ -71,6 +82,8 @@ pub struct EventParts<'a> {
     pub id: uuid::Uuid,
     /// The room the event belongs to.
     pub room: RoomName,
+    /// The epoch of the room's log.
+    pub epoch: Epoch,
     /// Who sent it (or arrived / left).
     pub user: UserName,
     /// The text of a chat message; ignored for presence events.
@@ -94,6 +107,8 @@ pub struct Event {
     pub id: uuid::Uuid,
     /// The room the event belongs to.
     pub room: RoomName,
+    /// The epoch of the room's log: `offset` is a position in that log.
+    pub epoch: Epoch,
     /// Who sent it (or arrived / left).
     pub user: UserName,
     /// What the event records.
@@ -115,10 +130,9 @@ pub struct Event {
 impl Event {
     /// Encodes `parts`; `with_text_frame` also makes the WebSocket text frame now.
     pub fn new(parts: EventParts<'_>, with_text_frame: bool) -> Self {
-        let content = match parts.kind {
-            EventKind::Chat => parts.content.to_owned(),
-            EventKind::Join => format!("{} joined", parts.user),
-            EventKind::Leave => format!("{} left", parts.user),
+        let content = match parts.kind.presence_verb() {
+            None => parts.content.to_owned(),
+            Some(verb) => format!("{} {verb}", parts.user),
         };
         let kind = match parts.kind {
             EventKind::Chat => MessageType::Chat,
@@ -137,6 +151,8 @@ impl Event {
             lamport: parts.lamport,
             missed: 0,
             traceparent: parts.traceparent.unwrap_or_default().to_owned(),
+            epoch: parts.epoch.to_string(),
+            ..Message::default()
         };
         let length = head.encoded_len()
             + key_len(CONTENT_FIELD)
@@ -153,6 +169,7 @@ impl Event {
         let mut event = Self {
             id: parts.id,
             room: parts.room,
+            epoch: parts.epoch,
             user: parts.user,
             kind: parts.kind,
             offset: parts.offset,
@@ -213,6 +230,7 @@ mod tests {
         EventParts {
             id: uuid::Uuid::now_v7(),
             room: RoomName::parse("room", "general").unwrap(),
+            epoch: Epoch::random(),
             user: UserName::parse("user", "Zoë").unwrap(),
             content,
             kind: EventKind::Chat,
@@ -236,6 +254,7 @@ mod tests {
         assert_eq!(message.id, event.id.to_string());
         assert_eq!(message.user, "Zoë");
         assert_eq!(message.room, "general");
+        assert_eq!(message.epoch, event.epoch.as_str());
         assert!(message.traceparent.starts_with("00-0af7"));
         assert_eq!(event.content(), "héllo \"world\"");
         assert!(frame.ends_with("héllo \"world\"".as_bytes()));

@@ -1,9 +1,11 @@
 //! The chat semantics every front door shares, on top of any [`Broker`].
 //!
-//! The hub announces named subscribers' arrival and departure, applies the slow-consumer policy
-//! (a subscriber that falls behind history gets `RESOURCE_EXHAUSTED` naming how much it missed and
-//! where history resumes), stamps published messages with the caller's trace context, and keeps
-//! the chat metrics.
+//! The hub enters named subscribers into their room (the engine announces them) and releases
+//! them when they go, applies the slow-consumer policy (a subscriber that falls behind history
+//! gets `RESOURCE_EXHAUSTED` naming how much it missed and where history resumes), reports an
+//! engine that fails a feed as `UNAVAILABLE` with the position to resume from, keeps track of
+//! every subscription's position for the notices that end streams, stamps published messages with
+//! the caller's trace context, bounds the subscriptions, and keeps the chat metrics.
 
 use std::{
     pin::Pin,
@@ -19,12 +21,13 @@ use opentelemetry::trace::TraceContextExt;
 use tokio_util::task::TaskTracker;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+pub use crate::broker::Delivery;
 use crate::{
-    broker::{Broker, EventStream, Gap},
+    broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
     error::ChatError,
-    event::{Event, EventKind},
+    event::Event,
     monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
-    room::{Draft, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
 
 /// Handle to the rooms; cheap to clone.
@@ -39,13 +42,22 @@ struct HubInner {
     /// Subscriptions open now, against `max_subscriptions`.
     subscriptions: Arc<AtomicUsize>,
     max_subscriptions: usize,
-    /// Tracks the LEAVE announcements spawned from `Drop`, so shutdown can wait for them.
+    /// Tracks the releases of presence spawned from `Drop`, so shutdown can wait for them.
     tasks: TaskTracker,
+}
+
+/// A position in a room: an offset in the log of an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The log's epoch.
+    pub epoch: Epoch,
+    /// The offset.
+    pub offset: u64,
 }
 
 impl Hub {
     /// A hub over `broker` holding at most `max_subscriptions` open subscriptions, reporting into
-    /// `monitoring`; announcements it spawns are tracked by `tasks`.
+    /// `monitoring`; releases it spawns are tracked by `tasks`.
     pub fn new(
         broker: Arc<dyn Broker>,
         max_subscriptions: usize,
@@ -62,6 +74,7 @@ impl Hub {
                     .history_messages
                     .set(figures.history_messages as f64);
                 metrics.history_bytes.set(figures.history_bytes as f64);
+                metrics.published.absolute(figures.appended);
             });
         }
         Self {
@@ -82,14 +95,12 @@ impl Hub {
         mut draft: Draft,
     ) -> Result<Arc<Event>, ChatError> {
         draft.traceparent = current_traceparent();
-        let event = self.inner.broker.publish(room, draft).await?;
-        self.inner.metrics.published.increment(1);
-        Ok(event)
+        self.inner.broker.publish(room, draft).await
     }
 
-    /// Opens a subscription to `room` at `start` for a client of `door`. A named participant is
-    /// announced with a JOIN (its first session only), which the subscription itself also
-    /// receives, and with a LEAVE when its last session ends.
+    /// Opens a subscription to `room` at `start` for a client of `door`. A named participant
+    /// enters the room (the engine announces its first session with a JOIN, which the
+    /// subscription itself also receives) and leaves when the subscription is dropped.
     pub async fn subscribe(
         &self,
         room: &RoomName,
@@ -105,15 +116,32 @@ impl Hub {
             .broker
             .subscribe(room, start, text_frames)
             .await?;
-        if feed.initial_gap.is_some() {
-            self.inner.metrics.replay_gaps.increment(1);
+        match &feed.opening {
+            Some(Opening::Gap(_)) => self.inner.metrics.replay_gaps.increment(1),
+            Some(Opening::Reset(_)) => self.inner.metrics.replay_resets.increment(1),
+            None => {}
         }
         let presence = match participant {
-            Some(participant) => Some(self.enter(room, participant).await?),
+            Some(participant) => {
+                let lease = self
+                    .inner
+                    .broker
+                    .enter(room, participant.user, participant.entry, participant.clock)
+                    .await?;
+                Some(Presence {
+                    hub: self.clone(),
+                    lease: Some(lease),
+                })
+            }
             None => None,
         };
         Ok(Subscription {
-            initial_gap: feed.initial_gap,
+            opening: feed.opening,
+            position: Position {
+                epoch: feed.epoch.clone(),
+                offset: feed.next,
+            },
+            epoch: feed.epoch,
             events: feed.events,
             metrics: Arc::clone(&self.inner.metrics),
             deliveries: 0,
@@ -123,34 +151,9 @@ impl Hub {
         })
     }
 
-    async fn enter(
-        &self,
-        room: &RoomName,
-        participant: Participant<'_>,
-    ) -> Result<Presence, ChatError> {
-        let user = participant.user;
-        let first = if participant.exclusive {
-            if !self.inner.broker.join_alone(room, user)? {
-                return Err(ChatError::AlreadyExists(format!(
-                    "username {user:?} is already taken in room {room}"
-                )));
-            }
-            true
-        } else {
-            self.inner.broker.join(room, user)?
-        };
-        let presence = Presence {
-            hub: self.clone(),
-            room: room.clone(),
-            user: user.clone(),
-        };
-        if first {
-            let mut draft = Draft::presence(user.clone(), EventKind::Join);
-            draft.sender_clock = participant.clock;
-            // On failure `presence` drops here and undoes the join.
-            self.publish(room, draft).await?;
-        }
-        Ok(presence)
+    /// Who is in `room` now and which positions its log holds.
+    pub async fn room(&self, room: &RoomName) -> Result<RoomSummary, ChatError> {
+        self.inner.broker.room(room).await
     }
 }
 
@@ -182,9 +185,8 @@ impl Drop for SubscriptionPlace {
 pub struct Participant<'a> {
     /// Its name.
     pub user: &'a UserName,
-    /// Refuse the subscription (ALREADY_EXISTS) when the name is already present in the room,
-    /// instead of counting one more session of it.
-    pub exclusive: bool,
+    /// Whether it may have several sessions in the room, or must be the only one of its name.
+    pub entry: Entry,
     /// The participant's Lamport clock, merged into the room's with its JOIN.
     pub clock: u64,
 }
@@ -194,7 +196,7 @@ impl<'a> Participant<'a> {
     pub fn shared(user: &'a UserName) -> Self {
         Self {
             user,
-            exclusive: false,
+            entry: Entry::Shared,
             clock: 0,
         }
     }
@@ -218,38 +220,43 @@ fn current_traceparent() -> Option<String> {
     })
 }
 
-/// A named participant's presence in a room; announces the LEAVE when dropped.
+/// A named participant's presence in a room: its lease, released when this is dropped.
 struct Presence {
     hub: Hub,
-    room: RoomName,
-    user: UserName,
+    lease: Option<Lease>,
 }
 
 impl Drop for Presence {
     fn drop(&mut self) {
-        if !self.hub.inner.broker.leave(&self.room, &self.user) {
+        let Some(lease) = self.lease.take() else {
             return;
-        }
-        // Drop cannot await, so the LEAVE is published from a tracked task: shutdown waits for
-        // it. Outside a runtime (only when the whole process is ending) there is no one to tell.
+        };
+        // Drop cannot await and must not do the engine's work itself: the release runs in a
+        // tracked task, which shutdown waits for. Outside a runtime (only when the whole process
+        // is ending) there is no one to tell.
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let (hub, room) = (self.hub.clone(), self.room.clone());
-        let draft = Draft::presence(self.user.clone(), EventKind::Leave);
-        self.hub.inner.tasks.spawn(async move {
-            if let Err(error) = hub.publish(&room, draft).await {
-                tracing::debug!(%room, %error, "could not announce leave");
-            }
-        });
+        let broker = Arc::clone(&self.hub.inner.broker);
+        self.hub
+            .inner
+            .tasks
+            .spawn(async move { broker.release(lease).await });
     }
 }
 
-/// A live subscription: the room's events in order. Ends with [`ChatError::SlowConsumer`] if the
-/// subscriber falls behind history. Dropping it leaves the room.
+/// A live subscription: the room's events in order, and resets if its log restarts. Ends with
+/// [`ChatError::SlowConsumer`] if the subscriber falls behind history, or
+/// [`ChatError::EngineUnavailable`] if the engine fails it; both say where to resume. Dropping it
+/// leaves the room.
 pub struct Subscription {
-    /// Set when the requested replay start was older than history: what was skipped.
-    pub initial_gap: Option<Gap>,
+    /// Set when it did not start where asked: part of it had left history, or the position asked
+    /// for was in another epoch.
+    pub opening: Option<Opening>,
+    /// The epoch of the log it reads.
+    epoch: Epoch,
+    /// Where reading would resume: after the last event delivered, or where the feed started.
+    position: Position,
     events: EventStream,
     metrics: Arc<ChatMetrics>,
     /// Deliveries so far, for sampling their latency.
@@ -259,6 +266,19 @@ pub struct Subscription {
     _place: SubscriptionPlace,
 }
 
+impl Subscription {
+    /// The epoch of the log it reads.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// Where a client that reconnects resumes: after the last event delivered, or where the
+    /// subscription started.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+}
+
 /// One delivery in this many has its latency recorded, per subscription and starting with the
 /// first, so quiet rooms are sampled too. Recording every one cost a clock read and a histogram
 /// insert per delivery, and the histogram buffered every sample between scrapes' upkeeps
@@ -266,28 +286,43 @@ pub struct Subscription {
 const LATENCY_SAMPLING: u64 = 16;
 
 impl Stream for Subscription {
-    type Item = Result<Arc<Event>, ChatError>;
+    type Item = Result<Delivery, ChatError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = std::task::ready!(self.events.as_mut().poll_next(cx));
         Poll::Ready(item.map(|next| match next {
-            Ok(event) => {
+            Ok(Delivery::Event(event)) => {
                 let sample = self.deliveries.is_multiple_of(LATENCY_SAMPLING);
                 self.deliveries += 1;
                 self.metrics.delivered(event.timestamp, sample);
-                Ok(event)
+                self.position = Position {
+                    epoch: event.epoch.clone(),
+                    offset: event.offset + 1,
+                };
+                Ok(Delivery::Event(event))
             }
-            Err(Gap {
-                missed,
-                resume_from,
-            }) => {
+            Ok(Delivery::Reset(reset)) => {
+                self.metrics.replay_resets.increment(1);
+                self.epoch = reset.epoch.clone();
+                self.position = Position {
+                    epoch: reset.epoch.clone(),
+                    offset: reset.resume_from,
+                };
+                Ok(Delivery::Reset(reset))
+            }
+            Err(FeedError::Behind(gap)) => {
                 self.metrics.slow_consumers.increment(1);
-                self.metrics.missed.increment(missed);
+                self.metrics.missed.increment(gap.missed);
                 Err(ChatError::SlowConsumer {
-                    missed,
-                    resume_from,
+                    missed: gap.missed,
+                    resume_from: gap.resume_from,
+                    epoch: self.epoch.to_string(),
                 })
             }
+            Err(FeedError::Failed(reason)) => Err(ChatError::EngineUnavailable {
+                reason,
+                resume: Some((self.position.offset, self.position.epoch.to_string())),
+            }),
         }))
     }
 }

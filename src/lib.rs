@@ -7,9 +7,10 @@
 //! * [`event`]: the immutable [`event::Event`] every subscriber shares, encoded once as the frame
 //!   every door sends from; [`text_frame`]: the JSON frame of WebSocket rooms, both ways.
 //! * [`broker`]: the seam to the engine that stores and fans out room logs (publish, subscribe from
-//!   an offset, presence). [`broker::memory`] is the embedded default engine.
-//! * [`hub`]: the chat semantics on top of a broker — presence announcements, the slow-consumer
-//!   policy, trace context on messages. Every front door talks to rooms through a [`hub::Hub`].
+//!   a position, presence with leases, who is here). [`broker::log`] is one room's log with its
+//!   cursors; [`broker::memory`] is the embedded default engine built on it.
+//! * [`hub`]: the chat semantics on top of a broker — named subscribers' presence leases, the
+//!   slow-consumer and engine-failure policies, resume positions, trace context on messages. Every front door talks to rooms through a [`hub::Hub`].
 //! * [`monitoring`]: the per-server Prometheus registry, the chat metrics, and the tower layer
 //!   that gives every RPC its grpc-ecosystem metrics and OpenTelemetry server span.
 //! * [`admin`]: the admin HTTP port — `/metrics`, `/healthz`, `/readyz`.
@@ -17,11 +18,13 @@
 //!   maximum age with GOAWAY, file-descriptor exhaustion.
 //! * [`grpc`]: the `chat.ChatService` front door, translating between protobuf and the room model.
 //! * [`health`]: `grpc.health.v1` whose watches end when the server drains.
-//! * [`server`]: wires everything onto a listener: health, reflection, HTTP/2 settings, graceful
-//!   shutdown. [`server::run`] takes an already-bound listener so tests can use port 0.
+//! * [`server`]: [`server::App::build`] wires the engine and everything else onto already-bound
+//!   listeners (so tests can use port 0); [`server::App::serve`] runs it until shutdown, then
+//!   drains.
 //! * [`config`]: `serve` settings (flags with environment-variable equivalents) and their checks.
 //! * [`bench`]: the load generator behind `grpc-chat bench`.
-//! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `metrics`, `health`).
+//! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `room`, `metrics`,
+//!   `health`).
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
 //! * [`write_batching`]: each gRPC connection's writes gathered and sent once per pass.
 //! * [`shutdown`], [`telemetry`]: the stop signal; logs and OpenTelemetry trace export.

@@ -114,7 +114,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(RoomName, UserName);
+display_as_str!(RoomName, UserName, Epoch);
 
 /// Checks message content: non-empty, at most `max_bytes` bytes, no control characters but
 /// newline and tab.
@@ -169,15 +169,23 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// A chat message from `user`.
-    pub fn chat(user: UserName, content: String) -> Self {
-        Self {
+    /// A chat message from `user`, its content checked against the content rules (at most
+    /// `max_bytes`) as the field `field`: every door makes its messages here, so none can skip
+    /// the check.
+    pub fn chat(
+        user: UserName,
+        field: &str,
+        content: String,
+        max_bytes: usize,
+    ) -> Result<Self, ChatError> {
+        check_content(field, &content, max_bytes)?;
+        Ok(Self {
             user,
             content,
             kind: EventKind::Chat,
             sender_clock: 0,
             traceparent: None,
-        }
+        })
     }
 
     /// A presence event (`Join` or `Leave`) for `user`.
@@ -192,13 +200,70 @@ impl Draft {
     }
 }
 
+/// Longest epoch a client may send, in characters.
+const MAX_EPOCH_CHARS: usize = 32;
+/// Characters of a new epoch.
+const EPOCH_CHARS: usize = 8;
+
+/// The epoch of a room's log: a random id fixed when the log starts (the room's first message
+/// ever, or its first after the room was dropped or the server lost it). A position in a room is
+/// an offset in an epoch; an offset from another epoch says nothing about this log.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Epoch(Arc<str>);
+
+impl Epoch {
+    /// A new epoch: eight random letters and digits.
+    pub fn random() -> Self {
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let mut bits = uuid::Uuid::new_v4().as_u128();
+        let text: String = (0..EPOCH_CHARS)
+            .map(|_| {
+                let c = ALPHABET[(bits % ALPHABET.len() as u128) as usize];
+                bits /= ALPHABET.len() as u128;
+                char::from(c)
+            })
+            .collect();
+        Self(text.into())
+    }
+
+    /// The epoch a client sent in the field `field`: none when empty; at most 32 letters, digits,
+    /// `_` or `-`.
+    pub fn parse(field: &str, raw: &str) -> Result<Option<Self>, ChatError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        check_length(field, raw, MAX_EPOCH_CHARS)?;
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+        {
+            return Err(ChatError::invalid(
+                field,
+                format!("may only contain A-Z, a-z, 0-9, '_' and '-' (found {bad:?})"),
+            ));
+        }
+        Ok(Some(Self(raw.into())))
+    }
+
+    /// The epoch as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Where a subscription starts reading a room's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartAt {
     /// Only messages published after subscribing.
     Live,
-    /// Replay from this offset (inclusive), then live.
-    Offset(u64),
+    /// Replay from `offset` (inclusive) of the log of `epoch`, then live. A log of another epoch
+    /// starts with a reset instead; without an epoch, the offset is taken to be this log's.
+    Offset {
+        /// The first offset wanted.
+        offset: u64,
+        /// The epoch it belongs to, when the client knows it.
+        epoch: Option<Epoch>,
+    },
     /// Replay the last N messages still in history, then live.
     Last(u64),
 }
@@ -255,6 +320,17 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn epochs_are_random_and_what_clients_send_back_is_checked() {
+        let (one, two) = (Epoch::random(), Epoch::random());
+        assert_ne!(one, two);
+        assert_eq!(one.as_str().len(), 8);
+        assert_eq!(Epoch::parse("epoch", one.as_str()), Ok(Some(one)));
+        assert_eq!(Epoch::parse("epoch", ""), Ok(None));
+        assert!(Epoch::parse("epoch", "no spaces").is_err());
+        assert!(Epoch::parse("epoch", &"e".repeat(33)).is_err());
     }
 
     #[test]

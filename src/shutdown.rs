@@ -1,10 +1,17 @@
-//! The process's stop signal, and the server's drain signal.
+//! The process's stop signal, and the drain signals of the server and of its connections, which
+//! every stream ends on ([`Drain::until`]).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
 };
 
+use futures_util::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::ChatError;
@@ -110,6 +117,11 @@ impl Drain {
                 .is_some_and(|server| server.load(Ordering::Acquire))
     }
 
+    /// Why it drains, once it does.
+    pub fn ended(&self) -> Option<Ending> {
+        self.is_started().then(|| self.ending())
+    }
+
     /// Why, once draining has started.
     pub fn ending(&self) -> Ending {
         match &self.server {
@@ -129,6 +141,76 @@ impl Drain {
     }
 }
 
+/// What [`Drain::until`] yields.
+#[derive(Debug)]
+pub enum Step<T> {
+    /// The next item of the stream.
+    Item(T),
+    /// The drain started: nothing follows.
+    Drained(Ending),
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that stops at its drain; see [`Drain::until`].
+    pub struct UntilDrained<S> {
+        #[pin]
+        inner: S,
+        drain: Drain,
+        // Registered once; polled only while the stream has nothing ready.
+        #[pin]
+        draining: WaitForCancellationFutureOwned,
+        done: bool,
+    }
+}
+
+impl Drain {
+    /// `stream` until this drain starts: its items, then one [`Step::Drained`] (or its end, if it
+    /// ends first). Every door's stream ends on its drain this way: the check is the atomic load,
+    /// the drain's future is polled only when the stream has nothing ready.
+    pub fn until<S: Stream>(&self, stream: S) -> UntilDrained<S> {
+        UntilDrained {
+            inner: stream,
+            drain: self.clone(),
+            draining: self.wait(),
+            done: false,
+        }
+    }
+}
+
+impl<S> UntilDrained<S> {
+    /// The stream it wraps.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Stream> Stream for UntilDrained<S> {
+    type Item = Step<S::Item>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        if !this.drain.is_started() {
+            match this.inner.poll_next(cx) {
+                Poll::Ready(Some(item)) => return Poll::Ready(Some(Step::Item(item))),
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.draining.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+        *this.done = true;
+        Poll::Ready(Some(Step::Drained(this.drain.ending())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +227,23 @@ mod tests {
         assert!(other.is_started() && other.token().is_cancelled());
         assert_eq!(other.ending(), Ending::Shutdown);
         assert_eq!(aged.ending(), Ending::Shutdown, "the server's reason wins");
+    }
+
+    #[tokio::test]
+    async fn a_stream_until_its_drain_ends_with_why() {
+        use futures_util::StreamExt;
+        let drain = Drain::new();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let mut stream =
+            std::pin::pin!(drain.until(tokio_stream::wrappers::ReceiverStream::new(receiver)));
+        sender.send(1).await.unwrap();
+        assert!(matches!(stream.next().await, Some(Step::Item(1))));
+        drain.start();
+        sender.send(2).await.unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(Step::Drained(Ending::Shutdown))
+        ));
+        assert!(stream.next().await.is_none());
     }
 }

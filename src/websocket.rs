@@ -28,9 +28,9 @@ use tokio_util::{sync::WaitForCancellationFutureOwned, task::TaskTracker};
 
 use crate::{
     error::ChatError,
-    hub::Hub,
+    hub::{Delivery, Hub},
     monitoring::FrontDoor,
-    room::{self, Draft, RoomName, StartAt, UserName},
+    room::{Draft, RoomName, StartAt, UserName},
     shutdown::Drain,
     text_frame::TextFrame,
 };
@@ -169,10 +169,12 @@ async fn serve_room(
                 receive(frame, &room, state).await
             }
             next = subscription.next() => match next {
-                Some(Ok(event)) => {
+                Some(Ok(Delivery::Event(event))) => {
                     let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
                     deliver(socket, Message::Text(text), state, draining).await
                 }
+                // The seed's rooms have no positions to resume from.
+                Some(Ok(Delivery::Reset(_))) => Ok(()),
                 Some(Err(error)) => Err(End::Close(close_code::AGAIN, error.to_string())),
                 None => Err(End::Gone),
             },
@@ -223,12 +225,13 @@ async fn receive(
 
 async fn publish(frame: TextFrame, room: &RoomName, state: &WsState) -> Result<(), ChatError> {
     let user = UserName::parse("Author", &frame.author)?;
-    room::check_content("Content", &frame.content, state.config.max_content_bytes)?;
-    state
-        .hub
-        .publish(room, Draft::chat(user, frame.content))
-        .await
-        .map(drop)
+    let draft = Draft::chat(
+        user,
+        "Content",
+        frame.content,
+        state.config.max_content_bytes,
+    )?;
+    state.hub.publish(room, draft).await.map(drop)
 }
 
 /// Sends `message`, giving up when the peer cannot take it within two ping intervals (it is

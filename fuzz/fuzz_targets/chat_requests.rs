@@ -5,10 +5,11 @@
 use std::time::SystemTime;
 
 use grpc_chat::{
+    error::FROM_OFFSET_FIELD,
     event::{Event, EventKind, EventParts, GRPC_PREFIX},
     grpc::convert::{self, Command},
     proto::{Message, MetricsRequest, SendMessageRequest, SubscribeRequest},
-    room::{self, RoomName, UserName},
+    room::{self, Epoch, RoomName, UserName},
     text_frame::TextFrame,
 };
 use libfuzzer_sys::fuzz_target;
@@ -34,7 +35,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(request) = SubscribeRequest::decode(data) {
         let _ = RoomName::parse("room", &request.room);
-        let _ = convert::start_at(request.from_offset, request.last);
+        let _ = convert::start_at(
+            request.from_offset,
+            request.last,
+            &request.epoch,
+            FROM_OFFSET_FIELD,
+        );
     }
     let _ = MetricsRequest::decode(data);
 });
@@ -46,6 +52,7 @@ fn round_trip(room: RoomName, user: UserName, content: &str) {
         EventParts {
             id: uuid::Uuid::nil(),
             room,
+            epoch: Epoch::random(),
             user: user.clone(),
             content,
             kind: EventKind::Chat,

@@ -11,7 +11,7 @@ use grpc_chat::{
         chitty::{self, Command},
     },
     proto::chitty_chat::{ChatEvent, ChatMessage},
-    room::{RoomName, UserName},
+    room::{self, Epoch, RoomName, UserName},
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
@@ -24,18 +24,23 @@ fuzz_target!(|data: &[u8]| {
         username,
         text,
         clock,
-    }) = chitty::command(event, 4096)
+    }) = chitty::command(event)
     else {
         return;
     };
-    // The server only says it under a joined name, which followed the user-name rules.
+    // The server only says it under a joined name, which followed the user-name rules, and
+    // only what follows the content rules.
     let Ok(user) = UserName::parse("username", &username) else {
         return;
     };
+    if room::check_content("message.message", &text, 4096).is_err() {
+        return;
+    }
     let outgoing = ChittyOutgoing::Event(Arc::new(Event::new(
         EventParts {
             id: uuid::Uuid::nil(),
             room: RoomName::parse("room", "general").expect("a valid room"),
+            epoch: Epoch::random(),
             user,
             content: &text,
             kind: EventKind::Chat,

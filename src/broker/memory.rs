@@ -1,45 +1,43 @@
-//! The embedded engine: every room is a bounded in-memory log that is also its fan-out buffer.
-//!
-//! A subscriber is only a cursor (an offset and a `watch` receiver) over the room's log. Publishing
-//! appends one `Arc<Event>` and bumps the watch; it never touches subscribers, so a publisher never
-//! waits for one. A subscriber reads in batches from its cursor: a slow one simply falls behind,
-//! catches up from history while the log still holds its position, and is told how much it missed
-//! when the log has moved past it.
+//! The embedded engine: rooms held in this process, each a [`RoomLog`] that is also its fan-out
+//! buffer, with presence kept beside it.
 //!
 //! History is bounded three ways, each evicting oldest-first: `history` events per room,
 //! `room_history_bytes` per room, and `history_bytes` over all rooms, where an event's bytes are
-//! what it really holds ([`Event::held_bytes`]: its frames and bookkeeping). The overall bound
-//! evicts the oldest event of any room: every event gets an append sequence number, and the
-//! sequence of each room's oldest event is kept in one ordered map. Memory is therefore bounded by
-//! the budget whatever the number or speed of subscribers.
+//! what it really holds ([`Event::held_bytes`]: its frames, its bookkeeping and the allocator's
+//! rounding). The overall bound evicts the oldest event of any room: every event gets an append
+//! sequence number, and the sequence of each room's oldest event is kept in one ordered map.
+//! Memory is therefore bounded by the budget whatever the number or speed of subscribers. A room
+//! dropped when idle takes its log with it; the next one of that name starts a new epoch.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+        Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
-use futures_util::{FutureExt, StreamExt, future::BoxFuture};
-use tokio::sync::watch;
+use futures_util::{FutureExt, future::BoxFuture};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Broker, EngineFigures, EventStream, Feed, Gap};
+use super::{
+    Broker, EngineFigures, Entry, Feed, Lease, RoomSummary,
+    log::{Appended, LogLimits, RoomLog},
+};
 use crate::{
-    error::ChatError,
-    event::{Event, EventParts},
-    room::{Draft, RoomName, StartAt, UserName},
+    error::{ChatError, FROM_OFFSET_FIELD},
+    event::{Event, EventKind},
+    room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
 
-/// Most events a cursor copies out of the log per lock.
-const READ_BATCH: usize = 64;
+/// Longest pause between sweeps for idle rooms.
+const MAX_JANITOR_PERIOD: Duration = Duration::from_secs(30);
 
 /// Sizes and limits of the memory engine.
 #[derive(Debug, Clone)]
 pub struct MemoryConfig {
-    /// Events kept per room.
+    /// Messages kept per room.
     pub history: usize,
     /// Bytes of history kept over all rooms.
     pub history_bytes: usize,
@@ -67,68 +65,42 @@ struct Inner {
     budget: Arc<Budget>,
 }
 
-/// The overall history budget, shared by every room.
+/// What every room's history adds up to, and the figures.
 struct Budget {
     /// Bytes held by every room's log.
     held_bytes: AtomicUsize,
     /// Events held by every room's log.
     held_events: AtomicUsize,
+    /// Rooms held.
+    rooms: AtomicUsize,
     /// Sequence number of the next appended event, over all rooms.
     next_seq: AtomicU64,
+    /// Events appended so far.
+    appended: AtomicU64,
     /// Each non-empty room's oldest event, by sequence number: the first entry is the oldest
     /// event held anywhere. Lock order: a room's log, then this; never a log while holding this.
     oldest: Mutex<BTreeMap<u64, Weak<Room>>>,
 }
 
 struct Room {
-    /// The log. Readers (cursors) vastly outnumber the one writer per publish.
-    log: RwLock<Log>,
-    /// Bumped after every append; cursors wait on it when they have read everything.
-    appended: watch::Sender<()>,
+    log: Arc<RoomLog>,
     /// Subscriptions, presence and activity. Changes that make a room busy happen while the room
     /// table is locked too, so the idle sweep can never drop a room someone just started using.
     usage: Mutex<Usage>,
-    /// Subscribers that read WebSocket text frames: while there are any, appends make them.
-    text_readers: AtomicUsize,
     budget: Arc<Budget>,
 }
 
-struct Log {
-    entries: VecDeque<Entry>,
-    next_offset: u64,
-    lamport: u64,
-    /// Sum of the entries' `bytes`.
-    bytes: usize,
+struct Usage {
+    subscriptions: usize,
+    members: BTreeMap<UserName, u32>,
+    last_active: Instant,
 }
 
-struct Entry {
-    /// Append sequence over all rooms.
-    seq: u64,
-    /// What the event holds, counted against the budgets.
-    bytes: usize,
-    event: Arc<Event>,
-}
-
-impl Log {
-    fn first_offset(&self) -> u64 {
-        self.next_offset - self.entries.len() as u64
-    }
-
-    fn oldest_seq(&self) -> Option<u64> {
-        self.entries.front().map(|entry| entry.seq)
-    }
-
-    /// Drops the oldest entry, keeping the counts right; the caller updates `Budget::oldest`.
-    /// A log the budget shrank far below what it once held gives the room back.
-    fn evict_oldest(&mut self, budget: &Budget) {
-        if let Some(entry) = self.entries.pop_front() {
-            self.bytes -= entry.bytes;
-            budget.held_bytes.fetch_sub(entry.bytes, Ordering::Relaxed);
-            budget.held_events.fetch_sub(1, Ordering::Relaxed);
-        }
-        if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
-            self.entries.shrink_to(self.entries.len() * 2);
-        }
+impl Usage {
+    fn is_idle(&self, now: Instant, ttl: Duration) -> bool {
+        self.subscriptions == 0
+            && self.members.is_empty()
+            && now.duration_since(self.last_active) >= ttl
     }
 }
 
@@ -151,30 +123,24 @@ impl Budget {
 impl Drop for Room {
     /// A dropped room (idle, or the whole engine) gives its history back to the budget.
     fn drop(&mut self) {
-        let log = self.log.get_mut().unwrap_or_else(|p| p.into_inner());
-        self.budget
-            .held_bytes
-            .fetch_sub(log.bytes, Ordering::Relaxed);
-        self.budget
-            .held_events
-            .fetch_sub(log.entries.len(), Ordering::Relaxed);
-        if let Some(seq) = log.oldest_seq() {
-            lock(&self.budget.oldest).remove(&seq);
+        let held = self.log.held();
+        let budget = &self.budget;
+        budget.held_bytes.fetch_sub(held.bytes, Ordering::Relaxed);
+        budget.held_events.fetch_sub(held.events, Ordering::Relaxed);
+        if let Some(seq) = held.oldest_seq {
+            lock(&budget.oldest).remove(&seq);
         }
     }
 }
 
-struct Usage {
-    subscriptions: usize,
-    members: HashMap<UserName, u32>,
-    last_active: Instant,
-}
+/// One subscription's place in its room, given back when its feed is dropped.
+struct Subscribed(Arc<Room>);
 
-impl Usage {
-    fn is_idle(&self, now: Instant, ttl: Duration) -> bool {
-        self.subscriptions == 0
-            && self.members.is_empty()
-            && now.duration_since(self.last_active) >= ttl
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        let mut usage = lock(&self.0.usage);
+        usage.subscriptions -= 1;
+        usage.last_active = Instant::now();
     }
 }
 
@@ -183,14 +149,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn read(log: &RwLock<Log>) -> RwLockReadGuard<'_, Log> {
-    log.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write(log: &RwLock<Log>) -> RwLockWriteGuard<'_, Log> {
-    log.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryBroker {
@@ -203,35 +161,13 @@ impl MemoryBroker {
                 budget: Arc::new(Budget {
                     held_bytes: AtomicUsize::new(0),
                     held_events: AtomicUsize::new(0),
+                    rooms: AtomicUsize::new(0),
                     next_seq: AtomicU64::new(0),
+                    appended: AtomicU64::new(0),
                     oldest: Mutex::new(BTreeMap::new()),
                 }),
             }),
         }
-    }
-
-    /// Runs the idle-room sweep every `period` until `shutdown` is cancelled.
-    pub fn spawn_janitor(
-        &self,
-        tasks: &TaskTracker,
-        shutdown: CancellationToken,
-        period: Duration,
-    ) {
-        let broker = self.clone();
-        tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticks.tick() => {
-                        let evicted = broker.evict_idle_rooms(Instant::now());
-                        if evicted > 0 {
-                            tracing::debug!(evicted, "evicted idle rooms");
-                        }
-                    }
-                }
-            }
-        });
     }
 
     /// Drops rooms idle for at least the configured TTL as of `now`; returns how many.
@@ -247,13 +183,17 @@ impl MemoryBroker {
             }
             keep
         });
+        self.inner
+            .budget
+            .rooms
+            .store(rooms.len(), Ordering::Relaxed);
         drop(rooms);
         idle.len()
     }
 
-    /// Whether `name` is held now.
-    fn holds(&self, name: &RoomName) -> bool {
-        lock(&self.inner.rooms).contains_key(name)
+    /// The room named `name`, if it is held.
+    fn held(&self, name: &RoomName) -> Option<Arc<Room>> {
+        lock(&self.inner.rooms).get(name).cloned()
     }
 
     /// The room, created if needed; the usage update runs while the room table is still locked.
@@ -273,22 +213,19 @@ impl MemoryBroker {
                     )));
                 }
                 let room = Arc::new(Room {
-                    log: RwLock::new(Log {
-                        entries: VecDeque::new(),
-                        next_offset: 1,
-                        lamport: 0,
-                        bytes: 0,
-                    }),
-                    appended: watch::Sender::new(()),
+                    log: Arc::new(RoomLog::new(Epoch::random())),
                     usage: Mutex::new(Usage {
                         subscriptions: 0,
-                        members: HashMap::new(),
+                        members: BTreeMap::new(),
                         last_active: Instant::now(),
                     }),
-                    text_readers: AtomicUsize::new(0),
                     budget: Arc::clone(&self.inner.budget),
                 });
                 rooms.insert(name.clone(), Arc::clone(&room));
+                self.inner
+                    .budget
+                    .rooms
+                    .store(rooms.len(), Ordering::Relaxed);
                 room
             }
         };
@@ -296,66 +233,41 @@ impl MemoryBroker {
         Ok((room, value))
     }
 
-    fn append(&self, room_name: &RoomName, draft: Draft) -> Result<Arc<Event>, ChatError> {
-        let (room, ()) = self.with_room(room_name, |usage| {
+    fn append(&self, name: &RoomName, draft: Draft) -> Result<Arc<Event>, ChatError> {
+        let (room, ()) = self.with_room(name, |usage| {
             usage.last_active = Instant::now();
             Ok(())
         })?;
+        Ok(self.append_to(&room, name, draft)?.event)
+    }
+
+    /// Appends to `room`, keeping the budget's accounts, then evicts what it no longer allows.
+    fn append_to(
+        &self,
+        room: &Arc<Room>,
+        name: &RoomName,
+        draft: Draft,
+    ) -> Result<Appended, ChatError> {
         let config = &self.inner.config;
         let budget = &self.inner.budget;
-        let event = {
-            let mut log = write(&room.log);
-            let lamport = log
-                .lamport
-                .max(draft.sender_clock)
-                .checked_add(1)
-                .ok_or_else(|| {
-                    ChatError::invalid(
-                        "timestamp",
-                        "would move the room's Lamport clock past 2^64 - 1",
-                    )
-                })?;
-            log.lamport = lamport;
-            // SeqCst pairs with the increment in `open_cursor`: a text reader whose position was
-            // fixed before this append read the log is seen here.
-            let with_text = room.text_readers.load(Ordering::SeqCst) > 0;
-            let event = Arc::new(Event::new(
-                EventParts {
-                    id: uuid::Uuid::now_v7(),
-                    room: room_name.clone(),
-                    user: draft.user,
-                    content: &draft.content,
-                    kind: draft.kind,
-                    offset: log.next_offset,
-                    lamport,
-                    timestamp: SystemTime::now(),
-                    traceparent: draft.traceparent.as_deref(),
-                },
-                with_text,
-            ));
-            log.next_offset += 1;
-            let before = log.oldest_seq();
-            let bytes = event.held_bytes();
-            log.entries.push_back(Entry {
-                seq: budget.next_seq.fetch_add(1, Ordering::Relaxed),
-                bytes,
-                event: Arc::clone(&event),
-            });
-            log.bytes += bytes;
-            budget.held_bytes.fetch_add(bytes, Ordering::Relaxed);
-            budget.held_events.fetch_add(1, Ordering::Relaxed);
-            // The newest event stays even if it alone is over the room's bytes.
-            while log.entries.len() > config.history
-                || (log.bytes > config.room_history_bytes && log.entries.len() > 1)
-            {
-                log.evict_oldest(budget);
-            }
-            budget.oldest_moved(&Arc::downgrade(&room), before, log.oldest_seq());
-            event
+        let limits = LogLimits {
+            history: config.history,
+            history_bytes: config.room_history_bytes,
         };
-        room.appended.send_replace(());
+        let seq = budget.next_seq.fetch_add(1, Ordering::Relaxed);
+        let appended = room.log.append(name, draft, seq, limits)?;
+        budget.appended.fetch_add(1, Ordering::Relaxed);
+        budget
+            .held_bytes
+            .fetch_add(appended.bytes, Ordering::Relaxed);
+        budget.held_events.fetch_add(1, Ordering::Relaxed);
+        let (evicted, freed) = appended.evicted;
+        budget.held_bytes.fetch_sub(freed, Ordering::Relaxed);
+        budget.held_events.fetch_sub(evicted, Ordering::Relaxed);
+        let (before, after) = appended.oldest;
+        budget.oldest_moved(&Arc::downgrade(room), before, after);
         self.evict_over_budget();
-        Ok(event)
+        Ok(appended)
     }
 
     /// Evicts the oldest events of any room until all of history fits `history_bytes`.
@@ -369,154 +281,156 @@ impl MemoryBroker {
             let Some(room) = weak.upgrade() else {
                 continue;
             };
-            let mut log = write(&room.log);
             // Otherwise an append moved the room's oldest event meanwhile and listed the new one.
-            if log.oldest_seq() == Some(seq) {
-                log.evict_oldest(budget);
-                budget.oldest_moved(&weak, None, log.oldest_seq());
+            if let Some(evicted) = room.log.evict_oldest_if(seq) {
+                budget
+                    .held_bytes
+                    .fetch_sub(evicted.bytes, Ordering::Relaxed);
+                budget.held_events.fetch_sub(1, Ordering::Relaxed);
+                budget.oldest_moved(&weak, None, evicted.oldest);
             }
         }
     }
 
-    fn open_cursor(
+    fn open_feed(
         &self,
-        room_name: &RoomName,
-        start: StartAt,
+        name: &RoomName,
+        start: &StartAt,
         text_frames: bool,
     ) -> Result<Feed, ChatError> {
-        // A replay beyond the end of a room that does not exist fails without creating it.
-        if let StartAt::Offset(offset) = start
-            && offset > 1
-            && !self.holds(room_name)
+        // A replay beyond the end of a room that does not exist (and whose epoch the client does
+        // not name) fails without creating it.
+        if let StartAt::Offset {
+            offset,
+            epoch: None,
+        } = start
+            && *offset > 1
+            && self.held(name).is_none()
         {
             return Err(ChatError::OffsetOutOfRange {
-                room: room_name.to_string(),
-                requested: offset,
+                field: FROM_OFFSET_FIELD.into(),
+                room: name.to_string(),
+                requested: *offset,
                 next: 1,
             });
         }
         let max = self.inner.config.max_subscribers_per_room;
-        let (room, ()) = self.with_room(room_name, |usage| {
+        let (room, ()) = self.with_room(name, |usage| {
             if usage.subscriptions >= max {
                 return Err(ChatError::ResourceExhausted(format!(
-                    "room {room_name} is full: at most {max} subscribers per room"
+                    "room {name} is full: at most {max} subscribers per room"
                 )));
             }
             usage.subscriptions += 1;
             usage.last_active = Instant::now();
             Ok(())
         })?;
-        if text_frames {
-            room.text_readers.fetch_add(1, Ordering::SeqCst);
-        }
-        // From here on the cursor owns one unit of `subscriptions` (and of `text_readers`); its
-        // Drop gives them back.
-        let mut cursor = Cursor {
-            changes: room.appended.subscribe(),
-            room,
-            next: 0,
-            batch: VecDeque::new(),
-            text_frames,
+        let log = Arc::clone(&room.log);
+        log.feed(name, start, text_frames, Subscribed(room))
+    }
+
+    fn enter_room(
+        &self,
+        name: &RoomName,
+        user: &UserName,
+        entry: Entry,
+        clock: u64,
+    ) -> Result<Lease, ChatError> {
+        // Presence keeps a room alive, so it counts as use (and may create the room).
+        let (room, first) = self.with_room(name, |usage| {
+            let sessions = usage.members.entry(user.clone()).or_insert(0);
+            if entry == Entry::Exclusive && *sessions > 0 {
+                return Err(ChatError::AlreadyExists(format!(
+                    "username {user:?} is already taken in room {name}"
+                )));
+            }
+            *sessions += 1;
+            Ok(*sessions == 1)
+        })?;
+        let lease = Lease {
+            room: name.clone(),
+            user: user.clone(),
         };
-        let initial_gap = {
-            let log = read(&cursor.room.log);
-            let first = log.first_offset();
-            let wanted = match start {
-                StartAt::Live => log.next_offset,
-                StartAt::Last(n) => log.next_offset.saturating_sub(n).max(first),
-                StartAt::Offset(offset) if offset > log.next_offset => {
-                    return Err(ChatError::OffsetOutOfRange {
-                        room: room_name.to_string(),
-                        requested: offset,
-                        next: log.next_offset,
-                    });
+        if first {
+            let mut join = Draft::presence(user.clone(), EventKind::Join);
+            join.sender_clock = clock;
+            if let Err(error) = self.append_to(&room, name, join) {
+                // Not announced: not present either.
+                self.leave_room(&lease, false);
+                return Err(error);
+            }
+        }
+        Ok(lease)
+    }
+
+    /// Ends a session; announces the LEAVE when `announce` and it was the user's last.
+    fn leave_room(&self, lease: &Lease, announce: bool) {
+        let Some(room) = self.held(&lease.room) else {
+            return;
+        };
+        let last = {
+            let mut usage = lock(&room.usage);
+            usage.last_active = Instant::now();
+            match usage.members.get_mut(&lease.user) {
+                Some(sessions) if *sessions > 1 => {
+                    *sessions -= 1;
+                    false
                 }
-                StartAt::Offset(offset) => offset,
-            };
-            cursor.next = wanted.max(first);
-            (wanted < first).then(|| Gap {
-                missed: first - wanted,
-                resume_from: first,
-            })
+                Some(_) => {
+                    usage.members.remove(&lease.user);
+                    true
+                }
+                None => false,
+            }
         };
-        let events: EventStream = futures_util::stream::unfold(cursor, |mut cursor| async move {
-            let item = cursor.next_event().await?;
-            Some((item, cursor))
-        })
-        .boxed();
-        Ok(Feed {
-            initial_gap,
-            events,
-        })
-    }
-}
-
-/// A subscriber's position in a room's log.
-struct Cursor {
-    room: Arc<Room>,
-    next: u64,
-    changes: watch::Receiver<()>,
-    /// Events copied out of the log but not yet handed on; reused between batches.
-    batch: VecDeque<Arc<Event>>,
-    /// Counted in the room's `text_readers`.
-    text_frames: bool,
-}
-
-impl Cursor {
-    async fn next_event(&mut self) -> Option<Result<Arc<Event>, Gap>> {
-        loop {
-            if let Some(event) = self.batch.pop_front() {
-                return Some(Ok(event));
-            }
-            // Mark the current version seen *before* reading, so an append that lands after the
-            // read below wakes `changed()` instead of being missed.
-            self.changes.borrow_and_update();
-            if let Some(gap) = self.refill() {
-                return Some(Err(gap));
-            }
-            if self.batch.is_empty() {
-                // The room owns the sender and we hold the room, so this only errs if it is gone.
-                self.changes.changed().await.ok()?;
+        if last && announce {
+            let leave = Draft::presence(lease.user.clone(), EventKind::Leave);
+            if let Err(error) = self.append_to(&room, &lease.room, leave) {
+                tracing::debug!(room = %lease.room, %error, "could not announce leave");
             }
         }
     }
 
-    /// Copies the next events out of the log; a gap when the log has moved past the cursor.
-    fn refill(&mut self) -> Option<Gap> {
-        let log = read(&self.room.log);
-        let first = log.first_offset();
-        if self.next < first {
-            let gap = Gap {
-                missed: first - self.next,
-                resume_from: first,
-            };
-            self.next = first;
-            return Some(gap);
+    fn summary(&self, name: &RoomName) -> RoomSummary {
+        let Some(room) = self.held(name) else {
+            return RoomSummary::default();
+        };
+        let held = room.log.held();
+        let members = lock(&room.usage)
+            .members
+            .iter()
+            .map(|(user, sessions)| (user.clone(), *sessions))
+            .collect();
+        RoomSummary {
+            epoch: Some(room.log.epoch().clone()),
+            first_offset: held.offsets.0,
+            last_offset: held.offsets.1,
+            members,
         }
-        let skip = (self.next - first) as usize;
-        self.batch.extend(
-            log.entries
-                .range(skip..)
-                .take(READ_BATCH)
-                .map(|entry| Arc::clone(&entry.event)),
-        );
-        self.next += self.batch.len() as u64;
-        None
-    }
-}
-
-impl Drop for Cursor {
-    fn drop(&mut self) {
-        if self.text_frames {
-            self.room.text_readers.fetch_sub(1, Ordering::SeqCst);
-        }
-        let mut usage = lock(&self.room.usage);
-        usage.subscriptions -= 1;
-        usage.last_active = Instant::now();
     }
 }
 
 impl Broker for MemoryBroker {
+    fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
+        let broker = self.clone();
+        let period = (self.inner.config.room_idle_ttl / 2)
+            .clamp(Duration::from_millis(10), MAX_JANITOR_PERIOD);
+        tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {
+                        let evicted = broker.evict_idle_rooms(Instant::now());
+                        if evicted > 0 {
+                            tracing::debug!(evicted, "evicted idle rooms");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     fn publish<'a>(
         &'a self,
         room: &'a RoomName,
@@ -531,83 +445,52 @@ impl Broker for MemoryBroker {
         start: StartAt,
         text_frames: bool,
     ) -> BoxFuture<'a, Result<Feed, ChatError>> {
-        std::future::ready(self.open_cursor(room, start, text_frames)).boxed()
+        std::future::ready(self.open_feed(room, &start, text_frames)).boxed()
     }
 
-    fn join(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError> {
-        // Presence keeps a room alive, so it counts as use (and may create the room).
-        self.with_room(room, |usage| {
-            let sessions = usage.members.entry(user.clone()).or_insert(0);
-            *sessions += 1;
-            Ok(*sessions == 1)
-        })
-        .map(|(_, first)| first)
+    fn enter<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        entry: Entry,
+        clock: u64,
+    ) -> BoxFuture<'a, Result<Lease, ChatError>> {
+        std::future::ready(self.enter_room(room, user, entry, clock)).boxed()
     }
 
-    fn join_alone(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError> {
-        self.with_room(room, |usage| {
-            if usage.members.contains_key(user) {
-                return Ok(false);
-            }
-            usage.members.insert(user.clone(), 1);
-            Ok(true)
-        })
-        .map(|(_, joined)| joined)
+    fn release(&self, lease: Lease) -> BoxFuture<'_, ()> {
+        self.leave_room(&lease, true);
+        std::future::ready(()).boxed()
     }
 
-    fn leave(&self, room: &RoomName, user: &UserName) -> bool {
-        let Some(room) = lock(&self.inner.rooms).get(room).cloned() else {
-            return false;
-        };
-        let mut usage = lock(&room.usage);
-        usage.last_active = Instant::now();
-        match usage.members.get_mut(user) {
-            Some(sessions) if *sessions > 1 => {
-                *sessions -= 1;
-                false
-            }
-            Some(_) => {
-                usage.members.remove(user);
-                true
-            }
-            None => false,
-        }
+    fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {
+        std::future::ready(Ok(self.summary(room))).boxed()
     }
 
     fn figures(&self) -> EngineFigures {
         let budget = &self.inner.budget;
         EngineFigures {
-            rooms: lock(&self.inner.rooms).len() as u64,
+            rooms: budget.rooms.load(Ordering::Relaxed) as u64,
             history_messages: budget.held_events.load(Ordering::Relaxed) as u64,
             history_bytes: budget.held_bytes.load(Ordering::Relaxed) as u64,
+            appended: budget.appended.load(Ordering::Relaxed),
         }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        // Nothing outside the process to close.
+        std::future::ready(()).boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::StreamExt;
+
     use super::*;
+    use crate::broker::Delivery;
 
-    fn broker(history: usize) -> MemoryBroker {
-        MemoryBroker::new(MemoryConfig {
-            history,
-            history_bytes: usize::MAX,
-            room_history_bytes: usize::MAX,
-            max_rooms: 2,
-            max_subscribers_per_room: 2,
-            room_idle_ttl: Duration::from_secs(60),
-        })
-    }
-
-    /// About what one `say` of `text` holds (timestamps and offsets vary a frame by a few bytes).
-    fn held_by(text: &str) -> usize {
-        let broker = broker(10);
-        let probe = room("probe");
-        let event = std::future::ready(broker.append(&probe, say(text))).into_inner();
-        event.unwrap().held_bytes()
-    }
-
-    fn budgeted(history_bytes: usize, room_history_bytes: usize) -> MemoryBroker {
+    fn broker(history_bytes: usize, room_history_bytes: usize) -> MemoryBroker {
         MemoryBroker::new(MemoryConfig {
             history: 1000,
             history_bytes,
@@ -618,20 +501,37 @@ mod tests {
         })
     }
 
+    fn room(name: &str) -> RoomName {
+        RoomName::parse("room", name).expect("valid room")
+    }
+
+    fn say(text: &str) -> Draft {
+        let user = UserName::parse("user", "tester").expect("valid user");
+        Draft::chat(user, "content", text.into(), 4096).expect("valid content")
+    }
+
+    /// About what one `say` of `text` holds (timestamps and offsets vary a frame by a few bytes).
+    fn held_by(text: &str) -> usize {
+        let broker = broker(usize::MAX, usize::MAX);
+        broker
+            .append(&room("probe"), say(text))
+            .unwrap()
+            .held_bytes()
+    }
+
+    /// The events `name` holds, read back through a feed.
     async fn held(broker: &MemoryBroker, name: &RoomName) -> Vec<Arc<Event>> {
+        let count = broker.held(name).map_or(0, |room| room.log.held().events);
         let feed = broker
             .subscribe(name, StartAt::Last(1000), false)
             .await
             .expect("subscribe");
-        let held = broker.inner.rooms.lock().unwrap()[name]
-            .log
-            .read()
-            .unwrap()
-            .entries
-            .len();
         feed.events
-            .take(held)
-            .map(|e| e.expect("event"))
+            .take(count)
+            .map(|item| match item {
+                Ok(Delivery::Event(event)) => event,
+                other => panic!("{other:?}"),
+            })
             .collect()
             .await
     }
@@ -656,7 +556,7 @@ mod tests {
     #[tokio::test]
     async fn a_room_keeps_what_fits_its_bytes_oldest_out_first() {
         let one = held_by("x");
-        let broker = budgeted(usize::MAX, 3 * one + one / 2);
+        let broker = broker(usize::MAX, 3 * one + one / 2);
         let general = room("general");
         let mut feed = broker
             .subscribe(&general, StartAt::Live, false)
@@ -673,17 +573,17 @@ mod tests {
         // A reader that was behind learns what it missed, as with the count limit.
         assert!(matches!(
             feed.events.next().await,
-            Some(Err(Gap {
+            Some(Err(crate::broker::FeedError::Behind(crate::broker::Gap {
                 missed: 2,
                 resume_from: 3
-            }))
+            })))
         ));
     }
 
     #[tokio::test]
     async fn the_overall_budget_evicts_the_oldest_message_of_any_room() {
         let one = held_by("x");
-        let broker = budgeted(4 * one + one / 2, usize::MAX);
+        let broker = broker(4 * one + one / 2, usize::MAX);
         let (a, b) = (room("a"), room("b"));
         for target in [&a, &a, &b, &b, &a, &b] {
             broker.publish(target, say("x")).await.expect("publish");
@@ -697,39 +597,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_dropped_room_gives_its_bytes_back() {
-        let broker = budgeted(usize::MAX, usize::MAX);
+    async fn a_dropped_room_gives_its_bytes_back_and_its_name_a_new_epoch() {
+        let broker = broker(usize::MAX, usize::MAX);
         let (idle, busy) = (room("idle"), room("busy"));
-        broker.publish(&idle, say("x")).await.expect("publish");
+        let before = broker.publish(&idle, say("x")).await.expect("publish");
         broker.publish(&busy, say("x")).await.expect("publish");
         let _watching = broker
             .subscribe(&busy, StartAt::Live, false)
             .await
             .expect("subscribe");
-        let busy_bytes = broker.inner.rooms.lock().unwrap()[&busy]
-            .log
-            .read()
-            .unwrap()
-            .bytes;
+        let busy_bytes = broker.held(&busy).unwrap().log.held().bytes;
         assert_eq!(
             broker.evict_idle_rooms(Instant::now() + Duration::from_secs(61)),
             1
         );
         let figures = broker.figures();
         assert_eq!(
-            (figures.history_messages, figures.history_bytes),
-            (1, busy_bytes as u64)
+            (
+                figures.rooms,
+                figures.history_messages,
+                figures.history_bytes
+            ),
+            (1, 1, busy_bytes as u64)
         );
         assert_eq!(
-            broker.inner.budget.oldest.lock().unwrap().len(),
+            lock(&broker.inner.budget.oldest).len(),
             1,
             "only busy is listed"
         );
+        let after = broker.publish(&idle, say("x")).await.expect("publish");
+        assert_eq!(after.offset, 1);
+        assert_ne!(after.epoch, before.epoch, "a new log");
     }
 
     #[tokio::test]
     async fn text_frames_are_made_at_append_only_while_a_text_reader_is_subscribed() {
-        let broker = budgeted(usize::MAX, usize::MAX);
+        let broker = broker(usize::MAX, usize::MAX);
         let general = room("general");
         let plain = broker
             .publish(&general, say("before"))
@@ -743,180 +646,39 @@ mod tests {
             .publish(&general, say("before"))
             .await
             .expect("publish");
-        assert_eq!(
-            with_text.held_bytes() - plain.held_bytes(),
-            crate::event::allocation(with_text.text_frame().len())
+        // Frames of the same content differ by a byte or two (timestamps), which the allocator's
+        // size classes (16 bytes apart at this size) can round either way.
+        let text = crate::event::allocation(with_text.text_frame().len()) as i64;
+        let extra = |event: &Event| event.held_bytes() as i64 - plain.held_bytes() as i64;
+        assert!(
+            (extra(&with_text) - text).abs() <= 16,
+            "{}",
+            extra(&with_text)
         );
         drop(reader);
         let after = broker
             .publish(&general, say("before"))
             .await
             .expect("publish");
-        assert_eq!(after.held_bytes(), plain.held_bytes());
-    }
-
-    #[tokio::test]
-    async fn a_replay_beyond_the_end_of_an_unknown_room_creates_nothing() {
-        let broker = broker(3);
-        assert!(matches!(
-            broker
-                .subscribe(&room("nowhere"), StartAt::Offset(5), false)
-                .await,
-            Err(ChatError::OffsetOutOfRange {
-                requested: 5,
-                next: 1,
-                ..
-            })
-        ));
-        assert_eq!(broker.figures().rooms, 0);
-    }
-
-    fn room(name: &str) -> RoomName {
-        RoomName::parse("room", name).expect("valid room")
-    }
-
-    fn say(text: &str) -> Draft {
-        Draft::chat(
-            UserName::parse("user", "tester").expect("valid user"),
-            text.into(),
-        )
-    }
-
-    #[tokio::test]
-    async fn offsets_start_at_one_and_lamport_merges_sender_clocks() {
-        let broker = broker(10);
-        let general = room("general");
-        let first = broker.publish(&general, say("a")).await.expect("publish");
-        assert_eq!((first.offset, first.lamport), (1, 1));
-        let mut ahead = say("b");
-        ahead.sender_clock = 41;
-        let second = broker.publish(&general, ahead).await.expect("publish");
-        assert_eq!((second.offset, second.lamport), (2, 42));
-        let third = broker.publish(&general, say("c")).await.expect("publish");
-        assert_eq!((third.offset, third.lamport), (3, 43));
-    }
-
-    #[tokio::test]
-    async fn a_cursor_behind_history_reports_the_gap_then_continues() {
-        let broker = broker(3);
-        let general = room("general");
-        let mut feed = broker
-            .subscribe(&general, StartAt::Live, false)
-            .await
-            .expect("subscribe");
-        for i in 0..5 {
-            broker
-                .publish(&general, say(&i.to_string()))
-                .await
-                .expect("publish");
-        }
-        // Offsets 1..=5 were published; history keeps 3..=5.
-        assert!(matches!(
-            feed.events.next().await,
-            Some(Err(Gap {
-                missed: 2,
-                resume_from: 3
-            }))
-        ));
-        let offsets: Vec<u64> = feed
-            .events
-            .take(3)
-            .map(|e| e.expect("event").offset)
-            .collect()
-            .await;
-        assert_eq!(offsets, vec![3, 4, 5]);
-    }
-
-    #[tokio::test]
-    async fn replay_positions_are_fixed_at_subscribe_time() {
-        let broker = broker(3);
-        let general = room("general");
-        for i in 0..5 {
-            broker
-                .publish(&general, say(&i.to_string()))
-                .await
-                .expect("publish");
-        }
-        let old = broker
-            .subscribe(&general, StartAt::Offset(1), false)
-            .await
-            .expect("subscribe");
-        assert_eq!(
-            old.initial_gap,
-            Some(Gap {
-                missed: 2,
-                resume_from: 3
-            })
-        );
-        let last = broker
-            .subscribe(&general, StartAt::Last(2), false)
-            .await
-            .expect("subscribe");
-        assert_eq!(last.initial_gap, None);
-        let offsets: Vec<u64> = last
-            .events
-            .take(2)
-            .map(|e| e.expect("event").offset)
-            .collect()
-            .await;
-        assert_eq!(offsets, vec![4, 5]);
-        assert!(matches!(
-            broker.subscribe(&general, StartAt::Offset(7), false).await,
-            Err(ChatError::OffsetOutOfRange {
-                requested: 7,
-                next: 6,
-                ..
-            })
-        ));
-    }
-
-    #[tokio::test]
-    async fn limits_on_rooms_and_subscribers_are_enforced() {
-        let broker = broker(3);
-        let (a, b, c) = (room("a"), room("b"), room("c"));
-        broker.publish(&a, say("x")).await.expect("first room");
-        broker.publish(&b, say("x")).await.expect("second room");
-        assert!(matches!(
-            broker.publish(&c, say("x")).await,
-            Err(ChatError::ResourceExhausted(_))
-        ));
-        let _one = broker
-            .subscribe(&a, StartAt::Live, false)
-            .await
-            .expect("one");
-        let two = broker
-            .subscribe(&a, StartAt::Live, false)
-            .await
-            .expect("two");
-        assert!(broker.subscribe(&a, StartAt::Live, false).await.is_err());
-        drop(two);
-        assert!(broker.subscribe(&a, StartAt::Live, false).await.is_ok());
+        assert!(extra(&after).abs() <= 16, "{}", extra(&after));
     }
 
     #[tokio::test]
     async fn only_idle_rooms_are_evicted() {
-        let broker = broker(3);
-        let (busy, idle) = (room("busy"), room("idle"));
+        let broker = broker(usize::MAX, usize::MAX);
+        let (busy, idle, present) = (room("busy"), room("idle"), room("present"));
         broker.publish(&idle, say("x")).await.expect("publish");
         let _watching = broker
             .subscribe(&busy, StartAt::Live, false)
             .await
             .expect("subscribe");
+        let alice = UserName::parse("user", "alice").unwrap();
+        let _lease = broker
+            .enter(&present, &alice, Entry::Shared, 0)
+            .await
+            .expect("enter");
         let later = Instant::now() + Duration::from_secs(61);
         assert_eq!(broker.evict_idle_rooms(later), 1);
-        assert_eq!(broker.figures().rooms, 1);
-    }
-
-    #[test]
-    fn presence_counts_sessions_per_user() {
-        let broker = broker(3);
-        let general = room("general");
-        let alice = UserName::parse("user", "alice").expect("valid");
-        assert!(broker.join(&general, &alice).unwrap());
-        assert!(!broker.join(&general, &alice).unwrap());
-        assert!(!broker.join_alone(&general, &alice).unwrap(), "taken");
-        assert!(!broker.leave(&general, &alice));
-        assert!(broker.leave(&general, &alice));
-        assert!(broker.join_alone(&general, &alice).unwrap(), "free again");
+        assert_eq!(broker.figures().rooms, 2);
     }
 }

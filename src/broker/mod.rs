@@ -1,19 +1,26 @@
 //! The seam between the chat semantics and the engine that stores and fans out room logs.
 //!
-//! An engine keeps, per room, an append-only log with offsets starting at 1, a bounded window of
-//! history, and who is present. It can be embedded ([`memory::MemoryBroker`], the default) or
-//! external (a NATS JetStream engine shares rooms between replicas); front doors never see which.
+//! An engine keeps, per room, an append-only log with offsets starting at 1 in an epoch (a random
+//! id fixed when the log starts), a bounded window of history, and who is present. It announces
+//! arrivals and departures itself (JOIN on a user's first session, LEAVE on its last: across
+//! replicas only the engine knows which is which). It can be embedded ([`memory::MemoryBroker`],
+//! the default) or in another process (a NATS JetStream engine that replicas share); front doors
+//! never see which. [`log::RoomLog`] is one room's log with its readers, which an engine in
+//! another process reuses as its local cache. [`build`] makes the engine the configuration names.
 
+pub mod log;
 pub mod memory;
 
 use std::sync::Arc;
 
 use futures_util::{future::BoxFuture, stream::BoxStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    config::ServeConfig,
     error::ChatError,
     event::Event,
-    room::{Draft, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
 
 /// Messages a reader asked for that are no longer in history.
@@ -25,18 +32,90 @@ pub struct Gap {
     pub resume_from: u64,
 }
 
-/// A room's events in log order; an `Err(Gap)` means the reader fell behind history.
-pub type EventStream = BoxStream<'static, Result<Arc<Event>, Gap>>;
+/// The room's log restarted since the position a reader asked for or had: reading continues
+/// with the oldest message of the new log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// The new log's epoch.
+    pub epoch: Epoch,
+    /// Where reading continues in it.
+    pub resume_from: u64,
+}
 
-/// An engine-level subscription: where it really started, and the events from there.
+/// How a feed begins, when not exactly where it was asked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// Part of what was asked for had left history.
+    Gap(Gap),
+    /// The position asked for belongs to another epoch.
+    Reset(Reset),
+}
+
+/// One item of a feed.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The next event of the log.
+    Event(Arc<Event>),
+    /// The log restarted under the reader (an engine that can lose a log says so).
+    Reset(Reset),
+}
+
+/// Why a feed ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedError {
+    /// The reader fell behind history.
+    Behind(Gap),
+    /// The engine cannot go on serving the feed.
+    Failed(String),
+}
+
+/// A room's log in order, from where a feed started.
+pub type EventStream = BoxStream<'static, Result<Delivery, FeedError>>;
+
+/// An engine-level subscription: the log's epoch, how it really started, and the events.
 pub struct Feed {
-    /// Set when the requested start was already older than history.
-    pub initial_gap: Option<Gap>,
+    /// The epoch of the room's log when the feed opened.
+    pub epoch: Epoch,
+    /// The offset of the first event it delivers (the next one appended, for a live start).
+    pub next: u64,
+    /// Set when it did not start exactly where asked.
+    pub opening: Option<Opening>,
     /// Events from the start position, in log order, live once history is exhausted.
     pub events: EventStream,
 }
 
-/// Figures an engine reports about itself.
+/// A named participant's presence in a room, until [`Broker::release`] is called with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The room.
+    pub room: RoomName,
+    /// The participant.
+    pub user: UserName,
+}
+
+/// How a participant enters a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// One more session of the user (several at once are fine).
+    Shared,
+    /// The only session of the user: refused with ALREADY_EXISTS while it is present.
+    Exclusive,
+}
+
+/// A room as the engine holds it now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The epoch of its log; `None` for a room the engine does not hold.
+    pub epoch: Option<Epoch>,
+    /// Oldest and newest offsets in history (0 when it holds none).
+    pub first_offset: u64,
+    /// See `first_offset`.
+    pub last_offset: u64,
+    /// Named participants present and their sessions, by name.
+    pub members: Vec<(UserName, u32)>,
+}
+
+/// Figures an engine reports about itself, kept up to date as it goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineFigures {
     /// Rooms currently held.
@@ -45,10 +124,16 @@ pub struct EngineFigures {
     pub history_messages: u64,
     /// Bytes those messages hold.
     pub history_bytes: u64,
+    /// Events appended since the engine started (chat, JOIN and LEAVE), by this process.
+    pub appended: u64,
 }
 
-/// Publish, subscribe from an offset, presence: what the chat semantics need from an engine.
+/// Publish, subscribe from a position, presence: what the chat semantics need from an engine.
 pub trait Broker: Send + Sync + 'static {
+    /// Starts the engine's background work (tracked by `tasks`, ending when `shutdown` is
+    /// cancelled).
+    fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken);
+
     /// Appends `draft` to `room`'s log (creating the room on first use), assigning the next
     /// offset and the merged Lamport time. Never waits for subscribers.
     fn publish<'a>(
@@ -67,16 +152,31 @@ pub trait Broker: Send + Sync + 'static {
         text_frames: bool,
     ) -> BoxFuture<'a, Result<Feed, ChatError>>;
 
-    /// Records one more session of `user` in `room`; true when it is the user's first.
-    fn join(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError>;
+    /// Records a session of `user` in `room` as `entry` says; announces a JOIN (merging `clock`)
+    /// when it is the user's first.
+    fn enter<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        entry: Entry,
+        clock: u64,
+    ) -> BoxFuture<'a, Result<Lease, ChatError>>;
 
-    /// Records the only session of `user` in `room`; false (and nothing recorded) when the user
-    /// is already present.
-    fn join_alone(&self, room: &RoomName, user: &UserName) -> Result<bool, ChatError>;
+    /// Ends the session `lease` records; announces a LEAVE when it was the user's last.
+    fn release(&self, lease: Lease) -> BoxFuture<'_, ()>;
 
-    /// Records that one session of `user` left `room`; true when it was the user's last.
-    fn leave(&self, room: &RoomName, user: &UserName) -> bool;
+    /// Who is in `room` now and which positions its log holds.
+    fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>>;
 
-    /// Current figures for metrics.
+    /// Current figures for metrics: cheap, kept up to date by the engine.
     fn figures(&self) -> EngineFigures;
+
+    /// Stops the engine once the server no longer uses it (an engine in another process closes
+    /// its connections here).
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The engine the configuration names, not yet started.
+pub fn build(config: &ServeConfig) -> Arc<dyn Broker> {
+    Arc::new(memory::MemoryBroker::new(config.memory()))
 }

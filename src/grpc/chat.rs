@@ -2,7 +2,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -11,7 +10,6 @@ use std::{
 
 use futures_util::{Stream, StreamExt};
 use tokio_stream::StreamMap;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
@@ -19,15 +17,15 @@ use super::{
     convert::{self, Command},
 };
 use crate::{
-    error::ChatError,
-    hub::{Hub, Participant, Subscription},
+    error::{ChatError, FROM_OFFSET_FIELD},
+    hub::{Delivery, Hub, Participant, Subscription},
     monitoring::{FrontDoor, Monitoring},
     proto::{
-        Message, Metric, MetricsRequest, SendMessageRequest, SendMessageResponse, SubscribeRequest,
-        UploadResponse, chat_service_server::ChatService,
+        GetRoomRequest, Message, Metric, MetricsRequest, RoomState, SendMessageRequest,
+        SendMessageResponse, SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
-    room::{self, Draft, RoomName, StartAt, UserName},
-    shutdown::Drain,
+    room::{Draft, RoomName, StartAt, UserName},
+    shutdown::{Drain, Step, UntilDrained},
 };
 
 /// Longest `StreamMetrics` interval a client may ask for.
@@ -139,16 +137,19 @@ impl ChatService for ChatApi {
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
         let user = UserName::parse("user", &request.user)?;
-        room::check_content("content", &request.content, self.limits.max_content_bytes)?;
-        let event = self
-            .hub
-            .publish(&room, Draft::chat(user, request.content))
-            .await?;
+        let draft = Draft::chat(
+            user,
+            "content",
+            request.content,
+            self.limits.max_content_bytes,
+        )?;
+        let event = self.hub.publish(&room, draft).await?;
         Ok(Response::new(SendMessageResponse {
             message_id: event.id.to_string(),
             timestamp: Some(event.timestamp.into()),
             offset: event.offset,
             lamport: event.lamport,
+            epoch: event.epoch.to_string(),
         }))
     }
 
@@ -166,23 +167,28 @@ impl ChatService for ChatApi {
             "" => None,
             name => Some(UserName::parse("user", name)?),
         };
-        let start = convert::start_at(request.from_offset, request.last)?;
+        let start = convert::start_at(
+            request.from_offset,
+            request.last,
+            &request.epoch,
+            FROM_OFFSET_FIELD,
+        )?;
         let subscription = self
             .hub
             .subscribe(&room, user.as_ref().map(Participant::shared), start, door)
             .await?;
+        // Popped from the end: the welcome first, then how the replay opens.
         let mut notices = Vec::with_capacity(2);
-        if let Some(gap) = subscription.initial_gap {
-            notices.push(Encoded::of(&convert::gap_notice(&room, gap)));
+        if let Some(opening) = &subscription.opening {
+            let notice = convert::opening_notice(&room, opening, subscription.epoch());
+            notices.push(Encoded::of(&notice));
         }
-        notices.push(Encoded::of(&convert::welcome(&room, user.as_ref())));
+        let welcome = convert::welcome(&room, user.as_ref(), subscription.epoch());
+        notices.push(Encoded::of(&welcome));
         Ok(Response::new(Box::pin(RoomFeed {
             notices,
-            subscription,
+            subscription: drain.until(subscription),
             room,
-            resume_from: None,
-            draining: drain.wait(),
-            drain,
             phase: Phase::Open,
         })))
     }
@@ -192,19 +198,15 @@ impl ChatService for ChatApi {
         request: Request<Streaming<Message>>,
     ) -> Result<Response<UploadResponse>, Status> {
         let drain = Drain::of(request.extensions(), &self.shutdown);
-        let mut inbound = request.into_inner();
+        let mut inbound = std::pin::pin!(drain.until(request.into_inner()));
         let mut published: usize = 0;
-        let mut draining = std::pin::pin!(drain.wait());
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = &mut draining => return Err(drain.ending().error().into()),
-                next = inbound.message() => next,
-            };
-            let message = match next {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(status) => return Err(upload_failed(at_message(status, published), published)),
+        while let Some(step) = inbound.next().await {
+            let message = match step {
+                Step::Drained(ending) => return Err(ending.error().into()),
+                Step::Item(Ok(message)) => message,
+                Step::Item(Err(status)) => {
+                    return Err(upload_failed(at_message(status, published), published));
+                }
             };
             let outcome = match convert::command(&message, self.limits.max_content_bytes, false) {
                 Ok(Command::Say(room, draft)) => self.hub.publish(&room, draft).await.map(drop),
@@ -233,10 +235,18 @@ impl ChatService for ChatApi {
             api: self.clone(),
             drain: Drain::of(request.extensions(), &self.shutdown),
             joined: StreamMap::new(),
-            resume_from: HashMap::new(),
             unacked: HashMap::new(),
         };
         Ok(Response::new(Box::pin(session.run(request.into_inner()))))
+    }
+
+    async fn get_room(
+        &self,
+        request: Request<GetRoomRequest>,
+    ) -> Result<Response<RoomState>, Status> {
+        let room = RoomName::parse("room", &request.into_inner().room)?;
+        let summary = self.hub.room(&room).await?;
+        Ok(Response::new(convert::room_state(&room, summary)))
     }
 
     type StreamMetricsStream = ResponseStream<Metric>;
@@ -272,25 +282,16 @@ impl ChatService for ChatApi {
             }
         };
         let api = self.clone();
-        Ok(Response::new(Box::pin(async_stream::stream! {
-            let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut draining = std::pin::pin!(drain.wait());
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut draining => {
-                        yield Err(drain.ending().error().into());
-                        break;
-                    }
-                    _ = ticks.tick() => {
-                        for metric in api.metrics(&request.names) {
-                            yield Ok(metric);
-                        }
-                    }
-                }
-            }
-        })))
+        let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let batches = drain.until(tokio_stream::wrappers::IntervalStream::new(ticks));
+        Ok(Response::new(Box::pin(batches.flat_map(move |step| {
+            let batch = match step {
+                Step::Item(_) => api.metrics(&request.names).into_iter().map(Ok).collect(),
+                Step::Drained(ending) => vec![Err(ending.error().into())],
+            };
+            futures_util::stream::iter(batch)
+        }))))
     }
 }
 
@@ -300,8 +301,6 @@ struct ChatSession {
     /// Its connection's drain.
     drain: Drain,
     joined: StreamMap<RoomName, Subscription>,
-    /// Per joined room, the offset after the last event sent, for the shutdown notice.
-    resume_from: HashMap<RoomName, u64>,
     /// Per room, the offset of this session's latest message not yet delivered back to it.
     unacked: HashMap<RoomName, u64>,
 }
@@ -319,14 +318,13 @@ impl ChatSession {
             let mut inbound_open = true;
             let mut received: usize = 0;
             while inbound_open || !self.unacked.is_empty() {
-                if self.drain.is_started() {
-                    let ending = self.drain.ending();
+                if let Some(ending) = self.drain.ended() {
                     // Collected first: the map must not be borrowed across a yield.
                     let notices: Vec<Message> = self
                         .joined
-                        .keys()
-                        .map(|room| {
-                            convert::shutdown_notice(room, self.resume_from.get(room).copied(), ending)
+                        .iter()
+                        .map(|(room, subscription)| {
+                            convert::closing_notice(room, subscription.position(), ending)
                         })
                         .collect();
                     for notice in notices {
@@ -338,12 +336,14 @@ impl ChatSession {
                 tokio::select! {
                     biased;
                     Some((room, next)) = self.joined.next(), if !self.joined.is_empty() => match next {
-                        Ok(event) => {
+                        Ok(Delivery::Event(event)) => {
                             if self.unacked.get(&room).is_some_and(|&offset| event.offset >= offset) {
                                 self.unacked.remove(&room);
                             }
-                            self.resume_from.insert(room, event.offset + 1);
                             yield Ok(Encoded::event(&event));
+                        }
+                        Ok(Delivery::Reset(reset)) => {
+                            yield Ok(Encoded::of(&convert::reset_notice(&room, &reset)));
                         }
                         Err(error) => {
                             yield Err(error.into());
@@ -352,9 +352,16 @@ impl ChatSession {
                     },
                     next = inbound.message(), if inbound_open => match next {
                         Ok(Some(message)) => {
-                            if let Err(error) = self.apply(&message).await {
-                                yield Err(error.at_message(received).into());
-                                break;
+                            match self.apply(&message).await {
+                                Ok(notice) => {
+                                    if let Some(notice) = notice {
+                                        yield Ok(Encoded::of(&notice));
+                                    }
+                                }
+                                Err(error) => {
+                                    yield Err(error.at_message(received).into());
+                                    break;
+                                }
                             }
                             received += 1;
                         }
@@ -374,29 +381,36 @@ impl ChatSession {
         }
     }
 
-    async fn apply(&mut self, message: &Message) -> Result<(), ChatError> {
+    /// Applies one client message; a JOIN that resumes may open with a notice to send.
+    async fn apply(&mut self, message: &Message) -> Result<Option<Message>, ChatError> {
         match convert::command(message, self.api.limits.max_content_bytes, true)? {
             Command::Say(room, draft) => {
                 let user = draft.user.clone();
-                self.join(&room, &user).await?;
+                self.join(&room, &user, StartAt::Live).await?;
                 let event = self.api.hub.publish(&room, draft).await?;
                 self.unacked.insert(room, event.offset);
+                Ok(None)
             }
-            Command::Join(room, user) => self.join(&room, &user).await?,
+            Command::Join(room, user, start) => self.join(&room, &user, start).await,
             Command::Leave(room) => {
-                // Dropping the subscription announces the LEAVE.
+                // Dropping the subscription releases the presence, and the engine announces it.
                 self.joined.remove(&room);
-                self.resume_from.remove(&room);
                 self.unacked.remove(&room);
+                Ok(None)
             }
         }
-        Ok(())
     }
 
-    /// Subscribes to `room` from now on, unless already joined.
-    async fn join(&mut self, room: &RoomName, user: &UserName) -> Result<(), ChatError> {
+    /// Subscribes to `room` from `start`, unless already joined; returns the notice its replay
+    /// opens with, if it did not open where asked.
+    async fn join(
+        &mut self,
+        room: &RoomName,
+        user: &UserName,
+        start: StartAt,
+    ) -> Result<Option<Message>, ChatError> {
         if self.joined.contains_key(room) {
-            return Ok(());
+            return Ok(None);
         }
         let max = self.api.limits.max_rooms_per_chat;
         if self.joined.len() >= max {
@@ -410,12 +424,17 @@ impl ChatSession {
             .subscribe(
                 room,
                 Some(Participant::shared(user)),
-                StartAt::Live,
+                start,
                 FrontDoor::Grpc,
             )
-            .await?;
+            .await
+            .map_err(|error| error.offset_in(convert::JOIN_OFFSET_FIELD))?;
+        let notice = subscription
+            .opening
+            .as_ref()
+            .map(|opening| convert::opening_notice(room, opening, subscription.epoch()));
         self.joined.insert(room.clone(), subscription);
-        Ok(())
+        Ok(notice)
     }
 }
 
@@ -430,22 +449,17 @@ enum Phase {
 }
 
 pin_project_lite::pin_project! {
-    /// A `SubscribeMessages` response: its notices (welcome, then a gap if any), then the room's
-    /// events in order; when the server or its connection drains, a notice saying where to
-    /// resume and UNAVAILABLE. Written by hand
-    /// rather than as a generator because every idle subscriber holds one: it stays small, and a
-    /// delivery costs one poll of the subscription.
+    /// A `SubscribeMessages` response: its notices (welcome, then a gap or reset if any), then
+    /// the room's events in order; when the server or its connection drains, a notice saying
+    /// where to resume and UNAVAILABLE. Written by hand rather than as a generator because every
+    /// idle subscriber holds one: it stays small, and a delivery costs one poll of the
+    /// subscription.
     struct RoomFeed {
         // Popped from the end.
         notices: Vec<Encoded>,
-        subscription: Subscription,
-        room: RoomName,
-        resume_from: Option<u64>,
-        // Its connection's.
-        drain: Drain,
-        // Registered once; polled only while the subscription has nothing ready.
         #[pin]
-        draining: WaitForCancellationFutureOwned,
+        subscription: UntilDrained<Subscription>,
+        room: RoomName,
         phase: Phase,
     }
 }
@@ -467,30 +481,29 @@ impl Stream for RoomFeed {
             Phase::Failing(status) => return Poll::Ready(Some(Err(status))),
             Phase::Done => return Poll::Ready(None),
         }
-        if !this.drain.is_started() {
-            match this.subscription.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    *this.resume_from = Some(event.offset + 1);
-                    return Poll::Ready(Some(Ok(Encoded::event(&event))));
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    *this.phase = Phase::Done;
-                    return Poll::Ready(Some(Err(error.into())));
-                }
-                Poll::Ready(None) => {
-                    *this.phase = Phase::Done;
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => {
-                    if this.draining.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
+        let step = match std::task::ready!(this.subscription.as_mut().poll_next(cx)) {
+            None => {
+                *this.phase = Phase::Done;
+                return Poll::Ready(None);
             }
-        }
-        let ending = this.drain.ending();
-        *this.phase = Phase::Failing(ending.error().into());
-        let notice = convert::shutdown_notice(this.room, *this.resume_from, ending);
-        Poll::Ready(Some(Ok(Encoded::of(&notice))))
+            Some(step) => step,
+        };
+        Poll::Ready(Some(match step {
+            Step::Item(Ok(Delivery::Event(event))) => Ok(Encoded::event(&event)),
+            Step::Item(Ok(Delivery::Reset(reset))) => {
+                Ok(Encoded::of(&convert::reset_notice(this.room, &reset)))
+            }
+            Step::Item(Err(error)) => {
+                *this.phase = Phase::Done;
+                Err(error.into())
+            }
+            Step::Drained(ending) => {
+                *this.phase = Phase::Failing(ending.error().into());
+                let position = this.subscription.get_ref().position();
+                Ok(Encoded::of(&convert::closing_notice(
+                    this.room, position, ending,
+                )))
+            }
+        }))
     }
 }

@@ -20,9 +20,10 @@ use prost::{
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{
+    broker::Entry,
     error::ChatError,
-    event::{self, EventKind},
-    hub::{Hub, Participant, Subscription},
+    event,
+    hub::{Delivery, Hub, Participant, Subscription},
     monitoring::FrontDoor,
     proto::chitty_chat::{
         ChatEvent, ChatMessage,
@@ -136,10 +137,13 @@ impl Session {
                 tokio::select! {
                     biased;
                     next = next_event(&mut self.joined) => match next {
-                        Some(Ok(event)) => {
+                        Some(Ok(Delivery::Event(event))) => {
                             self.last_timestamp = event.lamport;
                             yield Ok(Outgoing::Event(event));
                         }
+                        // Chitty-Chat has no positions to resume from: a restarted log is news
+                        // to nobody.
+                        Some(Ok(Delivery::Reset(_))) => {}
                         Some(Err(error)) => {
                             yield Err(error.into());
                             break;
@@ -173,7 +177,7 @@ impl Session {
     }
 
     async fn apply(&mut self, event: ChatEvent) -> Result<Flow, ChatError> {
-        match command(event, self.api.max_content_bytes)? {
+        match command(event)? {
             Command::Join { user, clock } => {
                 if let Some((name, _)) = &self.joined {
                     return Err(ChatError::FailedPrecondition(format!(
@@ -182,7 +186,7 @@ impl Session {
                 }
                 let participant = Participant {
                     user: &user,
-                    exclusive: true,
+                    entry: Entry::Exclusive,
                     clock,
                 };
                 let subscription = self
@@ -204,7 +208,8 @@ impl Session {
                 clock,
             } => {
                 let user = self.joined_as("message.username", &username)?;
-                let mut draft = Draft::chat(user, text);
+                let mut draft =
+                    Draft::chat(user, "message.message", text, self.api.max_content_bytes)?;
                 draft.sender_clock = clock;
                 self.api.hub.publish(&self.room, draft).await?;
                 Ok(Flow::Continue)
@@ -248,7 +253,7 @@ impl Session {
 
 async fn next_event(
     joined: &mut Option<(UserName, Subscription)>,
-) -> Option<Result<Arc<event::Event>, ChatError>> {
+) -> Option<Result<Delivery, ChatError>> {
     match joined {
         Some((_, subscription)) => subscription.next().await,
         None => std::future::pending().await,
@@ -282,9 +287,9 @@ pub enum Command {
     },
 }
 
-/// Checks a client's event against the rules (the clock bound, an event set, the user-name and
-/// content rules) and says what it asks for.
-pub fn command(event: ChatEvent, max_content_bytes: usize) -> Result<Command, ChatError> {
+/// Checks a client's event against the rules that need no state (the clock bound, an event set,
+/// the user-name rules; content is checked as the message is made) and says what it asks for.
+pub fn command(event: ChatEvent) -> Result<Command, ChatError> {
     let clock = room::check_clock("timestamp", event.timestamp)?;
     match event.event {
         None => Err(ChatError::invalid(
@@ -295,14 +300,11 @@ pub fn command(event: ChatEvent, max_content_bytes: usize) -> Result<Command, Ch
             user: username_of("join.username", &username)?,
             clock,
         }),
-        Some(Event::Message(chat_event::ChatMessage { username, message })) => {
-            room::check_content("message.message", &message, max_content_bytes)?;
-            Ok(Command::Say {
-                username,
-                text: message,
-                clock,
-            })
-        }
+        Some(Event::Message(chat_event::ChatMessage { username, message })) => Ok(Command::Say {
+            username,
+            text: message,
+            clock,
+        }),
         Some(Event::Leave(chat_event::UserLeave { username })) => Ok(Command::Leave { username }),
     }
 }
@@ -347,12 +349,8 @@ impl Outgoing {
             Self::Notice(notice) => return Err(notice.clone()),
             Self::Event(event) => event,
         };
-        let verb = match event.kind {
-            EventKind::Chat => {
-                return Ok((event.lamport, event.user.as_str(), event.content_bytes()));
-            }
-            EventKind::Join => "joined",
-            EventKind::Leave => "left",
+        let Some(verb) = event.kind.presence_verb() else {
+            return Ok((event.lamport, event.user.as_str(), event.content_bytes()));
         };
         Err(ChatMessage {
             timestamp: event.lamport,
@@ -425,12 +423,14 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+    use crate::event::EventKind;
 
     fn event(kind: EventKind) -> Outgoing {
         Outgoing::Event(Arc::new(event::Event::new(
             event::EventParts {
                 id: uuid::Uuid::now_v7(),
                 room: RoomName::parse("room", "general").unwrap(),
+                epoch: crate::room::Epoch::random(),
                 user: UserName::parse("user", "alice").unwrap(),
                 content: "hello",
                 kind,

@@ -3,11 +3,12 @@
 use std::time::SystemTime;
 
 use crate::{
-    broker::Gap,
+    broker::{Opening, Reset, RoomSummary},
     error::ChatError,
     event::SYSTEM_USER,
-    proto::{Message, MessageType},
-    room::{self, Draft, RoomName, StartAt, UserName},
+    hub::Position,
+    proto::{Member, Message, MessageType, Notice, RoomState},
+    room::{Draft, Epoch, RoomName, StartAt, UserName},
     shutdown::Ending,
 };
 
@@ -18,14 +19,18 @@ const NOTICE_ID: &str = "system";
 pub enum Command {
     /// Publish `draft` to `room`.
     Say(RoomName, Draft),
-    /// Join `room` as the named user (Chat only).
-    Join(RoomName, UserName),
+    /// Join `room` as the named user, reading from `start` (Chat only).
+    Join(RoomName, UserName, StartAt),
     /// Leave `room` (Chat only).
     Leave(RoomName),
 }
 
+/// The field of a JOIN in `Chat` that names where to resume the room.
+pub const JOIN_OFFSET_FIELD: &str = "offset";
+
 /// Validates a client-sent `Message`. `id` and `timestamp` are the server's to assign and are
-/// ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set.
+/// ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set. A JOIN with an
+/// `offset` resumes the room from there (in its `epoch`), as `from_offset` does.
 pub fn command(
     message: &Message,
     max_content_bytes: usize,
@@ -38,15 +43,14 @@ pub fn command(
     match kind {
         MessageType::Chat => {
             let user = UserName::parse("user", &message.user)?;
-            room::check_content("content", &message.content, max_content_bytes)?;
-            Ok(Command::Say(
-                room,
-                Draft::chat(user, message.content.clone()),
-            ))
+            let draft = Draft::chat(user, "content", message.content.clone(), max_content_bytes)?;
+            Ok(Command::Say(room, draft))
         }
-        MessageType::Join if allow_presence => {
-            Ok(Command::Join(room, UserName::parse("user", &message.user)?))
-        }
+        MessageType::Join if allow_presence => Ok(Command::Join(
+            room,
+            UserName::parse("user", &message.user)?,
+            start_at(message.offset, 0, &message.epoch, JOIN_OFFSET_FIELD)?,
+        )),
         MessageType::Leave if allow_presence => Ok(Command::Leave(room)),
         MessageType::Join | MessageType::Leave => Err(ChatError::invalid(
             "type",
@@ -59,21 +63,32 @@ pub fn command(
     }
 }
 
-/// Where a `SubscribeRequest` starts reading.
-pub fn start_at(from_offset: u64, last: u32) -> Result<StartAt, ChatError> {
-    match (from_offset, last) {
-        (0, 0) => Ok(StartAt::Live),
-        (offset, 0) => Ok(StartAt::Offset(offset)),
-        (0, count) => Ok(StartAt::Last(count.into())),
+/// Where a subscription starts reading: `from_offset` (the field `offset_field`) in `epoch`, or
+/// the `last` messages, or live.
+pub fn start_at(
+    from_offset: u64,
+    last: u32,
+    epoch: &str,
+    offset_field: &str,
+) -> Result<StartAt, ChatError> {
+    let epoch = Epoch::parse("epoch", epoch)?;
+    match (from_offset, last, epoch) {
+        (0, _, Some(_)) => Err(ChatError::invalid(
+            "epoch",
+            format!("names the epoch of {offset_field}; set it with {offset_field}"),
+        )),
+        (0, 0, None) => Ok(StartAt::Live),
+        (offset, 0, epoch) => Ok(StartAt::Offset { offset, epoch }),
+        (0, count, None) => Ok(StartAt::Last(count.into())),
         _ => Err(ChatError::invalid(
-            "from_offset",
+            offset_field,
             "cannot be combined with last; set one of them",
         )),
     }
 }
 
-/// A SYSTEM notice that is not part of the room's log.
-pub fn notice(room: &RoomName, content: String) -> Message {
+/// A SYSTEM notice of `kind` that is not part of the room's log.
+fn notice(room: &RoomName, kind: Notice, content: String) -> Message {
     Message {
         id: NOTICE_ID.into(),
         user: SYSTEM_USER.into(),
@@ -81,28 +96,55 @@ pub fn notice(room: &RoomName, content: String) -> Message {
         room: room.to_string(),
         timestamp: Some(SystemTime::now().into()),
         r#type: MessageType::System as i32,
+        notice: kind as i32,
         ..Message::default()
     }
 }
 
-/// The seed's greeting, first on every subscription.
-pub fn welcome(room: &RoomName, user: Option<&UserName>) -> Message {
+/// The seed's greeting, first on every subscription, with the room's epoch.
+pub fn welcome(room: &RoomName, user: Option<&UserName>, epoch: &Epoch) -> Message {
     let content = match user {
         Some(user) => format!("Welcome to room {room}, {user}!"),
         None => format!("Welcome to room {room}!"),
     };
-    notice(room, content)
+    Message {
+        epoch: epoch.to_string(),
+        ..notice(room, Notice::Welcome, content)
+    }
 }
 
-/// Tells a replaying subscriber that part of what it asked for left history.
-pub fn gap_notice(room: &RoomName, gap: Gap) -> Message {
+/// How a replay starts when not where it was asked: part of it left history (a gap), or the room's
+/// log restarted (a reset).
+pub fn opening_notice(room: &RoomName, opening: &Opening, epoch: &Epoch) -> Message {
+    match opening {
+        Opening::Gap(gap) => Message {
+            missed: gap.missed,
+            resume_from: gap.resume_from,
+            epoch: epoch.to_string(),
+            ..notice(
+                room,
+                Notice::Gap,
+                format!(
+                    "gap: {} messages are no longer in history; replay continues from offset {}",
+                    gap.missed, gap.resume_from
+                ),
+            )
+        },
+        Opening::Reset(reset) => reset_notice(room, reset),
+    }
+}
+
+/// Tells a reader the room's log restarted: another epoch, read from its oldest message.
+pub fn reset_notice(room: &RoomName, reset: &Reset) -> Message {
     Message {
-        missed: gap.missed,
+        resume_from: reset.resume_from,
+        epoch: reset.epoch.to_string(),
         ..notice(
             room,
+            Notice::Reset,
             format!(
-                "gap: {} messages are no longer in history; replay continues from offset {}",
-                gap.missed, gap.resume_from
+                "reset: the room's log restarted (epoch {}); replay continues from offset {}",
+                reset.epoch, reset.resume_from
             ),
         )
     }
@@ -110,11 +152,41 @@ pub fn gap_notice(room: &RoomName, gap: Gap) -> Message {
 
 /// Tells a subscriber its stream is ending (the server or its connection drains), and where to
 /// resume.
-pub fn shutdown_notice(room: &RoomName, resume_from: Option<u64>, ending: Ending) -> Message {
-    let what = ending.describe();
-    let content = match resume_from {
-        Some(offset) => format!("{what}; reconnect with from_offset={offset} to resume"),
-        None => format!("{what}; reconnect to resume"),
-    };
-    notice(room, content)
+pub fn closing_notice(room: &RoomName, position: &Position, ending: Ending) -> Message {
+    Message {
+        resume_from: position.offset,
+        epoch: position.epoch.to_string(),
+        ..notice(
+            room,
+            Notice::Closing,
+            format!(
+                "{}; reconnect with from_offset={} epoch={} to resume",
+                ending.describe(),
+                position.offset,
+                position.epoch
+            ),
+        )
+    }
+}
+
+/// What `GetRoom` answers for `room`.
+pub fn room_state(room: &RoomName, summary: RoomSummary) -> RoomState {
+    RoomState {
+        room: room.to_string(),
+        epoch: summary
+            .epoch
+            .as_ref()
+            .map(Epoch::to_string)
+            .unwrap_or_default(),
+        first_offset: summary.first_offset,
+        last_offset: summary.last_offset,
+        members: summary
+            .members
+            .into_iter()
+            .map(|(user, sessions)| Member {
+                user: user.to_string(),
+                sessions,
+            })
+            .collect(),
+    }
 }

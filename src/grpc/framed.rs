@@ -31,11 +31,9 @@ use tonic::{
 };
 use tower::Service;
 
-use super::{ChatApi, Encoded, LeanCodec};
+use super::{ChatApi, Encoded, LeanCodec, protocol::CHAT_SERVICE_SUBSCRIBE_MESSAGES};
 use crate::proto::{SubscribeRequest, chat_service_server::ChatService};
 
-/// The route this module serves.
-const SUBSCRIBE_PATH: &str = "/chat.ChatService/SubscribeMessages";
 /// Waiting messages coalesced into one frame stop growing it at this size.
 const COALESCE_LIMIT: usize = 32 * 1024;
 
@@ -111,7 +109,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<TonicBody>) -> Self::Future {
-        if request.uri().path() != SUBSCRIBE_PATH {
+        if request.uri().path() != CHAT_SERVICE_SUBSCRIBE_MESSAGES.path {
             return Either::Left(self.generated.call(request));
         }
         let (api, max) = (Arc::clone(&self.api), self.max_decoding_message_size);

@@ -46,6 +46,8 @@ pub struct ChatMetrics {
     pub slow_consumers: Counter,
     /// `grpc_chat_replay_gaps_total`.
     pub replay_gaps: Counter,
+    /// `grpc_chat_replay_resets_total`.
+    pub replay_resets: Counter,
     delivery_seconds: Histogram,
     subscriptions: [Gauge; FrontDoor::ALL.len()],
     /// `grpc_chat_rooms`, set at scrape time.
@@ -65,6 +67,7 @@ impl ChatMetrics {
             missed: monitoring.counter(names::MISSED, &[]),
             slow_consumers: monitoring.counter(names::SLOW_CONSUMERS, &[]),
             replay_gaps: monitoring.counter(names::REPLAY_GAPS, &[]),
+            replay_resets: monitoring.counter(names::REPLAY_RESETS, &[]),
             delivery_seconds: monitoring.histogram(names::DELIVERY_SECONDS, &[]),
             subscriptions: FrontDoor::ALL.map(|door| {
                 monitoring.gauge(names::SUBSCRIPTIONS, &[("front_door", door.label())])

@@ -133,6 +133,13 @@ pub const REPLAY_GAPS: Def = def(
     Unit::Count,
     "Replays that started with a gap notice because the requested offset had left history.",
 );
+/// Subscriptions told their room's log restarted (another epoch than the one resumed from).
+pub const REPLAY_RESETS: Def = def(
+    "grpc_chat_replay_resets_total",
+    Kind::Counter,
+    Unit::Count,
+    "Subscriptions that got a reset notice because the room's log restarted (another epoch).",
+);
 /// Time from append to hand-over to a subscriber's transport, sampled.
 pub const DELIVERY_SECONDS: Def = def(
     "grpc_chat_delivery_latency_seconds",
@@ -170,7 +177,7 @@ pub const CONNECTIONS_CLOSED: Def = def(
 );
 
 /// Every metric defined here.
-pub const ALL: [Def; 19] = [
+pub const ALL: [Def; 20] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -185,6 +192,7 @@ pub const ALL: [Def; 19] = [
     MISSED,
     SLOW_CONSUMERS,
     REPLAY_GAPS,
+    REPLAY_RESETS,
     DELIVERY_SECONDS,
     CONNECTIONS,
     CONNECTIONS_ACCEPTED,

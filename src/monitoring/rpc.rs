@@ -105,7 +105,7 @@ impl RpcLayer {
             .iter()
             .map(|rpc| {
                 (
-                    format!("/{}/{}", rpc.service, rpc.method),
+                    rpc.path.to_owned(),
                     Arc::new(MethodMetrics::new(
                         monitoring,
                         (rpc.service, rpc.method, rpc.kind.label()),

@@ -6,7 +6,7 @@ use tonic::{Code, Streaming};
 use crate::helpers::*;
 
 /// Opens a Chat stream fed by the returned sender.
-async fn open_chat(app: &TestApp) -> (mpsc::Sender<Message>, Streaming<Message>) {
+pub async fn open_chat(app: &TestApp) -> (mpsc::Sender<Message>, Streaming<Message>) {
     let (outbound, rx) = mpsc::channel(16);
     let inbound = app
         .new_client()

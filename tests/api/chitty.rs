@@ -85,7 +85,7 @@ impl Participant {
         format!("{}: {}", message.username, message.message)
     }
 
-    async fn status(&mut self) -> tonic::Status {
+    pub async fn status(&mut self) -> tonic::Status {
         within("the stream's status", async {
             loop {
                 match self.messages.message().await {

@@ -1,6 +1,10 @@
 //! The `grpc-chat` binary itself: serve, signals, config errors and the client subcommands.
 
-use std::{io::Write, process::Stdio, time::Duration};
+use std::{
+    io::{BufRead, Write},
+    process::Stdio,
+    time::Duration,
+};
 
 use grpc_chat::proto::{MessageType, SubscribeRequest};
 use tonic::Code;
@@ -136,6 +140,8 @@ fn client_subcommands_talk_to_a_running_server() {
         stdout.starts_with("sent id=") && stdout.contains("offset=1"),
         "{stdout}"
     );
+    let epoch = stdout.trim().rsplit_once("epoch=").unwrap().1.to_owned();
+    assert_eq!(epoch.len(), 8, "{stdout}");
 
     let file = std::env::temp_dir().join(format!("grpc-chat-upload-{}.txt", std::process::id()));
     std::fs::write(&file, "first\n\nsecond\nthird\n").unwrap();
@@ -169,7 +175,7 @@ fn client_subcommands_talk_to_a_running_server() {
     assert_eq!(
         lines,
         [
-            "[general] * Welcome to room general!",
+            format!("[general] * Welcome to room general! (epoch {epoch})").as_str(),
             "[general #1] Alice: hello there",
             "[general #2] Bob: first",
             "[general #3] Bob: second",
@@ -200,14 +206,55 @@ fn client_subcommands_talk_to_a_running_server() {
         ]
     );
 
+    let (code, stdout, stderr) = cli(&["room", "--addr", &url, "-r", "general"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!("room general: epoch {epoch}, offsets 1..8")
+    );
+    let mut present = std::process::Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+        .args(["subscribe", "--addr", &url, "-r", "general", "-u", "Dave"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(present.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .contains("Welcome to room general, Dave!")
+    );
+    let (code, stdout, stderr) = cli(&["room", "--addr", &url, "-r", "general"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("room general: epoch {epoch}, offsets 1..9").as_str(),
+            "  Dave (1 session)"
+        ]
+    );
+    present.kill().unwrap();
+    present.wait().unwrap();
+    // Dave's LEAVE, once the server noticed the client is gone.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while cli(&["room", "--addr", &url, "-r", "general"]).1.trim()
+        != format!("room general: epoch {epoch}, offsets 1..10")
+    {
+        assert!(std::time::Instant::now() < deadline, "Dave never left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stdout, _) = cli(&["room", "--addr", &url, "-r", "elsewhere"]);
+    assert_eq!((code, stdout.trim()), (0, "room elsewhere: not held"));
+
     let (code, stdout, stderr) = cli(&["metrics", "--addr", &url]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.lines().any(
             |line| line.starts_with("grpc_chat_messages_published_total{instance=")
-                && line.ends_with(" 8")
+                && line.ends_with(" 10")
         ),
-        "7 messages plus Carol's LEAVE: {stdout}"
+        "7 messages, Carol's LEAVE, Dave's JOIN and LEAVE: {stdout}"
     );
 
     let (code, _, stderr) = cli(&["send", "--addr", &url, "-r", "bad room", "-u", "Alice", "x"]);
@@ -243,7 +290,7 @@ fn client_output_into_a_closed_pipe_ends_quietly() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    std::io::BufRead::read_line(
+    BufRead::read_line(
         &mut std::io::BufReader::new(metrics.stdout.take().unwrap()),
         &mut first,
     )

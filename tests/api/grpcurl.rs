@@ -37,6 +37,7 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
         "rpc SendMessage ( .chat.SendMessageRequest ) returns ( .chat.SendMessageResponse );",
         "rpc SubscribeMessages ( .chat.SubscribeRequest ) returns ( stream .chat.Message );",
         "rpc Chat ( stream .chat.Message ) returns ( stream .chat.Message );",
+        "rpc GetRoom ( .chat.GetRoomRequest ) returns ( .chat.RoomState );",
     ] {
         assert!(description.contains(rpc), "{rpc} not in {description}");
     }
@@ -52,6 +53,29 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
     ]);
     assert!(sent.contains("\"messageId\":"), "{sent}");
     assert!(sent.contains("\"offset\": \"1\""), "{sent}");
+
+    let room = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"room": "general"}"#,
+        &addr,
+        "chat.ChatService/GetRoom",
+    ]);
+    for field in [
+        "\"room\": \"general\"",
+        "\"firstOffset\": \"1\"",
+        "\"lastOffset\": \"1\"",
+    ] {
+        assert!(room.contains(field), "{field} not in {room}");
+    }
+    let epoch = sent
+        .split("\"epoch\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(room.contains(&format!("\"epoch\": \"{epoch}\"")), "{room}");
 
     let health = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"status\": \"SERVING\""), "{health}");

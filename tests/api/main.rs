@@ -10,6 +10,8 @@ mod bench;
 mod chat;
 mod chitty;
 mod cli;
+mod engine_failure;
+mod epochs;
 mod go_client;
 mod grpc_web;
 mod grpcurl;

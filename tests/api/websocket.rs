@@ -70,7 +70,7 @@ fn frame(author: &str, content: &str) -> Value {
 }
 
 /// Waits until the room has `count` WebSocket subscribers, so nothing sent earlier is missed.
-async fn sockets_ready(app: &TestApp, count: f64) {
+pub async fn sockets_ready(app: &TestApp, count: f64) {
     within("sockets to subscribe", async {
         while app
             .metric_with("grpc_chat_subscriptions", ("front_door", "websocket"))
@@ -121,9 +121,9 @@ async fn websocat_rooms_share_messages_with_every_front_door() {
     assert_eq!(carol.next(), frame("client 3", "marker"));
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn connect(app: &TestApp, query: &str) -> Socket {
+pub async fn connect(app: &TestApp, query: &str) -> Socket {
     let (socket, _) = connect_async(format!("ws://{}/ws{query}", app.ws_addr))
         .await
         .unwrap();
@@ -131,7 +131,7 @@ async fn connect(app: &TestApp, query: &str) -> Socket {
 }
 
 /// The close frame ending `socket`, skipping data frames before it.
-async fn close_of(socket: &mut Socket) -> (CloseCode, String) {
+pub async fn close_of(socket: &mut Socket) -> (CloseCode, String) {
     within("a close frame", async {
         loop {
             match socket.next().await {

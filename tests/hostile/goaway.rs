@@ -85,8 +85,17 @@ async fn streams_get_the_grace_then_a_resume_notice_and_new_calls_a_new_connecti
         .unwrap();
     assert_eq!(notice.r#type, MessageType::System as i32);
     assert_eq!(
+        (notice.resume_from, notice.epoch.len()),
+        (4, 8),
+        "{notice:?}"
+    );
+    assert_eq!(
         notice.content,
-        "this connection reached its maximum age; reconnect with from_offset=4 to resume"
+        format!(
+            "this connection reached its maximum age; reconnect with from_offset=4 epoch={} to \
+             resume",
+            notice.epoch
+        )
     );
     assert_status(
         &final_status(&mut stream).await,
@@ -98,6 +107,7 @@ async fn streams_get_the_grace_then_a_resume_notice_and_new_calls_a_new_connecti
         &mut client,
         grpc_chat::proto::SubscribeRequest {
             from_offset: 4,
+            epoch: notice.epoch.clone(),
             ..live("general")
         },
     )

@@ -1,8 +1,9 @@
 //! The server running in the test process on free ports, and clients of it.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use grpc_chat::{
+    broker::Broker,
     config::ServeConfig,
     monitoring::exposition::{self, Series},
     proto::{
@@ -37,6 +38,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server with `config` (its `listen` is ignored: the app binds 127.0.0.1:0).
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
+    let broker = grpc_chat::broker::build(&config);
+    spawn_app_on(config, broker).await
+}
+
+/// Starts the server with `config` on the engine `broker` (not yet started).
+pub async fn spawn_app_on(config: ServeConfig, broker: Arc<dyn Broker>) -> TestApp {
     let any_port = || grpc_chat::net::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listeners = Listeners {
         grpc: any_port(),
@@ -47,7 +54,8 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     let ws_addr = listeners.websocket.local_addr().unwrap();
     let admin_addr = listeners.admin.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(listeners, config, async {
+    let app = server::App::build_on(listeners, config, broker).unwrap();
+    let server = tokio::spawn(app.serve(async {
         let _ = stopped.await;
     }));
     let client = connect(addr).await;

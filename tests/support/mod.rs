@@ -7,6 +7,7 @@
 mod app;
 mod calls;
 mod envoy;
+mod faults;
 mod http;
 mod process;
 mod prometheus;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use app::*;
 pub use calls::*;
 pub use envoy::*;
+pub use faults::*;
 pub use http::*;
 pub use process::*;
 pub use prometheus::*;

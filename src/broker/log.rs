@@ -1,0 +1,390 @@
+//! One room's log in memory, and the cursors that read it: the embedded engine's rooms, and the
+//! local cache an engine in another process fans out from.
+//!
+//! A subscriber is only a cursor (an offset and a `watch` receiver) over the log. Appending pushes
+//! one `Arc<Event>` and bumps the watch; it never touches subscribers, so a publisher never waits
+//! for one. A cursor reads in batches: a slow one simply falls behind, catches up from history
+//! while the log still holds its position, and is told how much it missed when the log has moved
+//! past it.
+
+use std::{
+    any::Any,
+    collections::VecDeque,
+    sync::{
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::SystemTime,
+};
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset};
+use crate::{
+    error::{ChatError, FROM_OFFSET_FIELD},
+    event::{Event, EventParts},
+    room::{Draft, Epoch, RoomName, StartAt},
+};
+
+/// Most events a cursor copies out of the log per lock.
+const READ_BATCH: usize = 64;
+
+/// How much one log keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Events kept.
+    pub history: usize,
+    /// Bytes kept (the newest event stays even if it alone is over).
+    pub history_bytes: usize,
+}
+
+/// One room's log.
+pub struct RoomLog {
+    epoch: Epoch,
+    /// Readers (cursors) vastly outnumber the one writer per append.
+    state: RwLock<LogState>,
+    /// Bumped after every append; cursors wait on it when they have read everything.
+    appended: watch::Sender<()>,
+    /// Subscribers that read WebSocket text frames: while there are any, appends make them.
+    text_readers: AtomicUsize,
+}
+
+struct LogState {
+    entries: VecDeque<Entry>,
+    next_offset: u64,
+    lamport: u64,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
+}
+
+/// One event in the log.
+struct Entry {
+    /// Its place in the order of appends over all rooms, for eviction across rooms.
+    seq: u64,
+    /// What it holds (see [`Event::held_bytes`]).
+    bytes: usize,
+    event: Arc<Event>,
+}
+
+impl LogState {
+    fn first_offset(&self) -> u64 {
+        self.next_offset - self.entries.len() as u64
+    }
+
+    fn oldest_seq(&self) -> Option<u64> {
+        self.entries.front().map(|entry| entry.seq)
+    }
+
+    /// Drops the oldest entry; returns its bytes. A log shrunk far below what it once held
+    /// gives the room back.
+    fn evict_oldest(&mut self) -> Option<usize> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= entry.bytes;
+        if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
+        Some(entry.bytes)
+    }
+}
+
+/// What an append changed, for the engine's accounting.
+#[derive(Debug)]
+pub struct Appended {
+    /// The new event.
+    pub event: Arc<Event>,
+    /// Bytes it holds.
+    pub bytes: usize,
+    /// Events the log's own limits evicted, and their bytes.
+    pub evicted: (usize, usize),
+    /// The sequence of the oldest event held, before and after.
+    pub oldest: (Option<u64>, Option<u64>),
+}
+
+/// What evicting the oldest event changed.
+#[derive(Debug)]
+pub struct Evicted {
+    /// Its bytes.
+    pub bytes: usize,
+    /// The sequence of the oldest event held now.
+    pub oldest: Option<u64>,
+}
+
+/// What a log holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Events.
+    pub events: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// Oldest and newest offsets (both 0 when empty).
+    pub offsets: (u64, u64),
+    /// The sequence of the oldest event.
+    pub oldest_seq: Option<u64>,
+}
+
+fn read(state: &RwLock<LogState>) -> RwLockReadGuard<'_, LogState> {
+    state
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(state: &RwLock<LogState>) -> RwLockWriteGuard<'_, LogState> {
+    state
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RoomLog {
+    /// An empty log of a new epoch.
+    pub fn new(epoch: Epoch) -> Self {
+        Self {
+            epoch,
+            state: RwLock::new(LogState {
+                entries: VecDeque::new(),
+                next_offset: 1,
+                lamport: 0,
+                bytes: 0,
+            }),
+            appended: watch::Sender::new(()),
+            text_readers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Its epoch.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// Appends `draft` to `room`'s log at the next offset, as append number `seq` over all rooms,
+    /// then evicts what `limits` no longer allow.
+    pub fn append(
+        &self,
+        room: &RoomName,
+        draft: Draft,
+        seq: u64,
+        limits: LogLimits,
+    ) -> Result<Appended, ChatError> {
+        let appended = {
+            let mut state = write(&self.state);
+            let lamport = state
+                .lamport
+                .max(draft.sender_clock)
+                .checked_add(1)
+                .ok_or_else(|| {
+                    ChatError::invalid(
+                        "timestamp",
+                        "would move the room's Lamport clock past 2^64 - 1",
+                    )
+                })?;
+            state.lamport = lamport;
+            // SeqCst pairs with the increment in `feed`: a text reader whose position was fixed
+            // before this append read the log is seen here.
+            let with_text = self.text_readers.load(Ordering::SeqCst) > 0;
+            let event = Arc::new(Event::new(
+                EventParts {
+                    id: uuid::Uuid::now_v7(),
+                    room: room.clone(),
+                    epoch: self.epoch.clone(),
+                    user: draft.user,
+                    content: &draft.content,
+                    kind: draft.kind,
+                    offset: state.next_offset,
+                    lamport,
+                    timestamp: SystemTime::now(),
+                    traceparent: draft.traceparent.as_deref(),
+                },
+                with_text,
+            ));
+            state.next_offset += 1;
+            let before = state.oldest_seq();
+            let bytes = event.held_bytes();
+            state.entries.push_back(Entry {
+                seq,
+                bytes,
+                event: Arc::clone(&event),
+            });
+            state.bytes += bytes;
+            let mut evicted = (0, 0);
+            while state.entries.len() > limits.history
+                || (state.bytes > limits.history_bytes && state.entries.len() > 1)
+            {
+                if let Some(freed) = state.evict_oldest() {
+                    evicted = (evicted.0 + 1, evicted.1 + freed);
+                }
+            }
+            Appended {
+                event,
+                bytes,
+                evicted,
+                oldest: (before, state.oldest_seq()),
+            }
+        };
+        self.appended.send_replace(());
+        Ok(appended)
+    }
+
+    /// Evicts the oldest event if it is append number `seq` (otherwise the log moved on).
+    pub fn evict_oldest_if(&self, seq: u64) -> Option<Evicted> {
+        let mut state = write(&self.state);
+        if state.oldest_seq() != Some(seq) {
+            return None;
+        }
+        let bytes = state.evict_oldest()?;
+        Some(Evicted {
+            bytes,
+            oldest: state.oldest_seq(),
+        })
+    }
+
+    /// What it holds now.
+    pub fn held(&self) -> Held {
+        let state = read(&self.state);
+        let offsets = if state.entries.is_empty() {
+            (0, 0)
+        } else {
+            (state.first_offset(), state.next_offset - 1)
+        };
+        Held {
+            events: state.entries.len(),
+            bytes: state.bytes,
+            offsets,
+            oldest_seq: state.oldest_seq(),
+        }
+    }
+
+    /// A feed of the log from `start`. `ticket` lives as long as the feed: an engine counts
+    /// subscriptions with it. With `text_frames`, appends make WebSocket text frames while it
+    /// lasts.
+    pub fn feed(
+        self: &Arc<Self>,
+        room: &RoomName,
+        start: &StartAt,
+        text_frames: bool,
+        ticket: impl Any + Send,
+    ) -> Result<Feed, ChatError> {
+        if text_frames {
+            self.text_readers.fetch_add(1, Ordering::SeqCst);
+        }
+        // From here on the cursor owns one unit of `text_readers`; its Drop gives it back.
+        let mut cursor = Cursor {
+            changes: self.appended.subscribe(),
+            log: Arc::clone(self),
+            next: 0,
+            batch: VecDeque::new(),
+            text_frames,
+            _ticket: Box::new(ticket),
+        };
+        let (next, opening) = {
+            let state = read(&self.state);
+            let (first, next) = (state.first_offset(), state.next_offset);
+            let (position, opening) = match start {
+                StartAt::Live => (next, None),
+                StartAt::Last(n) => (next.saturating_sub(*n).max(first), None),
+                StartAt::Offset {
+                    epoch: Some(epoch), ..
+                } if *epoch != self.epoch => (
+                    first,
+                    Some(Opening::Reset(Reset {
+                        epoch: self.epoch.clone(),
+                        resume_from: first,
+                    })),
+                ),
+                StartAt::Offset { offset, .. } if *offset > next => {
+                    return Err(ChatError::OffsetOutOfRange {
+                        field: FROM_OFFSET_FIELD.into(),
+                        room: room.to_string(),
+                        requested: *offset,
+                        next,
+                    });
+                }
+                StartAt::Offset { offset, .. } => (
+                    (*offset).max(first),
+                    (*offset < first).then(|| {
+                        Opening::Gap(Gap {
+                            missed: first - offset,
+                            resume_from: first,
+                        })
+                    }),
+                ),
+            };
+            cursor.next = position;
+            (position, opening)
+        };
+        let events: EventStream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+            let item = cursor.next_event().await?;
+            Some((item, cursor))
+        })
+        .boxed();
+        Ok(Feed {
+            epoch: self.epoch.clone(),
+            next,
+            opening,
+            events,
+        })
+    }
+}
+
+/// A subscriber's position in a room's log.
+struct Cursor {
+    log: Arc<RoomLog>,
+    next: u64,
+    changes: watch::Receiver<()>,
+    /// Events copied out of the log but not yet handed on; reused between batches.
+    batch: VecDeque<Arc<Event>>,
+    /// Counted in the log's `text_readers`.
+    text_frames: bool,
+    _ticket: Box<dyn Any + Send>,
+}
+
+impl Cursor {
+    async fn next_event(&mut self) -> Option<Result<Delivery, FeedError>> {
+        loop {
+            if let Some(event) = self.batch.pop_front() {
+                return Some(Ok(Delivery::Event(event)));
+            }
+            // Mark the current version seen *before* reading, so an append that lands after the
+            // read below wakes `changed()` instead of being missed.
+            self.changes.borrow_and_update();
+            if let Some(gap) = self.refill() {
+                return Some(Err(FeedError::Behind(gap)));
+            }
+            if self.batch.is_empty() {
+                // The log owns the sender and we hold the log, so this only errs if it is gone.
+                self.changes.changed().await.ok()?;
+            }
+        }
+    }
+
+    /// Copies the next events out of the log; a gap when the log has moved past the cursor.
+    fn refill(&mut self) -> Option<Gap> {
+        let state = read(&self.log.state);
+        let first = state.first_offset();
+        if self.next < first {
+            let gap = Gap {
+                missed: first - self.next,
+                resume_from: first,
+            };
+            self.next = first;
+            return Some(gap);
+        }
+        let skip = (self.next - first) as usize;
+        self.batch.extend(
+            state
+                .entries
+                .range(skip..)
+                .take(READ_BATCH)
+                .map(|entry| Arc::clone(&entry.event)),
+        );
+        self.next += self.batch.len() as u64;
+        None
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        if self.text_frames {
+            self.log.text_readers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}

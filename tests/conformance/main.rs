@@ -1,0 +1,54 @@
+//! The engine conformance suite: what every engine behind the [`Broker`] seam must do, written
+//! once against the trait and run against each engine. An engine joins by implementing
+//! [`engine::Engine`] and listing itself in `conform!` below; the cases are in [`suite`], the
+//! model-based property test in [`model`].
+//!
+//! [`Broker`]: grpc_chat::broker::Broker
+
+// A failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../support/mod.rs"]
+mod helpers;
+
+mod engine;
+mod model;
+mod suite;
+
+/// One test per case of the suite (and the property test) for the engine `$engine`.
+macro_rules! conform {
+    ($module:ident, $engine:ty) => {
+        mod $module {
+            conform!(@cases $engine;
+                concurrent_publishers_get_one_order,
+                offsets_are_contiguous_and_every_start_replays_from_its_place,
+                a_feed_gets_everything_published_once_it_is_open,
+                a_replay_older_than_history_opens_with_a_gap,
+                a_position_in_another_epoch_opens_with_a_reset,
+                a_room_that_lost_its_log_resets_saved_positions,
+                a_replay_beyond_the_end_is_out_of_range,
+                lamport_times_grow_with_offsets_and_merge_the_senders,
+                presence_is_announced_on_the_first_and_last_session,
+                an_exclusive_entry_refuses_a_second_session,
+                who_is_here_lists_members_sessions_and_positions,
+                a_reader_behind_history_is_told_what_it_missed,
+                rooms_subscribers_and_history_bytes_are_bounded,
+                figures_follow_appends_and_rooms,
+                an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position,
+            );
+
+            #[test]
+            fn random_interleavings_keep_the_guarantees() {
+                crate::model::check::<$engine>();
+            }
+        }
+    };
+    (@cases $engine:ty; $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            crate::suite::$case::<$engine>().await;
+        }
+    )*};
+}
+
+conform!(memory, crate::engine::Memory);

@@ -1,0 +1,502 @@
+//! A model-based property test: random interleavings of publishing, subscribing from every kind
+//! of start, reading slowly, disconnecting and resuming from the saved position, rooms dropped
+//! when idle and engine restarts, checked step by step against a simple model of the README's
+//! guarantees:
+//!
+//! * a room's log has contiguous offsets from 1 in an epoch, and keeps the newest `HISTORY`;
+//! * a reader gets the log in order from where it started, or is told exactly how many messages
+//!   it missed and where history resumes (never a silent skip, never a repeat);
+//! * a saved position resumes exactly where it was, with a gap notice if part of it left history
+//!   and a reset notice (the new epoch, from the oldest message) if the log it belongs to is gone;
+//! * a log that is lost (dropped room, restart of a non-durable engine) comes back in a new epoch.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use grpc_chat::{
+    broker::{Broker, Delivery, Feed, FeedError, Gap, Opening, Reset},
+    config::ServeConfig,
+    error::ChatError,
+    room::{Epoch, RoomName, StartAt},
+};
+use proptest::{
+    prelude::*,
+    sample::Index,
+    test_runner::{Config, TestCaseError, TestRunner},
+};
+
+use crate::{engine::Engine, helpers::PATIENCE, suite};
+
+/// Messages kept per room, small so that readers fall behind.
+const HISTORY: u64 = 6;
+const ROOMS: usize = 2;
+
+#[derive(Debug, Clone)]
+enum Start {
+    Live,
+    Last(u64),
+    /// An offset without an epoch (what clients older than epochs send).
+    Offset(u64),
+    /// A position saved when a reader went away.
+    Saved(Index),
+    /// An offset in an epoch no engine made.
+    Foreign(u64),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Publish(usize),
+    Subscribe(usize, Start),
+    /// Read up to this many of what a reader has waiting.
+    Read(Index, usize),
+    /// The reader goes away, saving its position.
+    Disconnect(Index),
+    EvictIdle,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let start = prop_oneof![
+        1 => Just(Start::Live),
+        1 => (0..10u64).prop_map(Start::Last),
+        1 => (1..15u64).prop_map(Start::Offset),
+        3 => any::<Index>().prop_map(Start::Saved),
+        1 => (1..10u64).prop_map(Start::Foreign),
+    ];
+    prop_oneof![
+        6 => (0..ROOMS).prop_map(Op::Publish),
+        3 => (0..ROOMS, start).prop_map(|(room, start)| Op::Subscribe(room, start)),
+        4 => (any::<Index>(), 1..10usize).prop_map(|(reader, n)| Op::Read(reader, n)),
+        2 => any::<Index>().prop_map(Op::Disconnect),
+        1 => Just(Op::EvictIdle),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// Runs the property for the engine `E`.
+pub fn check<E: Engine>() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
+        runtime.block_on(run::<E>(ops)).map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
+
+/// Fails the case with a message.
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+/// One log of a room as the model holds it.
+struct Log {
+    /// Which of the room's logs this is; the engine's epoch for it once seen.
+    generation: u32,
+    epoch: Option<Epoch>,
+    /// Everything ever appended, by offset - 1.
+    contents: Vec<String>,
+}
+
+impl Log {
+    fn next(&self) -> u64 {
+        self.contents.len() as u64 + 1
+    }
+
+    fn first(&self) -> u64 {
+        self.next().saturating_sub(HISTORY).max(1)
+    }
+}
+
+/// A reader: where the model expects it to be.
+struct Reader {
+    room: usize,
+    generation: u32,
+    next: u64,
+    feed: Feed,
+}
+
+/// A position a client saved.
+#[derive(Debug, Clone)]
+struct Saved {
+    room: usize,
+    generation: u32,
+    offset: u64,
+    epoch: Epoch,
+}
+
+struct Model<E> {
+    engine: E,
+    names: Vec<RoomName>,
+    /// The room's current log, while the engine holds it.
+    logs: Vec<Option<Log>>,
+    generations: Vec<u32>,
+    /// Every epoch seen, by room and generation: a new log never reuses one.
+    epochs: HashMap<(usize, u32), Epoch>,
+    readers: Vec<Reader>,
+    saved: Vec<Saved>,
+    published: u64,
+}
+
+async fn run<E: Engine>(ops: Vec<Op>) -> Result<(), String> {
+    let engine = E::open(ServeConfig {
+        history: HISTORY as usize,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut model = Model {
+        engine,
+        names: (0..ROOMS)
+            .map(|room| suite::room(&format!("room-{room}")))
+            .collect(),
+        logs: (0..ROOMS).map(|_| None).collect(),
+        generations: vec![0; ROOMS],
+        epochs: HashMap::new(),
+        readers: Vec::new(),
+        saved: Vec::new(),
+        published: 0,
+    };
+    for op in ops {
+        model.apply(op).await?;
+    }
+    model.finish().await?;
+    model.engine.close().await;
+    Ok(())
+}
+
+impl<E: Engine> Model<E> {
+    fn broker(&self) -> Arc<dyn Broker> {
+        self.engine.broker()
+    }
+
+    /// The room's log, created (a new generation) if the engine does not hold it.
+    fn log(&mut self, room: usize) -> &mut Log {
+        let generations = &mut self.generations;
+        self.logs[room].get_or_insert_with(|| {
+            generations[room] += 1;
+            Log {
+                generation: generations[room],
+                epoch: None,
+                contents: Vec::new(),
+            }
+        })
+    }
+
+    /// Checks that `epoch` is the one of `room`'s current log (learning it the first time).
+    fn check_epoch(&mut self, room: usize, epoch: &Epoch) -> Result<(), String> {
+        let log = self.logs[room].as_mut().expect("the log exists");
+        match &log.epoch {
+            Some(known) => ensure!(known == epoch, "epoch {epoch} where the log has {known}"),
+            None => {
+                ensure!(
+                    !self.epochs.values().any(|seen| seen == epoch),
+                    "a new log of room {room} reuses epoch {epoch}"
+                );
+                log.epoch = Some(epoch.clone());
+                self.epochs.insert((room, log.generation), epoch.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, op: Op) -> Result<(), String> {
+        match op {
+            Op::Publish(room) => self.publish(room).await,
+            Op::Subscribe(room, start) => self.subscribe(room, start).await,
+            Op::Read(reader, n) => {
+                if self.readers.is_empty() {
+                    return Ok(());
+                }
+                let index = reader.index(self.readers.len());
+                self.read(index, n).await
+            }
+            Op::Disconnect(reader) => {
+                if self.readers.is_empty() {
+                    return Ok(());
+                }
+                let reader = self.readers.remove(reader.index(self.readers.len()));
+                self.save(&reader);
+                Ok(())
+            }
+            Op::EvictIdle => {
+                self.engine.evict_idle();
+                if !E::DURABLE {
+                    for room in 0..ROOMS {
+                        if !self.readers.iter().any(|reader| reader.room == room) {
+                            self.logs[room] = None;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Op::Restart => {
+                // Clients hear the closing notice with their position, and save it.
+                for reader in std::mem::take(&mut self.readers) {
+                    self.save(&reader);
+                }
+                self.engine.restart().await;
+                if !E::DURABLE {
+                    self.logs.iter_mut().for_each(|log| *log = None);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn save(&mut self, reader: &Reader) {
+        self.saved.push(Saved {
+            room: reader.room,
+            generation: reader.generation,
+            offset: reader.next,
+            epoch: reader.feed.epoch.clone(),
+        });
+    }
+
+    async fn publish(&mut self, room: usize) -> Result<(), String> {
+        self.published += 1;
+        let content = format!("message {}", self.published);
+        let event = self
+            .broker()
+            .publish(&self.names[room], suite::say("Alice", &content))
+            .await
+            .map_err(|error| format!("publish: {error}"))?;
+        let log = self.log(room);
+        ensure!(
+            event.offset == log.next(),
+            "acked offset {} where the next is {}",
+            event.offset,
+            log.next()
+        );
+        log.contents.push(content);
+        self.check_epoch(room, &event.epoch)
+    }
+
+    async fn subscribe(&mut self, room: usize, start: Start) -> Result<(), String> {
+        let name = self.names[room].clone();
+        let saved = match &start {
+            Start::Saved(index) if !self.saved.is_empty() => {
+                Some(self.saved[index.index(self.saved.len())].clone())
+            }
+            Start::Saved(_) => return Ok(()),
+            _ => None,
+        };
+        // A saved position is for its own room.
+        let room = saved.as_ref().map_or(room, |saved| saved.room);
+        let name = saved.as_ref().map_or(name, |_| self.names[room].clone());
+        let asked = match (&start, &saved) {
+            (Start::Live, _) => StartAt::Live,
+            (Start::Last(n), _) => StartAt::Last(*n),
+            (Start::Offset(offset), _) => StartAt::Offset {
+                offset: *offset,
+                epoch: None,
+            },
+            (Start::Foreign(offset), _) => StartAt::Offset {
+                offset: *offset,
+                epoch: Epoch::parse("epoch", "foreign").unwrap(),
+            },
+            (Start::Saved(_), saved) => {
+                let saved = saved.as_ref().expect("set above");
+                StartAt::Offset {
+                    offset: saved.offset,
+                    epoch: Some(saved.epoch.clone()),
+                }
+            }
+        };
+        let result = self.broker().subscribe(&name, asked.clone(), false).await;
+        // What the model expects: where the reader starts and how, or OUT_OF_RANGE.
+        let held = self.logs[room].is_some();
+        let expected: Result<(u64, Option<Opening>), u64> = match (&start, &saved) {
+            (Start::Offset(offset), _) if !held && *offset > 1 => Err(1),
+            (Start::Live | Start::Last(_) | Start::Offset(_), _) => {
+                let log = self.log(room);
+                let (first, next) = (log.first(), log.next());
+                match start {
+                    Start::Live => Ok((next, None)),
+                    Start::Last(n) => Ok((next.saturating_sub(n).max(first), None)),
+                    Start::Offset(offset) if offset > next => Err(next),
+                    Start::Offset(offset) if offset < first => Ok((
+                        first,
+                        Some(Opening::Gap(Gap {
+                            missed: first - offset,
+                            resume_from: first,
+                        })),
+                    )),
+                    Start::Offset(offset) => Ok((offset, None)),
+                    _ => unreachable!(),
+                }
+            }
+            (Start::Saved(_), Some(saved))
+                if self.logs[room]
+                    .as_ref()
+                    .is_some_and(|log| log.generation == saved.generation) =>
+            {
+                let log = self.log(room);
+                let (first, next) = (log.first(), log.next());
+                if saved.offset > next {
+                    Err(next)
+                } else if saved.offset < first {
+                    Ok((
+                        first,
+                        Some(Opening::Gap(Gap {
+                            missed: first - saved.offset,
+                            resume_from: first,
+                        })),
+                    ))
+                } else {
+                    Ok((saved.offset, None))
+                }
+            }
+            // A foreign epoch, or a saved one whose log is gone: a reset to the current log.
+            (Start::Foreign(_) | Start::Saved(_), _) => {
+                let first = self.log(room).first();
+                Ok((
+                    first,
+                    Some(Opening::Reset(Reset {
+                        epoch: Epoch::parse("epoch", "unknown").unwrap().unwrap(),
+                        resume_from: first,
+                    })),
+                ))
+            }
+        };
+        match (result, expected) {
+            (Err(ChatError::OffsetOutOfRange { next, .. }), Err(expected)) => {
+                ensure!(
+                    next == expected,
+                    "{asked:?}: out of range with next {next}, not {expected}"
+                );
+                Ok(())
+            }
+            (Ok(feed), Ok((start_at, opening))) => {
+                self.check_epoch(room, &feed.epoch)?;
+                ensure!(
+                    feed.next == start_at,
+                    "{asked:?}: starts at {} not {start_at}",
+                    feed.next
+                );
+                match (&feed.opening, &opening) {
+                    (Some(Opening::Reset(reset)), Some(Opening::Reset(expected))) => ensure!(
+                        reset.epoch == feed.epoch && reset.resume_from == expected.resume_from,
+                        "{asked:?}: {reset:?} where {expected:?} (epoch {})",
+                        feed.epoch
+                    ),
+                    (actual, expected) => {
+                        ensure!(
+                            actual == expected,
+                            "{asked:?}: opening {actual:?} not {expected:?}"
+                        )
+                    }
+                }
+                let generation = self.logs[room].as_ref().expect("held").generation;
+                self.readers.push(Reader {
+                    room,
+                    generation,
+                    next: start_at,
+                    feed,
+                });
+                Ok(())
+            }
+            (actual, expected) => Err(format!(
+                "{asked:?}: {:?} where the model expects {expected:?}",
+                actual.map(|feed| (feed.epoch, feed.next, feed.opening))
+            )),
+        }
+    }
+
+    /// Reads up to `n` of what reader `index` has waiting, checking each against the model.
+    async fn read(&mut self, index: usize, n: usize) -> Result<(), String> {
+        for _ in 0..n {
+            let reader = &self.readers[index];
+            let log = self.logs[reader.room]
+                .as_ref()
+                .expect("a read room is held");
+            ensure!(
+                log.generation == reader.generation,
+                "a reader outlived its log"
+            );
+            if reader.next >= log.next() {
+                return Ok(());
+            }
+            let (first, expected_next) = (log.first(), reader.next);
+            let wanted = log.contents[(expected_next - 1) as usize].clone();
+            let reader = &mut self.readers[index];
+            let item = tokio::time::timeout(PATIENCE, reader.feed.events.next())
+                .await
+                .map_err(|_| format!("offset {expected_next} never came"))?;
+            match item {
+                Some(Ok(Delivery::Event(event))) => {
+                    ensure!(
+                        event.offset == expected_next && event.content() == wanted,
+                        "got offset {} {:?}, expected {expected_next} {wanted:?}",
+                        event.offset,
+                        event.content()
+                    );
+                    reader.next += 1;
+                }
+                // Behind history: told exactly what it missed; the front door ends the stream and
+                // the client resumes where history does.
+                Some(Err(FeedError::Behind(gap))) => {
+                    ensure!(
+                        expected_next < first
+                            && gap
+                                == Gap {
+                                    missed: first - expected_next,
+                                    resume_from: first,
+                                },
+                        "{gap:?} for a reader at {expected_next} with history from {first}"
+                    );
+                    let mut reader = self.readers.remove(index);
+                    reader.next = gap.resume_from;
+                    self.save(&reader);
+                    return Ok(());
+                }
+                other => return Err(format!("at offset {expected_next}: {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every reader still open gets what it has waiting and then one more message, and nothing
+    /// else.
+    async fn finish(&mut self) -> Result<(), String> {
+        for room in 0..ROOMS {
+            if self.readers.iter().any(|reader| reader.room == room) {
+                self.publish(room).await?;
+            }
+        }
+        let mut index = 0;
+        while index < self.readers.len() {
+            let before = self.readers.len();
+            self.read(index, usize::MAX).await?;
+            if self.readers.len() == before {
+                let reader = &self.readers[index];
+                let next = self.logs[reader.room].as_ref().expect("held").next();
+                ensure!(
+                    reader.next == next,
+                    "a reader stopped at {} of {next}",
+                    reader.next
+                );
+                index += 1;
+            }
+        }
+        // Nothing more is waiting: a quiet moment shows no stray delivery.
+        for reader in &mut self.readers {
+            let stray =
+                tokio::time::timeout(Duration::from_millis(1), reader.feed.events.next()).await;
+            ensure!(stray.is_err(), "a stray delivery: {stray:?}");
+        }
+        Ok(())
+    }
+}

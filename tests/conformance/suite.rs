@@ -1,0 +1,820 @@
+//! The cases: each opens an engine of its own with the limits it needs, drives it through the
+//! [`Broker`] trait only (the failure case through the hub every front door uses), and checks a
+//! guarantee the README gives.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use grpc_chat::{
+    broker::{Broker, Delivery, Entry, Feed, FeedError, Gap, Lease, Opening, Reset, RoomSummary},
+    config::ServeConfig,
+    error::{ChatError, EPOCH_METADATA, RESUME_FROM_METADATA},
+    event::{Event, EventKind},
+    hub::Hub,
+    monitoring::{FrontDoor, Monitoring},
+    room::{Draft, Epoch, MAX_CLIENT_CLOCK, RoomName, StartAt, UserName},
+};
+use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    engine::Engine,
+    helpers::{FailingBroker, PATIENCE},
+};
+
+pub fn room(name: &str) -> RoomName {
+    RoomName::parse("room", name).unwrap()
+}
+
+pub fn user(name: &str) -> UserName {
+    UserName::parse("user", name).unwrap()
+}
+
+/// A chat message from `author`.
+pub fn say(author: &str, text: &str) -> Draft {
+    Draft::chat(user(author), "content", text.into(), 4096).unwrap()
+}
+
+/// An engine with the default settings changed by `tweak`.
+async fn engine<E: Engine>(tweak: impl FnOnce(&mut ServeConfig)) -> E {
+    let mut config = ServeConfig::default();
+    tweak(&mut config);
+    E::open(config).await
+}
+
+async fn publish(broker: &dyn Broker, room: &RoomName, text: &str) -> Arc<Event> {
+    broker.publish(room, say("Alice", text)).await.unwrap()
+}
+
+/// Publishes `m1` to `m{count}` to `room`; the epoch they were appended in.
+async fn publish_numbered(broker: &dyn Broker, room: &RoomName, count: u64) -> Epoch {
+    let mut epoch = None;
+    for i in 1..=count {
+        epoch = Some(publish(broker, room, &format!("m{i}")).await.epoch.clone());
+    }
+    epoch.expect("at least one message")
+}
+
+async fn subscribe(broker: &dyn Broker, room: &RoomName, start: StartAt) -> Feed {
+    broker.subscribe(room, start, false).await.unwrap()
+}
+
+/// The feed's next item, which must come within [`PATIENCE`].
+pub async fn next_item(feed: &mut Feed) -> Result<Delivery, FeedError> {
+    tokio::time::timeout(PATIENCE, feed.events.next())
+        .await
+        .expect("the feed's next item did not come in time")
+        .expect("the feed ended")
+}
+
+/// The feed's next item, which must be an event.
+pub async fn next_event(feed: &mut Feed) -> Arc<Event> {
+    match next_item(feed).await {
+        Ok(Delivery::Event(event)) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// The feed's next `n` events.
+async fn take(feed: &mut Feed, n: usize) -> Vec<Arc<Event>> {
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        events.push(next_event(feed).await);
+    }
+    events
+}
+
+fn offsets(events: &[Arc<Event>]) -> Vec<u64> {
+    events.iter().map(|event| event.offset).collect()
+}
+
+/// Polls `summary` until `done` holds, failing after [`PATIENCE`].
+async fn eventually_summary(
+    broker: &dyn Broker,
+    room: &RoomName,
+    done: impl Fn(&RoomSummary) -> bool,
+) -> RoomSummary {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let summary = broker.room(room).await.unwrap();
+        if done(&summary) {
+            return summary;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "room {room} never reached the expected state: {summary:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub async fn concurrent_publishers_get_one_order<E: Engine>() {
+    const PUBLISHERS: usize = 4;
+    const EACH: usize = 200;
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let busy = room("busy");
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(subscribe(&*broker, &busy, StartAt::Live).await);
+    }
+    let mut publishers = JoinSet::new();
+    for publisher in 0..PUBLISHERS {
+        let (broker, busy) = (Arc::clone(&broker), busy.clone());
+        publishers.spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                let event = publish(&*broker, &busy, &format!("{publisher}:{i}")).await;
+                acked.push(event.offset);
+            }
+            acked
+        });
+    }
+    let mut all_acked = Vec::new();
+    while let Some(acked) = publishers.join_next().await {
+        let acked = acked.unwrap();
+        assert!(
+            acked.windows(2).all(|pair| pair[0] < pair[1]),
+            "one publisher's messages are in the order it sent them: {acked:?}"
+        );
+        all_acked.extend(acked);
+    }
+    all_acked.sort_unstable();
+    let total = (PUBLISHERS * EACH) as u64;
+    assert_eq!(all_acked, (1..=total).collect::<Vec<_>>());
+
+    let first = take(&mut readers[0], PUBLISHERS * EACH).await;
+    assert_eq!(offsets(&first), (1..=total).collect::<Vec<_>>());
+    assert!(
+        first
+            .windows(2)
+            .all(|pair| pair[0].lamport < pair[1].lamport)
+    );
+    for publisher in 0..PUBLISHERS {
+        let sent: Vec<String> = first
+            .iter()
+            .map(|event| event.content().to_owned())
+            .filter(|content| content.starts_with(&format!("{publisher}:")))
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("{publisher}:{i}")).collect();
+        assert_eq!(sent, expected, "publisher {publisher}'s messages in order");
+    }
+    let ids: Vec<_> = first.iter().map(|event| event.id).collect();
+    for reader in &mut readers[1..] {
+        let seen = take(reader, PUBLISHERS * EACH).await;
+        assert_eq!(seen.iter().map(|event| event.id).collect::<Vec<_>>(), ids);
+    }
+    let mut replay = subscribe(
+        &*broker,
+        &busy,
+        StartAt::Offset {
+            offset: 1,
+            epoch: None,
+        },
+    )
+    .await;
+    let replayed = take(&mut replay, PUBLISHERS * EACH).await;
+    assert_eq!(
+        replayed.iter().map(|event| event.id).collect::<Vec<_>>(),
+        ids
+    );
+    engine.close().await;
+}
+
+pub async fn offsets_are_contiguous_and_every_start_replays_from_its_place<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let mut sent = Vec::new();
+    for i in 1..=10 {
+        sent.push(publish(&*broker, &general, &format!("m{i}")).await);
+    }
+    assert_eq!(offsets(&sent), (1..=10).collect::<Vec<_>>());
+    let epoch = sent[0].epoch.clone();
+    assert!(sent.iter().all(|event| event.epoch == epoch));
+    let at = |offset| StartAt::Offset {
+        offset,
+        epoch: Some(epoch.clone()),
+    };
+    let starts = [
+        (at(3), 3..11),
+        (at(10), 10..11),
+        (at(11), 11..11),
+        (
+            StartAt::Offset {
+                offset: 1,
+                epoch: None,
+            },
+            1..11,
+        ),
+        (StartAt::Last(4), 7..11),
+        (StartAt::Last(100), 1..11),
+        (StartAt::Last(0), 11..11),
+        (StartAt::Live, 11..11),
+    ];
+    let mut feeds = Vec::new();
+    for (start, expected) in starts {
+        let feed = subscribe(&*broker, &general, start.clone()).await;
+        assert_eq!(feed.epoch, epoch, "{start:?}");
+        assert_eq!(feed.opening, None, "{start:?}");
+        assert_eq!(feed.next, expected.start, "{start:?}");
+        feeds.push((start, feed, expected));
+    }
+    let eleventh = publish(&*broker, &general, "m11").await;
+    assert_eq!(eleventh.offset, 11);
+    for (start, mut feed, expected) in feeds {
+        let count = expected.clone().count() + 1;
+        let seen = take(&mut feed, count).await;
+        let mut wanted: Vec<u64> = expected.collect();
+        wanted.push(11);
+        assert_eq!(offsets(&seen), wanted, "{start:?}");
+        for event in &seen {
+            assert_eq!(event.content(), format!("m{}", event.offset));
+        }
+    }
+    engine.close().await;
+}
+
+pub async fn a_feed_gets_everything_published_once_it_is_open<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    for round in 0..100 {
+        // A new room each round too: the position is fixed before the room's first message.
+        for name in ["steady".to_owned(), format!("new-{round}")] {
+            let name = room(&name);
+            let mut feed = subscribe(&*broker, &name, StartAt::Live).await;
+            let sent = publish(&*broker, &name, &format!("round {round}")).await;
+            assert_eq!(next_event(&mut feed).await.id, sent.id, "round {round}");
+        }
+    }
+    engine.close().await;
+}
+
+pub async fn a_replay_older_than_history_opens_with_a_gap<E: Engine>() {
+    let engine: E = engine(|config| config.history = 5).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let epoch = Some(publish_numbered(&*broker, &general, 12).await);
+    let mut old = subscribe(
+        &*broker,
+        &general,
+        StartAt::Offset {
+            offset: 3,
+            epoch: epoch.clone(),
+        },
+    )
+    .await;
+    assert_eq!(
+        old.opening,
+        Some(Opening::Gap(Gap {
+            missed: 5,
+            resume_from: 8
+        }))
+    );
+    assert_eq!(old.next, 8);
+    assert_eq!(offsets(&take(&mut old, 5).await), vec![8, 9, 10, 11, 12]);
+    for start in [StartAt::Offset { offset: 8, epoch }, StartAt::Last(100)] {
+        let mut feed = subscribe(&*broker, &general, start.clone()).await;
+        assert_eq!(feed.opening, None, "{start:?}");
+        assert_eq!(
+            offsets(&take(&mut feed, 5).await),
+            vec![8, 9, 10, 11, 12],
+            "{start:?}"
+        );
+    }
+    let summary = broker.room(&general).await.unwrap();
+    assert_eq!((summary.first_offset, summary.last_offset), (8, 12));
+    engine.close().await;
+}
+
+pub async fn a_position_in_another_epoch_opens_with_a_reset<E: Engine>() {
+    let engine: E = engine(|config| config.history = 4).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let epoch = publish_numbered(&*broker, &general, 6).await;
+    let other = Epoch::parse("epoch", "another1").unwrap();
+    assert_ne!(other, Some(epoch.clone()));
+    // Whatever the offset: it names a place in a log that is not this one.
+    for offset in [1, 2, 5, 7, 100] {
+        let mut feed = subscribe(
+            &*broker,
+            &general,
+            StartAt::Offset {
+                offset,
+                epoch: other.clone(),
+            },
+        )
+        .await;
+        assert_eq!(
+            feed.opening,
+            Some(Opening::Reset(Reset {
+                epoch: epoch.clone(),
+                resume_from: 3
+            })),
+            "offset {offset}"
+        );
+        assert_eq!((feed.epoch.clone(), feed.next), (epoch.clone(), 3));
+        assert_eq!(offsets(&take(&mut feed, 4).await), vec![3, 4, 5, 6]);
+    }
+    engine.close().await;
+}
+
+pub async fn a_room_that_lost_its_log_resets_saved_positions<E: Engine>() {
+    let mut engine: E = engine(|_| {}).await;
+    let general = room("general");
+    // What a client that saw 1-3 saves, then the room is dropped (idle), then 5 more are sent;
+    // then the same after a restart of the engine.
+    for lose_log in ["idle", "restart"] {
+        let broker = engine.broker();
+        let before = broker.room(&general).await.unwrap().last_offset;
+        let mut last = None;
+        for i in 1..=3 {
+            last = Some(publish(&*broker, &general, &format!("{lose_log} {i}")).await);
+        }
+        let last = last.unwrap();
+        let saved = StartAt::Offset {
+            offset: last.offset + 1,
+            epoch: Some(last.epoch.clone()),
+        };
+        match lose_log {
+            "idle" => {
+                engine.evict_idle();
+                if !E::DURABLE {
+                    let gone = broker.room(&general).await.unwrap();
+                    assert_eq!(gone, RoomSummary::default(), "a dropped room is not held");
+                }
+            }
+            _ => engine.restart().await,
+        }
+        let broker = engine.broker();
+        for i in 4..=8 {
+            publish(&*broker, &general, &format!("{lose_log} {i}")).await;
+        }
+        let mut resumed = subscribe(&*broker, &general, saved).await;
+        if E::DURABLE {
+            assert_eq!(resumed.opening, None, "{lose_log}");
+            assert_eq!(resumed.epoch, last.epoch, "{lose_log}");
+            let seen = take(&mut resumed, 5).await;
+            assert_eq!(
+                offsets(&seen),
+                (before + 4..=before + 8).collect::<Vec<_>>()
+            );
+        } else {
+            assert_ne!(
+                resumed.epoch, last.epoch,
+                "{lose_log}: a new log, a new epoch"
+            );
+            assert_eq!(
+                resumed.opening,
+                Some(Opening::Reset(Reset {
+                    epoch: resumed.epoch.clone(),
+                    resume_from: 1
+                })),
+                "{lose_log}"
+            );
+            let seen = take(&mut resumed, 5).await;
+            assert_eq!(offsets(&seen), vec![1, 2, 3, 4, 5], "{lose_log}");
+            assert!(seen.iter().all(|event| event.epoch == resumed.epoch));
+            assert_eq!(seen[0].content(), format!("{lose_log} 4"));
+        }
+    }
+    engine.close().await;
+}
+
+/// The error subscribing at `start` fails with.
+async fn refused_feed(broker: &dyn Broker, room: &RoomName, start: StartAt) -> ChatError {
+    broker.subscribe(room, start, false).await.err().unwrap()
+}
+
+fn assert_out_of_range(error: ChatError, asked: u64, next_offset: u64) {
+    assert!(
+        matches!(
+            error,
+            ChatError::OffsetOutOfRange { requested, next, .. }
+                if requested == asked && next == next_offset
+        ),
+        "{error:?}"
+    );
+}
+
+pub async fn a_replay_beyond_the_end_is_out_of_range<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let epoch = Some(publish_numbered(&*broker, &general, 3).await);
+    for epoch in [epoch.clone(), None] {
+        let start = StartAt::Offset {
+            offset: 5,
+            epoch: epoch.clone(),
+        };
+        assert_out_of_range(refused_feed(&*broker, &general, start).await, 5, 4);
+        // The end itself is fine: the next message.
+        let at_end = subscribe(&*broker, &general, StartAt::Offset { offset: 4, epoch }).await;
+        assert_eq!(at_end.next, 4);
+    }
+    // A room nobody used has offset 1 next; asking for more neither works nor creates it.
+    let unused = room("unused");
+    let start = StartAt::Offset {
+        offset: 2,
+        epoch: None,
+    };
+    assert_out_of_range(refused_feed(&*broker, &unused, start).await, 2, 1);
+    assert_eq!(broker.room(&unused).await.unwrap(), RoomSummary::default());
+    engine.close().await;
+}
+
+pub async fn lamport_times_grow_with_offsets_and_merge_the_senders<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let with_clock = |clock| Draft {
+        sender_clock: clock,
+        ..say("Alice", "clocked")
+    };
+    let mut events = vec![publish(&*broker, &general, "first").await];
+    events.push(broker.publish(&general, with_clock(1000)).await.unwrap());
+    events.push(broker.publish(&general, with_clock(5)).await.unwrap());
+    events.push(publish(&*broker, &general, "unclocked").await);
+    assert_eq!(
+        events.iter().map(|event| event.lamport).collect::<Vec<_>>(),
+        vec![1, 1001, 1002, 1003]
+    );
+    let lease = broker
+        .enter(&general, &user("Bob"), Entry::Shared, 5000)
+        .await
+        .unwrap();
+    let mut replay = subscribe(
+        &*broker,
+        &general,
+        StartAt::Offset {
+            offset: 5,
+            epoch: None,
+        },
+    )
+    .await;
+    let join = next_event(&mut replay).await;
+    assert_eq!((join.kind, join.lamport), (EventKind::Join, 5001));
+    let highest = broker
+        .publish(&general, with_clock(MAX_CLIENT_CLOCK))
+        .await
+        .unwrap();
+    assert_eq!(highest.lamport, MAX_CLIENT_CLOCK + 1);
+    broker.release(lease).await;
+    assert_eq!(next_event(&mut replay).await.id, highest.id);
+    let leave = next_event(&mut replay).await;
+    assert_eq!(leave.kind, EventKind::Leave);
+    assert!(leave.lamport > highest.lamport);
+    engine.close().await;
+}
+
+/// The next event, which must be a chat message with `content` (nothing announced before it).
+async fn expect_chat(feed: &mut Feed, content: &str) {
+    let event = next_event(feed).await;
+    assert_eq!(
+        (event.kind, event.content()),
+        (EventKind::Chat, content),
+        "{event:?}"
+    );
+}
+
+/// The next event, which must announce `who` with `kind`.
+async fn expect_presence(feed: &mut Feed, kind: EventKind, who: &str) {
+    let event = next_event(feed).await;
+    assert_eq!((event.kind, event.user.as_str()), (kind, who), "{event:?}");
+}
+
+/// Enters `who` into `room` as its first session, which `observer` must see announced.
+async fn enter_announced(
+    broker: &dyn Broker,
+    observer: &mut Feed,
+    room: &RoomName,
+    who: &UserName,
+    entry: Entry,
+) -> Lease {
+    let lease = broker.enter(room, who, entry, 0).await.unwrap();
+    expect_presence(observer, EventKind::Join, who.as_str()).await;
+    lease
+}
+
+/// Releases the last session of `lease`'s user, which `observer` must see announced.
+async fn release_announced(broker: &dyn Broker, observer: &mut Feed, lease: Lease) {
+    let who = lease.user.to_string();
+    broker.release(lease).await;
+    expect_presence(observer, EventKind::Leave, &who).await;
+}
+
+pub async fn presence_is_announced_on_the_first_and_last_session<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let mut observer = subscribe(&*broker, &general, StartAt::Live).await;
+    let (alice, bob) = (user("Alice"), user("Bob"));
+    let first = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Shared).await;
+    let second = broker
+        .enter(&general, &alice, Entry::Shared, 0)
+        .await
+        .unwrap();
+    publish(&*broker, &general, "after a second session").await;
+    expect_chat(&mut observer, "after a second session").await;
+    let bobs = enter_announced(&*broker, &mut observer, &general, &bob, Entry::Shared).await;
+    broker.release(first).await;
+    publish(&*broker, &general, "after one of two left").await;
+    expect_chat(&mut observer, "after one of two left").await;
+    release_announced(&*broker, &mut observer, second).await;
+    release_announced(&*broker, &mut observer, bobs).await;
+    // Back again: a new first session.
+    let again = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Shared).await;
+    release_announced(&*broker, &mut observer, again).await;
+    // The announcements are in the log like any message.
+    let mut replay = subscribe(
+        &*broker,
+        &general,
+        StartAt::Offset {
+            offset: 1,
+            epoch: None,
+        },
+    )
+    .await;
+    let kinds: Vec<_> = take(&mut replay, 8)
+        .await
+        .iter()
+        .map(|event| (event.kind, event.user.to_string()))
+        .collect();
+    assert_eq!(kinds[0], (EventKind::Join, "Alice".to_owned()));
+    assert_eq!(kinds[7], (EventKind::Leave, "Alice".to_owned()));
+    engine.close().await;
+}
+
+pub async fn an_exclusive_entry_refuses_a_second_session<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let mut observer = subscribe(&*broker, &general, StartAt::Live).await;
+    let alice = user("Alice");
+    let only = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Exclusive).await;
+    let refused = broker
+        .enter(&general, &alice, Entry::Exclusive, 0)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&refused, ChatError::AlreadyExists(reason) if reason.contains("Alice")),
+        "{refused:?}"
+    );
+    publish(&*broker, &general, "nothing announced for the refused one").await;
+    expect_chat(&mut observer, "nothing announced for the refused one").await;
+    release_announced(&*broker, &mut observer, only).await;
+    let next = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Exclusive).await;
+    broker.release(next).await;
+    engine.close().await;
+}
+
+pub async fn who_is_here_lists_members_sessions_and_positions<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    assert_eq!(broker.room(&general).await.unwrap(), RoomSummary::default());
+    let (alice, bob) = (user("Alice"), user("Bob"));
+    let mut leases = Vec::new();
+    for who in [&bob, &alice, &alice] {
+        leases.push(broker.enter(&general, who, Entry::Shared, 0).await.unwrap());
+    }
+    let epoch = Some(publish_numbered(&*broker, &general, 3).await);
+    let summary = broker.room(&general).await.unwrap();
+    assert_eq!(
+        summary,
+        RoomSummary {
+            epoch: epoch.clone(),
+            first_offset: 1,
+            last_offset: 5,
+            members: vec![(alice.clone(), 2), (bob.clone(), 1)],
+        }
+    );
+    let bobs = leases.remove(0);
+    broker.release(bobs).await;
+    let summary =
+        eventually_summary(&*broker, &general, |summary| summary.members.len() == 1).await;
+    assert_eq!(summary.members, vec![(alice.clone(), 2)]);
+    assert_eq!(summary.last_offset, 6, "Bob's LEAVE");
+    for lease in leases {
+        broker.release(lease).await;
+    }
+    let summary =
+        eventually_summary(&*broker, &general, |summary| summary.members.is_empty()).await;
+    assert_eq!((summary.epoch, summary.last_offset), (epoch, 7));
+    engine.close().await;
+}
+
+pub async fn a_reader_behind_history_is_told_what_it_missed<E: Engine>() {
+    let engine: E = engine(|config| config.history = 8).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let mut slow = subscribe(&*broker, &general, StartAt::Live).await;
+    let mut keeping_up = subscribe(&*broker, &general, StartAt::Live).await;
+    for i in 1..=50 {
+        publish(&*broker, &general, &format!("m{i}")).await;
+        // One reader keeps up as it goes: the other one's lag costs it nothing.
+        assert_eq!(next_event(&mut keeping_up).await.offset, i);
+    }
+    match next_item(&mut slow).await {
+        Err(FeedError::Behind(gap)) => assert_eq!(
+            gap,
+            Gap {
+                missed: 42,
+                resume_from: 43
+            }
+        ),
+        other => panic!("expected the reader to be told it fell behind, got {other:?}"),
+    }
+    engine.close().await;
+}
+
+pub async fn rooms_subscribers_and_history_bytes_are_bounded<E: Engine>() {
+    const KIB: u64 = 1024;
+    let engine: E = engine(|config| {
+        config.max_rooms = 2;
+        config.max_subscribers_per_room = 2;
+        config.room_history_bytes = bytesize::ByteSize::b(16 * KIB);
+        config.history_bytes = bytesize::ByteSize::b(24 * KIB);
+    })
+    .await;
+    let broker = engine.broker();
+    let (a, b, c) = (room("a"), room("b"), room("c"));
+    publish(&*broker, &a, "one").await;
+    publish(&*broker, &b, "two").await;
+    let full = |error: ChatError, what: &str| {
+        assert!(
+            matches!(&error, ChatError::ResourceExhausted(reason) if reason.contains(what)),
+            "{error:?}"
+        );
+    };
+    full(
+        broker
+            .publish(&c, say("Alice", "three"))
+            .await
+            .err()
+            .unwrap(),
+        "2 rooms",
+    );
+    full(
+        broker
+            .subscribe(&c, StartAt::Live, false)
+            .await
+            .err()
+            .unwrap(),
+        "2 rooms",
+    );
+    full(
+        broker
+            .enter(&c, &user("Alice"), Entry::Shared, 0)
+            .await
+            .err()
+            .unwrap(),
+        "2 rooms",
+    );
+    let first = subscribe(&*broker, &a, StartAt::Live).await;
+    let _second = subscribe(&*broker, &a, StartAt::Live).await;
+    full(
+        broker
+            .subscribe(&a, StartAt::Live, false)
+            .await
+            .err()
+            .unwrap(),
+        "2 subscribers",
+    );
+    drop(first);
+    let _third = subscribe(&*broker, &a, StartAt::Live).await;
+
+    let two_kib = "x".repeat(2 * KIB as usize);
+    for _ in 0..20 {
+        broker.publish(&a, say("Alice", &two_kib)).await.unwrap();
+        broker.publish(&b, say("Alice", &two_kib)).await.unwrap();
+    }
+    for name in [&a, &b] {
+        let summary = broker.room(name).await.unwrap();
+        let held = summary.last_offset - summary.first_offset + 1;
+        assert_eq!(summary.last_offset, 21);
+        assert!(
+            held < 8,
+            "at most 16 KiB of 2 KiB messages per room: {summary:?}"
+        );
+    }
+    let figures = broker.figures();
+    assert!(figures.history_bytes <= 24 * KIB, "{figures:?}");
+    assert!(figures.history_messages >= 6, "{figures:?}");
+    engine.close().await;
+}
+
+pub async fn figures_follow_appends_and_rooms<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    assert_eq!(broker.figures().appended, 0);
+    let (a, b) = (room("a"), room("b"));
+    for i in 0..3 {
+        publish(&*broker, &a, &format!("a{i}")).await;
+        publish(&*broker, &b, &format!("b{i}")).await;
+    }
+    let lease = broker
+        .enter(&a, &user("Bob"), Entry::Shared, 0)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let figures = broker.figures();
+        if figures.appended == 7 && figures.rooms == 2 && figures.history_messages == 7 {
+            assert!(figures.history_bytes > 7 * 100, "{figures:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{figures:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    broker.release(lease).await;
+    engine.close().await;
+}
+
+pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let failing = FailingBroker::new(engine.broker());
+    let hub = Hub::new(
+        Arc::clone(&failing) as Arc<dyn Broker>,
+        100,
+        &Monitoring::new(),
+        TaskTracker::new(),
+    );
+    let general = room("general");
+    for i in 1..=3 {
+        hub.publish(&general, say("Alice", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let mut replaying = hub
+        .subscribe(
+            &general,
+            None,
+            StartAt::Offset {
+                offset: 1,
+                epoch: None,
+            },
+            FrontDoor::Grpc,
+        )
+        .await
+        .unwrap();
+    let mut live = hub
+        .subscribe(&general, None, StartAt::Live, FrontDoor::WebSocket)
+        .await
+        .unwrap();
+    let epoch = replaying.epoch().to_string();
+    for _ in 0..3 {
+        let item = tokio::time::timeout(PATIENCE, replaying.next())
+            .await
+            .unwrap();
+        assert!(matches!(item, Some(Ok(Delivery::Event(_)))), "{item:?}");
+    }
+    failing.fail();
+    for (subscription, resume_from) in [(&mut replaying, 4), (&mut live, 4)] {
+        let item = tokio::time::timeout(PATIENCE, subscription.next())
+            .await
+            .unwrap();
+        let Some(Err(error)) = item else {
+            panic!("a failed feed must end with an error, not {item:?}");
+        };
+        let status = tonic::Status::from(error);
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains(crate::helpers::INJECTED_FAILURE),
+            "{status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains(&format!("from_offset={resume_from} epoch={epoch}")),
+            "{status:?}"
+        );
+        let metadata = status.metadata();
+        assert_eq!(
+            metadata.get(RESUME_FROM_METADATA).unwrap(),
+            &resume_from.to_string()
+        );
+        assert_eq!(metadata.get(EPOCH_METADATA).unwrap(), &epoch);
+    }
+    let refused = hub
+        .publish(&general, say("Alice", "m4"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        tonic::Status::from(refused).code(),
+        tonic::Code::Unavailable
+    );
+    let refused = hub
+        .subscribe(&general, None, StartAt::Live, FrontDoor::Grpc)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        tonic::Status::from(refused).code(),
+        tonic::Code::Unavailable
+    );
+    drop((replaying, live));
+    engine.close().await;
+}

@@ -1,0 +1,127 @@
+//! An engine that fails on demand: wraps any [`Broker`] and, once told to, fails its open feeds
+//! and refuses new work the way an engine that lost its store does.
+
+use std::sync::Arc;
+
+use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream};
+use grpc_chat::{
+    broker::{Broker, EngineFigures, Entry, Feed, FeedError, Lease, RoomSummary},
+    error::ChatError,
+    event::Event,
+    room::{Draft, RoomName, StartAt, UserName},
+};
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// What the failure says.
+pub const INJECTED_FAILURE: &str = "injected engine failure";
+
+/// `inner`, until [`FailingBroker::fail`] is called.
+pub struct FailingBroker {
+    inner: Arc<dyn Broker>,
+    failed: watch::Sender<bool>,
+}
+
+impl FailingBroker {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Broker>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            failed: watch::Sender::new(false),
+        })
+    }
+
+    /// From now on: open feeds end with [`FeedError::Failed`] (after what they already hold is
+    /// taken), and publishing or subscribing fails with UNAVAILABLE.
+    pub fn fail(&self) {
+        self.failed.send_replace(true);
+    }
+
+    fn refuse(&self) -> Result<(), ChatError> {
+        if *self.failed.borrow() {
+            return Err(ChatError::EngineUnavailable {
+                reason: INJECTED_FAILURE.into(),
+                resume: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Broker for FailingBroker {
+    fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
+        self.inner.start(tasks, shutdown);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a RoomName,
+        draft: Draft,
+    ) -> BoxFuture<'a, Result<Arc<Event>, ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.publish(room, draft).await
+        }
+        .boxed()
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        room: &'a RoomName,
+        start: StartAt,
+        text_frames: bool,
+    ) -> BoxFuture<'a, Result<Feed, ChatError>> {
+        async move {
+            self.refuse()?;
+            let mut feed = self.inner.subscribe(room, start, text_frames).await?;
+            let mut failed = self.failed.subscribe();
+            let failure = async move {
+                // Only errs if the sender is gone, which is a failure too.
+                let _ = failed.wait_for(|failed| *failed).await;
+            };
+            feed.events = feed
+                .events
+                .take_until(failure)
+                .chain(stream::once(async {
+                    Err(FeedError::Failed(INJECTED_FAILURE.into()))
+                }))
+                .boxed();
+            Ok(feed)
+        }
+        .boxed()
+    }
+
+    fn enter<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        entry: Entry,
+        clock: u64,
+    ) -> BoxFuture<'a, Result<Lease, ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.enter(room, user, entry, clock).await
+        }
+        .boxed()
+    }
+
+    fn release(&self, lease: Lease) -> BoxFuture<'_, ()> {
+        self.inner.release(lease)
+    }
+
+    fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.room(room).await
+        }
+        .boxed()
+    }
+
+    fn figures(&self) -> EngineFigures {
+        self.inner.figures()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.inner.shutdown()
+    }
+}
