@@ -109,8 +109,8 @@ impl Health for HealthApi {
                 if ended {
                     // A server drain ends the watch after NOT_SERVING; its connection's end
                     // tells the client to reconnect.
-                    if drain.is_started() && drain.ending() == Ending::ConnectionAge {
-                        yield Err(drain.ending().error().into());
+                    if drain.ended() == Some(Ending::ConnectionAge) {
+                        yield Err(Ending::ConnectionAge.error().into());
                     }
                     break;
                 }

@@ -123,7 +123,7 @@ impl Drain {
     }
 
     /// Why, once draining has started.
-    pub fn ending(&self) -> Ending {
+    fn ending(&self) -> Ending {
         match &self.server {
             Some(server) if !server.load(Ordering::Acquire) => Ending::ConnectionAge,
             _ => Ending::Shutdown,

@@ -127,8 +127,7 @@ impl Session {
         async_stream::stream! {
             let mut draining = std::pin::pin!(self.drain.wait());
             loop {
-                if self.drain.is_started() {
-                    let ending = self.drain.ending();
+                if let Some(ending) = self.drain.ended() {
                     let notice = self.notice(&format!("Chitty-Chat: {}", ending.describe()));
                     yield Ok(Outgoing::Notice(notice));
                     yield Err(ending.error().into());
