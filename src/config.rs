@@ -6,7 +6,16 @@ use std::{net::SocketAddr, time::Duration};
 use bytesize::ByteSize;
 use clap::{Args, Parser};
 
-use crate::{broker::memory::MemoryConfig, error::ChatError, room::RoomName, telemetry::LogFormat};
+use crate::{
+    broker::{
+        EngineKind,
+        memory::MemoryConfig,
+        nats::{NatsConfig, config::NatsOptions},
+    },
+    error::ChatError,
+    room::RoomName,
+    telemetry::LogFormat,
+};
 
 /// Room the gRPC envelope needs besides the content: names, ids, timestamps, framing.
 const ENVELOPE_BYTES: usize = 1024;
@@ -51,6 +60,15 @@ pub struct ServeConfig {
     /// Name of this instance, used as the `instance` label of metrics (defaults to the host name).
     #[arg(long, env = "GRPC_CHAT_INSTANCE_ID", default_value_t = default_instance_id())]
     pub instance_id: String,
+
+    /// Where rooms live: in this process (memory), or in NATS JetStream, shared by every
+    /// replica (nats; see the --nats-* settings).
+    #[arg(long, env = "GRPC_CHAT_ENGINE", value_enum, default_value_t = EngineKind::Memory)]
+    pub engine: EngineKind,
+
+    /// The NATS engine's settings.
+    #[command(flatten)]
+    pub nats: NatsOptions,
 
     /// Messages kept per room for replay and for slow subscribers to catch up from.
     #[arg(long, env = "GRPC_CHAT_HISTORY", default_value_t = 1000)]
@@ -249,7 +267,36 @@ impl ServeConfig {
         if self.shutdown_grace.is_zero() || self.shutdown_grace > Duration::from_secs(3600) {
             return Err("--shutdown-grace must be between 1ms and 1h (for example 10s)".into());
         }
+        if self.engine == EngineKind::Nats {
+            self.nats.check()?;
+        }
         Ok(())
+    }
+
+    /// The NATS engine's part of the settings; its replica name is unique to this process.
+    pub fn nats(&self) -> NatsConfig {
+        NatsConfig {
+            options: self.nats.clone(),
+            history: self.history,
+            history_bytes: self.history_bytes.as_u64(),
+            room_history_bytes: to_usize(self.room_history_bytes),
+            largest_event: crate::event::allocation(self.max_content_bytes + ENVELOPE_BYTES),
+            max_rooms: self.max_rooms,
+            max_subscribers_per_room: self.max_subscribers_per_room,
+            room_idle_ttl: self.room_idle_ttl,
+            replica: format!(
+                "{}-{}",
+                self.instance_id
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    })
+                    .collect::<String>(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        }
     }
 
     /// The memory engine's part of the settings.

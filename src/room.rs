@@ -151,6 +151,16 @@ pub fn check_clock(field: &str, clock: u64) -> Result<u64, ChatError> {
     Ok(clock)
 }
 
+/// A room's Lamport clock after an event from a sender at `sender_clock`: `max(room, sender) + 1`.
+pub fn merge_clock(room_clock: u64, sender_clock: u64) -> Result<u64, ChatError> {
+    room_clock.max(sender_clock).checked_add(1).ok_or_else(|| {
+        ChatError::invalid(
+            "timestamp",
+            "would move the room's Lamport clock past 2^64 - 1",
+        )
+    })
+}
+
 /// What a client asks to append to a room; the broker turns it into an
 /// [`Event`](crate::event::Event).
 #[derive(Debug, Clone)]

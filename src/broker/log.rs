@@ -11,7 +11,7 @@ use std::{
     any::Any,
     collections::VecDeque,
     sync::{
-        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicUsize, Ordering},
     },
     time::SystemTime,
@@ -24,7 +24,7 @@ use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset};
 use crate::{
     error::{ChatError, FROM_OFFSET_FIELD},
     event::{Event, EventParts},
-    room::{Draft, Epoch, RoomName, StartAt},
+    room::{Draft, Epoch, RoomName, StartAt, merge_clock},
 };
 
 /// Most events a cursor copies out of the log per lock.
@@ -48,6 +48,9 @@ pub struct RoomLog {
     appended: watch::Sender<()>,
     /// Subscribers that read WebSocket text frames: while there are any, appends make them.
     text_readers: AtomicUsize,
+    /// Set when the engine can no longer keep the log (a cache that lost its source): every
+    /// cursor ends with it once it has read what the log holds.
+    failure: OnceLock<String>,
 }
 
 struct LogState {
@@ -74,6 +77,32 @@ impl LogState {
 
     fn oldest_seq(&self) -> Option<u64> {
         self.entries.front().map(|entry| entry.seq)
+    }
+
+    /// Adds `event` at the end as append number `seq`, then evicts what `limits` no longer allow.
+    fn add(&mut self, event: Arc<Event>, seq: u64, limits: LogLimits) -> Appended {
+        let before = self.oldest_seq();
+        let bytes = event.held_bytes();
+        self.entries.push_back(Entry {
+            seq,
+            bytes,
+            event: Arc::clone(&event),
+        });
+        self.bytes += bytes;
+        let mut evicted = (0, 0);
+        while self.entries.len() > limits.history
+            || (self.bytes > limits.history_bytes && self.entries.len() > 1)
+        {
+            if let Some(freed) = self.evict_oldest() {
+                evicted = (evicted.0 + 1, evicted.1 + freed);
+            }
+        }
+        Appended {
+            event,
+            bytes,
+            evicted,
+            oldest: (before, self.oldest_seq()),
+        }
     }
 
     /// Drops the oldest entry; returns its bytes. A log shrunk far below what it once held
@@ -148,7 +177,72 @@ impl RoomLog {
             }),
             appended: watch::Sender::new(()),
             text_readers: AtomicUsize::new(0),
+            failure: OnceLock::new(),
         }
+    }
+
+    /// Whether appends should make WebSocket text frames now.
+    pub fn has_text_readers(&self) -> bool {
+        // SeqCst pairs with the increment in `feed`: a text reader whose position was fixed
+        // before an append read the log is seen by it.
+        self.text_readers.load(Ordering::SeqCst) > 0
+    }
+
+    /// Waits until the log holds `offset` (or has moved past it); false if it failed first.
+    pub async fn reach(&self, offset: u64) -> bool {
+        let mut changes = self.appended.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if read(&self.state).next_offset > offset {
+                return true;
+            }
+            if self.failure.get().is_some() {
+                return false;
+            }
+            // The log owns the sender and we hold the log, so this only errs if it is gone.
+            if changes.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Ends every cursor with [`FeedError::Failed`] once it has read what the log holds.
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+        self.appended.send_replace(());
+    }
+
+    /// Adds `event`, made elsewhere with its offset (a cache of a log kept in another process):
+    /// an offset already held is ignored (returns `None`); one past the next means the events
+    /// between are gone, so the log restarts there and cursors behind it are told of the gap.
+    pub fn push(&self, event: Arc<Event>, seq: u64, limits: LogLimits) -> Option<Appended> {
+        let appended = {
+            let mut state = write(&self.state);
+            if event.offset < state.next_offset {
+                return None;
+            }
+            let mut evicted = (0, 0);
+            let before = state.oldest_seq();
+            if event.offset > state.next_offset {
+                while let Some(freed) = state.evict_oldest() {
+                    evicted = (evicted.0 + 1, evicted.1 + freed);
+                }
+                state.next_offset = event.offset;
+            }
+            state.next_offset += 1;
+            state.lamport = state.lamport.max(event.lamport);
+            let appended = state.add(event, seq, limits);
+            Appended {
+                evicted: (
+                    appended.evicted.0 + evicted.0,
+                    appended.evicted.1 + evicted.1,
+                ),
+                oldest: (before, appended.oldest.1),
+                ..appended
+            }
+        };
+        self.appended.send_replace(());
+        Some(appended)
     }
 
     /// Its epoch.
@@ -167,20 +261,9 @@ impl RoomLog {
     ) -> Result<Appended, ChatError> {
         let appended = {
             let mut state = write(&self.state);
-            let lamport = state
-                .lamport
-                .max(draft.sender_clock)
-                .checked_add(1)
-                .ok_or_else(|| {
-                    ChatError::invalid(
-                        "timestamp",
-                        "would move the room's Lamport clock past 2^64 - 1",
-                    )
-                })?;
+            let lamport = merge_clock(state.lamport, draft.sender_clock)?;
             state.lamport = lamport;
-            // SeqCst pairs with the increment in `feed`: a text reader whose position was fixed
-            // before this append read the log is seen here.
-            let with_text = self.text_readers.load(Ordering::SeqCst) > 0;
+            let with_text = self.has_text_readers();
             let event = Arc::new(Event::new(
                 EventParts {
                     id: uuid::Uuid::now_v7(),
@@ -197,28 +280,7 @@ impl RoomLog {
                 with_text,
             ));
             state.next_offset += 1;
-            let before = state.oldest_seq();
-            let bytes = event.held_bytes();
-            state.entries.push_back(Entry {
-                seq,
-                bytes,
-                event: Arc::clone(&event),
-            });
-            state.bytes += bytes;
-            let mut evicted = (0, 0);
-            while state.entries.len() > limits.history
-                || (state.bytes > limits.history_bytes && state.entries.len() > 1)
-            {
-                if let Some(freed) = state.evict_oldest() {
-                    evicted = (evicted.0 + 1, evicted.1 + freed);
-                }
-            }
-            Appended {
-                event,
-                bytes,
-                evicted,
-                oldest: (before, state.oldest_seq()),
-            }
+            state.add(event, seq, limits)
         };
         self.appended.send_replace(());
         Ok(appended)
@@ -348,6 +410,11 @@ impl Cursor {
             self.changes.borrow_and_update();
             if let Some(gap) = self.refill() {
                 return Some(Err(FeedError::Behind(gap)));
+            }
+            if self.batch.is_empty()
+                && let Some(reason) = self.log.failure.get()
+            {
+                return Some(Err(FeedError::Failed(reason.clone())));
             }
             if self.batch.is_empty() {
                 // The log owns the sender and we hold the log, so this only errs if it is gone.

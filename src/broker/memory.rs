@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, Mutex, MutexGuard, Weak,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -22,7 +22,7 @@ use futures_util::{FutureExt, future::BoxFuture};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Broker, EngineFigures, Entry, Feed, Lease, RoomSummary,
+    Broker, EngineFigures, Entry, Feed, Lease, RoomSummary, lock,
     log::{Appended, LogLimits, RoomLog},
 };
 use crate::{
@@ -142,13 +142,6 @@ impl Drop for Subscribed {
         usage.subscriptions -= 1;
         usage.last_active = Instant::now();
     }
-}
-
-/// Poisoning only means another thread panicked mid-update of plain counters; keep serving.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryBroker {

@@ -10,6 +10,7 @@
 
 pub mod log;
 pub mod memory;
+pub mod nats;
 
 use std::sync::Arc;
 
@@ -130,8 +131,10 @@ pub struct EngineFigures {
 
 /// Publish, subscribe from a position, presence: what the chat semantics need from an engine.
 pub trait Broker: Send + Sync + 'static {
-    /// Starts the engine's background work (tracked by `tasks`, ending when `shutdown` is
-    /// cancelled).
+    /// Starts the engine's background work: tracked by `tasks` and ending when `shutdown` (the
+    /// server's drain) is cancelled, or, for work the drain still needs (an engine in another
+    /// process announcing the leaves of draining sessions), the engine's own, ending in
+    /// [`Broker::shutdown`].
     fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken);
 
     /// Appends `draft` to `room`'s log (creating the room on first use), assigning the next
@@ -176,7 +179,27 @@ pub trait Broker: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
 
+/// Locks `mutex`. Poisoning only means another thread panicked mid-update of plain counters;
+/// keep serving.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Which engine holds the rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// In this process: nothing else to run; rooms and history end with the process.
+    Memory,
+    /// NATS JetStream: replicas share rooms; history is durable.
+    Nats,
+}
+
 /// The engine the configuration names, not yet started.
 pub fn build(config: &ServeConfig) -> Arc<dyn Broker> {
-    Arc::new(memory::MemoryBroker::new(config.memory()))
+    match config.engine {
+        EngineKind::Memory => Arc::new(memory::MemoryBroker::new(config.memory())),
+        EngineKind::Nats => Arc::new(nats::NatsBroker::new(config.nats())),
+    }
 }

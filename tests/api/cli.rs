@@ -34,7 +34,7 @@ async fn sigterm_drains_open_streams_and_exits_zero_within_the_grace_period() {
         Code::Unavailable,
         &["shutting down"],
     );
-    let status = server.wait_exit(Duration::from_secs(3));
+    let status = server.wait_exit(Duration::from_secs(3)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -46,7 +46,7 @@ async fn sigterm_exits_zero_even_when_a_client_never_reads() {
     flood(&mut client, "general").await;
     let started = std::time::Instant::now();
     server.terminate();
-    let status = server.wait_exit(Duration::from_secs(4));
+    let status = server.wait_exit(Duration::from_secs(4)).await;
     assert!(status.success(), "{status:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(1),

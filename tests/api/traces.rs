@@ -149,7 +149,7 @@ async fn rpc_spans_reach_the_otlp_receiver_parented_on_the_callers_trace() {
 
     // Shutting down flushes the spans.
     server.terminate();
-    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    assert!(server.wait_exit(Duration::from_secs(10)).await.success());
 
     let spans = received.0.lock().unwrap().clone();
     let send_spans: Vec<&(String, Span)> = spans

@@ -13,6 +13,7 @@ mod helpers;
 
 mod engine;
 mod model;
+mod replicas;
 mod suite;
 
 /// One test per case of the suite (and the property test) for the engine `$engine`.
@@ -52,3 +53,4 @@ macro_rules! conform {
 }
 
 conform!(memory, crate::engine::Memory);
+conform!(nats, crate::engine::Nats);

@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use grpc_chat::{
-    broker::{Broker, Delivery, Entry, Feed, FeedError, Gap, Lease, Opening, Reset, RoomSummary},
+    broker::{
+        Broker, Delivery, EngineFigures, Entry, Feed, FeedError, Gap, Lease, Opening, Reset,
+        RoomSummary,
+    },
     config::ServeConfig,
     error::{ChatError, EPOCH_METADATA, RESUME_FROM_METADATA},
     event::{Event, EventKind},
@@ -104,6 +107,22 @@ async fn eventually_summary(
             tokio::time::Instant::now() < deadline,
             "room {room} never reached the expected state: {summary:?}"
         );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls the engine's figures until `done` holds (engines may refresh them as they go).
+async fn eventually_figures(
+    broker: &dyn Broker,
+    done: impl Fn(&EngineFigures) -> bool,
+) -> EngineFigures {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let figures = broker.figures();
+        if done(&figures) {
+            return figures;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{figures:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -699,9 +718,8 @@ pub async fn rooms_subscribers_and_history_bytes_are_bounded<E: Engine>() {
             "at most 16 KiB of 2 KiB messages per room: {summary:?}"
         );
     }
-    let figures = broker.figures();
+    let figures = eventually_figures(&*broker, |figures| figures.history_messages >= 6).await;
     assert!(figures.history_bytes <= 24 * KIB, "{figures:?}");
-    assert!(figures.history_messages >= 6, "{figures:?}");
     engine.close().await;
 }
 
@@ -718,16 +736,11 @@ pub async fn figures_follow_appends_and_rooms<E: Engine>() {
         .enter(&a, &user("Bob"), Entry::Shared, 0)
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let figures = broker.figures();
-        if figures.appended == 7 && figures.rooms == 2 && figures.history_messages == 7 {
-            assert!(figures.history_bytes > 7 * 100, "{figures:?}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{figures:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let figures = eventually_figures(&*broker, |figures| {
+        figures.appended == 7 && figures.rooms == 2 && figures.history_messages == 7
+    })
+    .await;
+    assert!(figures.history_bytes > 7 * 100, "{figures:?}");
     broker.release(lease).await;
     engine.close().await;
 }

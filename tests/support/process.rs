@@ -141,18 +141,23 @@ impl ServerProcess {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit, failing after `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+    /// Waits for the process to exit, failing after `limit`. Asynchronous, so that the test's
+    /// own client connections keep being served meanwhile (a client that stops answering the
+    /// server's PING holds the server's graceful close for its whole grace period).
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.0.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "server did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            if std::time::Instant::now() >= deadline {
+                let log: Vec<String> = self.log.try_iter().collect();
+                panic!(
+                    "server did not exit within {limit:?}; its log since it listened:\n{}",
+                    log.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -1,0 +1,274 @@
+//! Appending to one room: one task per room and replica takes the room's appends in order, so
+//! only appends from different replicas race, and those are settled by JetStream.
+//!
+//! Each append names the stream sequence of the room's last message
+//! (`Nats-Expected-Last-Subject-Sequence`) and carries its event id (`Nats-Msg-Id`). If another
+//! replica appended first, JetStream refuses it; if the acknowledgement is lost, the outcome is
+//! unknown. Either way the room's last message, read from the stream leader, says what happened:
+//! if it is ours the first attempt landed, otherwise the append is made again after it. A retry
+//! never stores a message twice: the same id within the duplicate window is acknowledged as a
+//! duplicate, and its stored form is what the caller gets.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use async_nats::jetstream::{context::PublishErrorKind, message::PublishMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Connected, epochs, wire};
+use crate::{
+    broker::log::RoomLog,
+    error::ChatError,
+    event::{Event, EventParts},
+    room::{Draft, Epoch, RoomName, merge_clock},
+};
+
+/// Attempts of one append before it fails with UNAVAILABLE (each lost to another replica's).
+const MAX_ATTEMPTS: usize = 32;
+/// Appends waiting for a room's task; beyond it publishers wait.
+pub const QUEUE: usize = 256;
+
+/// One append asked of a room's task.
+pub struct Append {
+    /// What to append.
+    pub draft: Draft,
+    /// Its event id when the caller fixes it (announcements two replicas might both make).
+    pub id: Option<uuid::Uuid>,
+    /// Where the event (or why not) goes.
+    pub reply: oneshot::Sender<Result<Arc<Event>, ChatError>>,
+}
+
+/// The engine failing an append.
+pub fn unavailable(reason: impl std::fmt::Display) -> ChatError {
+    ChatError::EngineUnavailable {
+        reason: reason.to_string(),
+        resume: None,
+    }
+}
+
+/// What the task knows of the room's end.
+enum Head {
+    /// Not read yet, or unknown since an append failed.
+    Unknown,
+    /// The room holds no message.
+    Empty,
+    /// The room's last message.
+    At(wire::Position),
+}
+
+/// A room's appending task.
+pub struct Appender {
+    pub connected: Arc<Connected>,
+    pub room: RoomName,
+    pub key: String,
+    pub subject: String,
+    pub timeout: Duration,
+    /// The room's cache: its held bytes say when the stream should drop the room's oldest.
+    pub log: Arc<RoomLog>,
+    /// Bytes of history kept per room.
+    pub room_history_bytes: usize,
+    /// Largest event a room holds, in bytes held.
+    pub largest_event: usize,
+    /// Messages per room the stream keeps.
+    pub history: u64,
+    /// Counted for the engine's figures.
+    pub appended: Arc<AtomicU64>,
+}
+
+impl Appender {
+    /// Takes appends until `requests` closes or `stop` is cancelled.
+    pub async fn run(self, mut requests: mpsc::Receiver<Append>, stop: CancellationToken) {
+        let mut state = State {
+            head: Head::Unknown,
+            claimed: None,
+            stored: self.history,
+        };
+        loop {
+            let request = tokio::select! {
+                () = stop.cancelled() => return,
+                request = requests.recv() => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let result = self.append(&mut state, request.draft, request.id).await;
+            let _ = request.reply.send(result);
+        }
+    }
+
+    async fn append(
+        &self,
+        state: &mut State,
+        draft: Draft,
+        id: Option<uuid::Uuid>,
+    ) -> Result<Arc<Event>, ChatError> {
+        let id = id.unwrap_or_else(uuid::Uuid::now_v7);
+        let timestamp = SystemTime::now();
+        for _ in 0..MAX_ATTEMPTS {
+            if matches!(state.head, Head::Unknown) {
+                state.head = self.read_head().await?;
+            }
+            let (epoch, offset, lamport, expected) = match &state.head {
+                Head::At(last) => (
+                    last.epoch.clone(),
+                    last.offset + 1,
+                    last.lamport,
+                    last.sequence,
+                ),
+                _ => {
+                    let epoch = match &state.claimed {
+                        Some(epoch) => epoch.clone(),
+                        None => epochs::for_first_append(&self.connected.rooms, &self.key)
+                            .await
+                            .map_err(unavailable)?,
+                    };
+                    state.claimed = Some(epoch.clone());
+                    (epoch, 1, 0, 0)
+                }
+            };
+            let lamport = merge_clock(lamport, draft.sender_clock)?;
+            let event = Event::new(
+                EventParts {
+                    id,
+                    room: self.room.clone(),
+                    epoch: epoch.clone(),
+                    user: draft.user.clone(),
+                    content: &draft.content,
+                    kind: draft.kind,
+                    offset,
+                    lamport,
+                    timestamp,
+                    traceparent: draft.traceparent.as_deref(),
+                },
+                false,
+            );
+            let (headers, payload) = wire::encode(&event);
+            let publish = PublishMessage::build()
+                .headers(headers)
+                .payload(payload)
+                .expected_last_subject_sequence(expected);
+            let outcome = tokio::time::timeout(self.timeout, async {
+                self.connected
+                    .jetstream
+                    .send_publish(self.subject.clone(), publish)
+                    .await?
+                    .await
+            })
+            .await;
+            match outcome {
+                Ok(Ok(ack)) if ack.duplicate => {
+                    // An earlier attempt landed: what it stored is the event.
+                    let event = self.stored_event(ack.sequence).await?;
+                    state.head = Head::At(position_of(&event, ack.sequence));
+                    return Ok(event);
+                }
+                Ok(Ok(ack)) => {
+                    self.appended.fetch_add(1, Ordering::Relaxed);
+                    state.claimed = None;
+                    state.head = Head::At(wire::Position {
+                        sequence: ack.sequence,
+                        offset,
+                        lamport,
+                        epoch,
+                        id: id.to_string(),
+                    });
+                    self.trim(state).await;
+                    return Ok(Arc::new(event));
+                }
+                Ok(Err(error))
+                    if !matches!(
+                        error.kind(),
+                        PublishErrorKind::WrongLastSequence
+                            | PublishErrorKind::TimedOut
+                            | PublishErrorKind::BrokenPipe
+                    ) =>
+                {
+                    state.head = Head::Unknown;
+                    return Err(unavailable(format!(
+                        "appending to room {}: {error}",
+                        self.room
+                    )));
+                }
+                // Another replica appended first, or the outcome is unknown.
+                Ok(Err(_)) | Err(_) => {}
+            }
+            state.head = self.read_head().await?;
+            if let Head::At(last) = &state.head
+                && last.id == id.to_string()
+            {
+                self.appended.fetch_add(1, Ordering::Relaxed);
+                return self.stored_event(last.sequence).await;
+            }
+        }
+        Err(unavailable(format!(
+            "room {} is appended to from too many replicas at once; try again",
+            self.room
+        )))
+    }
+
+    /// The room's last message, from the stream leader.
+    async fn read_head(&self) -> Result<Head, ChatError> {
+        let last = super::last_position(&self.connected, &self.subject, self.timeout).await?;
+        Ok(last.map_or(Head::Empty, Head::At))
+    }
+
+    async fn stored_event(&self, sequence: u64) -> Result<Arc<Event>, ChatError> {
+        let message = tokio::time::timeout(
+            self.timeout,
+            self.connected.stream.get_raw_message(sequence),
+        )
+        .await
+        .map_err(|_| unavailable("NATS did not answer in time"))?
+        .map_err(unavailable)?;
+        wire::decode_stored(&self.room, &message).map_err(unavailable)
+    }
+
+    /// The stream keeps `--history` messages per room by itself; the byte bound per room is
+    /// applied here: once the room's cache is at its byte budget, the stream keeps only the
+    /// newest messages the cache holds.
+    async fn trim(&self, state: &mut State) {
+        state.stored = (state.stored + 1).min(self.history);
+        let held = self.log.held();
+        let at_budget = held.bytes + self.largest_event > self.room_history_bytes;
+        let keep = held.events as u64;
+        if !at_budget || keep == 0 || state.stored <= keep + keep / 8 + 1 {
+            return;
+        }
+        let purged = self
+            .connected
+            .stream
+            .purge()
+            .filter(self.subject.clone())
+            .keep(keep)
+            .await;
+        match purged {
+            Ok(_) => state.stored = keep,
+            Err(error) => tracing::warn!(room = %self.room, %error, "could not trim room history"),
+        }
+    }
+}
+
+/// What an appending task remembers between appends.
+struct State {
+    head: Head,
+    /// The epoch claimed for the first message of an empty room, kept while it is retried.
+    claimed: Option<Epoch>,
+    /// About how many messages the stream holds for the room.
+    stored: u64,
+}
+
+fn position_of(event: &Event, sequence: u64) -> wire::Position {
+    wire::Position {
+        sequence,
+        offset: event.offset,
+        lamport: event.lamport,
+        epoch: event.epoch.clone(),
+        id: event.id.to_string(),
+    }
+}

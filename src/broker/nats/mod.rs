@@ -1,0 +1,850 @@
+//! The NATS JetStream engine: rooms that every replica connected to the same NATS shares, with
+//! durable history.
+//!
+//! * One stream holds every room, one subject per room (`PREFIX.room.<token>`, [`subject`]), at
+//!   most `--history` messages per subject and `--history-bytes` over all, oldest out first.
+//!   Each message is the event's `chat.Message`, its offset, epoch and Lamport time in headers
+//!   ([`wire`]). A room's epoch, while it holds no message, is kept in a bucket ([`epochs`]).
+//! * A room used on this replica has one appending task ([`append`]): appends are serialised
+//!   here and settled between replicas by JetStream's optimistic concurrency; a publisher hears
+//!   "sent" only once JetStream stored the message.
+//! * It has one following task too ([`follow`]): an ordered consumer of the room's subject feeds
+//!   the room's [`RoomLog`] in this replica, and subscribers are cursors over it, exactly as on the
+//!   memory engine. Nothing is delivered from the ingest subject itself (which would carry refused
+//!   and duplicate appends): only what the stream stored.
+//! * Presence is a bucket too ([`presence`]), changed by compare-and-swap, with a liveness key per
+//!   replica, so JOIN and LEAVE are announced once across replicas, also for replicas that die.
+//!
+//! Rooms idle on this replica are closed here (their history stays in the stream). The engine's
+//! tasks are its own: they outlive the server's drain (presence is released during it) and end in
+//! [`Broker::shutdown`].
+
+mod append;
+pub mod config;
+mod epochs;
+mod follow;
+mod presence;
+pub mod subject;
+mod wire;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    ConnectOptions,
+    jetstream::{
+        self, kv,
+        message::StreamMessage,
+        stream::{self, DiscardPolicy, LastRawMessageError, LastRawMessageErrorKind, StorageType},
+    },
+};
+use futures_util::{FutureExt, future::BoxFuture};
+use tokio::sync::{OnceCell, mpsc, oneshot, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use self::{
+    append::{Append, Appender, unavailable},
+    config::{NatsOptions, Storage},
+    follow::Follower,
+    presence::{Change, Presence},
+};
+use super::{
+    Broker, EngineFigures, Entry, Feed, Lease, RoomSummary, lock,
+    log::{LogLimits, RoomLog},
+};
+use crate::{
+    error::{ChatError, FROM_OFFSET_FIELD},
+    event::{Event, EventKind},
+    room::{Draft, RoomName, StartAt, UserName},
+};
+
+/// How long JetStream de-duplicates a retried append by its event id.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How often the stream's figures are read.
+const FIGURES_PERIOD: Duration = Duration::from_secs(1);
+/// Pause between attempts to reach NATS and set up the stream and buckets.
+const CONNECT_RETRY: Duration = Duration::from_millis(500);
+
+/// Settings of the NATS engine.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// How to reach NATS and what to create there.
+    pub options: NatsOptions,
+    /// Messages kept per room.
+    pub history: usize,
+    /// Bytes of history over all rooms (the stream's byte cap).
+    pub history_bytes: u64,
+    /// Bytes of history per room.
+    pub room_history_bytes: usize,
+    /// Largest event a room holds, in bytes held.
+    pub largest_event: usize,
+    /// Rooms open on this replica at once.
+    pub max_rooms: usize,
+    /// Open subscriptions per room on this replica.
+    pub max_subscribers_per_room: usize,
+    /// A room unused on this replica for this long is closed here.
+    pub room_idle_ttl: Duration,
+    /// This replica's name in presence: unique per process.
+    pub replica: String,
+}
+
+/// What the engine uses once NATS is reached.
+pub struct Connected {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: stream::Stream,
+    rooms: kv::Store,
+    presence: Presence,
+}
+
+/// The NATS JetStream engine; cheap to clone.
+#[derive(Clone)]
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NatsConfig,
+    connected: watch::Sender<Option<Arc<Connected>>>,
+    /// Rooms open on this replica. A `std` mutex held only to look up, insert or remove.
+    rooms: Mutex<HashMap<RoomName, Arc<Slot>>>,
+    appended: Arc<AtomicU64>,
+    stored_messages: AtomicU64,
+    stored_bytes: AtomicU64,
+    open_rooms: AtomicUsize,
+    /// The engine's own tasks and their stop.
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// A room being opened or open; opened once however many callers wait for it.
+#[derive(Default)]
+struct Slot {
+    room: OnceCell<Arc<NatsRoom>>,
+}
+
+/// A room open on this replica.
+struct NatsRoom {
+    key: String,
+    log: Arc<RoomLog>,
+    appends: mpsc::Sender<Append>,
+    /// Ends its tasks; cancelled by them when the room's feed fails.
+    stop: CancellationToken,
+    usage: Mutex<Usage>,
+}
+
+struct Usage {
+    subscriptions: usize,
+    sessions: usize,
+    last_active: Instant,
+}
+
+/// One subscription's place in its room, given back when its feed is dropped.
+struct Subscribed(Arc<NatsRoom>);
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        let mut usage = lock(&self.0.usage);
+        usage.subscriptions -= 1;
+        usage.last_active = Instant::now();
+    }
+}
+
+/// Why a room could not be opened.
+enum OpenError {
+    /// It never existed, and was not to be created.
+    Missing,
+    Failed(ChatError),
+}
+
+impl NatsBroker {
+    /// An engine that will connect to NATS when started.
+    pub fn new(config: NatsConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                connected: watch::Sender::new(None),
+                rooms: Mutex::new(HashMap::new()),
+                appended: Arc::default(),
+                stored_messages: AtomicU64::new(0),
+                stored_bytes: AtomicU64::new(0),
+                open_rooms: AtomicUsize::new(0),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Whether NATS is reached and the stream and buckets are set up.
+    pub fn is_connected(&self) -> bool {
+        self.inner
+            .connected
+            .borrow()
+            .as_ref()
+            .is_some_and(|connected| {
+                connected.client.connection_state() == async_nats::connection::State::Connected
+            })
+    }
+
+    /// Closes rooms unused on this replica for at least the idle TTL as of `now` (their
+    /// history stays in the stream); returns how many.
+    pub fn close_idle_rooms(&self, now: Instant) -> usize {
+        let ttl = self.inner.config.room_idle_ttl;
+        let mut rooms = lock(&self.inner.rooms);
+        let before = rooms.len();
+        rooms.retain(|_, slot| {
+            let Some(room) = slot.room.get() else {
+                return true;
+            };
+            let usage = lock(&room.usage);
+            let idle = usage.subscriptions == 0
+                && usage.sessions == 0
+                && now.duration_since(usage.last_active) >= ttl;
+            if idle || room.stop.is_cancelled() {
+                room.stop.cancel();
+                return false;
+            }
+            true
+        });
+        self.inner.open_rooms.store(rooms.len(), Ordering::Relaxed);
+        before - rooms.len()
+    }
+
+    /// The connection, waiting for it up to the request timeout.
+    async fn connected(&self) -> Result<Arc<Connected>, ChatError> {
+        let mut connected = self.inner.connected.subscribe();
+        let timeout = self.inner.config.options.nats_request_timeout;
+        match tokio::time::timeout(timeout, connected.wait_for(Option::is_some)).await {
+            Ok(Ok(connected)) => Ok(Arc::clone(connected.as_ref().expect("waited for it"))),
+            _ => Err(unavailable("not connected to NATS")),
+        }
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!(
+            "{}.room.{key}",
+            self.inner.config.options.nats_subject_prefix
+        )
+    }
+
+    /// The room open on this replica, opened if needed; `None` if it never existed and `create`
+    /// is false.
+    async fn open(
+        &self,
+        name: &RoomName,
+        create: bool,
+    ) -> Result<Option<Arc<NatsRoom>>, ChatError> {
+        loop {
+            let slot = {
+                let mut rooms = lock(&self.inner.rooms);
+                match rooms.get(name) {
+                    Some(slot) if slot.room.get().is_some_and(|room| room.stop.is_cancelled()) => {
+                        rooms.remove(name);
+                        continue;
+                    }
+                    Some(slot) => Arc::clone(slot),
+                    None => {
+                        let max = self.inner.config.max_rooms;
+                        if rooms.len() >= max {
+                            return Err(ChatError::ResourceExhausted(format!(
+                                "room limit reached: the server holds at most {max} rooms"
+                            )));
+                        }
+                        let slot = Arc::new(Slot::default());
+                        rooms.insert(name.clone(), Arc::clone(&slot));
+                        self.inner.open_rooms.store(rooms.len(), Ordering::Relaxed);
+                        slot
+                    }
+                }
+            };
+            let opened = slot
+                .room
+                .get_or_try_init(|| self.open_fresh(name, create))
+                .await;
+            match opened {
+                Ok(room) => return Ok(Some(Arc::clone(room))),
+                Err(error) => {
+                    let mut rooms = lock(&self.inner.rooms);
+                    if rooms.get(name).is_some_and(|held| Arc::ptr_eq(held, &slot)) {
+                        rooms.remove(name);
+                    }
+                    self.inner.open_rooms.store(rooms.len(), Ordering::Relaxed);
+                    return match error {
+                        OpenError::Missing => Ok(None),
+                        OpenError::Failed(error) => Err(error),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Starts a room's tasks and waits until its log holds what the room holds.
+    async fn open_fresh(&self, name: &RoomName, create: bool) -> Result<Arc<NatsRoom>, OpenError> {
+        let config = &self.inner.config;
+        let timeout = config.options.nats_request_timeout;
+        let connected = self.connected().await.map_err(OpenError::Failed)?;
+        let key = subject::token(name);
+        let subject = self.subject(&key);
+        let last = last_position(&connected, &subject, timeout)
+            .await
+            .map_err(OpenError::Failed)?;
+        let epoch = match &last {
+            Some(last) => last.epoch.clone(),
+            None => epochs::for_reader(&connected.rooms, &key, create)
+                .await
+                .map_err(|error| OpenError::Failed(unavailable(error)))?
+                .ok_or(OpenError::Missing)?,
+        };
+        let log = Arc::new(RoomLog::new(epoch));
+        let limits = LogLimits {
+            history: config.history,
+            history_bytes: config.room_history_bytes,
+        };
+        let stop = self.inner.stop.child_token();
+        let (ready, is_ready) = oneshot::channel();
+        self.inner.tasks.spawn(
+            Follower {
+                connected: Arc::clone(&connected),
+                room: name.clone(),
+                subject: subject.clone(),
+                log: Arc::clone(&log),
+                limits,
+                caught_up_at: last.as_ref().map(|last| last.sequence),
+                timeout,
+            }
+            .run(ready, stop.clone()),
+        );
+        let (appends, requests) = mpsc::channel(append::QUEUE);
+        self.inner.tasks.spawn(
+            Appender {
+                connected,
+                room: name.clone(),
+                key: key.clone(),
+                subject,
+                timeout,
+                log: Arc::clone(&log),
+                room_history_bytes: config.room_history_bytes,
+                largest_event: config.largest_event,
+                history: config.history as u64,
+                appended: Arc::clone(&self.inner.appended),
+            }
+            .run(requests, stop.clone()),
+        );
+        let opened = match tokio::time::timeout(timeout, is_ready).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(unavailable(reason)),
+            _ => Err(unavailable(format!("room {name} did not load in time"))),
+        };
+        if let Err(error) = opened {
+            stop.cancel();
+            return Err(OpenError::Failed(error));
+        }
+        Ok(Arc::new(NatsRoom {
+            key,
+            log,
+            appends,
+            stop,
+            usage: Mutex::new(Usage {
+                subscriptions: 0,
+                sessions: 0,
+                last_active: Instant::now(),
+            }),
+        }))
+    }
+
+    /// Appends through the room's task on this replica.
+    async fn append(
+        &self,
+        name: &RoomName,
+        draft: Draft,
+        id: Option<uuid::Uuid>,
+    ) -> Result<Arc<Event>, ChatError> {
+        let timeout = self.inner.config.options.nats_request_timeout;
+        // A room closed between lookup and send is opened again, once.
+        for _ in 0..2 {
+            let room = self
+                .open(name, true)
+                .await?
+                .expect("a room to create exists");
+            lock(&room.usage).last_active = Instant::now();
+            let (reply, answer) = oneshot::channel();
+            let request = Append {
+                draft: draft.clone(),
+                id,
+                reply,
+            };
+            // Waits while the room's queue is full: publishers are paced by the stream.
+            if room.appends.send(request).await.is_err() {
+                continue;
+            }
+            // The task bounds each attempt by the timeout; this bounds the whole append.
+            match tokio::time::timeout(timeout * 4, answer).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => continue,
+                Err(_) => return Err(unavailable("NATS did not store the message in time")),
+            }
+        }
+        Err(unavailable(format!("room {name} is closing; try again")))
+    }
+
+    /// The room open on this replica with everything the stream held for it when called: a
+    /// reader sees at least what was acknowledged before it subscribed, on any replica.
+    async fn caught_up(
+        &self,
+        name: &RoomName,
+        create: bool,
+    ) -> Result<Option<Arc<NatsRoom>>, ChatError> {
+        let timeout = self.inner.config.options.nats_request_timeout;
+        // A log whose room restarted meanwhile is replaced, once.
+        for _ in 0..2 {
+            let Some(room) = self.open(name, create).await? else {
+                return Ok(None);
+            };
+            let connected = self.connected().await?;
+            let last = last_position(&connected, &self.subject(&room.key), timeout).await?;
+            let Some(last) = last else {
+                return Ok(Some(room));
+            };
+            if last.epoch != *room.log.epoch() {
+                room.log.fail(format!(
+                    "the log of room {name} restarted (epoch {})",
+                    last.epoch
+                ));
+                room.stop.cancel();
+                continue;
+            }
+            return match tokio::time::timeout(timeout, room.log.reach(last.offset)).await {
+                Ok(true) => Ok(Some(room)),
+                Ok(false) => continue,
+                Err(_) => Err(unavailable(format!("room {name} did not load in time"))),
+            };
+        }
+        Err(unavailable(format!(
+            "room {name} keeps restarting; try again"
+        )))
+    }
+
+    async fn open_feed(
+        &self,
+        name: &RoomName,
+        start: StartAt,
+        text_frames: bool,
+    ) -> Result<Feed, ChatError> {
+        // A replay beyond the end of a room that does not exist (and whose epoch the client does
+        // not name) fails without creating it.
+        let create = !matches!(start, StartAt::Offset { offset, epoch: None } if offset > 1);
+        let Some(room) = self.caught_up(name, create).await? else {
+            let StartAt::Offset { offset, .. } = start else {
+                unreachable!("only an offset start may leave the room missing")
+            };
+            return Err(ChatError::OffsetOutOfRange {
+                field: FROM_OFFSET_FIELD.into(),
+                room: name.to_string(),
+                requested: offset,
+                next: 1,
+            });
+        };
+        {
+            let max = self.inner.config.max_subscribers_per_room;
+            let mut usage = lock(&room.usage);
+            if usage.subscriptions >= max {
+                return Err(ChatError::ResourceExhausted(format!(
+                    "room {name} is full: at most {max} subscribers per room"
+                )));
+            }
+            usage.subscriptions += 1;
+            usage.last_active = Instant::now();
+        }
+        let log = Arc::clone(&room.log);
+        log.feed(name, &start, text_frames, Subscribed(room))
+    }
+
+    async fn enter_room(
+        &self,
+        name: &RoomName,
+        user: &UserName,
+        entry: Entry,
+        clock: u64,
+    ) -> Result<Lease, ChatError> {
+        let connected = self.connected().await?;
+        let room = self
+            .open(name, true)
+            .await?
+            .expect("a room to create exists");
+        let change = Change::Enter {
+            exclusive: entry == Entry::Exclusive,
+        };
+        let first = connected.presence.change(&room.key, user, change).await?;
+        lock(&room.usage).sessions += 1;
+        let lease = Lease {
+            room: name.clone(),
+            user: user.clone(),
+        };
+        if first {
+            let mut join = Draft::presence(user.clone(), EventKind::Join);
+            join.sender_clock = clock;
+            if let Err(error) = self.append(name, join, None).await {
+                // Not announced: not present either.
+                self.leave_room(&lease, false).await;
+                return Err(error);
+            }
+        }
+        Ok(lease)
+    }
+
+    /// Ends a session; announces the LEAVE when `announce` and it was the user's last.
+    async fn leave_room(&self, lease: &Lease, announce: bool) {
+        let key = subject::token(&lease.room);
+        if let Some(slot) = lock(&self.inner.rooms).get(&lease.room).cloned()
+            && let Some(room) = slot.room.get()
+        {
+            let mut usage = lock(&room.usage);
+            usage.sessions = usage.sessions.saturating_sub(1);
+            usage.last_active = Instant::now();
+        }
+        let left = match self.connected().await {
+            Ok(connected) => {
+                connected
+                    .presence
+                    .change(&key, &lease.user, Change::Leave)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match left {
+            Ok(true) if announce => {
+                let leave = Draft::presence(lease.user.clone(), EventKind::Leave);
+                if let Err(error) = self.append(&lease.room, leave, None).await {
+                    tracing::warn!(room = %lease.room, %error, "could not announce leave");
+                }
+            }
+            Ok(_) => {}
+            // The session stays counted until this replica's liveness key expires; then another
+            // replica sweeps it out and announces the LEAVE.
+            Err(error) => tracing::warn!(room = %lease.room, %error, "could not record leave"),
+        }
+    }
+
+    async fn summary(&self, name: &RoomName) -> Result<RoomSummary, ChatError> {
+        let connected = self.connected().await?;
+        let timeout = self.inner.config.options.nats_request_timeout;
+        let key = subject::token(name);
+        let subject = self.subject(&key);
+        let last = last_position(&connected, &subject, timeout).await?;
+        let first = match &last {
+            Some(_) => first_position(&connected, &subject, timeout).await?,
+            None => None,
+        };
+        let epoch = match &last {
+            Some(last) => Some(last.epoch.clone()),
+            None => epochs::for_reader(&connected.rooms, &key, false)
+                .await
+                .map_err(unavailable)?,
+        };
+        let members = connected.presence.members(&key).await?;
+        Ok(RoomSummary {
+            epoch,
+            first_offset: first.map_or(0, |first| first.offset),
+            last_offset: last.map_or(0, |last| last.offset),
+            members,
+        })
+    }
+
+    /// Reaches NATS and sets up the stream and buckets, retrying until it works or the engine
+    /// stops; then keeps this replica's liveness, sweeps dead replicas, reads figures and closes
+    /// idle rooms until it stops.
+    async fn run(self) {
+        let stop = self.inner.stop.clone();
+        let connected = loop {
+            match connect(&self.inner.config).await {
+                Ok(connected) => break Arc::new(connected),
+                Err(error) => tracing::warn!(%error, "cannot set up the NATS engine yet"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(CONNECT_RETRY) => {}
+            }
+        };
+        tracing::info!("NATS engine ready");
+        self.inner
+            .connected
+            .send_replace(Some(Arc::clone(&connected)));
+        let ttl = self.inner.config.options.nats_presence_ttl;
+        let mut heartbeats = tokio::time::interval(presence::heartbeat_period(ttl));
+        let mut sweeps = tokio::time::interval(ttl / 2);
+        let mut figures = tokio::time::interval(FIGURES_PERIOD);
+        let mut idle = tokio::time::interval(
+            (self.inner.config.room_idle_ttl / 2)
+                .clamp(Duration::from_millis(10), Duration::from_secs(30)),
+        );
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = heartbeats.tick() => {
+                    if let Err(error) = connected.presence.heartbeat().await {
+                        tracing::warn!(%error, "could not refresh this replica's presence");
+                    }
+                }
+                _ = sweeps.tick() => self.sweep(&connected).await,
+                _ = figures.tick() => {
+                    if let Ok(info) = connected.stream.get_info().await {
+                        self.inner.stored_messages.store(info.state.messages, Ordering::Relaxed);
+                        self.inner.stored_bytes.store(info.state.bytes, Ordering::Relaxed);
+                    }
+                }
+                _ = idle.tick() => {
+                    self.close_idle_rooms(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Announces the LEAVEs of sessions whose replica died.
+    async fn sweep(&self, connected: &Connected) {
+        let departures = match connected.presence.sweep().await {
+            Ok(departures) => departures,
+            Err(error) => {
+                tracing::warn!(%error, "could not sweep the presence of dead replicas");
+                return;
+            }
+        };
+        for departure in departures {
+            let leave = Draft::presence(departure.user, EventKind::Leave);
+            if let Err(error) = self
+                .append(&departure.room, leave, Some(departure.id))
+                .await
+            {
+                tracing::warn!(room = %departure.room, %error, "could not announce a dead replica's leave");
+            }
+        }
+    }
+}
+
+/// The position of the room's last message, from the stream leader; `None` when it holds none.
+async fn last_position(
+    connected: &Connected,
+    subject: &str,
+    timeout: Duration,
+) -> Result<Option<wire::Position>, ChatError> {
+    let last = connected.stream.get_last_raw_message_by_subject(subject);
+    stored_position(subject, tokio::time::timeout(timeout, last).await)
+}
+
+/// The position of the room's oldest stored message; `None` when it holds none.
+async fn first_position(
+    connected: &Connected,
+    subject: &str,
+    timeout: Duration,
+) -> Result<Option<wire::Position>, ChatError> {
+    let first = connected
+        .stream
+        .get_first_raw_message_by_subject(subject, 1);
+    stored_position(subject, tokio::time::timeout(timeout, first).await)
+}
+
+/// The position a lookup of one of `subject`'s messages found, if any.
+fn stored_position(
+    subject: &str,
+    found: Result<Result<StreamMessage, LastRawMessageError>, tokio::time::error::Elapsed>,
+) -> Result<Option<wire::Position>, ChatError> {
+    match found.map_err(|_| unavailable("NATS did not answer in time"))? {
+        Ok(message) => Ok(Some(
+            wire::position(message.sequence, &message.headers).map_err(unavailable)?,
+        )),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(error) => Err(unavailable(format!("reading {subject}: {error}"))),
+    }
+}
+
+fn storage(storage: Storage) -> StorageType {
+    match storage {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
+    }
+}
+
+/// Connects and sets up the stream and the buckets (creating them, or updating the stream's
+/// limits to the configured ones).
+async fn connect(config: &NatsConfig) -> Result<Connected, String> {
+    let options = &config.options;
+    let mut connect = match &options.nats_credentials {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|error| format!("--nats-credentials {}: {error}", path.display()))?,
+        None => ConnectOptions::new(),
+    };
+    if let Some(token) = &options.nats_token {
+        connect = connect.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&options.nats_user, &options.nats_password) {
+        connect = connect.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &options.nats_tls_ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&options.nats_tls_cert, &options.nats_tls_key) {
+        connect = connect.add_client_certificate(cert.clone(), key.clone());
+    }
+    let servers: Vec<async_nats::ServerAddr> = options
+        .nats_url
+        .iter()
+        .map(|url| url.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|error| format!("--nats-url: {error}"))?;
+    let client = connect
+        .name(format!("grpc-chat {}", config.replica))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(options.nats_request_timeout)
+        .request_timeout(Some(options.nats_request_timeout))
+        .connect(servers.as_slice())
+        .await
+        .map_err(|error| format!("connecting to NATS: {error}"))?;
+    let jetstream = jetstream::new(client.clone());
+    let storage = storage(options.nats_storage);
+    jetstream
+        .create_or_update_stream(stream::Config {
+            name: options.nats_stream.clone(),
+            subjects: vec![format!("{}.room.*", options.nats_subject_prefix)],
+            max_messages_per_subject: config.history as i64,
+            max_bytes: i64::try_from(config.history_bytes).unwrap_or(i64::MAX),
+            discard: DiscardPolicy::Old,
+            storage,
+            num_replicas: options.nats_replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            ..stream::Config::default()
+        })
+        .await
+        .map_err(|error| format!("setting up stream {}: {error}", options.nats_stream))?;
+    let stream = jetstream
+        .get_stream(&options.nats_stream)
+        .await
+        .map_err(|error| format!("opening stream {}: {error}", options.nats_stream))?;
+    let bucket = |name: &str, max_age: Duration| kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        max_age,
+        storage,
+        num_replicas: options.nats_replicas,
+        ..kv::Config::default()
+    };
+    let rooms = open_bucket(
+        &jetstream,
+        bucket(&options.nats_rooms_bucket, Duration::ZERO),
+    )
+    .await?;
+    let members = open_bucket(
+        &jetstream,
+        bucket(&options.nats_presence_bucket, Duration::ZERO),
+    )
+    .await?;
+    let replicas = open_bucket(
+        &jetstream,
+        bucket(&options.nats_replicas_bucket, options.nats_presence_ttl),
+    )
+    .await?;
+    let presence = Presence {
+        members,
+        replicas,
+        replica: config.replica.clone(),
+    };
+    // Alive before any session of this replica is recorded.
+    presence
+        .heartbeat()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(Connected {
+        client,
+        jetstream,
+        stream,
+        rooms,
+        presence,
+    })
+}
+
+async fn open_bucket(
+    jetstream: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = jetstream.get_key_value(&config.bucket).await {
+        return Ok(store);
+    }
+    let name = config.bucket.clone();
+    jetstream
+        .create_key_value(config)
+        .await
+        .map_err(|error| format!("setting up bucket {name}: {error}"))
+}
+
+impl Broker for NatsBroker {
+    fn start(&self, _tasks: &TaskTracker, _shutdown: CancellationToken) {
+        // Its own tasks, which outlive the server's drain: see the module documentation.
+        self.inner.tasks.spawn(self.clone().run());
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a RoomName,
+        draft: Draft,
+    ) -> BoxFuture<'a, Result<Arc<Event>, ChatError>> {
+        self.append(room, draft, None).boxed()
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        room: &'a RoomName,
+        start: StartAt,
+        text_frames: bool,
+    ) -> BoxFuture<'a, Result<Feed, ChatError>> {
+        self.open_feed(room, start, text_frames).boxed()
+    }
+
+    fn enter<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        entry: Entry,
+        clock: u64,
+    ) -> BoxFuture<'a, Result<Lease, ChatError>> {
+        self.enter_room(room, user, entry, clock).boxed()
+    }
+
+    fn release(&self, lease: Lease) -> BoxFuture<'_, ()> {
+        async move { self.leave_room(&lease, true).await }.boxed()
+    }
+
+    fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {
+        self.summary(room).boxed()
+    }
+
+    fn figures(&self) -> EngineFigures {
+        let inner = &self.inner;
+        EngineFigures {
+            rooms: inner.open_rooms.load(Ordering::Relaxed) as u64,
+            history_messages: inner.stored_messages.load(Ordering::Relaxed),
+            history_bytes: inner.stored_bytes.load(Ordering::Relaxed),
+            appended: inner.appended.load(Ordering::Relaxed),
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let connected = self.inner.connected.borrow().clone();
+            self.inner.stop.cancel();
+            self.inner.tasks.close();
+            self.inner.tasks.wait().await;
+            if let Some(connected) = connected {
+                connected.presence.goodbye().await;
+                let _ = connected.client.flush().await;
+            }
+        }
+        .boxed()
+    }
+}

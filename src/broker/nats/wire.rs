@@ -1,0 +1,120 @@
+//! An event as JetStream stores it: the `chat.Message` the event encodes (its frame without the
+//! gRPC prefix) as the payload, and the room's position in headers, which appends and lookups
+//! read without decoding the payload.
+
+use std::{sync::Arc, time::SystemTime};
+
+use async_nats::{HeaderMap, jetstream::message::StreamMessage};
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::{
+    event::{Event, EventKind, EventParts, GRPC_PREFIX},
+    proto::{Message, MessageType},
+    room::{Epoch, RoomName, UserName},
+};
+
+/// The room offset of a stored message.
+const OFFSET: &str = "Chat-Offset";
+/// The epoch of the room's log it belongs to.
+const EPOCH: &str = "Chat-Epoch";
+/// The room's Lamport time after it.
+const LAMPORT: &str = "Chat-Lamport";
+/// JetStream's de-duplication id: the event id.
+pub const MESSAGE_ID: &str = "Nats-Msg-Id";
+
+/// Where a stored message puts its room: what an append continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The message's stream sequence.
+    pub sequence: u64,
+    /// Its room offset.
+    pub offset: u64,
+    /// The room's Lamport time after it.
+    pub lamport: u64,
+    /// The epoch of the room's log.
+    pub epoch: Epoch,
+    /// Its event id.
+    pub id: String,
+}
+
+/// The headers and payload `event` is stored as.
+pub fn encode(event: &Event) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(OFFSET, event.offset.to_string().as_str());
+    headers.insert(EPOCH, event.epoch.as_str());
+    headers.insert(LAMPORT, event.lamport.to_string().as_str());
+    headers.insert(MESSAGE_ID, event.id.to_string().as_str());
+    (headers, event.frame().slice(GRPC_PREFIX..))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, String> {
+    headers
+        .get(name)
+        .map(|value| value.as_str())
+        .ok_or_else(|| format!("stored message has no {name} header"))
+}
+
+fn number(headers: &HeaderMap, name: &str) -> Result<u64, String> {
+    header(headers, name)?
+        .parse()
+        .map_err(|_| format!("stored message has a bad {name} header"))
+}
+
+/// The position a stored message's headers give.
+pub fn position(sequence: u64, headers: &HeaderMap) -> Result<Position, String> {
+    Ok(Position {
+        sequence,
+        offset: number(headers, OFFSET)?,
+        lamport: number(headers, LAMPORT)?,
+        epoch: Epoch::parse("epoch", header(headers, EPOCH)?)
+            .ok()
+            .flatten()
+            .ok_or("stored message has a bad Chat-Epoch header")?,
+        id: header(headers, MESSAGE_ID)?.to_owned(),
+    })
+}
+
+/// The event a stored message of `room` holds; `with_text_frame` as in [`Event::new`].
+pub fn decode(
+    room: &RoomName,
+    headers: &HeaderMap,
+    payload: &[u8],
+    with_text_frame: bool,
+) -> Result<Arc<Event>, String> {
+    let at = position(0, headers)?;
+    let message = Message::decode(payload).map_err(|error| format!("stored message: {error}"))?;
+    let kind = match MessageType::try_from(message.r#type) {
+        Ok(MessageType::Chat) => EventKind::Chat,
+        Ok(MessageType::Join) => EventKind::Join,
+        Ok(MessageType::Leave) => EventKind::Leave,
+        _ => return Err(format!("stored message has type {}", message.r#type)),
+    };
+    let id = uuid::Uuid::parse_str(&message.id).map_err(|_| "stored message has a bad id")?;
+    let user = UserName::parse("user", &message.user).map_err(|error| error.to_string())?;
+    let timestamp = message
+        .timestamp
+        .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let traceparent = (!message.traceparent.is_empty()).then_some(message.traceparent.as_str());
+    Ok(Arc::new(Event::new(
+        EventParts {
+            id,
+            room: room.clone(),
+            epoch: at.epoch,
+            user,
+            content: &message.content,
+            kind,
+            offset: at.offset,
+            lamport: at.lamport,
+            timestamp,
+            traceparent,
+        },
+        with_text_frame,
+    )))
+}
+
+/// [`decode`] of a message read from the stream by sequence or subject.
+pub fn decode_stored(room: &RoomName, message: &StreamMessage) -> Result<Arc<Event>, String> {
+    decode(room, &message.headers, &message.payload, false)
+}

@@ -1,0 +1,111 @@
+//! Replicas of the NATS engine sharing one store, in this process: one order for publishers on
+//! different replicas, delivery across them, and presence counted over all of them.
+
+use std::sync::Arc;
+
+use grpc_chat::{broker::Entry, config::ServeConfig, event::EventKind, room::StartAt};
+use tokio::task::JoinSet;
+
+use crate::{
+    engine::{Engine, Nats},
+    suite::{next_event, room, say, user},
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_on_two_replicas_get_one_order_that_both_deliver() {
+    const EACH: usize = 150;
+    let first = Nats::open(ServeConfig::default()).await;
+    let second = first.replica().await;
+    let busy = room("busy");
+    let brokers = [first.broker(), second.broker()];
+    let mut readers = Vec::new();
+    for broker in &brokers {
+        readers.push(broker.subscribe(&busy, StartAt::Live, false).await.unwrap());
+    }
+    let mut publishers = JoinSet::new();
+    for (index, broker) in brokers.iter().chain(brokers.iter()).enumerate() {
+        let (broker, busy) = (Arc::clone(broker), busy.clone());
+        publishers.spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..EACH {
+                let event = broker
+                    .publish(&busy, say("Alice", &format!("{index}:{i}")))
+                    .await
+                    .unwrap();
+                offsets.push(event.offset);
+            }
+            offsets
+        });
+    }
+    let mut acked: Vec<u64> = Vec::new();
+    while let Some(offsets) = publishers.join_next().await {
+        let offsets = offsets.unwrap();
+        assert!(
+            offsets.windows(2).all(|pair| pair[0] < pair[1]),
+            "{offsets:?}"
+        );
+        acked.extend(offsets);
+    }
+    acked.sort_unstable();
+    let total = 4 * EACH as u64;
+    assert_eq!(
+        acked,
+        (1..=total).collect::<Vec<_>>(),
+        "each offset acknowledged once"
+    );
+    let mut orders = Vec::new();
+    for reader in &mut readers {
+        let mut order = Vec::new();
+        for offset in 1..=total {
+            let event = next_event(reader).await;
+            assert_eq!(event.offset, offset);
+            order.push(event.id);
+        }
+        orders.push(order);
+    }
+    assert_eq!(orders[0], orders[1], "both replicas deliver the same order");
+    second.close().await;
+    first.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_counted_over_every_replica() {
+    let first = Nats::open(ServeConfig::default()).await;
+    let second = first.replica().await;
+    let (a, b) = (first.broker(), second.broker());
+    let general = room("general");
+    let mut observer = b.subscribe(&general, StartAt::Live, false).await.unwrap();
+    let alice = user("Alice");
+    let on_a = a.enter(&general, &alice, Entry::Shared, 0).await.unwrap();
+    let join = next_event(&mut observer).await;
+    assert_eq!((join.kind, join.user.as_str()), (EventKind::Join, "Alice"));
+    let on_b = b.enter(&general, &alice, Entry::Shared, 0).await.unwrap();
+    let refused = b.enter(&general, &alice, Entry::Exclusive, 0).await;
+    assert!(
+        refused.is_err(),
+        "Alice is here, through the other replica too"
+    );
+    for broker in [&a, &b] {
+        let summary = broker.room(&general).await.unwrap();
+        assert_eq!(summary.members, vec![(alice.clone(), 2)]);
+    }
+    a.release(on_a).await;
+    b.publish(&general, say("Bob", "still here?"))
+        .await
+        .unwrap();
+    let next = next_event(&mut observer).await;
+    assert_eq!(
+        next.kind,
+        EventKind::Chat,
+        "no LEAVE while a session remains: {next:?}"
+    );
+    b.release(on_b).await;
+    let leave = next_event(&mut observer).await;
+    assert_eq!(
+        (leave.kind, leave.user.as_str()),
+        (EventKind::Leave, "Alice")
+    );
+    assert!(a.room(&general).await.unwrap().members.is_empty());
+    second.close().await;
+    first.close().await;
+}

@@ -1,0 +1,87 @@
+//! A real `nats-server` with JetStream on a free loopback port, stopped by the test.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::{PATIENCE, Reaped, tool};
+
+/// A JetStream server with a store directory of its own.
+pub struct NatsServer {
+    child: Option<Reaped>,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+    store: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts one on a free port with an empty store.
+    pub fn start() -> Self {
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let store = std::env::temp_dir().join(format!(
+            "grpc-chat-nats-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&store);
+        let mut child = Reaped(
+            Command::new(tool("nats-server"))
+                .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+                .arg(&store)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let (lines, log) = std::sync::mpsc::channel();
+        let stderr = BufReader::new(child.0.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        const LISTENING: &str = "Listening for client connections on ";
+        let url = loop {
+            let line = log
+                .recv_timeout(PATIENCE)
+                .expect("nats-server did not report its port");
+            if let Some((_, addr)) = line.split_once(LISTENING) {
+                break format!("nats://{}", addr.trim());
+            }
+        };
+        // The rest of the log is drained by the thread (kept so a full pipe never blocks it).
+        Self {
+            child: Some(child),
+            url,
+            store,
+        }
+    }
+
+    /// One server shared by whoever holds it; started by the first, stopped after the last.
+    pub fn shared() -> Arc<Self> {
+        static SHARED: Mutex<Weak<NatsServer>> = Mutex::new(Weak::new());
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(server) = shared.upgrade() {
+            return server;
+        }
+        let server = Arc::new(Self::start());
+        *shared = Arc::downgrade(&server);
+        server
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        drop(self.child.take());
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
