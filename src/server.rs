@@ -49,6 +49,8 @@ use crate::{
 
 /// How long tracked background tasks (and the admin port) get after the public ports closed.
 const TASKS_GRACE: Duration = Duration::from_secs(1);
+/// How often readiness and health are brought in line with the engine's.
+const READINESS_PERIOD: Duration = Duration::from_millis(250);
 /// Public connections when neither the flag nor the file-descriptor limit says fewer.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Connections the admin port serves at once (Prometheus and probes need a few).
@@ -91,6 +93,8 @@ pub struct App {
     /// The admin port's connections, which outlive the drain.
     admin: Serving,
     admin_stop: CancellationToken,
+    /// The task keeping readiness and health in line with the engine, and its stop.
+    readiness_task: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
 impl App {
@@ -145,6 +149,7 @@ impl App {
                 reserve,
             },
             admin_stop: CancellationToken::new(),
+            readiness_task: None,
             drain,
             tasks,
             config,
@@ -162,17 +167,62 @@ impl App {
         let connections = Admission::new(connection_limits(&app.config, net::raise_fd_limit()));
         app.spawn_grpc(listeners.grpc, &hub, &monitoring, connections.clone())?;
         app.spawn_websocket(listeners.websocket, hub, &monitoring, connections);
-        app.health.set(ServingStatus::Serving);
-        app.readiness.set(true);
-        Ok(app)
+        let readiness = app.spawn_readiness();
+        Ok(Self {
+            readiness_task: Some(readiness),
+            ..app
+        })
+    }
+
+    /// Keeps readiness and health following the engine (an engine in another process may become
+    /// unreachable and come back) until the task is stopped, at shutdown.
+    fn spawn_readiness(&self) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let ready = |broker: &dyn Broker, health: &HealthStatus, readiness: &Readiness| {
+            let ready = broker.is_ready();
+            readiness.set(ready);
+            health.set(if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            });
+            ready
+        };
+        let (broker, health, readiness) = (
+            Arc::clone(&self.broker),
+            self.health.clone(),
+            self.readiness.clone(),
+        );
+        let mut was = ready(&*broker, &health, &readiness);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut checks = tokio::time::interval(READINESS_PERIOD);
+            loop {
+                tokio::select! {
+                    () = stopped.cancelled() => return,
+                    _ = checks.tick() => {
+                        if broker.is_ready() != was {
+                            was = ready(&*broker, &health, &readiness);
+                            tracing::info!(ready = was, "engine readiness changed");
+                        }
+                    }
+                }
+            }
+        });
+        (stop, task)
     }
 
     /// Serves until `shutdown` completes, then drains (see the module documentation).
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let [addr, ws_addr, admin_addr] = self.addrs;
         tracing::info!(%addr, %ws_addr, %admin_addr, "listening");
         shutdown.await;
         tracing::info!("shutting down: not ready, health NOT_SERVING, closing streams");
+        // Stopped first, so that it cannot mark the server ready again.
+        if let Some((stop, task)) = self.readiness_task.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
         self.readiness.set(false);
         self.health.set(ServingStatus::NotServing);
         self.drain.start();

@@ -470,6 +470,10 @@ impl Broker for MemoryBroker {
         }
     }
 
+    fn is_ready(&self) -> bool {
+        true
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         // Nothing outside the process to close.
         std::future::ready(()).boxed()

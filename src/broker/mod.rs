@@ -174,6 +174,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Current figures for metrics: cheap, kept up to date by the engine.
     fn figures(&self) -> EngineFigures;
 
+    /// Whether the engine can serve now (an engine in another process: whether it reaches it);
+    /// cheap. The server's readiness and health follow it.
+    fn is_ready(&self) -> bool;
+
     /// Stops the engine once the server no longer uses it (an engine in another process closes
     /// its connections here).
     fn shutdown(&self) -> BoxFuture<'_, ()>;

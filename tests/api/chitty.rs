@@ -124,8 +124,19 @@ fn the_proto_is_the_chitty_chat_contract_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_grpcio_client_joins_talks_and_leaves() {
-    let app = spawn_app().await;
-    let work = std::env::temp_dir().join(format!("grpc-chat-chitty-{}", std::process::id()));
+    grpcio_client_session(spawn_app().await, "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_grpcio_client_joins_talks_and_leaves_on_the_nats_engine() {
+    let nats = NatsServer::start();
+    grpcio_client_session(spawn_app_on_nats(&nats).await, "nats").await;
+}
+
+/// The grpcio client's whole session against `app`.
+async fn grpcio_client_session(app: TestApp, engine: &str) {
+    let work =
+        std::env::temp_dir().join(format!("grpc-chat-chitty-{}-{engine}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chitty-client");
     let python = tool("python3");

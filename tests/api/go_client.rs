@@ -52,8 +52,22 @@ fn build_client(work: &Path, addr: &str) -> PathBuf {
 
 #[test]
 fn the_original_go_client_runs_all_five_examples() {
-    let server = ServerProcess::start(&[]);
-    let work = std::env::temp_dir().join(format!("grpc-chat-go-client-{}", std::process::id()));
+    runs_all_five_examples(ServerProcess::start(&[]), "memory");
+}
+
+#[test]
+fn the_original_go_client_runs_all_five_examples_against_a_nats_replica() {
+    let nats = NatsServer::start();
+    let server = ServerProcess::start(&["--engine", "nats", "--nats-url", &nats.url]);
+    runs_all_five_examples(server, "nats");
+}
+
+/// Builds the client against `server` and checks what its five examples print.
+fn runs_all_five_examples(server: ServerProcess, engine: &str) {
+    let work = std::env::temp_dir().join(format!(
+        "grpc-chat-go-client-{}-{engine}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&work);
     let binary = build_client(&work, &server.addr.to_string());
 

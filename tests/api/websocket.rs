@@ -85,7 +85,17 @@ pub async fn sockets_ready(app: &TestApp, count: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocat_rooms_share_messages_with_every_front_door() {
-    let app = spawn_app().await;
+    websocat_session(spawn_app().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocat_rooms_share_messages_with_every_front_door_on_the_nats_engine() {
+    let nats = NatsServer::start();
+    websocat_session(spawn_app_on_nats(&nats).await).await;
+}
+
+/// Websocat sockets in two rooms of `app`, with the other front doors.
+async fn websocat_session(app: TestApp) {
     let mut alice = Websocat::join(&app, "room1");
     let mut bob = Websocat::join(&app, "room1");
     let mut carol = Websocat::join(&app, "room2");

@@ -42,6 +42,14 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     spawn_app_on(config, broker).await
 }
 
+/// Starts the server with the documented defaults on the NATS engine at `nats`.
+pub async fn spawn_app_on_nats(nats: &super::NatsServer) -> TestApp {
+    let mut config = ServeConfig::default();
+    config.engine = grpc_chat::broker::EngineKind::Nats;
+    config.nats.nats_url = vec![nats.url.clone()];
+    spawn_app_with(config).await
+}
+
 /// Starts the server with `config` on the engine `broker` (not yet started).
 pub async fn spawn_app_on(config: ServeConfig, broker: Arc<dyn Broker>) -> TestApp {
     let any_port = || grpc_chat::net::bind("127.0.0.1:0".parse().unwrap()).unwrap();

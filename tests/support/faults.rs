@@ -121,6 +121,10 @@ impl Broker for FailingBroker {
         self.inner.figures()
     }
 
+    fn is_ready(&self) -> bool {
+        self.inner.is_ready() && !*self.failed.borrow()
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.inner.shutdown()
     }

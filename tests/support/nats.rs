@@ -30,10 +30,34 @@ impl NatsServer {
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&store);
+        let (child, url) = Self::run(&store, "-1");
+        Self {
+            child: Some(child),
+            url,
+            store,
+        }
+    }
+
+    /// Kills it (as a crash would: no goodbye).
+    pub fn kill(&mut self) {
+        drop(self.child.take());
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.url.rsplit(':').next().expect("a port").to_owned();
+        let (child, url) = Self::run(&self.store, &port);
+        assert_eq!(url, self.url);
+        self.child = Some(child);
+    }
+
+    /// Runs the server on `port` (`-1`: a free one) over `store`; its URL once it listens.
+    fn run(store: &std::path::Path, port: &str) -> (Reaped, String) {
         let mut child = Reaped(
             Command::new(tool("nats-server"))
-                .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-                .arg(&store)
+                .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
+                .arg(store)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -57,11 +81,7 @@ impl NatsServer {
             }
         };
         // The rest of the log is drained by the thread (kept so a full pipe never blocks it).
-        Self {
-            child: Some(child),
-            url,
-            store,
-        }
+        (child, url)
     }
 
     /// One server shared by whoever holds it; started by the first, stopped after the last.

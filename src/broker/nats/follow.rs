@@ -10,9 +10,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::{
+    DeliverPolicy,
+    pull::{Ordered, OrderedConfig},
+};
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Connected, wire};
@@ -32,6 +35,10 @@ pub struct Follower {
     /// it holds it.
     pub caught_up_at: Option<u64>,
     pub timeout: Duration,
+    /// Bumped each time the client reconnects to NATS: the consumer is made again from the next
+    /// sequence then (a server that restarted has forgotten it), rather than after missed
+    /// heartbeats.
+    pub reconnected: watch::Receiver<u64>,
 }
 
 impl Follower {
@@ -56,67 +63,87 @@ impl Follower {
         ready: &mut Option<oneshot::Sender<Result<(), String>>>,
         stop: &CancellationToken,
     ) -> String {
-        let consumer = tokio::time::timeout(
-            self.timeout,
-            self.connected.stream.create_consumer(OrderedConfig {
-                filter_subject: self.subject.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ..OrderedConfig::default()
-            }),
-        )
-        .await;
-        let messages = match consumer {
-            Ok(Ok(consumer)) => consumer.messages().await,
-            Ok(Err(error)) => return format!("following room {}: {error}", self.room),
-            Err(_) => return "NATS did not answer in time".into(),
-        };
-        let mut messages = match messages {
-            Ok(messages) => messages,
-            Err(error) => return format!("following room {}: {error}", self.room),
-        };
-        if self.caught_up_at.is_none()
-            && let Some(ready) = ready.take()
-        {
-            let _ = ready.send(Ok(()));
-        }
+        let mut reconnected = self.reconnected.clone();
+        reconnected.borrow_and_update();
+        let mut next_sequence = None;
         loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return "the room was closed".into(),
-                message = messages.next() => message,
+            let mut messages = match self.consume(next_sequence).await {
+                Ok(messages) => messages,
+                Err(error) => return error,
             };
-            let message = match message {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => return format!("following room {}: {error}", self.room),
-                None => return format!("following room {}: the consumer ended", self.room),
-            };
-            let sequence = match message.info() {
-                Ok(info) => info.stream_sequence,
-                Err(error) => return format!("following room {}: {error}", self.room),
-            };
-            let Some(headers) = message.headers.as_ref() else {
-                return format!("room {} holds a message without headers", self.room);
-            };
-            let event = match wire::decode(
-                &self.room,
-                headers,
-                &message.payload,
-                self.log.has_text_readers(),
-            ) {
-                Ok(event) => event,
-                Err(error) => return format!("room {}: {error}", self.room),
-            };
-            if event.epoch != *self.log.epoch() {
-                return format!(
-                    "the log of room {} restarted (epoch {})",
-                    self.room, event.epoch
-                );
-            }
-            self.log.push(event, 0, self.limits);
-            if self.caught_up_at.is_some_and(|last| sequence >= last)
+            if self.caught_up_at.is_none()
                 && let Some(ready) = ready.take()
             {
                 let _ = ready.send(Ok(()));
             }
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return "the room was closed".into(),
+                    _ = reconnected.changed() => break,
+                    message = messages.next() => message,
+                };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => return format!("following room {}: {error}", self.room),
+                    None => return format!("following room {}: the consumer ended", self.room),
+                };
+                let sequence = match message.info() {
+                    Ok(info) => info.stream_sequence,
+                    Err(error) => return format!("following room {}: {error}", self.room),
+                };
+                next_sequence = Some(sequence + 1);
+                let Some(headers) = message.headers.as_ref() else {
+                    return format!("room {} holds a message without headers", self.room);
+                };
+                let event = match wire::decode(
+                    &self.room,
+                    headers,
+                    &message.payload,
+                    self.log.has_text_readers(),
+                ) {
+                    Ok(event) => event,
+                    Err(error) => return format!("room {}: {error}", self.room),
+                };
+                if event.epoch != *self.log.epoch() {
+                    return format!(
+                        "the log of room {} restarted (epoch {})",
+                        self.room, event.epoch
+                    );
+                }
+                self.log.push(event, 0, self.limits);
+                if self.caught_up_at.is_some_and(|last| sequence >= last)
+                    && let Some(ready) = ready.take()
+                {
+                    let _ = ready.send(Ok(()));
+                }
+            }
         }
+    }
+
+    /// An ordered consumer of the room's subject from `next_sequence` (from its oldest stored
+    /// message when `None`).
+    async fn consume(&self, next_sequence: Option<u64>) -> Result<Ordered, String> {
+        let deliver_policy = match next_sequence {
+            Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            None => DeliverPolicy::All,
+        };
+        let consumer = tokio::time::timeout(
+            self.timeout,
+            self.connected.stream.create_consumer(OrderedConfig {
+                filter_subject: self.subject.clone(),
+                deliver_policy,
+                ..OrderedConfig::default()
+            }),
+        )
+        .await;
+        let consumer = match consumer {
+            Ok(Ok(consumer)) => consumer,
+            Ok(Err(error)) => return Err(format!("following room {}: {error}", self.room)),
+            Err(_) => return Err("NATS did not answer in time".into()),
+        };
+        consumer
+            .messages()
+            .await
+            .map_err(|error| format!("following room {}: {error}", self.room))
     }
 }

@@ -115,6 +115,8 @@ struct Inner {
     /// Rooms open on this replica. A `std` mutex held only to look up, insert or remove.
     rooms: Mutex<HashMap<RoomName, Arc<Slot>>>,
     appended: Arc<AtomicU64>,
+    /// Bumped by the client each time it (re)connects to NATS.
+    reconnected: Arc<watch::Sender<u64>>,
     stored_messages: AtomicU64,
     stored_bytes: AtomicU64,
     open_rooms: AtomicUsize,
@@ -172,6 +174,7 @@ impl NatsBroker {
                 connected: watch::Sender::new(None),
                 rooms: Mutex::new(HashMap::new()),
                 appended: Arc::default(),
+                reconnected: Arc::new(watch::Sender::new(0)),
                 stored_messages: AtomicU64::new(0),
                 stored_bytes: AtomicU64::new(0),
                 open_rooms: AtomicUsize::new(0),
@@ -216,14 +219,21 @@ impl NatsBroker {
         before - rooms.len()
     }
 
-    /// The connection, waiting for it up to the request timeout.
+    /// The connection: waited for up to the request timeout while the engine first sets up,
+    /// and refused at once while NATS is unreachable (the client reconnects meanwhile), so that
+    /// calls fail fast instead of hanging.
     async fn connected(&self) -> Result<Arc<Connected>, ChatError> {
         let mut connected = self.inner.connected.subscribe();
         let timeout = self.inner.config.options.nats_request_timeout;
-        match tokio::time::timeout(timeout, connected.wait_for(Option::is_some)).await {
-            Ok(Ok(connected)) => Ok(Arc::clone(connected.as_ref().expect("waited for it"))),
-            _ => Err(unavailable("not connected to NATS")),
+        let connected =
+            match tokio::time::timeout(timeout, connected.wait_for(Option::is_some)).await {
+                Ok(Ok(connected)) => Arc::clone(connected.as_ref().expect("waited for it")),
+                _ => return Err(unavailable("not connected to NATS")),
+            };
+        if connected.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("NATS is unreachable; reconnecting"));
         }
+        Ok(connected)
     }
 
     fn subject(&self, key: &str) -> String {
@@ -317,6 +327,7 @@ impl NatsBroker {
                 limits,
                 caught_up_at: last.as_ref().map(|last| last.sequence),
                 timeout,
+                reconnected: self.inner.reconnected.subscribe(),
             }
             .run(ready, stop.clone()),
         );
@@ -366,6 +377,8 @@ impl NatsBroker {
         id: Option<uuid::Uuid>,
     ) -> Result<Arc<Event>, ChatError> {
         let timeout = self.inner.config.options.nats_request_timeout;
+        // Fails fast while NATS is unreachable.
+        self.connected().await?;
         // A room closed between lookup and send is opened again, once.
         for _ in 0..2 {
             let room = self
@@ -562,7 +575,7 @@ impl NatsBroker {
     async fn run(self) {
         let stop = self.inner.stop.clone();
         let connected = loop {
-            match connect(&self.inner.config).await {
+            match connect(&self.inner.config, &self.inner.reconnected).await {
                 Ok(connected) => break Arc::new(connected),
                 Err(error) => tracing::warn!(%error, "cannot set up the NATS engine yet"),
             }
@@ -671,7 +684,10 @@ fn storage(storage: Storage) -> StorageType {
 
 /// Connects and sets up the stream and the buckets (creating them, or updating the stream's
 /// limits to the configured ones).
-async fn connect(config: &NatsConfig) -> Result<Connected, String> {
+async fn connect(
+    config: &NatsConfig,
+    reconnected: &Arc<watch::Sender<u64>>,
+) -> Result<Connected, String> {
     let options = &config.options;
     let mut connect = match &options.nats_credentials {
         Some(path) => ConnectOptions::with_credentials_file(path)
@@ -697,7 +713,14 @@ async fn connect(config: &NatsConfig) -> Result<Connected, String> {
         .map(|url| url.trim().parse())
         .collect::<Result<_, _>>()
         .map_err(|error| format!("--nats-url: {error}"))?;
+    let reconnected = Arc::clone(reconnected);
     let client = connect
+        .event_callback(move |event| {
+            if matches!(event, async_nats::Event::Connected) {
+                reconnected.send_modify(|count| *count += 1);
+            }
+            std::future::ready(())
+        })
         .name(format!("grpc-chat {}", config.replica))
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -832,6 +855,10 @@ impl Broker for NatsBroker {
             history_bytes: inner.stored_bytes.load(Ordering::Relaxed),
             appended: inner.appended.load(Ordering::Relaxed),
         }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.is_connected()
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -1,0 +1,304 @@
+//! What replicas share: rooms on every front door, positions, presence, history.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use grpc_chat::proto::{MessageType, SubscribeRequest};
+use serde_json::{Value, json};
+use tokio_tungstenite::{connect_async, tungstenite::Message as Frame};
+
+use crate::{helpers::*, replica};
+
+/// The next text frame of `socket`, as JSON.
+async fn next_frame<S>(socket: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    within("a WebSocket frame", async {
+        loop {
+            match socket.next().await.unwrap().unwrap() {
+                Frame::Text(text) => return serde_json::from_str(&text).unwrap(),
+                _ => continue,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_front_door_delivers_across_replicas() {
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut on_b = subscribe_on(
+        &mut connect(b.addr).await,
+        SubscribeRequest {
+            user: "Bob".into(),
+            ..live("general")
+        },
+    )
+    .await;
+    let bob_joined = next(&mut on_b).await;
+    assert_eq!(
+        (bob_joined.r#type, bob_joined.user.as_str()),
+        (MessageType::Join as i32, "Bob")
+    );
+    let (mut socket_b, _) = connect_async(format!("ws://{}/ws?roomCode=general", b.ws_addr))
+        .await
+        .unwrap();
+    let (mut socket_a, _) = connect_async(format!("ws://{}/ws?roomCode=general", a.ws_addr))
+        .await
+        .unwrap();
+    // Sockets carry no position: wait until both are subscribed, by a message they both see.
+    let mut client_a = connect(a.addr).await;
+    within("the sockets to subscribe", async {
+        loop {
+            client_a
+                .send_message(send_request("general", "Alice", "anyone?"))
+                .await
+                .unwrap();
+            let seen = next(&mut on_b).await;
+            assert_eq!(seen.content, "anyone?");
+            let mut frames = Vec::new();
+            for socket in [&mut socket_a, &mut socket_b] {
+                let frame =
+                    tokio::time::timeout(Duration::from_millis(200), next_frame(socket)).await;
+                frames.push(frame.is_ok());
+            }
+            if frames.iter().all(|seen| *seen) {
+                return;
+            }
+        }
+    })
+    .await;
+    // Drain what the sockets got from the retries above.
+    let marker = client_a
+        .send_message(send_request("general", "Alice", "marker"))
+        .await
+        .unwrap()
+        .into_inner();
+    for socket in [&mut socket_a, &mut socket_b] {
+        while next_frame(socket).await != json!({"Author": "Alice", "Content": "marker"}) {}
+    }
+    while next(&mut on_b).await.offset != marker.offset {}
+
+    // gRPC on A reaches gRPC and WebSocket on B.
+    client_a
+        .send_message(send_request("general", "Alice", "grpc on A"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut on_b).await.content, "grpc on A");
+    assert_eq!(
+        next_frame(&mut socket_b).await,
+        json!({"Author": "Alice", "Content": "grpc on A"})
+    );
+    // A WebSocket on A reaches B's subscribers.
+    socket_a
+        .send(Frame::Text(
+            json!({"Author": "Carol", "Content": "socket on A"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let seen = next(&mut on_b).await;
+    assert_eq!(
+        (seen.user.as_str(), seen.content.as_str()),
+        ("Carol", "socket on A")
+    );
+    assert_eq!(
+        next_frame(&mut socket_b).await,
+        json!({"Author": "Carol", "Content": "socket on A"})
+    );
+    // A Chat stream on B is echoed with its id and seen on A.
+    let mut on_a = subscribe_on(&mut client_a, live("general")).await;
+    let (chat, rx) = tokio::sync::mpsc::channel(4);
+    let mut chat_b = connect(b.addr)
+        .await
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    chat.send(chat_message("general", "Dave", "chat on B"))
+        .await
+        .unwrap();
+    let seen_on_a = next_events(&mut on_a, 2).await;
+    assert_eq!(seen_on_a[0].user, "Dave");
+    assert_eq!(seen_on_a[0].r#type, MessageType::Join as i32);
+    assert_eq!(seen_on_a[1].content, "chat on B");
+    let echoed = next_events(&mut chat_b, 2).await;
+    assert_eq!(
+        echoed[1].id, seen_on_a[1].id,
+        "one message, one id, on every replica"
+    );
+    // Who is here, from either replica.
+    for replica in [&a, &b] {
+        let state = connect(replica.addr)
+            .await
+            .get_room(grpc_chat::proto::GetRoomRequest {
+                room: "general".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let members: Vec<&str> = state
+            .members
+            .iter()
+            .map(|member| member.user.as_str())
+            .collect();
+        assert_eq!(members, ["Bob", "Dave"], "{state:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_replica_with_nothing_lost() {
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut client_a = connect(a.addr).await;
+    let mut epoch = String::new();
+    for i in 1..=3 {
+        epoch = client_a
+            .send_message(send_request("general", "Alice", &format!("m{i}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .epoch;
+    }
+    let mut reading = subscribe_on(
+        &mut client_a,
+        SubscribeRequest {
+            from_offset: 1,
+            ..live("general")
+        },
+    )
+    .await;
+    assert_eq!(next_events(&mut reading, 3).await[2].offset, 3);
+    drop(reading);
+    let mut client_b = connect(b.addr).await;
+    for i in 4..=5 {
+        client_b
+            .send_message(send_request("general", "Alice", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let mut resumed = subscribe_on(
+        &mut client_b,
+        SubscribeRequest {
+            from_offset: 4,
+            epoch: epoch.clone(),
+            ..live("general")
+        },
+    )
+    .await;
+    let rest = next_events(&mut resumed, 2).await;
+    assert_eq!(
+        rest.iter()
+            .map(|m| (m.offset, m.content.as_str(), m.epoch.as_str()))
+            .collect::<Vec<_>>(),
+        [(4, "m4", epoch.as_str()), (5, "m5", epoch.as_str())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_leaves_its_sessions_to_the_others_and_its_clients_resume_elsewhere() {
+    let nats = NatsServer::start();
+    let ttl = ["--nats-presence-ttl", "2s"];
+    let (mut a, b) = (replica(&nats, &ttl), replica(&nats, &ttl));
+    let mut observer = subscribe_on(&mut connect(b.addr).await, live("general")).await;
+    let mut alice = subscribe_on(
+        &mut connect(a.addr).await,
+        SubscribeRequest {
+            user: "Alice".into(),
+            ..live("general")
+        },
+    )
+    .await;
+    let joined = next(&mut observer).await;
+    assert_eq!(
+        (joined.r#type, joined.user.as_str()),
+        (MessageType::Join as i32, "Alice")
+    );
+    let said = connect(a.addr)
+        .await
+        .send_message(send_request("general", "Alice", "before the crash"))
+        .await
+        .unwrap()
+        .into_inner();
+    let last_seen = next_events(&mut alice, 2).await.pop().unwrap();
+    assert_eq!(last_seen.offset, said.offset);
+    assert_eq!(next(&mut observer).await.offset, said.offset);
+
+    let killed = std::time::Instant::now();
+    a.child.0.kill().unwrap();
+    a.child.0.wait().unwrap();
+    let left = within_for(
+        "the dead replica's LEAVE",
+        Duration::from_secs(15),
+        next(&mut observer),
+    )
+    .await;
+    assert_eq!(
+        (left.r#type, left.user.as_str()),
+        (MessageType::Leave as i32, "Alice")
+    );
+    let after = killed.elapsed();
+    assert!(
+        after < Duration::from_secs(4),
+        "2 s TTL + 1 s sweep: took {after:?}"
+    );
+    // Alice's client resumes on B from where it was: the LEAVE after her message, nothing lost.
+    let mut resumed = subscribe_on(
+        &mut connect(b.addr).await,
+        SubscribeRequest {
+            from_offset: last_seen.offset + 1,
+            epoch: last_seen.epoch.clone(),
+            ..live("general")
+        },
+    )
+    .await;
+    let next_one = next(&mut resumed).await;
+    assert_eq!(
+        (next_one.offset, next_one.r#type),
+        (left.offset, MessageType::Leave as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_replica_keeps_the_history() {
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut sent = Vec::new();
+    for (i, replica) in [&a, &b, &a, &b, &a].iter().enumerate() {
+        sent.push(
+            connect(replica.addr)
+                .await
+                .send_message(send_request("general", "Alice", &format!("m{i}")))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    for mut replica in [a, b] {
+        replica.terminate();
+        assert!(replica.wait_exit(PATIENCE).await.success());
+    }
+    let again = replica(&nats, &[]);
+    let mut replay = subscribe_on(
+        &mut connect(again.addr).await,
+        SubscribeRequest {
+            from_offset: 1,
+            epoch: sent[0].epoch.clone(),
+            ..live("general")
+        },
+    )
+    .await;
+    let history = next_events(&mut replay, 5).await;
+    assert_eq!(
+        history
+            .iter()
+            .map(|m| (m.id.as_str(), m.offset))
+            .collect::<Vec<_>>(),
+        sent.iter()
+            .map(|s| (s.message_id.as_str(), s.offset))
+            .collect::<Vec<_>>()
+    );
+}
