@@ -44,9 +44,15 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
 
 /// Starts the server with the documented defaults on the NATS engine at `nats`.
 pub async fn spawn_app_on_nats(nats: &super::NatsServer) -> TestApp {
-    let mut config = ServeConfig::default();
-    config.engine = grpc_chat::broker::EngineKind::Nats;
-    config.nats.nats_url = vec![nats.url.clone()];
+    let defaults = ServeConfig::default();
+    let config = ServeConfig {
+        engine: grpc_chat::broker::EngineKind::Nats,
+        nats: grpc_chat::broker::nats::config::NatsOptions {
+            nats_url: vec![nats.url.clone()],
+            ..defaults.nats.clone()
+        },
+        ..defaults
+    };
     spawn_app_with(config).await
 }
 
