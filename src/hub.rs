@@ -75,6 +75,14 @@ impl Hub {
                     .set(figures.history_messages as f64);
                 metrics.history_bytes.set(figures.history_bytes as f64);
                 metrics.published.absolute(figures.appended);
+                metrics.append_retries.absolute(figures.append_retries);
+                metrics.feed_repairs.absolute(figures.feed_repairs);
+                metrics
+                    .presence_expiries
+                    .absolute(figures.presence_expiries);
+                metrics
+                    .engine_up
+                    .set(if broker.is_ready() { 1.0 } else { 0.0 });
             });
         }
         Self {
@@ -95,7 +103,13 @@ impl Hub {
         mut draft: Draft,
     ) -> Result<Arc<Event>, ChatError> {
         draft.traceparent = current_traceparent();
-        self.inner.broker.publish(room, draft).await
+        let started = std::time::Instant::now();
+        let event = self.inner.broker.publish(room, draft).await?;
+        self.inner
+            .metrics
+            .publish_seconds
+            .record(started.elapsed().as_secs_f64());
+        Ok(event)
     }
 
     /// Opens a subscription to `room` at `start` for a client of `door`. A named participant

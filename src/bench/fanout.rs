@@ -65,7 +65,11 @@ fn parse(content: &[u8]) -> Option<(usize, usize, u64)> {
 /// Runs the scenario.
 pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Report> {
     let rooms = args.rooms.max(1);
-    let channels = args.common.connect(args.common.connections).await?;
+    let channels = if args.subscribe_addr.is_empty() {
+        args.common.connect(args.common.connections).await?
+    } else {
+        super::connect_spread(&args.subscribe_addr, args.common.connections).await?
+    };
     let mut expected = vec![0u64; rooms];
     for publisher in 0..args.publishers {
         for seq in 0..args.messages {
@@ -105,6 +109,7 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
             tokio::spawn(async move {
                 let mut client = ChatServiceClient::new(channel);
                 let mut errors = 0u64;
+                let mut acks = latency_histogram();
                 // One at a time, so the room receives each publisher's messages in order.
                 for seq in 0..messages {
                     if let Some(ticks) = pacing.as_mut() {
@@ -117,17 +122,25 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
                         content: padded(&prefix, size),
                         room: format!("bench-{room}"),
                     };
-                    if client.send_message(request).await.is_err() {
-                        errors += 1;
+                    let sent = Instant::now();
+                    match client.send_message(request).await {
+                        Ok(_) => {
+                            let micros = sent.elapsed().as_micros();
+                            let _ = acks.record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+                        }
+                        Err(_) => errors += 1,
                     }
                 }
-                errors
+                (errors, acks)
             })
         })
         .collect();
     let mut publish_errors = 0;
+    let mut acks = latency_histogram();
     for publisher in publishers {
-        publish_errors += publisher.await?;
+        let (errors, acked) = publisher.await?;
+        publish_errors += errors;
+        acks.add(acked)?;
     }
     let published_in = started.elapsed().as_secs_f64();
 
@@ -146,6 +159,9 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
 
     let mut report = Report::new(scenario);
     report.parameter("addr", &args.common.addr);
+    if !args.subscribe_addr.is_empty() {
+        report.parameter("subscribe_addr", args.subscribe_addr.join(","));
+    }
     report.parameter("connections", channels.len());
     report.parameter("rooms", rooms);
     report.parameter("subscribers", args.subscribers);
@@ -171,6 +187,7 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
         ["latency_p50_us", "latency_p99_us", "latency_p999_us"],
         &latencies,
     );
+    report.percentiles(["ack_p50_us", "ack_p99_us", "ack_p999_us"], &acks);
     if let Some(cpu) = cpu {
         report.figure("server_cpu_s", cpu);
         report.figure(

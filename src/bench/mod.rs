@@ -110,6 +110,10 @@ pub struct FanoutArgs {
     /// Give up on a subscriber that received nothing for this long.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Servers the subscribers connect to, comma separated, their connections spread over them
+    /// in turn (replicas sharing rooms); default: --addr. Publishers always use --addr.
+    #[arg(long, value_delimiter = ',')]
+    subscribe_addr: Vec<String>,
 }
 
 /// Arguments of `bench idle`.
@@ -205,20 +209,31 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
 impl Common {
     /// `count` connections to the server.
     async fn connect(&self, count: usize) -> anyhow::Result<Vec<Channel>> {
-        let endpoint = Endpoint::from_shared(self.addr.clone())
-            .with_context(|| format!("--addr {:?} is not a URL like http://host:port", self.addr))?
-            .tcp_nodelay(true);
-        let mut channels = Vec::with_capacity(count);
-        for _ in 0..count.max(1) {
-            channels.push(
-                endpoint
-                    .connect()
-                    .await
-                    .with_context(|| format!("cannot connect to {}", self.addr))?,
-            );
-        }
-        Ok(channels)
+        connect_spread(std::slice::from_ref(&self.addr), count).await
     }
+}
+
+/// `count` connections, to each of `addrs` in turn.
+async fn connect_spread(addrs: &[String], count: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoints = addrs
+        .iter()
+        .map(|addr| {
+            Ok(Endpoint::from_shared(addr.clone())
+                .with_context(|| format!("{addr:?} is not a URL like http://host:port"))?
+                .tcp_nodelay(true))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut channels = Vec::with_capacity(count);
+    for i in 0..count.max(1) {
+        let endpoint = &endpoints[i % endpoints.len()];
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {}", endpoint.uri()))?,
+        );
+    }
+    Ok(channels)
 }
 
 /// CPU time and resident memory of a process, from /proc.

@@ -467,6 +467,7 @@ impl Broker for MemoryBroker {
             history_messages: budget.held_events.load(Ordering::Relaxed) as u64,
             history_bytes: budget.held_bytes.load(Ordering::Relaxed) as u64,
             appended: budget.appended.load(Ordering::Relaxed),
+            ..EngineFigures::default()
         }
     }
 

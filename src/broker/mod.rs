@@ -127,6 +127,12 @@ pub struct EngineFigures {
     pub history_bytes: u64,
     /// Events appended since the engine started (chat, JOIN and LEAVE), by this process.
     pub appended: u64,
+    /// Appends made again (another replica appended first, or an acknowledgement was lost).
+    pub append_retries: u64,
+    /// Room feeds picked up again after the engine's connection came back.
+    pub feed_repairs: u64,
+    /// Users of dead replicas this process announced as leaving.
+    pub presence_expiries: u64,
 }
 
 /// Publish, subscribe from a position, presence: what the chat semantics need from an engine.

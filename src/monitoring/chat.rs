@@ -56,6 +56,16 @@ pub struct ChatMetrics {
     pub history_messages: Gauge,
     /// `grpc_chat_history_bytes`, set at scrape time.
     pub history_bytes: Gauge,
+    /// `grpc_chat_publish_latency_seconds`.
+    pub publish_seconds: Histogram,
+    /// `grpc_chat_engine_up`, set at scrape time.
+    pub engine_up: Gauge,
+    /// `grpc_chat_engine_append_retries_total`, from the engine's figures.
+    pub append_retries: Counter,
+    /// `grpc_chat_engine_feed_repairs_total`, from the engine's figures.
+    pub feed_repairs: Counter,
+    /// `grpc_chat_engine_presence_expiries_total`, from the engine's figures.
+    pub presence_expiries: Counter,
 }
 
 impl ChatMetrics {
@@ -75,6 +85,11 @@ impl ChatMetrics {
             rooms: monitoring.gauge(names::ROOMS, &[]),
             history_messages: monitoring.gauge(names::HISTORY_MESSAGES, &[]),
             history_bytes: monitoring.gauge(names::HISTORY_BYTES, &[]),
+            publish_seconds: monitoring.histogram(names::PUBLISH_SECONDS, &[]),
+            engine_up: monitoring.gauge(names::ENGINE_UP, &[]),
+            append_retries: monitoring.counter(names::APPEND_RETRIES, &[]),
+            feed_repairs: monitoring.counter(names::FEED_REPAIRS, &[]),
+            presence_expiries: monitoring.counter(names::PRESENCE_EXPIRIES, &[]),
         })
     }
 

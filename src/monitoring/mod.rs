@@ -56,6 +56,12 @@ impl Monitoring {
                     names::DELIVERY_BUCKETS,
                 )
             })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(names::PUBLISH_SECONDS.name.into()),
+                    names::DELIVERY_BUCKETS,
+                )
+            })
             .expect("bucket lists are non-empty constants");
         let recorder = builder.build_recorder();
         for def in names::ALL {

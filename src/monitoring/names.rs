@@ -176,8 +176,44 @@ pub const CONNECTIONS_CLOSED: Def = def(
     "Client connections the server closed (handshake_timeout, evicted, idle, max_age), by listener.",
 );
 
+/// Whether the room engine can serve (an engine in another process: whether it is reached).
+pub const ENGINE_UP: Def = def(
+    "grpc_chat_engine_up",
+    Kind::Gauge,
+    Unit::Count,
+    "1 while the room engine can serve (for the NATS engine: NATS is reached), 0 otherwise.",
+);
+/// Time a publish takes until the engine acknowledged it.
+pub const PUBLISH_SECONDS: Def = def(
+    "grpc_chat_publish_latency_seconds",
+    Kind::Histogram,
+    Unit::Seconds,
+    "Time from a publish's start to the engine's acknowledgement (for the NATS engine: stored by JetStream).",
+);
+/// Appends the engine made again because another replica appended first or the outcome was lost.
+pub const APPEND_RETRIES: Def = def(
+    "grpc_chat_engine_append_retries_total",
+    Kind::Counter,
+    Unit::Count,
+    "Appends made again because another replica appended to the room first or an acknowledgement was lost.",
+);
+/// Room feeds the engine repaired.
+pub const FEED_REPAIRS: Def = def(
+    "grpc_chat_engine_feed_repairs_total",
+    Kind::Counter,
+    Unit::Count,
+    "Room feeds picked up again from their next message after the engine's connection came back.",
+);
+/// Sessions of dead replicas that were swept out of their rooms.
+pub const PRESENCE_EXPIRIES: Def = def(
+    "grpc_chat_engine_presence_expiries_total",
+    Kind::Counter,
+    Unit::Count,
+    "Users whose last session was on a replica that died, announced as leaving by this replica.",
+);
+
 /// Every metric defined here.
-pub const ALL: [Def; 20] = [
+pub const ALL: [Def; 25] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -198,6 +234,11 @@ pub const ALL: [Def; 20] = [
     CONNECTIONS_ACCEPTED,
     CONNECTIONS_REFUSED,
     CONNECTIONS_CLOSED,
+    ENGINE_UP,
+    PUBLISH_SECONDS,
+    APPEND_RETRIES,
+    FEED_REPAIRS,
+    PRESENCE_EXPIRIES,
 ];
 
 /// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.

@@ -160,7 +160,10 @@ async fn every_panel_query_returns_data_from_prometheus_with_the_compose_config(
     let admin = server.admin_addr;
     let prometheus = Prometheus::start_with(|own| {
         compose_config
-            .replace("grpc-chat:8081", &admin.to_string())
+            .replace(
+                r#"["grpc-chat-1:8081", "grpc-chat-2:8081"]"#,
+                &format!("[\"{admin}\"]"),
+            )
             .replace("localhost:9090", &own.to_string())
     });
     envoy.ready().await;

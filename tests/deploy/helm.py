@@ -17,6 +17,8 @@ KUBERNETES_VERSIONS = ["1.30.0", None]  # None: kubernetes-validate's newest bun
 
 ALL_FEATURES = {
     "replicaCount": 2,
+    "engine": "nats",
+    "nats": {"url": "nats://nats.messaging:4222", "replicas": 3, "tokenSecret": "nats-token", "credentialsSecret": "nats-creds"},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     "podDisruptionBudget": {"enabled": True},
     "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
@@ -100,6 +102,9 @@ def main():
         ({"terminationGracePeriodSeconds": 10}, "must exceed preStopSleepSeconds"),
         ({"config": {"logFormat": "xml"}}, "logFormat"),
         ({"replicas": 3}, "replicas"),
+        ({"replicaCount": 2}, "set engine: nats"),
+        ({"autoscaling": {"enabled": True}}, "set engine: nats"),
+        ({"engine": "redis"}, "engine"),
     ]:
         try:
             chart.render(bad, name="chat", namespace="chat", is_install=True)

@@ -19,7 +19,7 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// The compose config with the `grpc-chat` host replaced by the test server's ports.
+    /// The compose config with both replicas' hosts replaced by the test server's ports.
     pub fn start(grpc: SocketAddr, websocket: SocketAddr) -> Self {
         let addr = free_addr();
         let admin = free_addr();
@@ -31,8 +31,10 @@ impl Envoy {
         for (compose, local) in [
             ("{ address: 0.0.0.0, port_value: 8080 }", addr),
             ("{ address: 0.0.0.0, port_value: 9901 }", admin),
-            ("{ address: grpc-chat, port_value: 50051 }", grpc),
-            ("{ address: grpc-chat, port_value: 8080 }", websocket),
+            ("{ address: grpc-chat-1, port_value: 50051 }", grpc),
+            ("{ address: grpc-chat-2, port_value: 50051 }", grpc),
+            ("{ address: grpc-chat-1, port_value: 8080 }", websocket),
+            ("{ address: grpc-chat-2, port_value: 8080 }", websocket),
         ] {
             config = config.replace(
                 compose,
@@ -40,7 +42,7 @@ impl Envoy {
             );
         }
         assert!(
-            !config.contains("grpc-chat,") && !config.contains("0.0.0.0"),
+            !config.contains("address: grpc-chat") && !config.contains("0.0.0.0"),
             "every address replaced"
         );
         let path =

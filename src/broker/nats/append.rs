@@ -79,6 +79,8 @@ pub struct Appender {
     pub history: u64,
     /// Counted for the engine's figures.
     pub appended: Arc<AtomicU64>,
+    /// Attempts after the first, counted for the engine's figures.
+    pub retries: Arc<AtomicU64>,
 }
 
 impl Appender {
@@ -110,7 +112,10 @@ impl Appender {
     ) -> Result<Arc<Event>, ChatError> {
         let id = id.unwrap_or_else(uuid::Uuid::now_v7);
         let timestamp = SystemTime::now();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
             if matches!(state.head, Head::Unknown) {
                 state.head = self.read_head().await?;
             }

@@ -8,7 +8,13 @@
 //! epoch, or a consumer that cannot go on, fails the log: its readers end with UNAVAILABLE and
 //! the position to resume from, and the room is opened afresh by the next user.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::consumer::{
     DeliverPolicy,
@@ -39,6 +45,8 @@ pub struct Follower {
     /// sequence then (a server that restarted has forgotten it), rather than after missed
     /// heartbeats.
     pub reconnected: watch::Receiver<u64>,
+    /// Feeds picked up again after a reconnection, counted for the engine's figures.
+    pub repairs: Arc<AtomicU64>,
 }
 
 impl Follower {
@@ -65,8 +73,19 @@ impl Follower {
     ) -> String {
         let mut reconnected = self.reconnected.clone();
         reconnected.borrow_and_update();
-        let mut next_sequence = None;
+        let mut next_sequence: Option<u64> = None;
         loop {
+            if let Some(next) = next_sequence {
+                // A stream that ends before what was delivered is not the one followed: NATS
+                // lost it (memory storage, a new server). Readers resume and hear of the reset.
+                match self.connected.stream.get_info().await {
+                    Ok(info) if info.state.last_sequence + 1 < next => {
+                        return format!("the stream of room {} restarted", self.room);
+                    }
+                    Ok(_) => {}
+                    Err(error) => return format!("following room {}: {error}", self.room),
+                }
+            }
             let mut messages = match self.consume(next_sequence).await {
                 Ok(messages) => messages,
                 Err(error) => return error,
@@ -79,7 +98,10 @@ impl Follower {
             loop {
                 let message = tokio::select! {
                     () = stop.cancelled() => return "the room was closed".into(),
-                    _ = reconnected.changed() => break,
+                    _ = reconnected.changed() => {
+                        self.repairs.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                     message = messages.next() => message,
                 };
                 let message = match message {

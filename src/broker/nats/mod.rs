@@ -115,6 +115,9 @@ struct Inner {
     /// Rooms open on this replica. A `std` mutex held only to look up, insert or remove.
     rooms: Mutex<HashMap<RoomName, Arc<Slot>>>,
     appended: Arc<AtomicU64>,
+    append_retries: Arc<AtomicU64>,
+    feed_repairs: Arc<AtomicU64>,
+    presence_expiries: AtomicU64,
     /// Bumped by the client each time it (re)connects to NATS.
     reconnected: Arc<watch::Sender<u64>>,
     stored_messages: AtomicU64,
@@ -174,6 +177,9 @@ impl NatsBroker {
                 connected: watch::Sender::new(None),
                 rooms: Mutex::new(HashMap::new()),
                 appended: Arc::default(),
+                append_retries: Arc::default(),
+                feed_repairs: Arc::default(),
+                presence_expiries: AtomicU64::new(0),
                 reconnected: Arc::new(watch::Sender::new(0)),
                 stored_messages: AtomicU64::new(0),
                 stored_bytes: AtomicU64::new(0),
@@ -328,6 +334,7 @@ impl NatsBroker {
                 caught_up_at: last.as_ref().map(|last| last.sequence),
                 timeout,
                 reconnected: self.inner.reconnected.subscribe(),
+                repairs: Arc::clone(&self.inner.feed_repairs),
             }
             .run(ready, stop.clone()),
         );
@@ -344,6 +351,7 @@ impl NatsBroker {
                 largest_event: config.largest_event,
                 history: config.history as u64,
                 appended: Arc::clone(&self.inner.appended),
+                retries: Arc::clone(&self.inner.append_retries),
             }
             .run(requests, stop.clone()),
         );
@@ -592,6 +600,8 @@ impl NatsBroker {
         let mut heartbeats = tokio::time::interval(presence::heartbeat_period(ttl));
         let mut sweeps = tokio::time::interval(ttl / 2);
         let mut figures = tokio::time::interval(FIGURES_PERIOD);
+        let mut reconnected = self.inner.reconnected.subscribe();
+        reconnected.borrow_and_update();
         let mut idle = tokio::time::interval(
             (self.inner.config.room_idle_ttl / 2)
                 .clamp(Duration::from_millis(10), Duration::from_secs(30)),
@@ -605,6 +615,12 @@ impl NatsBroker {
                     }
                 }
                 _ = sweeps.tick() => self.sweep(&connected).await,
+                _ = reconnected.changed() => {
+                    // A NATS that lost its state (memory storage, a new server) gets it again.
+                    if let Err(error) = set_up(&connected.jetstream, &self.inner.config).await {
+                        tracing::warn!(%error, "could not set up the NATS stream again");
+                    }
+                }
                 _ = figures.tick() => {
                     if let Ok(info) = connected.stream.get_info().await {
                         self.inner.stored_messages.store(info.state.messages, Ordering::Relaxed);
@@ -628,6 +644,7 @@ impl NatsBroker {
             }
         };
         for departure in departures {
+            self.inner.presence_expiries.fetch_add(1, Ordering::Relaxed);
             let leave = Draft::presence(departure.user, EventKind::Leave);
             if let Err(error) = self
                 .append(&departure.room, leave, Some(departure.id))
@@ -730,6 +747,33 @@ async fn connect(
         .await
         .map_err(|error| format!("connecting to NATS: {error}"))?;
     let jetstream = jetstream::new(client.clone());
+    let (stream, rooms, members, replicas) = set_up(&jetstream, config).await?;
+    let presence = Presence {
+        members,
+        replicas,
+        replica: config.replica.clone(),
+    };
+    // Alive before any session of this replica is recorded.
+    presence
+        .heartbeat()
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(Connected {
+        client,
+        jetstream,
+        stream,
+        rooms,
+        presence,
+    })
+}
+
+/// Creates the stream and the buckets, or updates the stream's limits to the configured ones
+/// (idempotent: run again after a reconnection, in case NATS lost them).
+async fn set_up(
+    jetstream: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<(stream::Stream, kv::Store, kv::Store, kv::Store), String> {
+    let options = &config.options;
     let storage = storage(options.nats_storage);
     jetstream
         .create_or_update_stream(stream::Config {
@@ -759,37 +803,21 @@ async fn connect(
         ..kv::Config::default()
     };
     let rooms = open_bucket(
-        &jetstream,
+        jetstream,
         bucket(&options.nats_rooms_bucket, Duration::ZERO),
     )
     .await?;
     let members = open_bucket(
-        &jetstream,
+        jetstream,
         bucket(&options.nats_presence_bucket, Duration::ZERO),
     )
     .await?;
     let replicas = open_bucket(
-        &jetstream,
+        jetstream,
         bucket(&options.nats_replicas_bucket, options.nats_presence_ttl),
     )
     .await?;
-    let presence = Presence {
-        members,
-        replicas,
-        replica: config.replica.clone(),
-    };
-    // Alive before any session of this replica is recorded.
-    presence
-        .heartbeat()
-        .await
-        .map_err(|error| error.to_string())?;
-    Ok(Connected {
-        client,
-        jetstream,
-        stream,
-        rooms,
-        presence,
-    })
+    Ok((stream, rooms, members, replicas))
 }
 
 async fn open_bucket(
@@ -854,6 +882,9 @@ impl Broker for NatsBroker {
             history_messages: inner.stored_messages.load(Ordering::Relaxed),
             history_bytes: inner.stored_bytes.load(Ordering::Relaxed),
             appended: inner.appended.load(Ordering::Relaxed),
+            append_retries: inner.append_retries.load(Ordering::Relaxed),
+            feed_repairs: inner.feed_repairs.load(Ordering::Relaxed),
+            presence_expiries: inner.presence_expiries.load(Ordering::Relaxed),
         }
     }
 
