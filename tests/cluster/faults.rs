@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use grpc_chat::proto::SubscribeRequest;
 use tonic::Code;
 
-use crate::{helpers::*, metric, replica};
+use crate::{helpers::*, metric, replica, replica_at};
 
 /// Polls `/readyz` until it answers `status`.
 async fn readiness_becomes(server: &ServerProcess, status: u16) -> Duration {
@@ -194,4 +194,150 @@ async fn a_nats_that_lost_its_memory_storage_makes_streams_resume_into_a_reset()
         )
     );
     assert_eq!(next(&mut resumed).await.content, "anew");
+}
+
+/// Publishes `content` until the server acknowledges it, retrying what it refuses as unavailable.
+async fn publish_until_acknowledged(
+    client: &mut grpc_chat::proto::chat_service_client::ChatServiceClient<
+        tonic::transport::Channel,
+    >,
+    content: &str,
+) -> grpc_chat::proto::SendMessageResponse {
+    within_for("an acknowledgement", Duration::from_secs(30), async {
+        loop {
+            match client
+                .send_message(send_request("general", "Alice", content))
+                .await
+            {
+                Ok(sent) => return sent.into_inner(),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_repeats_nothing_acknowledged()
+{
+    const MESSAGES: usize = 150;
+    let mut cluster = NatsCluster::start();
+    let urls = cluster.urls();
+    let server = replica_at(
+        &urls,
+        &["--nats-replicas", "3", "--nats-request-timeout", "2s"],
+    );
+    readiness_becomes(&server, 200).await;
+    let mut client = connect(server.addr).await;
+    let first = publish_until_acknowledged(&mut client, "m0").await;
+    let mut follower = subscribe_on(
+        &mut client.clone(),
+        SubscribeRequest {
+            from_offset: 1,
+            ..live("general")
+        },
+    )
+    .await;
+    let (halfway, at_halfway) = tokio::sync::oneshot::channel();
+    let publisher = tokio::spawn(async move {
+        let mut acked = vec![first];
+        let mut halfway = Some(halfway);
+        for i in 1..MESSAGES {
+            acked.push(publish_until_acknowledged(&mut client, &format!("m{i}")).await);
+            if i == MESSAGES / 3 {
+                let _ = halfway.take().map(|halfway| halfway.send(()));
+            }
+        }
+        acked
+    });
+    at_halfway.await.unwrap();
+    // The stream's leader, as JetStream reports it, dies while the publisher goes on.
+    let servers: Vec<async_nats::ServerAddr> =
+        urls.split(',').map(|url| url.parse().unwrap()).collect();
+    let nats = async_nats::connect(servers.as_slice()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(nats)
+        .get_stream("CHAT")
+        .await
+        .unwrap();
+    let leader = stream
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .unwrap()
+        .leader
+        .unwrap();
+    let index: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+    cluster.nodes[index].kill();
+    let acked = publisher.await.unwrap();
+
+    let last = acked.last().unwrap().offset;
+    let mut seen = Vec::new();
+    let mut reader = connect(server.addr).await;
+    while seen
+        .last()
+        .is_none_or(|message: &grpc_chat::proto::Message| message.offset < last)
+    {
+        let next = within_for("the follower", Duration::from_secs(30), follower.message()).await;
+        match next {
+            Ok(Some(message)) if message.offset > 0 => seen.push(message),
+            Ok(Some(_)) => {}
+            // A client told to resume does so, from where it was told.
+            Err(status) if status.code() == Code::Unavailable => {
+                let resume_from: u64 = status
+                    .metadata()
+                    .get("grpc-chat-resume-from")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let epoch = status
+                    .metadata()
+                    .get("grpc-chat-epoch")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                assert_eq!(
+                    resume_from,
+                    seen.last().map_or(1, |message| message.offset + 1)
+                );
+                follower = subscribe_on(
+                    &mut reader,
+                    SubscribeRequest {
+                        from_offset: resume_from,
+                        epoch,
+                        ..live("general")
+                    },
+                )
+                .await;
+            }
+            other => panic!("the follower ended: {other:?}"),
+        }
+    }
+    let offsets: Vec<u64> = seen.iter().map(|message| message.offset).collect();
+    assert_eq!(
+        offsets,
+        (1..=last).collect::<Vec<_>>(),
+        "contiguous, in order, once each"
+    );
+    let mut position = 0;
+    for sent in &acked {
+        let found = seen[position..]
+            .iter()
+            .position(|message| message.id == sent.message_id)
+            .unwrap_or_else(|| {
+                panic!(
+                    "acknowledged {} (offset {}) not delivered",
+                    sent.message_id, sent.offset
+                )
+            });
+        position += found + 1;
+        assert_eq!(seen[position - 1].offset, sent.offset);
+    }
 }

@@ -15,7 +15,12 @@ use helpers::{NatsServer, ServerProcess, http_get};
 
 /// A replica of the server on the NATS engine at `nats`, with `extra` settings.
 pub fn replica(nats: &NatsServer, extra: &[&str]) -> ServerProcess {
-    let mut args = vec!["--engine", "nats", "--nats-url", nats.url.as_str()];
+    replica_at(&nats.url, extra)
+}
+
+/// A replica of the server on the NATS engine at `urls` (comma separated), with `extra` settings.
+pub fn replica_at(urls: &str, extra: &[&str]) -> ServerProcess {
+    let mut args = vec!["--engine", "nats", "--nats-url", urls];
     args.extend_from_slice(extra);
     ServerProcess::start(&args)
 }

@@ -54,9 +54,16 @@ impl NatsServer {
 
     /// Runs the server on `port` (`-1`: a free one) over `store`; its URL once it listens.
     fn run(store: &std::path::Path, port: &str) -> (Reaped, String) {
+        Self::run_with(store, port, &[])
+    }
+
+    /// [`NatsServer::run`] with more arguments.
+    fn run_with(store: &std::path::Path, port: &str, extra: &[String]) -> (Reaped, String) {
         let mut child = Reaped(
             Command::new(tool("nats-server"))
-                .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
+                .args(["-js", "-a", "127.0.0.1", "-p", port])
+                .args(extra)
+                .arg("-sd")
                 .arg(store)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -103,5 +110,62 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         drop(self.child.take());
         let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A three-node JetStream cluster on loopback.
+pub struct NatsCluster {
+    /// The nodes, named `n1`, `n2`, `n3` in NATS.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three nodes that route to each other.
+    pub fn start() -> Self {
+        let routes: Vec<u16> = (0..3).map(|_| super::free_addr().port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..3)
+            .map(|i| {
+                let mut node = NatsServer {
+                    child: None,
+                    url: String::new(),
+                    store: std::env::temp_dir().join(format!(
+                        "grpc-chat-nats-cluster-{}-{}-n{}",
+                        std::process::id(),
+                        routes[0],
+                        i + 1
+                    )),
+                };
+                let _ = std::fs::remove_dir_all(&node.store);
+                let extra = [
+                    "-n".to_owned(),
+                    format!("n{}", i + 1),
+                    "--cluster_name".to_owned(),
+                    "chat".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".to_owned(),
+                    route_list.clone(),
+                ];
+                let (child, url) = NatsServer::run_with(&node.store, "-1", &extra);
+                node.child = Some(child);
+                node.url = url;
+                node
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// Every node's URL, comma separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| node.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -30,6 +30,17 @@ use crate::{
     room::RoomName,
 };
 
+/// How long each pull of a room's messages lasts; the consumer's idle heartbeat is half of it, and
+/// two missed heartbeats (a stream leader gone, say) make it start again from where it was: a feed
+/// stalls for at most about this long. An idle room costs one request per period.
+const PULL_EXPIRY: Duration = Duration::from_secs(4);
+/// How often a feed that received nothing checks that the stream holds nothing new for it.
+const STALL_CHECK: Duration = Duration::from_secs(8);
+/// How long a feed keeps trying to take up its room again before it fails.
+const RESUME_PATIENCE: Duration = Duration::from_secs(15);
+/// Pause between those tries.
+const RESUME_RETRY: Duration = Duration::from_millis(250);
+
 /// A room's following task.
 pub struct Follower {
     pub connected: Arc<Connected>,
@@ -74,27 +85,32 @@ impl Follower {
         let mut reconnected = self.reconnected.clone();
         reconnected.borrow_and_update();
         let mut next_sequence: Option<u64> = None;
+        let mut stream_created = None;
         loop {
-            if let Some(next) = next_sequence {
-                // A stream that ends before what was delivered is not the one followed: NATS
-                // lost it (memory storage, a new server). Readers resume and hear of the reset.
-                match self.connected.stream.get_info().await {
-                    Ok(info) if info.state.last_sequence + 1 < next => {
-                        return format!("the stream of room {} restarted", self.room);
-                    }
-                    Ok(_) => {}
-                    Err(error) => return format!("following room {}: {error}", self.room),
-                }
-            }
-            let mut messages = match self.consume(next_sequence).await {
+            let mut messages = match self.consume_patiently(next_sequence, stop).await {
                 Ok(messages) => messages,
                 Err(error) => return error,
             };
+            // A stream made again since (NATS lost it: memory storage, a new server) is not
+            // the one followed: readers resume and hear of the reset.
+            match self.connected.stream.get_info().await {
+                Ok(info) => match stream_created {
+                    Some(created) if created != info.created => {
+                        return format!("the stream of room {} restarted", self.room);
+                    }
+                    Some(_) => {}
+                    None => stream_created = Some(info.created),
+                },
+                Err(error) => return format!("following room {}: {error}", self.room),
+            }
             if self.caught_up_at.is_none()
                 && let Some(ready) = ready.take()
             {
                 let _ = ready.send(Ok(()));
             }
+            let mut checks =
+                tokio::time::interval_at(tokio::time::Instant::now() + STALL_CHECK, STALL_CHECK);
+            let mut delivered_since_check = false;
             loop {
                 let message = tokio::select! {
                     () = stop.cancelled() => return "the room was closed".into(),
@@ -102,11 +118,28 @@ impl Follower {
                         self.repairs.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
+                    _ = checks.tick() => {
+                        if !std::mem::take(&mut delivered_since_check)
+                            && self.stalled(next_sequence).await
+                        {
+                            tracing::debug!(room = %self.room, "room feed stalled; taking it up again");
+                            self.repairs.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        continue;
+                    }
                     message = messages.next() => message,
                 };
+                delivered_since_check = true;
                 let message = match message {
                     Some(Ok(message)) => message,
-                    Some(Err(error)) => return format!("following room {}: {error}", self.room),
+                    // A stream leader lost, a request timed out: take the feed up again from the
+                    // next sequence.
+                    Some(Err(error)) => {
+                        tracing::debug!(room = %self.room, %error, "room feed interrupted");
+                        self.repairs.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
                     None => return format!("following room {}: the consumer ended", self.room),
                 };
                 let sequence = match message.info() {
@@ -142,6 +175,46 @@ impl Follower {
         }
     }
 
+    /// Whether the stream holds a message of the room past `next_sequence` (the next one the feed
+    /// waits for): then the consumer stalled, and the missed messages are repaired from the stream.
+    async fn stalled(&self, next_sequence: Option<u64>) -> bool {
+        let last = tokio::time::timeout(
+            self.timeout,
+            self.connected
+                .stream
+                .get_last_raw_message_by_subject(&self.subject),
+        )
+        .await;
+        match (last, next_sequence) {
+            (Ok(Ok(last)), Some(next)) => last.sequence >= next,
+            (Ok(Ok(_)), None) => true,
+            _ => false,
+        }
+    }
+
+    /// [`Follower::consume`], tried again for a while (a stream electing a new leader answers
+    /// nothing for a few seconds) before the feed fails.
+    async fn consume_patiently(
+        &self,
+        next_sequence: Option<u64>,
+        stop: &CancellationToken,
+    ) -> Result<Ordered, String> {
+        let deadline = tokio::time::Instant::now() + RESUME_PATIENCE;
+        loop {
+            match self.consume(next_sequence).await {
+                Ok(messages) => return Ok(messages),
+                Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+                Err(error) => {
+                    tracing::debug!(room = %self.room, %error, "cannot follow the room yet")
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Err("the room was closed".into()),
+                () = tokio::time::sleep(RESUME_RETRY) => {}
+            }
+        }
+    }
+
     /// An ordered consumer of the room's subject from `next_sequence` (from its oldest stored
     /// message when `None`).
     async fn consume(&self, next_sequence: Option<u64>) -> Result<Ordered, String> {
@@ -154,6 +227,7 @@ impl Follower {
             self.connected.stream.create_consumer(OrderedConfig {
                 filter_subject: self.subject.clone(),
                 deliver_policy,
+                max_expires: PULL_EXPIRY,
                 ..OrderedConfig::default()
             }),
         )
