@@ -302,3 +302,62 @@ async fn restarting_every_replica_keeps_the_history() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_on_different_replicas_get_one_order_everyone_agrees_on() {
+    const EACH: usize = 100;
+    let nats = NatsServer::start();
+    let replicas = [replica(&nats, &[]), replica(&nats, &[])];
+    let mut followers = Vec::new();
+    for replica in &replicas {
+        followers.push(subscribe_on(&mut connect(replica.addr).await, live("general")).await);
+    }
+    let mut publishers = tokio::task::JoinSet::new();
+    for (index, replica) in replicas.iter().chain(replicas.iter()).enumerate() {
+        let mut client = connect(replica.addr).await;
+        publishers.spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..EACH {
+                let sent = client
+                    .send_message(send_request("general", "Alice", &format!("{index}:{i}")))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                offsets.push(sent.offset);
+            }
+            offsets
+        });
+    }
+    let mut acked = Vec::new();
+    while let Some(offsets) = publishers.join_next().await {
+        let offsets = offsets.unwrap();
+        assert!(
+            offsets.windows(2).all(|pair| pair[0] < pair[1]),
+            "{offsets:?}"
+        );
+        acked.extend(offsets);
+    }
+    acked.sort_unstable();
+    let total = (4 * EACH) as u64;
+    assert_eq!(
+        acked,
+        (1..=total).collect::<Vec<_>>(),
+        "each offset acknowledged once"
+    );
+    let mut orders = Vec::new();
+    for follower in &mut followers {
+        let seen = next_events(follower, 4 * EACH).await;
+        assert_eq!(
+            seen.iter()
+                .map(|message| message.offset)
+                .collect::<Vec<_>>(),
+            (1..=total).collect::<Vec<_>>()
+        );
+        orders.push(
+            seen.into_iter()
+                .map(|message| message.id)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(orders[0], orders[1], "both replicas deliver one order");
+}

