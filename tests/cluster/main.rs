@@ -9,6 +9,7 @@
 mod helpers;
 
 mod faults;
+mod lost_ack;
 mod replicas;
 
 use helpers::{NatsServer, ServerProcess, http_get};

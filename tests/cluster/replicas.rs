@@ -361,3 +361,76 @@ async fn publishers_on_different_replicas_get_one_order_everyone_agrees_on() {
     }
     assert_eq!(orders[0], orders[1], "both replicas deliver one order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chitty_chat_reaches_across_replicas() {
+    use grpc_chat::proto::chitty_chat::{
+        ChatEvent,
+        chat_client::ChatClient,
+        chat_event::{ChatMessage as Say, Event, UserJoin},
+    };
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut on_a = subscribe_on(&mut connect(a.addr).await, live("general")).await;
+    let (events, outbox) = tokio::sync::mpsc::channel(4);
+    let mut on_b = ChatClient::new(channel(b.addr).await)
+        .broadcast(tokio_stream::wrappers::ReceiverStream::new(outbox))
+        .await
+        .unwrap()
+        .into_inner();
+    let event = |event| ChatEvent {
+        timestamp: 1,
+        event: Some(event),
+    };
+    events
+        .send(event(Event::Join(UserJoin {
+            username: "eve".into(),
+        })))
+        .await
+        .unwrap();
+    let line = |message: grpc_chat::proto::chitty_chat::ChatMessage| {
+        format!("{}: {}", message.username, message.message)
+    };
+    let joined = within("Eve's announcement", on_b.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line(joined), "SERVER: Participant eve joined Chitty-Chat");
+    // On A, Eve's arrival is a JOIN of the room, then what Chitty-Chat on B says.
+    let join = next(&mut on_a).await;
+    assert_eq!(
+        (join.r#type, join.user.as_str()),
+        (MessageType::Join as i32, "eve")
+    );
+    events
+        .send(event(Event::Message(Say {
+            username: "eve".into(),
+            message: "from B".into(),
+        })))
+        .await
+        .unwrap();
+    let said = next(&mut on_a).await;
+    assert_eq!(
+        (said.user.as_str(), said.content.as_str()),
+        ("eve", "from B")
+    );
+    // And gRPC on A reaches Chitty-Chat on B (after Eve's own message comes back to her).
+    connect(a.addr)
+        .await
+        .send_message(send_request("general", "Alice", "from A"))
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    while lines
+        .last()
+        .is_none_or(|last: &String| last != "Alice: from A")
+    {
+        lines.push(line(
+            within("a Chitty-Chat line", on_b.message())
+                .await
+                .unwrap()
+                .unwrap(),
+        ));
+    }
+    assert_eq!(lines, ["eve: from B", "Alice: from A"]);
+}
