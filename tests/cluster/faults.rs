@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use grpc_chat::proto::SubscribeRequest;
 use tonic::Code;
 
-use crate::{helpers::*, metric, replica, replica_at};
+use crate::{helpers::*, metric, publish_until_acknowledged, replica, replica_at};
 
 /// Polls `/readyz` until it answers `status`.
 async fn readiness_becomes(server: &ServerProcess, status: u16) -> Duration {
@@ -36,14 +36,7 @@ async fn while_nats_is_down_the_replica_is_not_ready_and_fails_fast_then_recover
                 .into_inner(),
         );
     }
-    let mut follower = subscribe_on(
-        &mut client,
-        SubscribeRequest {
-            from_offset: 1,
-            ..live("general")
-        },
-    )
-    .await;
+    let mut follower = replay_from(&mut client, "general", 1).await;
     assert_eq!(next_events(&mut follower, 3).await[2].offset, 3);
 
     nats.kill();
@@ -70,21 +63,7 @@ async fn while_nats_is_down_the_replica_is_not_ready_and_fails_fast_then_recover
         ready < Duration::from_secs(15),
         "ready again after {ready:?}"
     );
-    let after = within("a publish after NATS returned", async {
-        loop {
-            match client
-                .send_message(send_request("general", "Alice", "after"))
-                .await
-            {
-                Ok(sent) => return sent.into_inner(),
-                Err(status) => {
-                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    })
-    .await;
+    let after = publish_until_acknowledged(&mut client, "after", PATIENCE).await;
     assert_eq!(
         after.offset, 4,
         "the acknowledged messages are still the room's first three"
@@ -97,14 +76,7 @@ async fn while_nats_is_down_the_replica_is_not_ready_and_fails_fast_then_recover
     )
     .await;
     assert_eq!((next_one.offset, next_one.content.as_str()), (4, "after"));
-    let mut replay = subscribe_on(
-        &mut client,
-        SubscribeRequest {
-            from_offset: 1,
-            ..live("general")
-        },
-    )
-    .await;
+    let mut replay = replay_from(&mut client, "general", 1).await;
     assert_eq!(metric(&server, "grpc_chat_engine_up").await, 1.0);
     assert!(metric(&server, "grpc_chat_engine_feed_repairs_total").await >= 1.0);
     let history = next_events(&mut replay, 4).await;
@@ -135,14 +107,7 @@ async fn a_nats_that_lost_its_memory_storage_makes_streams_resume_into_a_reset()
             .into_inner()
             .epoch;
     }
-    let mut follower = subscribe_on(
-        &mut client,
-        SubscribeRequest {
-            from_offset: 1,
-            ..live("general")
-        },
-    )
-    .await;
+    let mut follower = replay_from(&mut client, "general", 1).await;
     assert_eq!(next_events(&mut follower, 2).await[1].offset, 2);
 
     nats.restart();
@@ -159,18 +124,7 @@ async fn a_nats_that_lost_its_memory_storage_makes_streams_resume_into_a_reset()
         Code::Unavailable,
         &[&format!("from_offset=3 epoch={epoch}")],
     );
-    let after = within("a publish into the new stream", async {
-        loop {
-            match client
-                .send_message(send_request("general", "Alice", "anew"))
-                .await
-            {
-                Ok(sent) => return sent.into_inner(),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-    .await;
+    let after = publish_until_acknowledged(&mut client, "anew", PATIENCE).await;
     assert_ne!(after.epoch, epoch);
     assert_eq!(after.offset, 1);
     // Resuming as told: a reset to the new log, not a silent read of it.
@@ -196,30 +150,6 @@ async fn a_nats_that_lost_its_memory_storage_makes_streams_resume_into_a_reset()
     assert_eq!(next(&mut resumed).await.content, "anew");
 }
 
-/// Publishes `content` until the server acknowledges it, retrying what it refuses as unavailable.
-async fn publish_until_acknowledged(
-    client: &mut grpc_chat::proto::chat_service_client::ChatServiceClient<
-        tonic::transport::Channel,
-    >,
-    content: &str,
-) -> grpc_chat::proto::SendMessageResponse {
-    within_for("an acknowledgement", Duration::from_secs(30), async {
-        loop {
-            match client
-                .send_message(send_request("general", "Alice", content))
-                .await
-            {
-                Ok(sent) => return sent.into_inner(),
-                Err(status) => {
-                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_repeats_nothing_acknowledged()
 {
@@ -232,21 +162,17 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_repeats_not
     );
     readiness_becomes(&server, 200).await;
     let mut client = connect(server.addr).await;
-    let first = publish_until_acknowledged(&mut client, "m0").await;
-    let mut follower = subscribe_on(
-        &mut client.clone(),
-        SubscribeRequest {
-            from_offset: 1,
-            ..live("general")
-        },
-    )
-    .await;
+    let first = publish_until_acknowledged(&mut client, "m0", Duration::from_secs(30)).await;
+    let mut follower = replay_from(&mut client.clone(), "general", 1).await;
     let (halfway, at_halfway) = tokio::sync::oneshot::channel();
     let publisher = tokio::spawn(async move {
         let mut acked = vec![first];
         let mut halfway = Some(halfway);
         for i in 1..MESSAGES {
-            acked.push(publish_until_acknowledged(&mut client, &format!("m{i}")).await);
+            acked.push(
+                publish_until_acknowledged(&mut client, &format!("m{i}"), Duration::from_secs(30))
+                    .await,
+            );
             if i == MESSAGES / 3 {
                 let _ = halfway.take().map(|halfway| halfway.send(()));
             }

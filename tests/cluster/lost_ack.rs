@@ -10,13 +10,12 @@ use std::{
     },
 };
 
-use grpc_chat::proto::SubscribeRequest;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream, tcp::OwnedReadHalf, tcp::OwnedWriteHalf},
 };
 
-use crate::{helpers::*, replica_at};
+use crate::{helpers::*, publish_until_acknowledged, replica_at};
 
 /// A proxy in front of NATS that passes everything but the replies to the first `steal`
 /// publishes on room subjects.
@@ -151,22 +150,8 @@ async fn a_lost_acknowledgement_is_resolved_from_the_stream_and_stores_nothing_t
         &["--nats-request-timeout", "1s"],
     );
     let mut client = connect(server.addr).await;
-    let first = within("the first publish", async {
-        loop {
-            match client
-                .send_message(send_request("general", "Alice", "once"))
-                .await
-            {
-                Ok(sent) => return sent.into_inner(),
-                // Until the engine has set up its stream.
-                Err(status) => {
-                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-    .await;
+    // Retried until the engine has set up its stream.
+    let first = publish_until_acknowledged(&mut client, "once", PATIENCE).await;
     assert_eq!(
         thief.stolen.load(Ordering::SeqCst),
         1,
@@ -179,14 +164,7 @@ async fn a_lost_acknowledgement_is_resolved_from_the_stream_and_stores_nothing_t
         .unwrap()
         .into_inner();
     assert_eq!(second.offset, 2, "the first one is stored once");
-    let mut replay = subscribe_on(
-        &mut client,
-        SubscribeRequest {
-            from_offset: 1,
-            ..live("general")
-        },
-    )
-    .await;
+    let mut replay = replay_from(&mut client, "general", 1).await;
     let stored = next_events(&mut replay, 2).await;
     assert_eq!(
         stored

@@ -12,7 +12,11 @@ mod faults;
 mod lost_ack;
 mod replicas;
 
-use helpers::{NatsServer, ServerProcess, http_get};
+use std::time::Duration;
+
+use grpc_chat::proto::{SendMessageResponse, chat_service_client::ChatServiceClient};
+use helpers::{NatsServer, ServerProcess, http_get, send_request, within_for};
+use tonic::transport::Channel;
 
 /// A replica of the server on the NATS engine at `nats`, with `extra` settings.
 pub fn replica(nats: &NatsServer, extra: &[&str]) -> ServerProcess {
@@ -38,4 +42,28 @@ pub async fn metric(server: &ServerProcess, name: &str) -> f64 {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("{name} not on the metrics page"))
+}
+
+/// Publishes `content` to `general` until the server acknowledges it, retrying what it refuses
+/// as unavailable (NATS away, a stream being set up or electing a leader), for at most `limit`.
+pub async fn publish_until_acknowledged(
+    client: &mut ChatServiceClient<Channel>,
+    content: &str,
+    limit: Duration,
+) -> SendMessageResponse {
+    within_for("an acknowledgement", limit, async {
+        loop {
+            match client
+                .send_message(send_request("general", "Alice", content))
+                .await
+            {
+                Ok(sent) => return sent.into_inner(),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .await
 }

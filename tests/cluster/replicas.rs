@@ -163,14 +163,7 @@ async fn a_client_resumes_on_another_replica_with_nothing_lost() {
             .into_inner()
             .epoch;
     }
-    let mut reading = subscribe_on(
-        &mut client_a,
-        SubscribeRequest {
-            from_offset: 1,
-            ..live("general")
-        },
-    )
-    .await;
+    let mut reading = replay_from(&mut client_a, "general", 1).await;
     assert_eq!(next_events(&mut reading, 3).await[2].offset, 3);
     drop(reading);
     let mut client_b = connect(b.addr).await;

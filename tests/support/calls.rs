@@ -37,6 +37,23 @@ pub async fn subscribe_on(
     stream
 }
 
+/// Subscribes to `room` on `client` replaying from `from_offset` (in whatever epoch the room is
+/// in), and consumes the welcome.
+pub async fn replay_from(
+    client: &mut ChatServiceClient<Channel>,
+    room: &str,
+    from_offset: u64,
+) -> Streaming<Message> {
+    subscribe_on(
+        client,
+        SubscribeRequest {
+            from_offset,
+            ..live(room)
+        },
+    )
+    .await
+}
+
 /// Publishes 100 messages of 4000 bytes to `room`: far more than a 64 KiB HTTP/2 window holds.
 pub async fn flood(client: &mut ChatServiceClient<Channel>, room: &str) {
     let content = "x".repeat(4000);
