@@ -241,9 +241,14 @@ async fn every_panel_query_returns_data_from_prometheus_with_the_compose_config(
     );
 }
 
+/// Longest wait for Prometheus' first scrape of the server with the compose config.
+const FIRST_SCRAPE: Duration = Duration::from_secs(30);
+
 /// The values of `label` in the result of `promql`, as the regex Grafana makes of "All".
 async fn label_values(prometheus: &Prometheus, promql: &str, label: &str) -> String {
-    let values: Vec<String> = within("the variable's values", async {
+    // The compose config scrapes every 5 s, and a new target's first scrape can take a few
+    // intervals on a loaded machine (the image build runs beside this test): wait for it that long.
+    let values: Vec<String> = within_for("the variable's values", FIRST_SCRAPE, async {
         loop {
             let values: Vec<String> = prometheus
                 .query(promql)
