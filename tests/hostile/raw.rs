@@ -19,11 +19,16 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const H2_EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 /// HTTP/2 frame type of GOAWAY.
 pub const H2_GOAWAY: u8 = 0x7;
+/// HTTP/2 frame type of SETTINGS.
+pub const H2_SETTINGS: u8 = 0x4;
+/// The ACK flag of a SETTINGS frame.
+pub const H2_ACK: u8 = 0x1;
 
 /// One HTTP/2 frame as read off the wire.
 #[derive(Debug)]
 pub struct H2Frame {
     pub kind: u8,
+    pub flags: u8,
     pub payload: Vec<u8>,
 }
 
@@ -36,6 +41,7 @@ pub async fn read_h2_frame(socket: &mut TcpStream) -> Option<H2Frame> {
     socket.read_exact(&mut payload).await.ok()?;
     Some(H2Frame {
         kind: header[3],
+        flags: header[4],
         payload,
     })
 }
