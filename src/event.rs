@@ -17,7 +17,7 @@ use prost::{
 
 use crate::{
     proto::{Message, MessageType},
-    room::{Epoch, RoomName, UserName},
+    room::{Epoch, RoomName, SYSTEM_USER, UserName},
     text_frame::TextFrame,
 };
 
@@ -25,8 +25,6 @@ use crate::{
 pub const GRPC_PREFIX: usize = 5;
 /// Field number of `content` in `chat.Message`.
 const CONTENT_FIELD: u32 = 3;
-/// Who speaks the announcements of WebSocket rooms and `chat.Message` notices.
-pub const SYSTEM_USER: &str = "System";
 /// Heap an event costs besides its frames: the event itself behind its `Arc` (two counts), the
 /// shared header its frame gets once it is handed to a second owner, its user name, and its slot
 /// in the log (a sequence number, its size and the `Arc`).

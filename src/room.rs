@@ -6,7 +6,9 @@
 //!   trailing space. Only letters, digits and those three marks are allowed, so a name cannot hold
 //!   bidirectional controls (U+202E), line or paragraph separators (U+2028/9), zero-width
 //!   characters, combining marks or look-alike spaces; the Hangul filler letters, which render as
-//!   nothing, are refused too: a name must be seen to be told apart;
+//!   nothing, are refused too: a name must be seen to be told apart; the names the server speaks
+//!   with ([`RESERVED_USER_NAMES`], in any case) are nobody's, so no client can forge a server
+//!   announcement;
 //! * content: 1 to `max_content_bytes` bytes of UTF-8 (default 4096); control characters other than
 //!   newline and tab are rejected;
 //! * a client's Lamport clock is at most [`MAX_CLIENT_CLOCK`].
@@ -22,6 +24,12 @@ pub const MAX_USER_CHARS: usize = 32;
 /// Largest Lamport clock a client may send: a room's clock merges it as `max(room, sender) + 1`,
 /// and from here it still has 2^63 events to grow before it could wrap.
 pub const MAX_CLIENT_CLOCK: u64 = i64::MAX as u64;
+/// Who speaks the announcements of WebSocket rooms and `chat.Message` notices.
+pub const SYSTEM_USER: &str = "System";
+/// Who speaks Chitty-Chat's join and leave announcements.
+pub const CHITTY_SERVER_USER: &str = "SERVER";
+/// The names the server speaks with on some door: refused as any client's name, in any case.
+pub const RESERVED_USER_NAMES: [&str; 2] = [SYSTEM_USER, CHITTY_SERVER_USER];
 /// Letters that render as nothing (Unicode default-ignorable code points of category Lo).
 const INVISIBLE_LETTERS: [char; 4] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}'];
 
@@ -89,6 +97,15 @@ impl UserName {
                 format!(
                     "may only contain letters, digits, spaces, '_', '-' and '.' (found {bad:?})"
                 ),
+            ));
+        }
+        if let Some(reserved) = RESERVED_USER_NAMES
+            .iter()
+            .find(|reserved| raw.eq_ignore_ascii_case(reserved))
+        {
+            return Err(ChatError::invalid(
+                field,
+                format!("{raw:?} is reserved: the server speaks as {reserved:?}"),
             ));
         }
         Ok(Self(raw.into()))

@@ -30,14 +30,12 @@ use crate::{
         chat_event::{self, Event},
         chat_server::Chat,
     },
-    room::{self, Draft, RoomName, StartAt, UserName},
+    room::{self, CHITTY_SERVER_USER, Draft, RoomName, StartAt, UserName},
     shutdown::Drain,
 };
 
 /// Metadata key that picks the room of a Broadcast stream.
 pub const ROOM_METADATA: &str = "x-chat-room";
-/// Author of announcements, as Chitty-Chat names it; reserved.
-const SERVER: &str = "SERVER";
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>>;
 
@@ -244,7 +242,7 @@ impl Session {
         self.last_timestamp += 1;
         ChatMessage {
             timestamp: self.last_timestamp,
-            username: SERVER.into(),
+            username: CHITTY_SERVER_USER.into(),
             message: text.into(),
         }
     }
@@ -296,7 +294,7 @@ pub fn command(event: ChatEvent) -> Result<Command, ChatError> {
             "must be one of join, leave or message",
         )),
         Some(Event::Join(chat_event::UserJoin { username })) => Ok(Command::Join {
-            user: username_of("join.username", &username)?,
+            user: UserName::parse("join.username", &username)?,
             clock,
         }),
         Some(Event::Message(chat_event::ChatMessage { username, message })) => Ok(Command::Say {
@@ -306,17 +304,6 @@ pub fn command(event: ChatEvent) -> Result<Command, ChatError> {
         }),
         Some(Event::Leave(chat_event::UserLeave { username })) => Ok(Command::Leave { username }),
     }
-}
-
-/// A Chitty-Chat username: the user-name rules, and not the reserved `SERVER`.
-fn username_of(field: &str, raw: &str) -> Result<UserName, ChatError> {
-    if raw.eq_ignore_ascii_case(SERVER) {
-        return Err(ChatError::invalid(
-            field,
-            format!("{raw:?} is reserved for server announcements"),
-        ));
-    }
-    UserName::parse(field, raw)
 }
 
 /// A `ChatMessage` a Broadcast stream sends. A room event is encoded from its shared fields as it
@@ -353,7 +340,7 @@ impl Outgoing {
         };
         Err(ChatMessage {
             timestamp: event.lamport,
-            username: SERVER.into(),
+            username: CHITTY_SERVER_USER.into(),
             message: format!("Participant {} {verb} Chitty-Chat", event.user),
         })
     }
@@ -448,12 +435,12 @@ mod tests {
             (EventKind::Chat, "alice", "hello"),
             (
                 EventKind::Join,
-                SERVER,
+                CHITTY_SERVER_USER,
                 "Participant alice joined Chitty-Chat",
             ),
             (
                 EventKind::Leave,
-                SERVER,
+                CHITTY_SERVER_USER,
                 "Participant alice left Chitty-Chat",
             ),
         ];

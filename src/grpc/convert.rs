@@ -5,10 +5,9 @@ use std::time::SystemTime;
 use crate::{
     broker::{Opening, Reset, RoomSummary},
     error::ChatError,
-    event::SYSTEM_USER,
     hub::Position,
     proto::{Member, Message, MessageType, Notice, RoomState},
-    room::{Draft, Epoch, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, RoomName, SYSTEM_USER, StartAt, UserName},
     shutdown::Ending,
 };
 

@@ -262,6 +262,11 @@ async fn usernames_and_messages_are_checked_without_disturbing_others() {
             "join.username: \"server\" is reserved",
         ),
         (
+            vec![join("system", 1)],
+            Code::InvalidArgument,
+            "join.username: \"system\" is reserved: the server speaks as \"System\"",
+        ),
+        (
             vec![join("bystander", 1)],
             Code::AlreadyExists,
             "username \"bystander\" is already taken in room general",

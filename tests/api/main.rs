@@ -21,6 +21,7 @@ mod metrics;
 mod ordering;
 mod presence;
 mod prometheus;
+mod reserved_names;
 mod send_message;
 mod shutdown;
 mod slow_consumer;
