@@ -7,6 +7,7 @@ use bytesize::ByteSize;
 use clap::{Args, Parser};
 
 use crate::{
+    auth::config::AuthOptions,
     broker::{
         EngineKind,
         memory::MemoryConfig,
@@ -49,6 +50,22 @@ pub struct ServeConfig {
     )]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Origins browsers may open WebSockets from: a comma-separated list of exact origins
+    /// (https://chat.example.com), or * for any. Clients that send no Origin (not browsers) are
+    /// not affected.
+    #[arg(
+        long,
+        env = "GRPC_CHAT_WS_ALLOWED_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub ws_allowed_origins: Vec<String>,
+
+    /// With auth on, how long a WebSocket that needs a token and did not offer one in
+    /// Sec-WebSocket-Protocol may take to send its first frame {"auth": "<JWT>"}.
+    #[arg(long, env = "GRPC_CHAT_WS_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub ws_auth_timeout: Duration,
+
     /// How often WebSocket peers are pinged; one silent for two intervals is dropped.
     #[arg(long, env = "GRPC_CHAT_WS_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ws_ping_interval: Duration,
@@ -69,6 +86,10 @@ pub struct ServeConfig {
     /// The NATS engine's settings.
     #[command(flatten)]
     pub nats: NatsOptions,
+
+    /// Authentication and room permissions.
+    #[command(flatten)]
+    pub auth: AuthOptions,
 
     /// Messages kept per room for replay and for slow subscribers to catch up from.
     #[arg(long, env = "GRPC_CHAT_HISTORY", default_value_t = 1000)]
@@ -245,12 +266,20 @@ impl ServeConfig {
         if !self.http2_keepalive_interval.is_zero() && self.http2_keepalive_timeout.is_zero() {
             return Err("--http2-keepalive-timeout must be above 0s when keepalive is on".into());
         }
-        if let Some(origin) = self.cors_allowed_origins.iter().find(|origin| {
-            *origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
-        }) {
-            return Err(format!(
-                "--cors-allowed-origins: {origin:?} is not * or an origin like https://chat.example.com"
-            ));
+        for (flag, origins) in [
+            ("--cors-allowed-origins", &self.cors_allowed_origins),
+            ("--ws-allowed-origins", &self.ws_allowed_origins),
+        ] {
+            if let Some(origin) = origins.iter().find(|origin| {
+                *origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
+            }) {
+                return Err(format!(
+                    "{flag}: {origin:?} is not * or an origin like https://chat.example.com"
+                ));
+            }
+        }
+        if self.ws_auth_timeout.is_zero() {
+            return Err("--ws-auth-timeout must be above 0s (for example 5s)".into());
         }
         if self.handshake_timeout.is_zero() {
             return Err("--handshake-timeout must be above 0s (for example 10s)".into());
@@ -270,7 +299,7 @@ impl ServeConfig {
         if self.engine == EngineKind::Nats {
             self.nats.check()?;
         }
-        Ok(())
+        self.auth.check()
     }
 
     /// The NATS engine's part of the settings; its replica name is unique to this process.

@@ -58,6 +58,12 @@ pub enum ChatError {
         /// Where to resume (offset and epoch), when the stream had a position.
         resume: Option<(u64, String)>,
     },
+    /// No valid token: the reason (missing, expired, bad signature, unknown key...).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The server is draining and closes every stream.
     #[error("server is shutting down; reconnect to another instance")]
     ShuttingDown,
@@ -125,6 +131,8 @@ impl ChatError {
             Self::ResourceExhausted(_) | Self::SlowConsumer { .. } => Code::ResourceExhausted,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::ShuttingDown | Self::ConnectionAged | Self::EngineUnavailable { .. } => {
                 Code::Unavailable
             }

@@ -2,6 +2,8 @@
 //!
 //! The major components are:
 //!
+//! * [`auth`]: who is calling and what they may do — JWTs verified by keys reloaded at run time,
+//!   per-room capabilities; one [`auth::Caller`] per call on every door.
 //! * [`room`]: the room model — validated [`room::RoomName`] / [`room::UserName`], what a client
 //!   asks to append ([`room::Draft`]), and the limits on what a client may send.
 //! * [`event`]: the immutable [`event::Event`] every subscriber shares, encoded once as the frame
@@ -28,8 +30,10 @@
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
 //! * [`write_batching`]: each gRPC connection's writes gathered and sent once per pass.
 //! * [`shutdown`], [`telemetry`]: the stop signal; logs and OpenTelemetry trace export.
+//! * [`reload`]: reloading files (keys, certificates) when they change or on SIGHUP.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;
@@ -41,6 +45,7 @@ pub mod health;
 pub mod hub;
 pub mod monitoring;
 pub mod net;
+pub mod reload;
 pub mod room;
 pub mod server;
 pub mod shutdown;

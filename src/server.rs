@@ -24,6 +24,7 @@ use tower::{ServiceBuilder, util::MapRequestLayer};
 
 use crate::{
     admin::{self, Readiness},
+    auth::Auth,
     broker::{self, Broker},
     config::ServeConfig,
     grpc::{
@@ -155,6 +156,9 @@ impl App {
             config,
         };
         let monitoring = Monitoring::new();
+        let auth = Auth::new(&app.config.auth, &monitoring).map_err(anyhow::Error::msg)?;
+        app.tasks
+            .spawn(Arc::clone(&auth).watch_keys(app.drain.token().clone()));
         monitoring.spawn_upkeep(&app.tasks, app.drain.token().clone());
         app.broker.start(&app.tasks, app.drain.token().clone());
         app.spawn_admin(listeners.admin, &monitoring);
@@ -165,8 +169,14 @@ impl App {
             app.tasks.clone(),
         );
         let connections = Admission::new(connection_limits(&app.config, net::raise_fd_limit()));
-        app.spawn_grpc(listeners.grpc, &hub, &monitoring, connections.clone())?;
-        app.spawn_websocket(listeners.websocket, hub, &monitoring, connections);
+        app.spawn_grpc(
+            listeners.grpc,
+            &hub,
+            &auth,
+            &monitoring,
+            connections.clone(),
+        )?;
+        app.spawn_websocket(listeners.websocket, hub, auth, &monitoring, connections);
         let readiness = app.spawn_readiness();
         Ok(Self {
             readiness_task: Some(readiness),
@@ -289,6 +299,7 @@ impl App {
         &self,
         listener: TcpListener,
         hub: &Hub,
+        auth: &Arc<Auth>,
         monitoring: &Arc<Monitoring>,
         connections: Admission,
     ) -> anyhow::Result<()> {
@@ -299,6 +310,7 @@ impl App {
         };
         let chat_api = Arc::new(ChatApi::new(
             hub.clone(),
+            Arc::clone(auth),
             Arc::clone(monitoring),
             limits,
             &config.instance_id,
@@ -312,6 +324,7 @@ impl App {
         );
         let chitty = ChittyServer::new(ChittyApi::new(
             hub.clone(),
+            Arc::clone(auth),
             config.chitty_room.clone(),
             config.max_content_bytes,
             self.drain.clone(),
@@ -381,6 +394,7 @@ impl App {
         &self,
         listener: TcpListener,
         hub: Hub,
+        auth: Arc<Auth>,
         monitoring: &Arc<Monitoring>,
         connections: Admission,
     ) {
@@ -388,10 +402,18 @@ impl App {
             max_message_bytes: self.config.max_message_bytes,
             max_content_bytes: self.config.max_content_bytes,
             ping_interval: self.config.ws_ping_interval,
+            auth_timeout: self.config.ws_auth_timeout,
         };
         net::spawn_listener(
             listener,
-            websocket::router(hub, config, self.drain.clone(), self.tasks.clone()),
+            websocket::router(
+                hub,
+                auth,
+                config,
+                &self.config.ws_allowed_origins,
+                self.drain.clone(),
+                self.tasks.clone(),
+            ),
             ListenerSettings {
                 name: "websocket",
                 protocols: Protocols::Http1,

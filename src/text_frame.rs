@@ -52,6 +52,21 @@ impl TextFrame {
     }
 }
 
+/// The token of an authentication frame, `{"auth": "<JWT>"}` (the field name in any case), which
+/// a WebSocket may send first instead of offering its token in `Sec-WebSocket-Protocol`.
+pub fn auth_token(text: &str) -> Option<String> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    let mut fields = object.into_iter();
+    match (fields.next(), fields.next()) {
+        (Some((key, serde_json::Value::String(token))), None)
+            if key.eq_ignore_ascii_case("auth") =>
+        {
+            Some(token)
+        }
+        _ => None,
+    }
+}
+
 impl<'de> Deserialize<'de> for TextFrame {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(FrameVisitor)

@@ -9,8 +9,21 @@
 //! `ping_interval`; a peer silent for two intervals, or one that cannot take a frame within two
 //! intervals, is dropped. A socket that falls behind history is closed with 1013 (try again
 //! later) and the slow-consumer reason, as gRPC streams are. On shutdown sockets get 1001.
+//!
+//! With auth on, a socket presents its token in `Sec-WebSocket-Protocol` as `bearer.<JWT>`
+//! beside the protocol `grpc-chat`, which the server selects (browsers cannot set headers on a
+//! WebSocket, and a URL would leak the token into logs), or in an `authorization: Bearer` header,
+//! or, when the room cannot be read without one, as a first frame `{"auth": "<JWT>"}` within
+//! `auth_timeout`. A token's user is a named participant (announced, listed) where it may be
+//! present; a frame's `Author` must be that user (or empty). Refusals close with 1008 and the
+//! reason; so does the token's expiry. Browsers' `Origin` must be on the allow-list.
 
-use std::{collections::HashMap, pin::Pin, time::Duration};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use axum::{
     Router,
@@ -18,21 +31,23 @@ use axum::{
         Query, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code},
     },
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use bytes::Bytes;
 use futures_util::{Sink, StreamExt};
+use http::{HeaderMap, StatusCode, header};
 use tokio::time::Instant;
 use tokio_util::{sync::WaitForCancellationFutureOwned, task::TaskTracker};
 
 use crate::{
+    auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
     error::ChatError,
-    hub::{Delivery, Hub},
+    hub::{Delivery, Hub, Participant},
     monitoring::FrontDoor,
-    room::{Draft, RoomName, StartAt, UserName},
+    room::{Draft, RoomName, StartAt},
     shutdown::Drain,
-    text_frame::TextFrame,
+    text_frame::{self, TextFrame},
 };
 
 /// Longest close reason the protocol allows, in bytes.
@@ -50,37 +65,82 @@ pub struct WebSocketConfig {
     pub max_content_bytes: usize,
     /// How often the server pings each socket.
     pub ping_interval: Duration,
+    /// How long a socket that needs a token may take to send its `auth` frame.
+    pub auth_timeout: Duration,
 }
 
 #[derive(Clone)]
 struct WsState {
     hub: Hub,
+    auth: Arc<Auth>,
     config: WebSocketConfig,
+    /// Origins browsers may open sockets from; `*` for any.
+    allowed_origins: Arc<[String]>,
     shutdown: Drain,
     tasks: TaskTracker,
 }
 
-/// The `/ws` route. Sessions end when `shutdown` is cancelled and are tracked by `tasks`.
-pub fn router(hub: Hub, config: WebSocketConfig, shutdown: Drain, tasks: TaskTracker) -> Router {
+/// The `/ws` route, judging callers by `auth` and browsers by `allowed_origins`. Sessions end
+/// when `shutdown` is cancelled and are tracked by `tasks`.
+pub fn router(
+    hub: Hub,
+    auth: Arc<Auth>,
+    config: WebSocketConfig,
+    allowed_origins: &[String],
+    shutdown: Drain,
+    tasks: TaskTracker,
+) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
         .with_state(WsState {
             hub,
+            auth,
             config,
+            allowed_origins: allowed_origins.into(),
             shutdown,
             tasks,
         })
 }
 
+/// The subprotocol the server selects when a client offers its token as one.
+pub const SUBPROTOCOL: &str = "grpc-chat";
+/// How a token offered in `Sec-WebSocket-Protocol` starts.
+pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// The token a request offers in `Sec-WebSocket-Protocol`.
+fn offered_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix(BEARER_PROTOCOL_PREFIX))
+}
+
 async fn upgrade(
     upgrade: WebSocketUpgrade,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     State(state): State<WsState>,
 ) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !state
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || origin.to_str().is_ok_and(|origin| origin == allowed))
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    // A refused token is said in a close frame, which a browser can read, unlike a status.
+    let caller = match offered_token(&headers) {
+        Some(token) if !headers.contains_key(AUTHORIZATION) => state.auth.caller(Some(token)),
+        _ => state.auth.caller_of(&headers),
+    };
     let room_code = query.get("roomCode").cloned();
     let tasks = state.tasks.clone();
     let max = state.config.max_message_bytes;
     upgrade
+        .protocols([SUBPROTOCOL])
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -88,7 +148,7 @@ async fn upgrade(
         // bounded by the send deadline and, should writes keep failing, by this.
         .write_buffer_size(0)
         .max_write_buffer_size(4 * max)
-        .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, state)))
+        .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, caller, state)))
 }
 
 /// Why a session ends.
@@ -104,16 +164,25 @@ enum End {
 /// The drain signal of one session, registered once for its whole life.
 type Draining<'a> = Pin<&'a mut WaitForCancellationFutureOwned>;
 
-async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsState) {
+async fn session(
+    mut socket: WebSocket,
+    room_code: Option<String>,
+    caller: Result<Caller, ChatError>,
+    state: WsState,
+) {
     let mut draining = std::pin::pin!(state.shutdown.wait());
-    let end = match room_code {
-        None => End::Close(
+    let end = match (room_code, caller) {
+        (_, Err(error)) => End::Close(close_code::POLICY, error.to_string()),
+        (None, _) => End::Close(
             close_code::POLICY,
             "missing roomCode query parameter".into(),
         ),
-        Some(raw) => match RoomName::parse("roomCode", &raw) {
+        (Some(raw), Ok(caller)) => match RoomName::parse("roomCode", &raw) {
             Err(error) => End::Close(close_code::POLICY, error.to_string()),
-            Ok(room) => serve_room(&mut socket, room, &state, &mut draining).await,
+            Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
+                Ok(caller) => serve_room(&mut socket, room, &caller, &state, &mut draining).await,
+                Err(end) => end,
+            },
         },
     };
     match end {
@@ -141,15 +210,71 @@ async fn session(mut socket: WebSocket, room_code: Option<String>, state: WsStat
     }
 }
 
+/// The caller a socket reads `room` as: `caller`, or, when it came without a token and cannot
+/// read the room without one, the user of the `auth` frame it sends first.
+async fn authenticated(
+    socket: &mut WebSocket,
+    room: &RoomName,
+    caller: Caller,
+    state: &WsState,
+) -> Result<Caller, End> {
+    let refused = |error: ChatError| End::Close(close_code::POLICY, error.to_string());
+    if caller.may(room, Capability::Subscribe) || !matches!(caller.identity(), Identity::Anonymous)
+    {
+        caller
+            .authorize(room, Capability::Subscribe)
+            .map_err(refused)?;
+        return Ok(caller);
+    }
+    let limit = state.config.auth_timeout;
+    let first = tokio::time::timeout(limit, socket.recv()).await.map_err(|_| {
+        End::Close(
+            close_code::POLICY,
+            format!(
+                r#"no token: send {{"auth": "<JWT>"}} within {}, or offer "bearer.<JWT>" in Sec-WebSocket-Protocol"#,
+                humantime::format_duration(limit)
+            ),
+        )
+    })?;
+    let token = match first {
+        Some(Ok(Message::Text(text))) => text_frame::auth_token(text.as_str()),
+        Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
+        None | Some(Err(_)) => return Err(End::Gone),
+        Some(Ok(_)) => None,
+    };
+    let Some(token) = token else {
+        return Err(End::Close(
+            close_code::POLICY,
+            r#"no token: the first frame must be {"auth": "<JWT>"}"#.into(),
+        ));
+    };
+    let caller = state.auth.caller(Some(&token)).map_err(refused)?;
+    caller
+        .authorize(room, Capability::Subscribe)
+        .map_err(refused)?;
+    Ok(caller)
+}
+
 async fn serve_room(
     socket: &mut WebSocket,
     room: RoomName,
+    caller: &Caller,
     state: &WsState,
     draining: &mut Draining<'_>,
 ) -> End {
+    // A token's user is a participant where it may be present; anonymous sockets never are.
+    let present = match caller.identity() {
+        Identity::User(user) if caller.may(&room, Capability::Presence) => Some(&user.user),
+        _ => None,
+    };
     let subscription = state
         .hub
-        .subscribe(&room, None, StartAt::Live, FrontDoor::WebSocket)
+        .subscribe(
+            &room,
+            present.map(Participant::shared),
+            StartAt::Live,
+            FrontDoor::WebSocket,
+        )
         .await;
     let mut subscription = match subscription {
         Ok(subscription) => subscription,
@@ -158,6 +283,7 @@ async fn serve_room(
     let interval = state.config.ping_interval;
     let mut pings = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_heard = Instant::now();
+    let mut expiry = std::pin::pin!(expiry_of(caller));
     loop {
         if state.shutdown.is_started() {
             return End::Close(close_code::AWAY, "server is shutting down".into());
@@ -166,8 +292,12 @@ async fn serve_room(
             biased;
             frame = socket.recv() => {
                 last_heard = Instant::now();
-                receive(frame, &room, state).await
+                receive(frame, &room, caller, state).await
             }
+            () = &mut expiry => Err(End::Close(
+                close_code::POLICY,
+                "token expired; reconnect with a new token".into(),
+            )),
             next = subscription.next() => match next {
                 Some(Ok(Delivery::Event(event))) => {
                     let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
@@ -198,6 +328,7 @@ async fn serve_room(
 async fn receive(
     frame: Option<Result<Message, axum::Error>>,
     room: &RoomName,
+    caller: &Caller,
     state: &WsState,
 ) -> Result<(), End> {
     match frame {
@@ -208,7 +339,7 @@ async fn receive(
                     format!(r#"expected {{"Author": "...", "Content": "..."}}: {error}"#),
                 )
             })?;
-            publish(frame, room, state)
+            publish(frame, room, caller, state)
                 .await
                 .map_err(|error| End::Close(close_code::POLICY, error.to_string()))
         }
@@ -223,8 +354,14 @@ async fn receive(
     }
 }
 
-async fn publish(frame: TextFrame, room: &RoomName, state: &WsState) -> Result<(), ChatError> {
-    let user = UserName::parse("Author", &frame.author)?;
+async fn publish(
+    frame: TextFrame,
+    room: &RoomName,
+    caller: &Caller,
+    state: &WsState,
+) -> Result<(), ChatError> {
+    let user = caller.name("Author", &frame.author)?;
+    caller.authorize(room, Capability::Publish)?;
     let draft = Draft::chat(
         user,
         "Content",
@@ -267,6 +404,17 @@ fn broken(error: &axum::BoxError, max_message_bytes: usize) -> End {
             End::Close(close_code::PROTOCOL, format!("protocol error: {violation}"))
         }
         _ => End::Gone,
+    }
+}
+
+/// Completes when `caller`'s token expires; never for a caller without one.
+async fn expiry_of(caller: &Caller) {
+    match caller.expires() {
+        Some(at) => {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

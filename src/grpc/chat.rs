@@ -17,6 +17,7 @@ use super::{
     convert::{self, Command},
 };
 use crate::{
+    auth::{Auth, Caller, grants::Capability},
     error::{ChatError, FROM_OFFSET_FIELD},
     hub::{Delivery, Hub, Participant, Subscription},
     monitoring::{FrontDoor, Monitoring},
@@ -48,6 +49,7 @@ pub struct ChatLimits {
 #[derive(Clone)]
 pub struct ChatApi {
     hub: Hub,
+    auth: Arc<Auth>,
     monitoring: Arc<Monitoring>,
     limits: ChatLimits,
     instance_id: Arc<str>,
@@ -56,10 +58,11 @@ pub struct ChatApi {
 }
 
 impl ChatApi {
-    /// The service over `hub`, with `StreamMetrics` reading `monitoring`; streams end when
+    /// The service over `hub`, judging callers by `auth`, with `StreamMetrics` reading `monitoring`; streams end when
     /// `shutdown` starts.
     pub fn new(
         hub: Hub,
+        auth: Arc<Auth>,
         monitoring: Arc<Monitoring>,
         limits: ChatLimits,
         instance_id: &str,
@@ -67,6 +70,7 @@ impl ChatApi {
     ) -> Self {
         Self {
             hub,
+            auth,
             monitoring,
             limits,
             instance_id: instance_id.into(),
@@ -134,9 +138,11 @@ impl ChatService for ChatApi {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
-        let user = UserName::parse("user", &request.user)?;
+        let user = caller.name("user", &request.user)?;
+        caller.authorize(&room, Capability::Publish)?;
         let draft = Draft::chat(
             user,
             "content",
@@ -161,18 +167,17 @@ impl ChatService for ChatApi {
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let door = super::front_door(&request);
         let drain = Drain::of(request.extensions(), &self.shutdown);
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
-        let user = match request.user.as_str() {
-            "" => None,
-            name => Some(UserName::parse("user", name)?),
-        };
         let start = convert::start_at(
             request.from_offset,
             request.last,
             &request.epoch,
             FROM_OFFSET_FIELD,
         )?;
+        caller.authorize_reading(&room, &start)?;
+        let user = caller.participant(&room, "user", &request.user)?;
         let subscription = self
             .hub
             .subscribe(&room, user.as_ref().map(Participant::shared), start, door)
@@ -198,6 +203,7 @@ impl ChatService for ChatApi {
         request: Request<Streaming<Message>>,
     ) -> Result<Response<UploadResponse>, Status> {
         let drain = Drain::of(request.extensions(), &self.shutdown);
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let mut inbound = std::pin::pin!(drain.until(request.into_inner()));
         let mut published: usize = 0;
         while let Some(step) = inbound.next().await {
@@ -208,11 +214,14 @@ impl ChatService for ChatApi {
                     return Err(upload_failed(at_message(status, published), published));
                 }
             };
-            let outcome = match convert::command(&message, self.limits.max_content_bytes, false) {
-                Ok(Command::Say(room, draft)) => self.hub.publish(&room, draft).await.map(drop),
-                Ok(Command::Join(..) | Command::Leave(..)) => unreachable!("presence not allowed"),
-                Err(error) => Err(error),
-            };
+            let outcome =
+                match convert::command(&message, &caller, self.limits.max_content_bytes, false) {
+                    Ok(Command::Say(room, draft)) => self.hub.publish(&room, draft).await.map(drop),
+                    Ok(Command::Join(..) | Command::Leave(..)) => {
+                        unreachable!("presence not allowed")
+                    }
+                    Err(error) => Err(error),
+                };
             if let Err(error) = outcome {
                 let status = Status::from(error.at_message(published));
                 return Err(upload_failed(status, published));
@@ -232,6 +241,7 @@ impl ChatService for ChatApi {
         request: Request<Streaming<Message>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
         let session = ChatSession {
+            caller: self.auth.caller_of(request.metadata().as_ref())?,
             api: self.clone(),
             drain: Drain::of(request.extensions(), &self.shutdown),
             joined: StreamMap::new(),
@@ -244,7 +254,9 @@ impl ChatService for ChatApi {
         &self,
         request: Request<GetRoomRequest>,
     ) -> Result<Response<RoomState>, Status> {
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let room = RoomName::parse("room", &request.into_inner().room)?;
+        caller.authorize(&room, Capability::Presence)?;
         let summary = self.hub.room(&room).await?;
         Ok(Response::new(convert::room_state(&room, summary)))
     }
@@ -256,6 +268,9 @@ impl ChatService for ChatApi {
         request: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
         let drain = Drain::of(request.extensions(), &self.shutdown);
+        self.auth
+            .caller_of(request.metadata().as_ref())?
+            .authenticated()?;
         let request = request.into_inner();
         if request.names.len() > MAX_METRIC_NAMES {
             return Err(ChatError::invalid(
@@ -298,6 +313,8 @@ impl ChatService for ChatApi {
 /// One `Chat` stream: the rooms it joined and its messages not yet echoed back.
 struct ChatSession {
     api: ChatApi,
+    /// Who opened it.
+    caller: Caller,
     /// Its connection's drain.
     drain: Drain,
     joined: StreamMap<RoomName, Subscription>,
@@ -383,7 +400,12 @@ impl ChatSession {
 
     /// Applies one client message; a JOIN that resumes may open with a notice to send.
     async fn apply(&mut self, message: &Message) -> Result<Option<Message>, ChatError> {
-        match convert::command(message, self.api.limits.max_content_bytes, true)? {
+        match convert::command(
+            message,
+            &self.caller,
+            self.api.limits.max_content_bytes,
+            true,
+        )? {
             Command::Say(room, draft) => {
                 let user = draft.user.clone();
                 self.join(&room, &user, StartAt::Live).await?;
@@ -401,8 +423,9 @@ impl ChatSession {
         }
     }
 
-    /// Subscribes to `room` from `start`, unless already joined; returns the notice its replay
-    /// opens with, if it did not open where asked.
+    /// Subscribes to `room` from `start`, unless already joined, as `user` when the caller may
+    /// be present there (else unannounced); returns the notice its replay opens with, if it did
+    /// not open where asked.
     async fn join(
         &mut self,
         room: &RoomName,
@@ -412,6 +435,7 @@ impl ChatSession {
         if self.joined.contains_key(room) {
             return Ok(None);
         }
+        self.caller.authorize_reading(room, &start)?;
         let max = self.api.limits.max_rooms_per_chat;
         if self.joined.len() >= max {
             return Err(ChatError::ResourceExhausted(format!(
@@ -423,7 +447,9 @@ impl ChatSession {
             .hub
             .subscribe(
                 room,
-                Some(Participant::shared(user)),
+                self.caller
+                    .may(room, Capability::Presence)
+                    .then(|| Participant::shared(user)),
                 start,
                 FrontDoor::Grpc,
             )

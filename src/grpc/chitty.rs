@@ -20,6 +20,7 @@ use prost::{
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{
+    auth::{Auth, Caller, grants::Capability},
     broker::Entry,
     error::ChatError,
     event,
@@ -43,6 +44,7 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send
 #[derive(Clone)]
 pub struct ChittyApi {
     hub: Hub,
+    auth: Arc<Auth>,
     default_room: RoomName,
     max_content_bytes: usize,
     /// Started when the server drains: every stream ends on it.
@@ -50,15 +52,18 @@ pub struct ChittyApi {
 }
 
 impl ChittyApi {
-    /// The service over `hub`; streams without `x-chat-room` join `default_room`.
+    /// The service over `hub`, judging callers by `auth`; streams without `x-chat-room` join
+    /// `default_room`.
     pub fn new(
         hub: Hub,
+        auth: Arc<Auth>,
         default_room: RoomName,
         max_content_bytes: usize,
         shutdown: Drain,
     ) -> Self {
         Self {
             hub,
+            auth,
             default_room,
             max_content_bytes,
             shutdown,
@@ -87,8 +92,10 @@ impl Chat for ChittyApi {
         &self,
         request: Request<Streaming<ChatEvent>>,
     ) -> Result<Response<Self::BroadcastStream>, Status> {
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let room = self.room_of(request.metadata())?;
         let session = Session {
+            caller,
             api: self.clone(),
             drain: Drain::of(request.extensions(), &self.shutdown),
             room,
@@ -108,6 +115,8 @@ enum Flow {
 /// One Broadcast stream.
 struct Session {
     api: ChittyApi,
+    /// Who opened it.
+    caller: Caller,
     /// Its connection's drain.
     drain: Drain,
     room: RoomName,
@@ -175,12 +184,16 @@ impl Session {
 
     async fn apply(&mut self, event: ChatEvent) -> Result<Flow, ChatError> {
         match command(event)? {
-            Command::Join { user, clock } => {
+            Command::Join { username, clock } => {
                 if let Some((name, _)) = &self.joined {
                     return Err(ChatError::FailedPrecondition(format!(
                         "already joined as {name:?}"
                     )));
                 }
+                let user = self.caller.name("join.username", &username)?;
+                // A Chitty-Chat participant is announced: reading and presence both.
+                self.caller.authorize_reading(&self.room, &StartAt::Live)?;
+                self.caller.authorize(&self.room, Capability::Presence)?;
                 let participant = Participant {
                     user: &user,
                     entry: Entry::Exclusive,
@@ -205,6 +218,7 @@ impl Session {
                 clock,
             } => {
                 let user = self.joined_as("message.username", &username)?;
+                self.caller.authorize(&self.room, Capability::Publish)?;
                 let mut draft =
                     Draft::chat(user, "message.message", text, self.api.max_content_bytes)?;
                 draft.sender_clock = clock;
@@ -261,10 +275,10 @@ async fn next_event(
 /// stream's state (joined, and under which name) is the session's to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Join as `user`, whose Lamport clock is `clock`.
+    /// Join as `username` (the caller's to check), whose Lamport clock is `clock`.
     Join {
-        /// The participant's name.
-        user: UserName,
+        /// The participant's name as given.
+        username: String,
         /// Its Lamport clock.
         clock: u64,
     },
@@ -285,7 +299,8 @@ pub enum Command {
 }
 
 /// Checks a client's event against the rules that need no state (the clock bound, an event set,
-/// the user-name rules; content is checked as the message is made) and says what it asks for.
+/// the user-name rules for a message; a join's name is the caller's to check, content is checked
+/// as the message is made) and says what it asks for.
 pub fn command(event: ChatEvent) -> Result<Command, ChatError> {
     let clock = room::check_clock("timestamp", event.timestamp)?;
     match event.event {
@@ -293,10 +308,9 @@ pub fn command(event: ChatEvent) -> Result<Command, ChatError> {
             "event",
             "must be one of join, leave or message",
         )),
-        Some(Event::Join(chat_event::UserJoin { username })) => Ok(Command::Join {
-            user: UserName::parse("join.username", &username)?,
-            clock,
-        }),
+        Some(Event::Join(chat_event::UserJoin { username })) => {
+            Ok(Command::Join { username, clock })
+        }
         Some(Event::Message(chat_event::ChatMessage { username, message })) => Ok(Command::Say {
             username,
             text: message,

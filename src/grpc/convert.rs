@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use crate::{
+    auth::{Caller, grants::Capability},
     broker::{Opening, Reset, RoomSummary},
     error::ChatError,
     hub::Position,
@@ -27,11 +28,13 @@ pub enum Command {
 /// The field of a JOIN in `Chat` that names where to resume the room.
 pub const JOIN_OFFSET_FIELD: &str = "offset";
 
-/// Validates a client-sent `Message`. `id` and `timestamp` are the server's to assign and are
-/// ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set. A JOIN with an
-/// `offset` resumes the room from there (in its `epoch`), as `from_offset` does.
+/// Validates a client-sent `Message` from `caller`. `id` and `timestamp` are the server's to
+/// assign and are ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set. A
+/// JOIN with an `offset` resumes the room from there (in its `epoch`), as `from_offset` does. A
+/// CHAT message needs the publish capability; the user is the caller's ([`Caller::name`]).
 pub fn command(
     message: &Message,
+    caller: &Caller,
     max_content_bytes: usize,
     allow_presence: bool,
 ) -> Result<Command, ChatError> {
@@ -41,13 +44,14 @@ pub fn command(
     })?;
     match kind {
         MessageType::Chat => {
-            let user = UserName::parse("user", &message.user)?;
+            let user = caller.name("user", &message.user)?;
+            caller.authorize(&room, Capability::Publish)?;
             let draft = Draft::chat(user, "content", message.content.clone(), max_content_bytes)?;
             Ok(Command::Say(room, draft))
         }
         MessageType::Join if allow_presence => Ok(Command::Join(
             room,
-            UserName::parse("user", &message.user)?,
+            caller.name("user", &message.user)?,
             start_at(message.offset, 0, &message.epoch, JOIN_OFFSET_FIELD)?,
         )),
         MessageType::Leave if allow_presence => Ok(Command::Leave(room)),

@@ -211,9 +211,23 @@ pub const PRESENCE_EXPIRIES: Def = def(
     Unit::Count,
     "Users whose last session was on a replica that died, announced as leaving by this replica.",
 );
+/// Reloads of the token keys.
+pub const AUTH_KEY_RELOADS: Def = def(
+    "grpc_chat_auth_key_reloads_total",
+    Kind::Counter,
+    Unit::Count,
+    "Reloads of the token-verifying keys, by result (ok, or error: the keys in use stayed).",
+);
+/// Calls refused by authentication or permissions.
+pub const AUTH_REFUSALS: Def = def(
+    "grpc_chat_auth_refusals_total",
+    Kind::Counter,
+    Unit::Count,
+    "Calls and frames refused for their identity, by reason (unauthenticated, permission_denied).",
+);
 
 /// Every metric defined here.
-pub const ALL: [Def; 25] = [
+pub const ALL: [Def; 27] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -239,6 +253,8 @@ pub const ALL: [Def; 25] = [
     APPEND_RETRIES,
     FEED_REPAIRS,
     PRESENCE_EXPIRIES,
+    AUTH_KEY_RELOADS,
+    AUTH_REFUSALS,
 ];
 
 /// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.

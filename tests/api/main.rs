@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod helpers;
 
+mod auth;
 mod bench;
 mod chat;
 mod chitty;

@@ -1,5 +1,5 @@
 //! What the test binaries share, one concern per module: the in-process server and its clients,
-//! calls and their checks, external processes, HTTP, Prometheus, Envoy and gRPC-Web.
+//! calls and their checks, external processes, HTTP, Prometheus, Envoy, gRPC-Web and tokens.
 //!
 //! Each test binary includes it (`#[path = "../support/mod.rs"] mod helpers;`) and uses part of it.
 #![allow(dead_code, unused_imports)]
@@ -12,6 +12,7 @@ mod http;
 mod nats;
 mod process;
 mod prometheus;
+mod tokens;
 mod web;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use http::*;
 pub use nats::*;
 pub use process::*;
 pub use prometheus::*;
+pub use tokens::*;
 pub use web::*;
 
 /// How long any single expected event may take before a test fails.

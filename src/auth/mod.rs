@@ -1,0 +1,263 @@
+//! Who is calling, and what they may do: one verifier shared by every door.
+//!
+//! * [`config`]: the `--jwt-*` and `--allow-*` settings;
+//! * [`keys`]: the verifying keys, reloaded without a restart;
+//! * [`token`]: verifying one JWT into a user name, room grants and an expiry;
+//! * [`grants`]: capabilities per room pattern.
+//!
+//! Every call (and every WebSocket) becomes a [`Caller`] once, from its bearer token; its
+//! handlers then ask the caller for every room it touches ([`Caller::authorize`]) and for the
+//! user name to act as ([`Caller::name`]). With no key configured auth is off and every caller
+//! is [`Identity::Open`]: anyone may do anything under any name but the reserved ones.
+
+pub mod config;
+pub mod grants;
+pub mod keys;
+pub mod token;
+
+use std::{sync::Arc, time::SystemTime};
+
+use metrics::Counter;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    config::AuthOptions,
+    grants::{Capability, Grant},
+    keys::Keys,
+    token::{Refusal, Rules, Verified},
+};
+use crate::{
+    error::ChatError,
+    monitoring::{Monitoring, names},
+    room::{RoomName, StartAt, UserName},
+};
+
+/// The metadata (HTTP header) a token comes in.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// The authentication and permission settings in force; shared by every door.
+pub struct Auth {
+    verifier: Option<Verifier>,
+    anonymous: Vec<Grant>,
+    authenticated: Vec<Grant>,
+    /// Refusals for a missing or bad token, and for a missing permission.
+    refusals: [Counter; 2],
+}
+
+/// The keys and the claim rules.
+struct Verifier {
+    keys: Arc<Keys>,
+    rules: Rules,
+}
+
+impl Auth {
+    /// Auth as configured by `options`, counted in `monitoring`; off when no key is configured.
+    pub fn new(options: &AuthOptions, monitoring: &Monitoring) -> Result<Arc<Self>, String> {
+        let verifier = if options.enabled() {
+            Some(Verifier {
+                keys: Keys::load(options, monitoring)?,
+                rules: Rules::new(options),
+            })
+        } else {
+            None
+        };
+        Ok(Arc::new(Self {
+            verifier,
+            anonymous: options.allow_anonymous.clone(),
+            authenticated: options.allow_authenticated.clone(),
+            refusals: ["unauthenticated", "permission_denied"]
+                .map(|reason| monitoring.counter(names::AUTH_REFUSALS, &[("reason", reason)])),
+        }))
+    }
+
+    /// Whether tokens are checked.
+    pub fn enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Keeps the keys in step with their files (and SIGHUP) until `stop`; nothing to do when
+    /// auth is off.
+    pub async fn watch_keys(self: Arc<Self>, stop: CancellationToken) {
+        if let Some(verifier) = &self.verifier {
+            Arc::clone(&verifier.keys).watch(stop).await;
+        }
+    }
+
+    /// The caller presenting `token` (None: no token); refused when the token is not valid.
+    pub fn caller(self: &Arc<Self>, token: Option<&str>) -> Result<Caller, ChatError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(self.with(Identity::Open));
+        };
+        let Some(token) = token else {
+            return Ok(self.with(Identity::Anonymous));
+        };
+        match verifier.rules.verify(&verifier.keys.current(), token) {
+            Ok(verified) => Ok(self.with(Identity::User(Arc::new(verified)))),
+            Err(Refusal::Invalid(reason)) => Err(self.unauthenticated(reason)),
+            Err(Refusal::Forbidden(reason)) => Err(self.denied(reason)),
+        }
+    }
+
+    /// The caller whose request carries `headers`: its `authorization: Bearer` token, if any.
+    pub fn caller_of(self: &Arc<Self>, headers: &http::HeaderMap) -> Result<Caller, ChatError> {
+        if !self.enabled() {
+            return Ok(self.with(Identity::Open));
+        }
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return self.caller(None);
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| {
+                self.unauthenticated("authorization: expected \"Bearer <JWT>\"".into())
+            })?;
+        self.caller(Some(token))
+    }
+
+    fn with(self: &Arc<Self>, identity: Identity) -> Caller {
+        Caller {
+            identity,
+            auth: Arc::clone(self),
+        }
+    }
+
+    fn unauthenticated(&self, reason: String) -> ChatError {
+        self.refusals[0].increment(1);
+        ChatError::Unauthenticated(reason)
+    }
+
+    fn denied(&self, reason: String) -> ChatError {
+        self.refusals[1].increment(1);
+        ChatError::PermissionDenied(reason)
+    }
+}
+
+/// Who a caller is.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Auth is off: anyone may do anything, under the name they give.
+    Open,
+    /// Auth is on and no token came: only what `--allow-anonymous` grants.
+    Anonymous,
+    /// A valid token's user.
+    User(Arc<Verified>),
+}
+
+/// One call's (or one WebSocket's) identity, and the rules it is judged by; cheap to clone.
+#[derive(Clone)]
+pub struct Caller {
+    identity: Identity,
+    auth: Arc<Auth>,
+}
+
+impl Caller {
+    /// Who it is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// When its token expires (None: it has none).
+    pub fn expires(&self) -> Option<SystemTime> {
+        match &self.identity {
+            Identity::User(user) => Some(user.expires),
+            Identity::Open | Identity::Anonymous => None,
+        }
+    }
+
+    /// Whether it may do `capability` in `room`.
+    pub fn may(&self, room: &RoomName, capability: Capability) -> bool {
+        match &self.identity {
+            Identity::Open => true,
+            Identity::Anonymous => grants::allows(&self.auth.anonymous, room, capability),
+            Identity::User(user) => grants::allows(
+                user.grants.iter().chain(&self.auth.authenticated),
+                room,
+                capability,
+            ),
+        }
+    }
+
+    /// Refuses unless it may do `capability` in `room`: without a token UNAUTHENTICATED (a
+    /// token might allow it), with one PERMISSION_DENIED.
+    pub fn authorize(&self, room: &RoomName, capability: Capability) -> Result<(), ChatError> {
+        if self.may(room, capability) {
+            return Ok(());
+        }
+        let what = capability.name();
+        Err(match &self.identity {
+            Identity::Open => unreachable!("an open caller may do anything"),
+            Identity::Anonymous => self.auth.unauthenticated(format!(
+                "no token: to {what} in room {room} send \"authorization: Bearer <JWT>\""
+            )),
+            Identity::User(user) => self
+                .auth
+                .denied(format!("user {} may not {what} in room {room}", user.user)),
+        })
+    }
+
+    /// Refuses unless it may read `room` from `start`: subscribe, and history for a replay or
+    /// resume.
+    pub fn authorize_reading(&self, room: &RoomName, start: &StartAt) -> Result<(), ChatError> {
+        self.authorize(room, Capability::Subscribe)?;
+        if !matches!(start, StartAt::Live) {
+            self.authorize(room, Capability::History)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a caller without a token when auth is on (for calls about no room).
+    pub fn authenticated(&self) -> Result<(), ChatError> {
+        match &self.identity {
+            Identity::Anonymous => Err(self
+                .auth
+                .unauthenticated("no token: send \"authorization: Bearer <JWT>\"".into())),
+            Identity::Open | Identity::User(_) => Ok(()),
+        }
+    }
+
+    /// The name to act as, given `sent` in the field `field`: with a token, the token's user
+    /// (an empty field means it; another name is PERMISSION_DENIED); without, the name sent.
+    pub fn name(&self, field: &str, sent: &str) -> Result<UserName, ChatError> {
+        match &self.identity {
+            Identity::Open | Identity::Anonymous => UserName::parse(field, sent),
+            Identity::User(user) if sent.is_empty() || sent == user.user.as_str() => {
+                Ok(user.user.clone())
+            }
+            Identity::User(user) => {
+                // Checked first, so a reserved or malformed name is refused as such.
+                UserName::parse(field, sent)?;
+                Err(self.auth.denied(format!(
+                    "{field}: the token is for user {:?}, not {sent:?}",
+                    user.user.as_str()
+                )))
+            }
+        }
+    }
+
+    /// Who a subscriber to `room` is announced as, given `sent` in `field`: nobody for an empty
+    /// field (with a token: its user, if it may be present), else the name, which needs the
+    /// presence capability.
+    pub fn participant(
+        &self,
+        room: &RoomName,
+        field: &str,
+        sent: &str,
+    ) -> Result<Option<UserName>, ChatError> {
+        if sent.is_empty() {
+            return Ok(match &self.identity {
+                Identity::User(user) if self.may(room, Capability::Presence) => {
+                    Some(user.user.clone())
+                }
+                _ => None,
+            });
+        }
+        let name = self.name(field, sent)?;
+        self.authorize(room, Capability::Presence)?;
+        Ok(Some(name))
+    }
+}

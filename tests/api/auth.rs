@@ -1,0 +1,410 @@
+//! Authentication and permissions on every front door: a matrix of bad and misused tokens, each
+//! refused with its documented status on gRPC, gRPC-Web, Chitty-Chat and WebSockets; the user
+//! name comes from the token; valid tokens work on every door.
+
+use futures_util::{SinkExt, StreamExt};
+use grpc_chat::{
+    config::ServeConfig,
+    proto::{
+        MessageType, SubscribeRequest,
+        chitty_chat::{
+            ChatEvent,
+            chat_client::ChatClient,
+            chat_event::{ChatMessage as Say, Event, UserJoin},
+        },
+    },
+};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{
+    Message as Frame, client::IntoClientRequest, protocol::frame::coding::CloseCode,
+};
+use tonic::{Code, Request, metadata::MetadataValue};
+
+use crate::helpers::*;
+
+/// The room the matrix's calls go to.
+const ROOM: &str = "secure";
+
+/// One way in.
+#[derive(Debug, Clone, Copy)]
+enum Door {
+    GrpcSend,
+    GrpcSubscribe,
+    GrpcWebSend,
+    Chitty,
+    WebSocket,
+}
+
+const DOORS: [Door; 5] = [
+    Door::GrpcSend,
+    Door::GrpcSubscribe,
+    Door::GrpcWebSend,
+    Door::Chitty,
+    Door::WebSocket,
+];
+
+/// How a door refused: a gRPC code, or a WebSocket close code, and the reason.
+#[derive(Debug, PartialEq)]
+enum Refused {
+    Status(Code, String),
+    Closed(CloseCode, String),
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Publishes (or, for GrpcSubscribe, subscribes) through `door` with `token` under the name
+/// `user`; Ok when the server accepted it.
+async fn attempt(
+    app: &TestApp,
+    door: Door,
+    token: Option<&str>,
+    user: &str,
+) -> Result<(), Refused> {
+    let refused = |status: tonic::Status| Refused::Status(status.code(), status.message().into());
+    match door {
+        Door::GrpcSend => app
+            .new_client()
+            .await
+            .send_message(with_token(send_request(ROOM, user, "hi"), token))
+            .await
+            .map(drop)
+            .map_err(refused),
+        Door::GrpcWebSend => web_client(app.addr)
+            .send_message(with_token(send_request(ROOM, user, "hi"), token))
+            .await
+            .map(drop)
+            .map_err(refused),
+        Door::GrpcSubscribe => {
+            let request = SubscribeRequest {
+                user: user.into(),
+                ..live(ROOM)
+            };
+            let mut stream = app
+                .new_client()
+                .await
+                .subscribe_messages(with_token(request, token))
+                .await
+                .map_err(refused)?
+                .into_inner();
+            // The welcome says the subscription is open.
+            within("the welcome", stream.message())
+                .await
+                .map_err(refused)?
+                .expect("a welcome");
+            Ok(())
+        }
+        Door::Chitty => {
+            let events = [
+                ChatEvent {
+                    timestamp: 1,
+                    event: Some(Event::Join(UserJoin {
+                        username: user.into(),
+                    })),
+                },
+                ChatEvent {
+                    timestamp: 2,
+                    event: Some(Event::Message(Say {
+                        username: user.into(),
+                        message: "hi".into(),
+                    })),
+                },
+            ];
+            let mut request = with_token(futures_util::stream::iter(events), token);
+            request
+                .metadata_mut()
+                .insert("x-chat-room", ROOM.parse().unwrap());
+            let mut replies = ChatClient::new(channel(app.addr).await)
+                .broadcast(request)
+                .await
+                .map_err(refused)?
+                .into_inner();
+            // Accepted once its own message comes back.
+            loop {
+                let reply = within("a chitty reply", replies.message())
+                    .await
+                    .map_err(refused)?
+                    .expect("the stream stays open while joined");
+                if reply.message == "hi" {
+                    return Ok(());
+                }
+            }
+        }
+        Door::WebSocket => {
+            let mut request = format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr)
+                .into_client_request()
+                .unwrap();
+            let protocols = match token {
+                Some(token) => format!("grpc-chat, bearer.{token}"),
+                None => "grpc-chat".into(),
+            };
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocols.parse().unwrap());
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let frame = json!({"Author": user, "Content": "hi"}).to_string();
+            // The socket may already be closed by the server; its close frame says why.
+            let _ = socket.send(Frame::Text(frame.into())).await;
+            within("the echo or the close", async {
+                loop {
+                    match socket.next().await {
+                        Some(Ok(Frame::Text(text))) if text.contains("\"Content\":\"hi\"") => {
+                            return Ok(());
+                        }
+                        Some(Ok(Frame::Close(Some(close)))) => {
+                            return Err(Refused::Closed(close.code, close.reason.to_string()));
+                        }
+                        Some(Ok(_)) => continue,
+                        other => panic!("neither an echo nor a close frame: {other:?}"),
+                    }
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// A server trusting `keys`.
+async fn secured_app(keys: &TokenKeys) -> TestApp {
+    spawn_app_with(ServeConfig {
+        auth: keys.options(),
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn valid_tokens_are_accepted_on_every_door_under_the_token_s_user() {
+    let keys = TokenKeys::generate();
+    let app = secured_app(&keys).await;
+    let rsa = keys.rsa_token(claims("alice", &["secure:all"], json!({})));
+    let jwks = keys.jwks_token(claims("bob", &["secure:all"], json!({})));
+    for door in DOORS {
+        attempt(&app, door, Some(&rsa), "alice").await.unwrap();
+        attempt(&app, door, Some(&jwks), "bob").await.unwrap();
+    }
+    // An empty user field is filled from the token.
+    let sent = app
+        .new_client()
+        .await
+        .send_message(with_token(send_request(ROOM, "", "who am i"), Some(&rsa)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replay = app
+        .new_client()
+        .await
+        .subscribe_messages(with_token(
+            SubscribeRequest {
+                from_offset: sent.offset,
+                ..live(ROOM)
+            },
+            Some(&rsa),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let message = loop {
+        let message = next(&mut replay).await;
+        if message.content == "who am i" {
+            break message;
+        }
+    };
+    assert_eq!(message.user, "alice");
+}
+
+#[tokio::test]
+async fn no_unauthorised_call_succeeds_on_any_door() {
+    let keys = TokenKeys::generate();
+    let app = secured_app(&keys).await;
+    let good = claims("alice", &["secure:all"], json!({}));
+    // One character of the signature changed (not the last, whose low bits are padding).
+    let mut tampered = keys.rsa_token(good.clone()).into_bytes();
+    let changed = tampered.len() - 10;
+    tampered[changed] = if tampered[changed] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let unknown_kid = {
+        let header = jsonwebtoken::Header {
+            kid: Some("nobody".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+        };
+        sign(
+            header,
+            &jsonwebtoken::EncodingKey::from_ec_pem(&keys.ec_private).unwrap(),
+            good.clone(),
+        )
+    };
+    let unauthenticated = |phrase: &'static str| (Code::Unauthenticated, phrase);
+    let denied = |phrase: &'static str| (Code::PermissionDenied, phrase);
+    // (case, token, user field, expected code and a phrase of the reason)
+    type Case<'a> = (&'a str, Option<String>, &'a str, (Code, &'a str));
+    let cases: Vec<Case> = vec![
+        ("no token", None, "alice", unauthenticated("no token")),
+        (
+            "malformed token",
+            Some("not-a-jwt".into()),
+            "alice",
+            unauthenticated("malformed token"),
+        ),
+        (
+            "bad signature",
+            Some(tampered),
+            "alice",
+            unauthenticated("bad signature"),
+        ),
+        (
+            "alg none",
+            Some(unsigned(&good)),
+            "alice",
+            unauthenticated("alg \"none\""),
+        ),
+        (
+            "HMAC keyed with the RSA public key",
+            Some(keyed_with_public_key(&keys.rsa_public, good.clone())),
+            "alice",
+            unauthenticated("algorithm HS256 is not accepted"),
+        ),
+        (
+            "expired",
+            Some(keys.rsa_token(claims(
+                "alice",
+                &["secure:all"],
+                json!({"iat": at(-7200), "exp": at(-3600)}),
+            ))),
+            "alice",
+            unauthenticated("token expired"),
+        ),
+        (
+            "not yet valid",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"nbf": at(3600)})))),
+            "alice",
+            unauthenticated("not valid yet"),
+        ),
+        (
+            "wrong audience",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"aud": "other"})))),
+            "alice",
+            unauthenticated("wrong audience"),
+        ),
+        (
+            "unknown kid",
+            Some(unknown_kid),
+            "alice",
+            unauthenticated("unknown key id"),
+        ),
+        (
+            "token for another room",
+            Some(keys.rsa_token(claims("alice", &["other:all"], json!({})))),
+            "alice",
+            denied("user alice may not"),
+        ),
+        (
+            "spoofed user field",
+            Some(keys.rsa_token(good.clone())),
+            "mallory",
+            denied("the token is for user \"alice\""),
+        ),
+        (
+            "reserved name as the token's subject",
+            Some(keys.rsa_token(claims("System", &["secure:all"], json!({})))),
+            "System",
+            denied("\"System\" is reserved"),
+        ),
+        (
+            "reserved name in the user field",
+            Some(keys.rsa_token(good.clone())),
+            "SERVER",
+            (Code::InvalidArgument, "\"SERVER\" is reserved"),
+        ),
+    ];
+    let mut attempts = 0;
+    let mut succeeded = Vec::new();
+    for (case, token, user, (code, phrase)) in &cases {
+        for door in DOORS {
+            attempts += 1;
+            match attempt(&app, door, token.as_deref(), user).await {
+                Ok(()) => succeeded.push(format!("{case} on {door:?}")),
+                Err(Refused::Status(got, message)) => {
+                    assert_eq!(
+                        (got, case, door as u8),
+                        (*code, case, door as u8),
+                        "{message}"
+                    );
+                    assert!(message.contains(phrase), "{case} on {door:?}: {message:?}");
+                }
+                Err(Refused::Closed(got, reason)) => {
+                    assert_eq!(got, CloseCode::Policy, "{case}: {reason}");
+                    let phrase = if *case == "no token" {
+                        "no token: the first frame must be"
+                    } else {
+                        phrase
+                    };
+                    assert!(reason.contains(phrase), "{case} on WebSocket: {reason:?}");
+                }
+            }
+        }
+    }
+    println!(
+        "{} of {attempts} unauthorised calls succeeded ({} cases on {} doors)",
+        succeeded.len(),
+        cases.len(),
+        DOORS.len()
+    );
+    assert!(succeeded.is_empty(), "succeeded: {succeeded:?}");
+    assert_eq!(attempts, 65);
+    // No message reached the room (alice's sockets that were closed for their frames did come
+    // and go), and the refusals were counted.
+    let alice = keys.rsa_token(good);
+    let room = app
+        .new_client()
+        .await
+        .get_room(with_token(
+            grpc_chat::proto::GetRoomRequest { room: ROOM.into() },
+            Some(&alice),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    if room.last_offset > 0 {
+        let mut replay = app
+            .new_client()
+            .await
+            .subscribe_messages(with_token(
+                SubscribeRequest {
+                    from_offset: 1,
+                    ..live(ROOM)
+                },
+                Some(&alice),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let events = next_events(&mut replay, room.last_offset as usize).await;
+        let chat: Vec<_> = events
+            .iter()
+            .filter(|event| event.r#type == MessageType::Chat as i32)
+            .collect();
+        assert!(chat.is_empty(), "{chat:?}");
+    }
+    let series = app.scrape().await;
+    let refusals = |reason| {
+        value(
+            &series,
+            "grpc_chat_auth_refusals_total",
+            &[("reason", reason)],
+        )
+    };
+    // 9 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
+    assert_eq!(refusals("unauthenticated"), Some(44.0));
+    assert_eq!(refusals("permission_denied"), Some(15.0));
+}
