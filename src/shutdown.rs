@@ -1,5 +1,5 @@
-//! The process's stop signal, and the drain signals of the server and of its connections, which
-//! every stream ends on ([`Drain::until`]).
+//! The process's stop signal, and the drain signals of the server, of its connections and of a
+//! call whose token expires, which every stream ends on ([`Drain::until`]).
 
 use std::{
     future::Future,
@@ -46,6 +46,8 @@ pub enum Ending {
     Shutdown,
     /// The stream's connection reached `--max-connection-age` and its grace.
     ConnectionAge,
+    /// The token the stream was opened with expired.
+    TokenExpired,
 }
 
 impl Ending {
@@ -54,6 +56,7 @@ impl Ending {
         match self {
             Self::Shutdown => "server is shutting down",
             Self::ConnectionAge => "this connection reached its maximum age",
+            Self::TokenExpired => "your token expired",
         }
     }
 
@@ -62,6 +65,9 @@ impl Ending {
         match self {
             Self::Shutdown => ChatError::ShuttingDown,
             Self::ConnectionAge => ChatError::ConnectionAged,
+            Self::TokenExpired => ChatError::Unauthenticated(
+                "token expired; reconnect with a new token to resume".into(),
+            ),
         }
     }
 }
@@ -76,6 +82,15 @@ pub struct Drain {
     started: Arc<AtomicBool>,
     /// For a connection's drain: the server's flag.
     server: Option<Arc<AtomicBool>>,
+    /// For a call whose token expires: when, and whether it has.
+    expiry: Option<Arc<Expiry>>,
+}
+
+/// When a call's token expires; set once a [`Draining`] saw the time pass.
+#[derive(Debug)]
+struct Expiry {
+    at: tokio::time::Instant,
+    expired: AtomicBool,
 }
 
 impl Drain {
@@ -90,6 +105,25 @@ impl Drain {
             token: self.token.child_token(),
             started: Arc::default(),
             server: Some(Arc::clone(&self.started)),
+            expiry: None,
+        }
+    }
+
+    /// This drain for a call whose token expires at `expires` (None: it has none): it also
+    /// starts then, for this call only.
+    pub fn expiring(&self, expires: Option<std::time::SystemTime>) -> Self {
+        let Some(expires) = expires else {
+            return self.clone();
+        };
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Self {
+            expiry: Some(Arc::new(Expiry {
+                at: tokio::time::Instant::now() + left,
+                expired: AtomicBool::new(false),
+            })),
+            ..self.clone()
         }
     }
 
@@ -115,6 +149,10 @@ impl Drain {
                 .server
                 .as_ref()
                 .is_some_and(|server| server.load(Ordering::Acquire))
+            || self
+                .expiry
+                .as_ref()
+                .is_some_and(|expiry| expiry.expired.load(Ordering::Acquire))
     }
 
     /// Why it drains, once it does.
@@ -122,22 +160,62 @@ impl Drain {
         self.is_started().then(|| self.ending())
     }
 
-    /// Why, once draining has started.
+    /// Why, once draining has started: the server's reason first, then the connection's.
     fn ending(&self) -> Ending {
-        match &self.server {
-            Some(server) if !server.load(Ordering::Acquire) => Ending::ConnectionAge,
-            _ => Ending::Shutdown,
+        let server = self.server.as_ref().unwrap_or(&self.started);
+        if server.load(Ordering::Acquire) {
+            Ending::Shutdown
+        } else if self.started.load(Ordering::Acquire) {
+            Ending::ConnectionAge
+        } else if self.expiry.is_some() {
+            Ending::TokenExpired
+        } else {
+            Ending::Shutdown
         }
     }
 
-    /// Completes when draining starts. Create it once per stream, not per message.
-    pub fn wait(&self) -> WaitForCancellationFutureOwned {
-        self.token.clone().cancelled_owned()
+    /// Completes when draining starts (or the call's token expires). Create it once per
+    /// stream, not per message.
+    pub fn wait(&self) -> Draining {
+        Draining {
+            cancelled: self.token.clone().cancelled_owned(),
+            deadline: self.expiry.as_ref().map(|expiry| {
+                (
+                    Box::pin(tokio::time::sleep_until(expiry.at)),
+                    Arc::clone(expiry),
+                )
+            }),
+        }
     }
 
     /// The underlying token, for APIs that take one.
     pub fn token(&self) -> &CancellationToken {
         &self.token
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Completes when its drain starts; see [`Drain::wait`].
+    pub struct Draining {
+        #[pin]
+        cancelled: WaitForCancellationFutureOwned,
+        // The call's token expiry, boxed: most drains have none, and idle streams hold one.
+        deadline: Option<(Pin<Box<tokio::time::Sleep>>, Arc<Expiry>)>,
+    }
+}
+
+impl Future for Draining {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if let Some((sleep, expiry)) = this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            expiry.expired.store(true, Ordering::Release);
+            return Poll::Ready(());
+        }
+        this.cancelled.poll(cx)
     }
 }
 
@@ -156,9 +234,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: S,
         drain: Drain,
-        // Registered once; polled only while the stream has nothing ready.
+        // Registered once; polled only while the stream has nothing ready, or, for a call whose
+        // token expires, before each item (a busy stream must still end at its expiry).
         #[pin]
-        draining: WaitForCancellationFutureOwned,
+        draining: Draining,
         done: bool,
     }
 }
@@ -188,9 +267,13 @@ impl<S: Stream> Stream for UntilDrained<S> {
     type Item = Step<S::Item>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.done {
             return Poll::Ready(None);
+        }
+        if this.drain.expiry.is_some() {
+            // Sets the expired flag once the time has come.
+            let _ = this.draining.as_mut().poll(cx);
         }
         if !this.drain.is_started() {
             match this.inner.poll_next(cx) {
@@ -227,6 +310,27 @@ mod tests {
         assert!(other.is_started() && other.token().is_cancelled());
         assert_eq!(other.ending(), Ending::Shutdown);
         assert_eq!(aged.ending(), Ending::Shutdown, "the server's reason wins");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_drain_ends_a_busy_stream_at_its_token_expiry() {
+        use futures_util::StreamExt;
+        let server = Drain::new();
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let call = server.for_connection().expiring(Some(expires));
+        let mut stream = std::pin::pin!(call.until(futures_util::stream::repeat(1)));
+        assert!(matches!(stream.next().await, Some(Step::Item(1))));
+        tokio::time::advance(std::time::Duration::from_secs(59)).await;
+        assert!(matches!(stream.next().await, Some(Step::Item(1))));
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        // Always ready, yet it ends.
+        assert!(matches!(
+            stream.next().await,
+            Some(Step::Drained(Ending::TokenExpired))
+        ));
+        assert!(call.is_started() && !server.is_started());
+        server.start();
+        assert_eq!(call.ending(), Ending::Shutdown, "the server's reason wins");
     }
 
     #[tokio::test]

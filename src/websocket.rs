@@ -38,7 +38,7 @@ use bytes::Bytes;
 use futures_util::{Sink, StreamExt};
 use http::{HeaderMap, StatusCode, header};
 use tokio::time::Instant;
-use tokio_util::{sync::WaitForCancellationFutureOwned, task::TaskTracker};
+use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
@@ -46,7 +46,7 @@ use crate::{
     hub::{Delivery, Hub, Participant},
     monitoring::FrontDoor,
     room::{Draft, RoomName, StartAt},
-    shutdown::Drain,
+    shutdown::{self, Drain},
     text_frame::{self, TextFrame},
 };
 
@@ -162,7 +162,7 @@ enum End {
 }
 
 /// The drain signal of one session, registered once for its whole life.
-type Draining<'a> = Pin<&'a mut WaitForCancellationFutureOwned>;
+type Draining<'a> = Pin<&'a mut shutdown::Draining>;
 
 async fn session(
     mut socket: WebSocket,

@@ -166,8 +166,8 @@ impl ChatService for ChatApi {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let door = super::front_door(&request);
-        let drain = Drain::of(request.extensions(), &self.shutdown);
         let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let drain = Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires());
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
         let start = convert::start_at(
@@ -240,10 +240,11 @@ impl ChatService for ChatApi {
         &self,
         request: Request<Streaming<Message>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let session = ChatSession {
-            caller: self.auth.caller_of(request.metadata().as_ref())?,
+            drain: Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires()),
+            caller,
             api: self.clone(),
-            drain: Drain::of(request.extensions(), &self.shutdown),
             joined: StreamMap::new(),
             unacked: HashMap::new(),
         };
@@ -267,10 +268,9 @@ impl ChatService for ChatApi {
         &self,
         request: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
-        let drain = Drain::of(request.extensions(), &self.shutdown);
-        self.auth
-            .caller_of(request.metadata().as_ref())?
-            .authenticated()?;
+        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        caller.authenticated()?;
+        let drain = Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires());
         let request = request.into_inner();
         if request.names.len() > MAX_METRIC_NAMES {
             return Err(ChatError::invalid(
@@ -315,7 +315,7 @@ struct ChatSession {
     api: ChatApi,
     /// Who opened it.
     caller: Caller,
-    /// Its connection's drain.
+    /// Its connection's drain, which also starts when its token expires.
     drain: Drain,
     joined: StreamMap<RoomName, Subscription>,
     /// Per room, the offset of this session's latest message not yet delivered back to it.

@@ -95,9 +95,9 @@ impl Chat for ChittyApi {
         let caller = self.auth.caller_of(request.metadata().as_ref())?;
         let room = self.room_of(request.metadata())?;
         let session = Session {
+            drain: Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires()),
             caller,
             api: self.clone(),
-            drain: Drain::of(request.extensions(), &self.shutdown),
             room,
             joined: None,
             last_timestamp: 0,
@@ -117,7 +117,7 @@ struct Session {
     api: ChittyApi,
     /// Who opened it.
     caller: Caller,
-    /// Its connection's drain.
+    /// Its connection's drain, which also starts when its token expires.
     drain: Drain,
     room: RoomName,
     /// The participant's name and its subscription, once it joined.

@@ -408,3 +408,152 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
     assert_eq!(refusals("unauthenticated"), Some(44.0));
     assert_eq!(refusals("permission_denied"), Some(15.0));
 }
+
+#[tokio::test]
+async fn streams_end_with_unauthenticated_when_their_token_expires() {
+    let keys = TokenKeys::generate();
+    let app = secured_app(&keys).await;
+    let token = keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": at(2)})));
+    let mut subscription = app
+        .new_client()
+        .await
+        .subscribe_messages(with_token(live(ROOM), Some(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (outbound, inbound) = tokio::sync::mpsc::channel(4);
+    let mut chat = app
+        .new_client()
+        .await
+        .chat(with_token(
+            tokio_stream::wrappers::ReceiverStream::new(inbound),
+            Some(&token),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    outbound
+        .send(chat_message(ROOM, "", "before it expires"))
+        .await
+        .unwrap();
+    let mut request = format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("grpc-chat, bearer.{token}").parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    // The subscription says where to resume, then ends.
+    let closing = loop {
+        let message = next(&mut subscription).await;
+        if message.notice == grpc_chat::proto::Notice::Closing as i32 {
+            break message;
+        }
+    };
+    assert!(
+        closing
+            .content
+            .starts_with("your token expired; reconnect with from_offset="),
+        "{closing:?}"
+    );
+    assert_status(
+        &final_status(&mut subscription).await,
+        Code::Unauthenticated,
+        &["token expired; reconnect with a new token"],
+    );
+    assert_status(
+        &final_status(&mut chat).await,
+        Code::Unauthenticated,
+        &["token expired"],
+    );
+    let close = within("the socket's close", async {
+        loop {
+            if let Some(Ok(Frame::Close(Some(close)))) = socket.next().await {
+                return close;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (
+            CloseCode::Policy,
+            "token expired; reconnect with a new token"
+        )
+    );
+    // A new token resumes where the notice said.
+    let renewed = keys.rsa_token(claims("alice", &["secure:all"], json!({})));
+    let mut resumed = app
+        .new_client()
+        .await
+        .subscribe_messages(with_token(
+            SubscribeRequest {
+                from_offset: closing.resume_from,
+                epoch: closing.epoch,
+                ..live(ROOM)
+            },
+            Some(&renewed),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    app.new_client()
+        .await
+        .send_message(with_token(send_request(ROOM, "", "after"), Some(&renewed)))
+        .await
+        .unwrap();
+    let first = next_events(&mut resumed, 1).await.remove(0);
+    assert_eq!(first.offset, closing.resume_from, "{first:?}");
+}
+
+#[tokio::test]
+async fn keys_rotate_without_a_restart_when_the_jwks_file_changes() {
+    let keys = TokenKeys::generate();
+    let app = secured_app(&keys).await;
+    let old = keys.jwks_token(claims("alice", &["secure:all"], json!({})));
+    let (private, jwk) = keys.new_ec_key("ec-2");
+    let rotated = sign(
+        jsonwebtoken::Header {
+            kid: Some("ec-2".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+        },
+        &jsonwebtoken::EncodingKey::from_ec_pem(&private).unwrap(),
+        claims("alice", &["secure:all"], json!({})),
+    );
+    let before = attempt(&app, Door::GrpcSend, Some(&rotated), "alice").await;
+    assert!(
+        matches!(&before, Err(Refused::Status(Code::Unauthenticated, reason)) if reason.contains("unknown key id (kid) \"ec-2\"")),
+        "{before:?}"
+    );
+
+    // The old key leaves the document and the new one arrives.
+    write_jwks(&keys.jwks, &[jwk]);
+    within("the rotated key to be accepted", async {
+        while attempt(&app, Door::GrpcSend, Some(&rotated), "alice")
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let retired = attempt(&app, Door::WebSocket, Some(&old), "alice").await;
+    assert!(
+        matches!(&retired, Err(Refused::Closed(CloseCode::Policy, reason)) if reason.contains("unknown key id (kid) \"ec-1\"")),
+        "{retired:?}"
+    );
+
+    // A document that does not parse keeps the keys in use, and says so in a metric.
+    std::fs::write(&keys.jwks, "{ not json").unwrap();
+    app.metric_reaches(
+        "grpc_chat_auth_key_reloads_total",
+        &[("result", "error")],
+        1.0,
+    )
+    .await;
+    attempt(&app, Door::Chitty, Some(&rotated), "alice")
+        .await
+        .unwrap();
+}
