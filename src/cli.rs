@@ -17,6 +17,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
+    client::{self, ClientChannel, Credentials, TokenArgs, with_token},
     config::ServeConfig,
     proto::{
         GetRoomRequest, Message, MessageType, MetricsRequest, Notice, SendMessageRequest,
@@ -52,6 +53,8 @@ pub enum Command {
     Health(HealthArgs),
     /// Show who is in a room and which offsets its history holds.
     Room(RoomArgs),
+    /// Mint an HS256 token for trying auth out, signed with the server's HMAC secret.
+    Token(TokenArgs),
     /// Load-test a server speaking chat.ChatService.
     #[command(subcommand)]
     Bench(crate::bench::Scenario),
@@ -66,6 +69,9 @@ pub struct Target {
     /// Give up connecting after this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// The token to present.
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 impl Target {
@@ -78,8 +84,12 @@ impl Target {
             .with_context(|| format!("cannot connect to {}", self.addr))
     }
 
-    async fn chat(&self) -> anyhow::Result<ChatServiceClient<Channel>> {
-        Ok(ChatServiceClient::new(self.channel().await?))
+    async fn chat(&self) -> anyhow::Result<ChatServiceClient<ClientChannel>> {
+        let bearer = self.credentials.bearer()?;
+        Ok(ChatServiceClient::new(with_token(
+            self.channel().await?,
+            &bearer,
+        )))
     }
 }
 
@@ -91,8 +101,8 @@ pub struct SendArgs {
     /// Room to send to.
     #[arg(long, short)]
     room: String,
-    /// Author of the message.
-    #[arg(long, short)]
+    /// Author of the message. With a token, empty means the token's user.
+    #[arg(long, short, default_value = "")]
     user: String,
     /// The message text.
     content: String,
@@ -142,8 +152,8 @@ pub struct ChatArgs {
     /// Room to chat in.
     #[arg(long, short)]
     room: String,
-    /// Your name.
-    #[arg(long, short)]
+    /// Your name. With a token, empty means the token's user.
+    #[arg(long, short, default_value = "")]
     user: String,
 }
 
@@ -155,8 +165,8 @@ pub struct UploadArgs {
     /// Room to upload to.
     #[arg(long, short)]
     room: String,
-    /// Author of the messages.
-    #[arg(long, short)]
+    /// Author of the messages. With a token, empty means the token's user.
+    #[arg(long, short, default_value = "")]
     user: String,
     /// File with one message per line (empty lines skipped); `-` reads stdin.
     file: PathBuf,
@@ -207,6 +217,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Metrics(args) => metrics(args).await,
         Command::Health(args) => health(args).await,
         Command::Room(args) => room(args).await,
+        Command::Token(args) => say!("{}", client::mint(&args)?).map_err(Into::into),
         Command::Bench(scenario) => crate::bench::run(scenario).await,
     }
     .map(|()| ExitCode::SUCCESS)

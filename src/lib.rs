@@ -25,6 +25,7 @@
 //!   drains.
 //! * [`config`]: `serve` settings (flags with environment-variable equivalents) and their checks.
 //! * [`bench`]: the load generator behind `grpc-chat bench`.
+//! * [`client`]: how our clients present a token, and minting one for trying auth out.
 //! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `room`, `metrics`,
 //!   `health`).
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
@@ -37,6 +38,7 @@ pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod event;

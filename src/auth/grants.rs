@@ -142,6 +142,13 @@ impl Grant {
     }
 }
 
+impl fmt::Display for Grant {
+    /// The grant as it is written: `PATTERN:CAPABILITIES`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.rooms.0, self.capabilities)
+    }
+}
+
 /// Whether any of `grants` gives `capability` in `room`.
 pub fn allows<'a>(
     grants: impl IntoIterator<Item = &'a Grant>,
@@ -183,7 +190,8 @@ mod tests {
     #[test]
     fn grants_parse_their_capabilities_and_refuse_what_they_do_not_know() {
         let grant = Grant::parse("team-*:pub,sub").unwrap();
-        assert_eq!(grant.capabilities.to_string(), "subscribe,publish");
+        assert_eq!(grant.to_string(), "team-*:subscribe,publish");
+        assert_eq!(Grant::parse(&grant.to_string()), Ok(grant.clone()));
         assert_eq!(
             Grant::parse("*:all").unwrap().capabilities.to_string(),
             "subscribe,publish,history,presence"

@@ -6,11 +6,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::client::ClientChannel;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::uri::PathAndQuery;
 use tokio::{sync::Barrier, time::MissedTickBehavior};
-use tonic::transport::Channel;
 
 use super::{FanoutArgs, Report, ServerProbe, padded, report::latency_histogram};
 use crate::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
@@ -68,7 +68,9 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
     let channels = if args.subscribe_addr.is_empty() {
         args.common.connect(args.common.connections).await?
     } else {
-        super::connect_spread(&args.subscribe_addr, args.common.connections).await?
+        args.common
+            .connect_spread(&args.subscribe_addr, args.common.connections)
+            .await?
     };
     let mut expected = vec![0u64; rooms];
     for publisher in 0..args.publishers {
@@ -201,7 +203,7 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
 /// One subscriber: waits for the welcome, signals `ready`, then reads until it has `expected`
 /// messages, its stream ends, or nothing arrives for `idle_timeout`.
 async fn subscribe(
-    channel: Channel,
+    channel: ClientChannel,
     room: String,
     expected: u64,
     publishers: usize,

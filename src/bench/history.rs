@@ -8,10 +8,10 @@ use std::{
     time::Duration,
 };
 
+use crate::client::ClientChannel;
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_tungstenite::connect_async;
-use tonic::transport::Channel;
 
 use super::{HistoryArgs, ProcessSample, Report, padded};
 use crate::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
@@ -47,7 +47,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {
             let mut grpc = client.subscribe_messages(request).await?.into_inner();
             grpc.message().await?;
             let url = format!("ws://{ws_addr}/ws?roomCode={}", room_name(room));
-            let (mut socket, _) = connect_async(url.as_str())
+            let (mut socket, _) = connect_async(args.common.websocket_request(&url)?)
                 .await
                 .with_context(|| format!("cannot open {url}"))?;
             let messages = args.messages;
@@ -134,7 +134,7 @@ const REPLAY_PATIENCE: Duration = Duration::from_secs(1);
 /// Replays every room's history over gRPC, a few rooms at a time: each room's last `messages`
 /// events, or as many of them as the server still holds, up to its last offset.
 async fn replay_all(
-    channels: &[Channel],
+    channels: &[ClientChannel],
     args: &HistoryArgs,
     last_offsets: &[AtomicU64],
 ) -> anyhow::Result<()> {

@@ -9,7 +9,9 @@ use futures_util::future::try_join_all;
 use super::{Door, IdleArgs, ProcessSample, Report};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use tonic::{Streaming, transport::Channel};
+use tonic::Streaming;
+
+use crate::client::ClientChannel;
 
 use crate::proto::{Message, SubscribeRequest, chat_service_client::ChatServiceClient};
 
@@ -78,12 +80,13 @@ async fn run_websockets(args: IdleArgs, pid: u32) -> anyhow::Result<Report> {
         .context("bench idle --door websocket needs --ws-addr")?;
     let url = format!("ws://{ws_addr}/ws?roomCode=bench-idle");
     let baseline = ProcessSample::read(pid)?;
+    let request = args.common.websocket_request(&url)?;
     let wave = wave_size(args.wave, args.streams);
     let mut sockets: Vec<WebSocketStream<MaybeTlsStream<TcpStream>>> =
         Vec::with_capacity(args.streams);
     for first in (0..args.streams).step_by(wave) {
         let last = (first + wave).min(args.streams);
-        let opened = try_join_all((first..last).map(|_| connect_async(url.as_str())))
+        let opened = try_join_all((first..last).map(|_| connect_async(request.clone())))
             .await
             .with_context(|| format!("cannot open {url}"))?;
         sockets.extend(opened.into_iter().map(|(socket, _)| socket));
@@ -106,7 +109,7 @@ async fn run_websockets(args: IdleArgs, pid: u32) -> anyhow::Result<Report> {
 }
 
 /// One subscriber stream, open once its welcome has arrived.
-async fn open(channel: &Channel) -> anyhow::Result<Streaming<Message>> {
+async fn open(channel: &ClientChannel) -> anyhow::Result<Streaming<Message>> {
     let request = SubscribeRequest {
         room: "bench-idle".into(),
         ..SubscribeRequest::default()

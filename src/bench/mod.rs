@@ -24,6 +24,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::client::{ClientChannel, Credentials, with_token};
+
 pub use report::Report;
 
 /// The scenarios.
@@ -65,6 +67,9 @@ pub struct Common {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The token every connection presents.
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 /// Arguments of `bench unary`.
@@ -208,8 +213,31 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
 
 impl Common {
     /// `count` connections to the server.
-    async fn connect(&self, count: usize) -> anyhow::Result<Vec<Channel>> {
-        connect_spread(std::slice::from_ref(&self.addr), count).await
+    async fn connect(&self, count: usize) -> anyhow::Result<Vec<ClientChannel>> {
+        self.connect_spread(std::slice::from_ref(&self.addr), count)
+            .await
+    }
+
+    /// `count` connections, to each of `addrs` in turn, presenting the token.
+    async fn connect_spread(
+        &self,
+        addrs: &[String],
+        count: usize,
+    ) -> anyhow::Result<Vec<ClientChannel>> {
+        let bearer = self.credentials.bearer()?;
+        Ok(connect_spread(addrs, count)
+            .await?
+            .into_iter()
+            .map(|channel| with_token(channel, &bearer))
+            .collect())
+    }
+
+    /// A WebSocket request for `url`, offering the token.
+    fn websocket_request(
+        &self,
+        url: &str,
+    ) -> anyhow::Result<tungstenite::handshake::client::Request> {
+        crate::client::websocket_request(url, self.credentials.token()?.as_deref())
     }
 }
 

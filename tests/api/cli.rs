@@ -304,3 +304,64 @@ fn client_output_into_a_closed_pipe_ends_quietly() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_minted_token_works_with_the_cli_and_a_new_secret_takes_effect_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("grpc-chat-cli-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "the first secret, thirty-two bytes or more\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    // File changes are checked only hourly here, so the reload below is the signal's.
+    let server = ServerProcess::start(&[
+        "--jwt-hmac-secret-file",
+        secret,
+        "--jwt-reload-interval",
+        "1h",
+    ]);
+    let url = server.url();
+    let mint = |sub: &str| {
+        let (code, token, stderr) = cli(&[
+            "token",
+            "--sub",
+            sub,
+            "--room",
+            "team-*:pub,sub",
+            "--secret-file",
+            secret,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        token.trim().to_owned()
+    };
+    let send = |token: &str, room: &str| {
+        cli(&[
+            "send", "--addr", &url, "--token", token, "-r", room, "hello",
+        ])
+    };
+    let alice = mint("alice");
+    let (code, out, stderr) = send(&alice, "team-a");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.starts_with("sent id="), "{out}");
+    let (code, _, stderr) = cli(&["send", "--addr", &url, "-r", "team-a", "-u", "alice", "hi"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("no token"), "{stderr}");
+    let (code, _, stderr) = send(&alice, "lobby");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("user alice may not publish in room lobby"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        dir.join("secret"),
+        "the second secret, also thirty-two bytes\n",
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.log_line("token keys reloaded").await;
+    let (code, _, stderr) = send(&alice, "team-a");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("bad signature"), "{stderr}");
+    let (code, _, stderr) = send(&mint("alice"), "team-a");
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -134,11 +134,30 @@ impl ServerProcess {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`...).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.0.id().to_string()])
+            .args([&format!("-{name}"), &self.child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits for a log line containing `phrase` and returns it.
+    pub async fn log_line(&self, phrase: &str) -> String {
+        super::within(&format!("a log line with {phrase:?}"), async {
+            loop {
+                match self.log.try_recv() {
+                    Ok(line) if line.contains(phrase) => return line,
+                    Ok(_) => continue,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
     }
 
     /// Waits for the process to exit, failing after `limit`. Asynchronous, so that the test's
