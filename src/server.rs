@@ -142,12 +142,14 @@ impl App {
                 drain: drain.clone(),
                 force_close: CancellationToken::new(),
                 reserve: Arc::clone(&reserve),
+                limits: None,
             },
             admin: Serving {
                 tasks: TaskTracker::new(),
                 drain: Drain::new(),
                 force_close: CancellationToken::new(),
                 reserve,
+                limits: None,
             },
             admin_stop: CancellationToken::new(),
             readiness_task: None,
@@ -159,6 +161,15 @@ impl App {
         let auth = Auth::new(&app.config.auth, &monitoring).map_err(anyhow::Error::msg)?;
         app.tasks
             .spawn(Arc::clone(&auth).watch_keys(app.drain.token().clone()));
+        app.tasks
+            .spawn(Arc::clone(auth.limits()).forget_idle(app.drain.token().clone()));
+        let app = Self {
+            public: Serving {
+                limits: Some(Arc::clone(auth.limits())),
+                ..app.public
+            },
+            ..app
+        };
         monitoring.spawn_upkeep(&app.tasks, app.drain.token().clone());
         app.broker.start(&app.tasks, app.drain.token().clone());
         app.spawn_admin(listeners.admin, &monitoring);

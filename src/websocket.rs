@@ -16,7 +16,8 @@
 //! or, when the room cannot be read without one, as a first frame `{"auth": "<JWT>"}` within
 //! `auth_timeout`. A token's user is a named participant (announced, listed) where it may be
 //! present; a frame's `Author` must be that user (or empty). Refusals close with 1008 and the
-//! reason; so does the token's expiry. Browsers' `Origin` must be on the allow-list.
+//! reason, as does the token's expiry; a limit closes with 1013. Browsers' `Origin` must be on
+//! the allow-list.
 
 use std::{
     collections::HashMap,
@@ -36,7 +37,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::{Sink, StreamExt};
-use http::{HeaderMap, StatusCode, header};
+use http::{Extensions, HeaderMap, StatusCode, header};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -121,6 +122,7 @@ async fn upgrade(
     upgrade: WebSocketUpgrade,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    extensions: Extensions,
     State(state): State<WsState>,
 ) -> Response {
     if let Some(origin) = headers.get(header::ORIGIN)
@@ -133,8 +135,10 @@ async fn upgrade(
     }
     // A refused token is said in a close frame, which a browser can read, unlike a status.
     let caller = match offered_token(&headers) {
-        Some(token) if !headers.contains_key(AUTHORIZATION) => state.auth.caller(Some(token)),
-        _ => state.auth.caller_of(&headers),
+        Some(token) if !headers.contains_key(AUTHORIZATION) => {
+            state.auth.caller(Some(token), &extensions)
+        }
+        _ => state.auth.caller_of(&headers, &extensions),
     };
     let room_code = query.get("roomCode").cloned();
     let tasks = state.tasks.clone();
@@ -172,7 +176,7 @@ async fn session(
 ) {
     let mut draining = std::pin::pin!(state.shutdown.wait());
     let end = match (room_code, caller) {
-        (_, Err(error)) => End::Close(close_code::POLICY, error.to_string()),
+        (_, Err(error)) => refusal(&error),
         (None, _) => End::Close(
             close_code::POLICY,
             "missing roomCode query parameter".into(),
@@ -218,7 +222,7 @@ async fn authenticated(
     caller: Caller,
     state: &WsState,
 ) -> Result<Caller, End> {
-    let refused = |error: ChatError| End::Close(close_code::POLICY, error.to_string());
+    let refused = |error: ChatError| refusal(&error);
     if caller.may(room, Capability::Subscribe) || !matches!(caller.identity(), Identity::Anonymous)
     {
         caller
@@ -248,7 +252,7 @@ async fn authenticated(
             r#"no token: the first frame must be {"auth": "<JWT>"}"#.into(),
         ));
     };
-    let caller = state.auth.caller(Some(&token)).map_err(refused)?;
+    let caller = caller.signed_in(&token).map_err(refused)?;
     caller
         .authorize(room, Capability::Subscribe)
         .map_err(refused)?;
@@ -266,6 +270,10 @@ async fn serve_room(
     let present = match caller.identity() {
         Identity::User(user) if caller.may(&room, Capability::Presence) => Some(&user.user),
         _ => None,
+    };
+    let _ticket = match caller.enter(&room) {
+        Ok(ticket) => ticket,
+        Err(error) => return End::Close(close_code::AGAIN, error.to_string()),
     };
     let subscription = state
         .hub
@@ -341,7 +349,7 @@ async fn receive(
             })?;
             publish(frame, room, caller, state)
                 .await
-                .map_err(|error| End::Close(close_code::POLICY, error.to_string()))
+                .map_err(|error| refusal(&error))
         }
         Some(Ok(Message::Binary(_))) => Err(End::Close(
             close_code::UNSUPPORTED,
@@ -362,6 +370,7 @@ async fn publish(
 ) -> Result<(), ChatError> {
     let user = caller.name("Author", &frame.author)?;
     caller.authorize(room, Capability::Publish)?;
+    caller.publish_allowed()?;
     let draft = Draft::chat(
         user,
         "Content",
@@ -405,6 +414,16 @@ fn broken(error: &axum::BoxError, max_message_bytes: usize) -> End {
         }
         _ => End::Gone,
     }
+}
+
+/// How a socket is closed for `error`: 1013 (try again later) for a limit, 1008 (policy) for
+/// the rest (bad input, a refused identity).
+fn refusal(error: &ChatError) -> End {
+    let code = match error {
+        ChatError::ResourceExhausted(_) => close_code::AGAIN,
+        _ => close_code::POLICY,
+    };
+    End::Close(code, error.to_string())
 }
 
 /// Completes when `caller`'s token expires; never for a caller without one.

@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::grants::Grant;
+use super::{grants::Grant, limits::LimitOptions};
 
 /// Where the keys that verify tokens come from, what a token must say, and what callers may do.
 #[derive(Debug, Clone, Args)]
@@ -65,6 +65,10 @@ pub struct AuthOptions {
     /// none by default.
     #[arg(long, env = "GRPC_CHAT_ALLOW_AUTHENTICATED", value_delimiter = ',', value_parser = Grant::parse)]
     pub allow_authenticated: Vec<Grant>,
+
+    /// Abuse limits per identity and per connection.
+    #[command(flatten)]
+    pub limits: LimitOptions,
 }
 
 impl AuthOptions {

@@ -3,7 +3,8 @@
 //! * [`config`]: the `--jwt-*` and `--allow-*` settings;
 //! * [`keys`]: the verifying keys, reloaded without a restart;
 //! * [`token`]: verifying one JWT into a user name, room grants and an expiry;
-//! * [`grants`]: capabilities per room pattern.
+//! * [`grants`]: capabilities per room pattern;
+//! * [`limits`]: publish rate per identity, call rate and rooms per connection.
 //!
 //! Every call (and every WebSocket) becomes a [`Caller`] once, from its bearer token; its
 //! handlers then ask the caller for every room it touches ([`Caller::authorize`]) and for the
@@ -13,9 +14,10 @@
 pub mod config;
 pub mod grants;
 pub mod keys;
+pub mod limits;
 pub mod token;
 
-use std::{sync::Arc, time::SystemTime};
+use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use metrics::Counter;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +26,13 @@ use self::{
     config::AuthOptions,
     grants::{Capability, Grant},
     keys::Keys,
+    limits::{ConnectionQuota, Limits, RateKey, RoomTicket},
     token::{Refusal, Rules, Verified},
 };
 use crate::{
     error::ChatError,
     monitoring::{Monitoring, names},
+    net::Peer,
     room::{RoomName, StartAt, UserName},
 };
 
@@ -38,6 +42,7 @@ pub const AUTHORIZATION: &str = "authorization";
 /// The authentication and permission settings in force; shared by every door.
 pub struct Auth {
     verifier: Option<Verifier>,
+    limits: Arc<Limits>,
     anonymous: Vec<Grant>,
     authenticated: Vec<Grant>,
     /// Refusals for a missing or bad token, and for a missing permission.
@@ -62,12 +67,18 @@ impl Auth {
             None
         };
         Ok(Arc::new(Self {
+            limits: Limits::new(&options.limits, verifier.is_some(), monitoring),
             verifier,
             anonymous: options.allow_anonymous.clone(),
             authenticated: options.allow_authenticated.clone(),
             refusals: ["unauthenticated", "permission_denied"]
                 .map(|reason| monitoring.counter(names::AUTH_REFUSALS, &[("reason", reason)])),
         }))
+    }
+
+    /// The abuse limits, which depend on whether auth is on.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// Whether tokens are checked.
@@ -83,28 +94,53 @@ impl Auth {
         }
     }
 
-    /// The caller presenting `token` (None: no token); refused when the token is not valid.
-    pub fn caller(self: &Arc<Self>, token: Option<&str>) -> Result<Caller, ChatError> {
-        let Some(verifier) = &self.verifier else {
-            return Ok(self.with(Identity::Open));
-        };
-        let Some(token) = token else {
-            return Ok(self.with(Identity::Anonymous));
-        };
-        match verifier.rules.verify(&verifier.keys.current(), token) {
-            Ok(verified) => Ok(self.with(Identity::User(Arc::new(verified)))),
-            Err(Refusal::Invalid(reason)) => Err(self.unauthenticated(reason)),
-            Err(Refusal::Forbidden(reason)) => Err(self.denied(reason)),
+    /// The caller presenting `token` (None: no token) on a request with `extensions` (its
+    /// connection's [`Peer`] and quota); refused when the token is not valid, or when the
+    /// connection starts calls faster than its limit.
+    pub fn caller(
+        self: &Arc<Self>,
+        token: Option<&str>,
+        extensions: &http::Extensions,
+    ) -> Result<Caller, ChatError> {
+        let quota = extensions.get::<Arc<ConnectionQuota>>().cloned();
+        if let Some(quota) = &quota {
+            quota.start_call()?;
         }
+        Ok(Caller {
+            identity: self.identify(token)?,
+            peer: extensions.get::<Peer>().map(|peer| peer.0.ip()),
+            quota,
+            auth: Arc::clone(self),
+        })
     }
 
-    /// The caller whose request carries `headers`: its `authorization: Bearer` token, if any.
-    pub fn caller_of(self: &Arc<Self>, headers: &http::HeaderMap) -> Result<Caller, ChatError> {
+    /// Who `token` says the caller is.
+    fn identify(&self, token: Option<&str>) -> Result<Identity, ChatError> {
+        Ok(match (&self.verifier, token) {
+            (None, _) => Identity::Open,
+            (Some(_), None) => Identity::Anonymous,
+            (Some(verifier), Some(token)) => {
+                match verifier.rules.verify(&verifier.keys.current(), token) {
+                    Ok(verified) => Identity::User(Arc::new(verified)),
+                    Err(Refusal::Invalid(reason)) => return Err(self.unauthenticated(reason)),
+                    Err(Refusal::Forbidden(reason)) => return Err(self.denied(reason)),
+                }
+            }
+        })
+    }
+
+    /// The caller of a request with `headers` and `extensions`: its `authorization: Bearer`
+    /// token, if any.
+    pub fn caller_of(
+        self: &Arc<Self>,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Result<Caller, ChatError> {
         if !self.enabled() {
-            return Ok(self.with(Identity::Open));
+            return self.caller(None, extensions);
         }
         let Some(value) = headers.get(AUTHORIZATION) else {
-            return self.caller(None);
+            return self.caller(None, extensions);
         };
         let token = value
             .to_str()
@@ -116,14 +152,7 @@ impl Auth {
             .ok_or_else(|| {
                 self.unauthenticated("authorization: expected \"Bearer <JWT>\"".into())
             })?;
-        self.caller(Some(token))
-    }
-
-    fn with(self: &Arc<Self>, identity: Identity) -> Caller {
-        Caller {
-            identity,
-            auth: Arc::clone(self),
-        }
+        self.caller(Some(token), extensions)
     }
 
     fn unauthenticated(&self, reason: String) -> ChatError {
@@ -148,10 +177,15 @@ pub enum Identity {
     User(Arc<Verified>),
 }
 
-/// One call's (or one WebSocket's) identity, and the rules it is judged by; cheap to clone.
+/// One call's (or one WebSocket's) identity, where it comes from, and the rules it is judged
+/// by; cheap to clone.
 #[derive(Clone)]
 pub struct Caller {
     identity: Identity,
+    /// The client's address, which callers without a token are limited by.
+    peer: Option<IpAddr>,
+    /// Its connection's quota.
+    quota: Option<Arc<ConnectionQuota>>,
     auth: Arc<Auth>,
 }
 
@@ -159,6 +193,14 @@ impl Caller {
     /// Who it is.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The same caller, now presenting `token` (a WebSocket's `auth` frame).
+    pub fn signed_in(&self, token: &str) -> Result<Caller, ChatError> {
+        Ok(Caller {
+            identity: self.auth.identify(Some(token))?,
+            ..self.clone()
+        })
     }
 
     /// When its token expires (None: it has none).
@@ -237,6 +279,26 @@ impl Caller {
                 )))
             }
         }
+    }
+
+    /// Refuses a publish beyond the caller's rate: a token's user by name, a caller without one
+    /// by its address.
+    pub fn publish_allowed(&self) -> Result<(), ChatError> {
+        let key = match (&self.identity, self.peer) {
+            (Identity::User(user), _) => RateKey::User(user.user.clone()),
+            (_, Some(address)) => RateKey::Address(address),
+            // Not from a socket (no address to tell callers apart by).
+            (_, None) => return Ok(()),
+        };
+        self.auth.limits.publish(&key)
+    }
+
+    /// Counts a stream reading `room` against the connection's rooms until the ticket drops.
+    pub fn enter(&self, room: &RoomName) -> Result<Option<RoomTicket>, ChatError> {
+        self.quota
+            .as_ref()
+            .map(|quota| quota.enter(room))
+            .transpose()
     }
 
     /// Who a subscriber to `room` is announced as, given `sent` in `field`: nobody for an empty

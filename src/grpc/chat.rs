@@ -17,7 +17,7 @@ use super::{
     convert::{self, Command},
 };
 use crate::{
-    auth::{Auth, Caller, grants::Capability},
+    auth::{Auth, Caller, grants::Capability, limits::RoomTicket},
     error::{ChatError, FROM_OFFSET_FIELD},
     hub::{Delivery, Hub, Participant, Subscription},
     monitoring::{FrontDoor, Monitoring},
@@ -138,11 +138,12 @@ impl ChatService for ChatApi {
         &self,
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
         let user = caller.name("user", &request.user)?;
         caller.authorize(&room, Capability::Publish)?;
+        caller.publish_allowed()?;
         let draft = Draft::chat(
             user,
             "content",
@@ -166,7 +167,7 @@ impl ChatService for ChatApi {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let door = super::front_door(&request);
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         let drain = Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires());
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
@@ -178,6 +179,7 @@ impl ChatService for ChatApi {
         )?;
         caller.authorize_reading(&room, &start)?;
         let user = caller.participant(&room, "user", &request.user)?;
+        let ticket = caller.enter(&room)?;
         let subscription = self
             .hub
             .subscribe(&room, user.as_ref().map(Participant::shared), start, door)
@@ -195,6 +197,7 @@ impl ChatService for ChatApi {
             subscription: drain.until(subscription),
             room,
             phase: Phase::Open,
+            _ticket: ticket,
         })))
     }
 
@@ -203,7 +206,7 @@ impl ChatService for ChatApi {
         request: Request<Streaming<Message>>,
     ) -> Result<Response<UploadResponse>, Status> {
         let drain = Drain::of(request.extensions(), &self.shutdown);
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         let mut inbound = std::pin::pin!(drain.until(request.into_inner()));
         let mut published: usize = 0;
         while let Some(step) = inbound.next().await {
@@ -240,12 +243,13 @@ impl ChatService for ChatApi {
         &self,
         request: Request<Streaming<Message>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         let session = ChatSession {
             drain: Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires()),
             caller,
             api: self.clone(),
             joined: StreamMap::new(),
+            tickets: HashMap::new(),
             unacked: HashMap::new(),
         };
         Ok(Response::new(Box::pin(session.run(request.into_inner()))))
@@ -255,7 +259,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<GetRoomRequest>,
     ) -> Result<Response<RoomState>, Status> {
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         let room = RoomName::parse("room", &request.into_inner().room)?;
         caller.authorize(&room, Capability::Presence)?;
         let summary = self.hub.room(&room).await?;
@@ -268,7 +272,7 @@ impl ChatService for ChatApi {
         &self,
         request: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         caller.authenticated()?;
         let drain = Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires());
         let request = request.into_inner();
@@ -318,6 +322,8 @@ struct ChatSession {
     /// Its connection's drain, which also starts when its token expires.
     drain: Drain,
     joined: StreamMap<RoomName, Subscription>,
+    /// The joined rooms' places in the connection's rooms.
+    tickets: HashMap<RoomName, RoomTicket>,
     /// Per room, the offset of this session's latest message not yet delivered back to it.
     unacked: HashMap<RoomName, u64>,
 }
@@ -417,6 +423,7 @@ impl ChatSession {
             Command::Leave(room) => {
                 // Dropping the subscription releases the presence, and the engine announces it.
                 self.joined.remove(&room);
+                self.tickets.remove(&room);
                 self.unacked.remove(&room);
                 Ok(None)
             }
@@ -442,6 +449,7 @@ impl ChatSession {
                 "cannot join room {room}: a chat stream may join at most {max} rooms at once"
             )));
         }
+        let ticket = self.caller.enter(room)?;
         let subscription = self
             .api
             .hub
@@ -460,6 +468,9 @@ impl ChatSession {
             .as_ref()
             .map(|opening| convert::opening_notice(room, opening, subscription.epoch()));
         self.joined.insert(room.clone(), subscription);
+        if let Some(ticket) = ticket {
+            self.tickets.insert(room.clone(), ticket);
+        }
         Ok(notice)
     }
 }
@@ -487,6 +498,8 @@ pin_project_lite::pin_project! {
         subscription: UntilDrained<Subscription>,
         room: RoomName,
         phase: Phase,
+        // Its place in the connection's rooms, for as long as it lives.
+        _ticket: Option<RoomTicket>,
     }
 }
 

@@ -20,7 +20,7 @@ use prost::{
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{
-    auth::{Auth, Caller, grants::Capability},
+    auth::{Auth, Caller, grants::Capability, limits::RoomTicket},
     broker::Entry,
     error::ChatError,
     event,
@@ -92,7 +92,7 @@ impl Chat for ChittyApi {
         &self,
         request: Request<Streaming<ChatEvent>>,
     ) -> Result<Response<Self::BroadcastStream>, Status> {
-        let caller = self.auth.caller_of(request.metadata().as_ref())?;
+        let caller = super::caller(&self.auth, &request)?;
         let room = self.room_of(request.metadata())?;
         let session = Session {
             drain: Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires()),
@@ -100,6 +100,7 @@ impl Chat for ChittyApi {
             api: self.clone(),
             room,
             joined: None,
+            ticket: None,
             last_timestamp: 0,
         };
         Ok(Response::new(Box::pin(session.run(request.into_inner()))))
@@ -122,6 +123,8 @@ struct Session {
     room: RoomName,
     /// The participant's name and its subscription, once it joined.
     joined: Option<(UserName, Subscription)>,
+    /// Its room's place in the connection's rooms, once it joined.
+    ticket: Option<RoomTicket>,
     /// Timestamp of the last message sent, so notices never go back in time.
     last_timestamp: u64,
 }
@@ -194,6 +197,7 @@ impl Session {
                 // A Chitty-Chat participant is announced: reading and presence both.
                 self.caller.authorize_reading(&self.room, &StartAt::Live)?;
                 self.caller.authorize(&self.room, Capability::Presence)?;
+                let ticket = self.caller.enter(&self.room)?;
                 let participant = Participant {
                     user: &user,
                     entry: Entry::Exclusive,
@@ -210,6 +214,7 @@ impl Session {
                     )
                     .await?;
                 self.joined = Some((user, subscription));
+                self.ticket = ticket;
                 Ok(Flow::Continue)
             }
             Command::Say {
@@ -219,6 +224,7 @@ impl Session {
             } => {
                 let user = self.joined_as("message.username", &username)?;
                 self.caller.authorize(&self.room, Capability::Publish)?;
+                self.caller.publish_allowed()?;
                 let mut draft =
                     Draft::chat(user, "message.message", text, self.api.max_content_bytes)?;
                 draft.sender_clock = clock;

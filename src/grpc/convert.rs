@@ -31,7 +31,8 @@ pub const JOIN_OFFSET_FIELD: &str = "offset";
 /// Validates a client-sent `Message` from `caller`. `id` and `timestamp` are the server's to
 /// assign and are ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set. A
 /// JOIN with an `offset` resumes the room from there (in its `epoch`), as `from_offset` does. A
-/// CHAT message needs the publish capability; the user is the caller's ([`Caller::name`]).
+/// CHAT message needs the publish capability and counts against the caller's publish rate; the
+/// user is the caller's ([`Caller::name`]).
 pub fn command(
     message: &Message,
     caller: &Caller,
@@ -46,6 +47,7 @@ pub fn command(
         MessageType::Chat => {
             let user = caller.name("user", &message.user)?;
             caller.authorize(&room, Capability::Publish)?;
+            caller.publish_allowed()?;
             let draft = Draft::chat(user, "content", message.content.clone(), max_content_bytes)?;
             Ok(Command::Say(room, draft))
         }

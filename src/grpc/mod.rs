@@ -18,7 +18,18 @@ pub use encoded::Encoded;
 pub use framed::SubscribeRoute;
 pub use web::{ViaGrpcWeb, cors, mark_grpc_web};
 
-use crate::monitoring::FrontDoor;
+use std::sync::Arc;
+
+use crate::{
+    auth::{Auth, Caller},
+    error::ChatError,
+    monitoring::FrontDoor,
+};
+
+/// Who makes `request`, judged by `auth`: its token and its connection's quota.
+fn caller<T>(auth: &Arc<Auth>, request: &tonic::Request<T>) -> Result<Caller, ChatError> {
+    auth.caller_of(request.metadata().as_ref(), request.extensions())
+}
 
 /// Which front door a `chat.ChatService` request came through.
 fn front_door<T>(request: &tonic::Request<T>) -> FrontDoor {

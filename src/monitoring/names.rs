@@ -225,9 +225,16 @@ pub const AUTH_REFUSALS: Def = def(
     Unit::Count,
     "Calls and frames refused for their identity, by reason (unauthenticated, permission_denied).",
 );
+/// Calls and messages refused by an abuse limit.
+pub const RATE_LIMITED: Def = def(
+    "grpc_chat_rate_limited_total",
+    Kind::Counter,
+    Unit::Count,
+    "Refusals by abuse limit: publish (per identity), calls (per connection), rooms (per connection).",
+);
 
 /// Every metric defined here.
-pub const ALL: [Def; 27] = [
+pub const ALL: [Def; 28] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -255,6 +262,7 @@ pub const ALL: [Def; 27] = [
     PRESENCE_EXPIRIES,
     AUTH_KEY_RELOADS,
     AUTH_REFUSALS,
+    RATE_LIMITED,
 ];
 
 /// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.

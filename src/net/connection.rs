@@ -9,12 +9,14 @@
 //! * **Server drain**: a GOAWAY, and the streams end on the server's drain by themselves.
 //! * **Forced close**: when the server's grace is over, whatever is left is dropped.
 //!
-//! Every request carries its connection's [`Drain`] in its extensions, and counts as in flight
-//! until its response body is done or dropped.
+//! Every request carries its connection's [`Drain`], its [`Peer`] address and its
+//! [`ConnectionQuota`] in its extensions, and counts as in flight until its response body is done
+//! or dropped.
 
 use std::{
     convert::Infallible,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -34,6 +36,7 @@ use tower::Service;
 
 use super::guarded::Handshake;
 use crate::{
+    auth::limits::ConnectionQuota,
     monitoring::{ClosedBy, ListenerMetrics},
     shutdown::Drain,
 };
@@ -61,16 +64,31 @@ pub struct ConnectionState {
     /// Ends the connection's streams at the end of its maximum age (and with the server's drain).
     drain: Drain,
     handshake: Handshake,
+    /// Who is at the other end, when the socket knows.
+    peer: Option<Peer>,
+    /// What the connection has used of its abuse limits.
+    quota: Option<Arc<ConnectionQuota>>,
 }
+
+/// The address of a request's client, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
 
 impl ConnectionState {
     /// A new connection's state: its drain is a child of `server`'s.
-    pub fn new(server: &Drain, handshake: Handshake) -> Arc<Self> {
+    pub fn new(
+        server: &Drain,
+        handshake: Handshake,
+        peer: Option<SocketAddr>,
+        quota: Option<Arc<ConnectionQuota>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             last_active: Mutex::new(Instant::now()),
             drain: server.for_connection(),
             handshake,
+            peer: peer.map(Peer),
+            quota,
         })
     }
 
@@ -134,7 +152,14 @@ where
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         // For HTTP/2 the opening already did; for HTTP/1 this request's headers do.
         self.state.handshake.done();
-        request.extensions_mut().insert(self.state.drain.clone());
+        let extensions = request.extensions_mut();
+        extensions.insert(self.state.drain.clone());
+        if let Some(peer) = self.state.peer {
+            extensions.insert(peer);
+        }
+        if let Some(quota) = &self.state.quota {
+            extensions.insert(Arc::clone(quota));
+        }
         let in_flight = InFlight::start(&self.state);
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -32,13 +32,17 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::Service;
 
+pub use self::connection::Peer;
 use self::{
     accept::{AcceptLoop, Accepted, FdReserve, OnExhaustion},
     admission::Admission,
     connection::{ConnectionService, ConnectionState, Lifetime, TrackedExecutor},
     guarded::{GuardedIo, Handshake},
 };
-use crate::{monitoring::ListenerMetrics, shutdown::Drain, write_batching::BatchedWrites};
+use crate::{
+    auth::limits::Limits, monitoring::ListenerMetrics, shutdown::Drain,
+    write_batching::BatchedWrites,
+};
 
 /// Largest buffer an HTTP/1 connection reads into; request headers must fit in it.
 const HTTP1_MAX_BUF: usize = 64 * 1024;
@@ -134,6 +138,8 @@ pub struct Serving {
     pub force_close: CancellationToken,
     /// File descriptors kept for when the process runs out.
     pub reserve: Arc<FdReserve>,
+    /// The abuse limits each connection gets a quota of (none on the admin port).
+    pub limits: Option<Arc<Limits>>,
 }
 
 /// Accepts on `listener` until `stop` is cancelled and serves every admitted connection with
@@ -220,6 +226,8 @@ fn serve_connection<S, B>(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
+    let peer = stream.peer_addr().ok();
+    let quota = serving.limits.as_ref().map(Limits::for_connection);
     let handshake = Handshake::default();
     let io = GuardedIo::new(
         stream,
@@ -228,7 +236,7 @@ fn serve_connection<S, B>(
         settings.handshake_timeout,
         metrics.clone(),
     );
-    let state = ConnectionState::new(&serving.drain, handshake);
+    let state = ConnectionState::new(&serving.drain, handshake, peer, quota);
     let service =
         TowerToHyperService::new(ConnectionService::new(service.clone(), Arc::clone(&state)));
     let life = Life {

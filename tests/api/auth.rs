@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::{
     Message as Frame, client::IntoClientRequest, protocol::frame::coding::CloseCode,
 };
-use tonic::{Code, Request, metadata::MetadataValue};
+use tonic::Code;
 
 use crate::helpers::*;
 
@@ -48,15 +48,6 @@ const DOORS: [Door; 5] = [
 enum Refused {
     Status(Code, String),
     Closed(CloseCode, String),
-}
-
-fn with_token<T>(message: T, token: Option<&str>) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some(token) = token {
-        let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// Publishes (or, for GrpcSubscribe, subscribes) through `door` with `token` under the name

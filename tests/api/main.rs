@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod helpers;
 
+mod abuse_limits;
 mod auth;
 mod bench;
 mod chat;

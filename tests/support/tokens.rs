@@ -218,3 +218,13 @@ pub fn keyed_with_public_key(public_key: &Path, claims: Value) -> String {
         claims,
     )
 }
+
+/// `message` as a request presenting `token`, if any (`authorization: Bearer`).
+pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
