@@ -11,13 +11,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::{
-    client::{self, ClientChannel, Credentials, TokenArgs, with_token},
+    client::{self, ClientChannel, Credentials, TlsClientOptions, TokenArgs, with_token},
     config::ServeConfig,
     proto::{
         GetRoomRequest, Message, MessageType, MetricsRequest, Notice, SendMessageRequest,
@@ -72,12 +72,16 @@ pub struct Target {
     /// The token to present.
     #[command(flatten)]
     pub credentials: Credentials,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsClientOptions,
 }
 
 impl Target {
     async fn channel(&self) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(self.addr.clone())
-            .with_context(|| format!("--addr {:?} is not a URL like http://host:port", self.addr))?
+        self.tls
+            .endpoint(&self.addr)
+            .context("--addr")?
             .connect_timeout(self.connect_timeout)
             .connect()
             .await

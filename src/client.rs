@@ -12,7 +12,7 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use crate::{auth::grants::Grant, room::UserName};
@@ -61,6 +61,48 @@ impl Credentials {
             })
             .transpose()?;
         Ok(BearerToken(value))
+    }
+}
+
+/// How a client verifies the server over TLS (and proves itself, for mTLS).
+#[derive(Debug, Clone, Args)]
+pub struct TlsClientOptions {
+    /// CA certificates (PEM) to verify the server with; implies TLS (an https:// address also
+    /// does, with the system's roots when this is not given).
+    #[arg(long, env = "GRPC_CHAT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM), for servers that verify clients (with --tls-key).
+    #[arg(long, env = "GRPC_CHAT_CLIENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "GRPC_CHAT_CLIENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsClientOptions {
+    /// An endpoint for `addr` (http:// or https://), with TLS as these options say.
+    pub fn endpoint(&self, addr: &str) -> anyhow::Result<Endpoint> {
+        let mut addr = addr.to_owned();
+        if self.tls_ca.is_some() && addr.starts_with("http://") {
+            addr = addr.replacen("http://", "https://", 1);
+        }
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .with_context(|| format!("{addr:?} is not a URL like http://host:port"))?;
+        if !addr.starts_with("https://") {
+            return Ok(endpoint);
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.tls_ca {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => tls.with_enabled_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(endpoint.tls_config(tls)?)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
         nats::{NatsConfig, config::NatsOptions},
     },
     error::ChatError,
+    net::tls::TlsOptions,
     room::RoomName,
     telemetry::LogFormat,
 };
@@ -90,6 +91,10 @@ pub struct ServeConfig {
     /// Authentication and room permissions.
     #[command(flatten)]
     pub auth: AuthOptions,
+
+    /// TLS on the gRPC and WebSocket ports.
+    #[command(flatten)]
+    pub tls: TlsOptions,
 
     /// Messages kept per room for replay and for slow subscribers to catch up from.
     #[arg(long, env = "GRPC_CHAT_HISTORY", default_value_t = 1000)]
@@ -299,6 +304,7 @@ impl ServeConfig {
         if self.engine == EngineKind::Nats {
             self.nats.check()?;
         }
+        self.tls.check()?;
         self.auth.check()
     }
 

@@ -39,6 +39,7 @@ use crate::{
         accept::{FdReserve, OnExhaustion},
         admission::{Admission, Limits},
         connection::{Lifetime, MaxAge},
+        tls::Tls,
     },
     proto::{
         self, chat_service_server::ChatServiceServer,
@@ -143,6 +144,7 @@ impl App {
                 force_close: CancellationToken::new(),
                 reserve: Arc::clone(&reserve),
                 limits: None,
+                tls: None,
             },
             admin: Serving {
                 tasks: TaskTracker::new(),
@@ -150,6 +152,7 @@ impl App {
                 force_close: CancellationToken::new(),
                 reserve,
                 limits: None,
+                tls: None,
             },
             admin_stop: CancellationToken::new(),
             readiness_task: None,
@@ -163,9 +166,15 @@ impl App {
             .spawn(Arc::clone(&auth).watch_keys(app.drain.token().clone()));
         app.tasks
             .spawn(Arc::clone(auth.limits()).forget_idle(app.drain.token().clone()));
+        let tls = Tls::load(&app.config.tls, &monitoring).map_err(anyhow::Error::msg)?;
+        if let Some(tls) = &tls {
+            app.tasks
+                .spawn(Arc::clone(tls).watch(app.drain.token().clone()));
+        }
         let app = Self {
             public: Serving {
                 limits: Some(Arc::clone(auth.limits())),
+                tls,
                 ..app.public
             },
             ..app

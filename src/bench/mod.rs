@@ -22,9 +22,9 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::client::{ClientChannel, Credentials, with_token};
+use crate::client::{ClientChannel, Credentials, TlsClientOptions, with_token};
 
 pub use report::Report;
 
@@ -70,6 +70,9 @@ pub struct Common {
     /// The token every connection presents.
     #[command(flatten)]
     pub credentials: Credentials,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsClientOptions,
 }
 
 /// Arguments of `bench unary`.
@@ -225,7 +228,7 @@ impl Common {
         count: usize,
     ) -> anyhow::Result<Vec<ClientChannel>> {
         let bearer = self.credentials.bearer()?;
-        Ok(connect_spread(addrs, count)
+        Ok(connect_spread(addrs, count, &self.tls)
             .await?
             .into_iter()
             .map(|channel| with_token(channel, &bearer))
@@ -242,14 +245,14 @@ impl Common {
 }
 
 /// `count` connections, to each of `addrs` in turn.
-async fn connect_spread(addrs: &[String], count: usize) -> anyhow::Result<Vec<Channel>> {
+async fn connect_spread(
+    addrs: &[String],
+    count: usize,
+    tls: &TlsClientOptions,
+) -> anyhow::Result<Vec<Channel>> {
     let endpoints = addrs
         .iter()
-        .map(|addr| {
-            Ok(Endpoint::from_shared(addr.clone())
-                .with_context(|| format!("{addr:?} is not a URL like http://host:port"))?
-                .tcp_nodelay(true))
-        })
+        .map(|addr| Ok(tls.endpoint(addr)?.tcp_nodelay(true)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut channels = Vec::with_capacity(count);
     for i in 0..count.max(1) {

@@ -26,6 +26,9 @@ pub enum ClosedBy {
     Idle,
     /// It reached the maximum connection age (GOAWAY).
     MaxAge,
+    /// Its TLS handshake failed or did not finish in time (bad certificate, no client
+    /// certificate with mTLS, not TLS at all).
+    TlsHandshake,
 }
 
 const REFUSED: [RefusedBy; 3] = [
@@ -33,11 +36,12 @@ const REFUSED: [RefusedBy; 3] = [
     RefusedBy::AddressLimit,
     RefusedBy::FdLimit,
 ];
-const CLOSED: [ClosedBy; 4] = [
+const CLOSED: [ClosedBy; 5] = [
     ClosedBy::HandshakeTimeout,
     ClosedBy::Evicted,
     ClosedBy::Idle,
     ClosedBy::MaxAge,
+    ClosedBy::TlsHandshake,
 ];
 
 impl RefusedBy {
@@ -57,6 +61,7 @@ impl ClosedBy {
             Self::Evicted => "evicted",
             Self::Idle => "idle",
             Self::MaxAge => "max_age",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -232,9 +232,16 @@ pub const RATE_LIMITED: Def = def(
     Unit::Count,
     "Refusals by abuse limit: publish (per identity), calls (per connection), rooms (per connection).",
 );
+/// Reloads of the TLS certificate.
+pub const TLS_RELOADS: Def = def(
+    "grpc_chat_tls_reloads_total",
+    Kind::Counter,
+    Unit::Count,
+    "Reloads of the TLS certificate, key and client CA, by result (ok, or error: the ones in use stayed).",
+);
 
 /// Every metric defined here.
-pub const ALL: [Def; 28] = [
+pub const ALL: [Def; 29] = [
     GRPC_STARTED,
     GRPC_HANDLED,
     GRPC_MSG_RECEIVED,
@@ -263,6 +270,7 @@ pub const ALL: [Def; 28] = [
     AUTH_KEY_RELOADS,
     AUTH_REFUSALS,
     RATE_LIMITED,
+    TLS_RELOADS,
 ];
 
 /// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.

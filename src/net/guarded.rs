@@ -136,13 +136,14 @@ pin_project_lite::pin_project! {
 
 impl<IO> GuardedIo<IO> {
     /// Guards `io`, admitted with `permit`: its handshake (reported through `handshake` by HTTP/1
-    /// services) must be done within `timeout`. It counts as open in `metrics` while it lives.
+    /// services) must be done within `timeout`. It keeps counting as `open` while it lives.
     pub fn new(
         io: IO,
         permit: Permit,
         handshake: Handshake,
         timeout: Duration,
         metrics: ListenerMetrics,
+        open: OpenConnection,
     ) -> Self {
         Self {
             io,
@@ -150,7 +151,7 @@ impl<IO> GuardedIo<IO> {
             handshake,
             opening: Opening::Preface(0),
             guard: Guard::Handshaking(Box::pin(tokio::time::sleep(timeout))),
-            _open: metrics.accepted(),
+            _open: open,
             metrics,
         }
     }

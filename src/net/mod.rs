@@ -6,6 +6,7 @@
 //!   spinning) when the process runs out of file descriptors, with a reserve that keeps the admin
 //!   port answering;
 //! * [`admission`]: caps on open connections, overall and per client address;
+//! * [`tls`]: TLS on the public ports, its certificate reloaded without a restart;
 //! * [`guarded`]: an accepted socket with its permit and its handshake deadline;
 //! * [`connection`]: one connection served by hyper, and its life: idle timeout, maximum age with
 //!   GOAWAY and a drain that tells streams where to resume, graceful and forced close.
@@ -16,6 +17,7 @@ pub mod accept;
 pub mod admission;
 pub mod connection;
 pub mod guarded;
+pub mod tls;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -33,6 +35,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::Service;
 
 pub use self::connection::Peer;
+use self::tls::Tls;
 use self::{
     accept::{AcceptLoop, Accepted, FdReserve, OnExhaustion},
     admission::Admission,
@@ -40,7 +43,9 @@ use self::{
     guarded::{GuardedIo, Handshake},
 };
 use crate::{
-    auth::limits::Limits, monitoring::ListenerMetrics, shutdown::Drain,
+    auth::limits::Limits,
+    monitoring::{ClosedBy, ListenerMetrics, OpenConnection},
+    shutdown::Drain,
     write_batching::BatchedWrites,
 };
 
@@ -140,6 +145,8 @@ pub struct Serving {
     pub reserve: Arc<FdReserve>,
     /// The abuse limits each connection gets a quota of (none on the admin port).
     pub limits: Option<Arc<Limits>>,
+    /// TLS for every connection, when configured (never on the admin port).
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Accepts on `listener` until `stop` is cancelled and serves every admitted connection with
@@ -226,17 +233,79 @@ fn serve_connection<S, B>(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
-    let peer = stream.peer_addr().ok();
+    let opened = Opened {
+        permit,
+        reserve,
+        peer: stream.peer_addr().ok(),
+        open: metrics.accepted(),
+    };
+    let Some(tls) = &serving.tls else {
+        serve_io(stream, opened, service, builder, settings, serving, metrics);
+        return;
+    };
+    let acceptor = tls.acceptor(matches!(settings.protocols, Protocols::Http1AndHttp2(_)));
+    let (service, builder, settings, metrics) =
+        (service.clone(), builder.clone(), *settings, metrics.clone());
+    let serving = serving.clone();
+    // On the connection's own task, so a slow handshake holds up nobody; it has the connection's
+    // handshake deadline, and the HTTP/2 opening gets its own once TLS is up.
+    serving.tasks.clone().spawn(async move {
+        let handshake = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream));
+        let mut draining = std::pin::pin!(serving.drain.wait());
+        tokio::select! {
+            handshake = handshake => match handshake {
+                Ok(Ok(stream)) => {
+                    serve_io(stream, opened, &service, &builder, &settings, &serving, &metrics);
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    metrics.closed(ClosedBy::TlsHandshake);
+                }
+                Err(_) => metrics.closed(ClosedBy::TlsHandshake),
+            },
+            () = &mut draining => {}
+        }
+    });
+}
+
+/// What an admitted connection brings to being served.
+struct Opened {
+    permit: admission::Permit,
+    reserve: Option<accept::ReserveGuard>,
+    peer: Option<std::net::SocketAddr>,
+    open: OpenConnection,
+}
+
+/// Serves `io`, a connection as [`serve_connection`] opened it (and, with TLS, decrypted it).
+fn serve_io<IO, S, B>(
+    io: IO,
+    opened: Opened,
+    service: &S,
+    builder: &Builder<TrackedExecutor>,
+    settings: &ListenerSettings,
+    serving: &Serving,
+    metrics: &ListenerMetrics,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let quota = serving.limits.as_ref().map(Limits::for_connection);
     let handshake = Handshake::default();
     let io = GuardedIo::new(
-        stream,
-        permit,
+        io,
+        opened.permit,
         handshake.clone(),
         settings.handshake_timeout,
         metrics.clone(),
+        opened.open,
     );
-    let state = ConnectionState::new(&serving.drain, handshake, peer, quota);
+    let state = ConnectionState::new(&serving.drain, handshake, opened.peer, quota);
     let service =
         TowerToHyperService::new(ConnectionService::new(service.clone(), Arc::clone(&state)));
     let life = Life {
@@ -245,7 +314,7 @@ fn serve_connection<S, B>(
         drain: serving.drain.clone(),
         force_close: serving.force_close.clone(),
         metrics: metrics.clone(),
-        reserve,
+        reserve: opened.reserve,
     };
     if settings.batch_writes {
         spawn_served(

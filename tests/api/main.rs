@@ -28,6 +28,7 @@ mod send_message;
 mod shutdown;
 mod slow_consumer;
 mod subscribe;
+mod tls;
 mod traces;
 mod upload;
 mod websocket;

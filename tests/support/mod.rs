@@ -1,11 +1,12 @@
 //! What the test binaries share, one concern per module: the in-process server and its clients,
-//! calls and their checks, external processes, HTTP, Prometheus, Envoy, gRPC-Web and tokens.
+//! calls and their checks, external processes, HTTP, Prometheus, Envoy, gRPC-Web, tokens and certificates.
 //!
 //! Each test binary includes it (`#[path = "../support/mod.rs"] mod helpers;`) and uses part of it.
 #![allow(dead_code, unused_imports)]
 
 mod app;
 mod calls;
+mod certs;
 mod envoy;
 mod faults;
 mod http;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use app::*;
 pub use calls::*;
+pub use certs::*;
 pub use envoy::*;
 pub use faults::*;
 pub use http::*;
