@@ -41,6 +41,16 @@ impl Capability {
         }
     }
 
+    /// What it lets a caller do to a room, for refusals ("may not publish to room R").
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe to",
+            Self::Publish => "publish to",
+            Self::History => "read the history of",
+            Self::Presence => "be present in",
+        }
+    }
+
     fn bit(self) -> u8 {
         1 << self as u8
     }

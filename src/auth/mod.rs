@@ -230,15 +230,17 @@ impl Caller {
         if self.may(room, capability) {
             return Ok(());
         }
-        let what = capability.name();
+        let action = capability.action();
         Err(match &self.identity {
             Identity::Open => unreachable!("an open caller may do anything"),
             Identity::Anonymous => self.auth.unauthenticated(format!(
-                "no token: to {what} in room {room} send \"authorization: Bearer <JWT>\""
+                "no token: to {action} room {room} send \"authorization: Bearer <JWT>\""
             )),
-            Identity::User(user) => self
-                .auth
-                .denied(format!("user {} may not {what} in room {room}", user.user)),
+            Identity::User(user) => self.auth.denied(format!(
+                "user {} may not {action} room {room} (needs the {} capability)",
+                user.user,
+                capability.name()
+            )),
         })
     }
 

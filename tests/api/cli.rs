@@ -348,7 +348,7 @@ async fn a_minted_token_works_with_the_cli_and_a_new_secret_takes_effect_on_sigh
     let (code, _, stderr) = send(&alice, "lobby");
     assert_ne!(code, 0);
     assert!(
-        stderr.contains("user alice may not publish in room lobby"),
+        stderr.contains("user alice may not publish to room lobby"),
         "{stderr}"
     );
 

@@ -30,6 +30,8 @@ ALL_FEATURES = {
     "imagePullSecrets": [{"name": "registry"}],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
+    "tls": {"secret": "chat-tls", "clientAuth": True},
+    "auth": {"keysSecret": "chat-jwt", "jwksKey": "jwks.json", "audience": "grpc-chat", "allowAnonymous": "public-*:sub"},
 }
 
 
@@ -92,6 +94,17 @@ def main():
             work,
             node_tools,
         )
+        rendered = "\n".join(chart.render(ALL_FEATURES, name="chat", namespace="chat", is_install=True).values())
+    for wanted in [
+        "GRPC_CHAT_TLS_CERT: /etc/grpc-chat/tls/tls.crt",
+        "GRPC_CHAT_TLS_CLIENT_CA: /etc/grpc-chat/tls/ca.crt",
+        'GRPC_CHAT_JWT_JWKS_FILE: "/etc/grpc-chat/auth/jwks.json"',
+        "secretName: chat-tls",
+        "secretName: chat-jwt",
+        "path: /healthz",
+    ]:
+        if wanted not in rendered:
+            fail(f"all-features render lacks {wanted!r}")
     if set(defaults) != {"ConfigMap", "Deployment", "Service", "ServiceAccount"}:
         fail(f"unexpected default kinds {defaults}")
     for kind in ["ServiceMonitor", "PodDisruptionBudget", "HorizontalPodAutoscaler"]:
