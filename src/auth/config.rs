@@ -31,6 +31,19 @@ pub struct AuthOptions {
     #[arg(long, env = "GRPC_CHAT_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
 
+    /// A JWKS document to fetch (http:// or https://), cached and fetched again every
+    /// --jwt-jwks-refresh and when a token names a key it does not hold.
+    #[arg(long, env = "GRPC_CHAT_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// CA certificates (PEM) to verify an https:// --jwt-jwks-url with (default: the system's).
+    #[arg(long, env = "GRPC_CHAT_JWT_JWKS_CA", requires = "jwt_jwks_url")]
+    pub jwt_jwks_ca: Option<PathBuf>,
+
+    /// How often --jwt-jwks-url is fetched again.
+    #[arg(long, env = "GRPC_CHAT_JWT_JWKS_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwt_jwks_refresh: Duration,
+
     /// How often key files are checked for changes (they are also reloaded on SIGHUP).
     #[arg(long, env = "GRPC_CHAT_JWT_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub jwt_reload_interval: Duration,
@@ -78,11 +91,15 @@ impl AuthOptions {
             || self.jwt_hmac_secret.is_some()
             || !self.jwt_public_keys.is_empty()
             || self.jwt_jwks_file.is_some()
+            || self.jwt_jwks_url.is_some()
     }
 
     /// Rejects settings that cannot work, naming the flag.
     pub fn check(&self) -> Result<(), String> {
         if self.enabled() {
+            if self.jwt_jwks_url.is_some() && self.jwt_jwks_refresh < Duration::from_secs(1) {
+                return Err("--jwt-jwks-refresh must be at least 1s (for example 5m)".into());
+            }
             if self.jwt_reload_interval.is_zero() {
                 return Err("--jwt-reload-interval must be above 0s (for example 2s)".into());
             }
@@ -96,7 +113,7 @@ impl AuthOptions {
         if !self.allow_anonymous.is_empty() || !self.allow_authenticated.is_empty() {
             return Err(
                 "--allow-anonymous and --allow-authenticated need auth on: configure \
-                        --jwt-hmac-secret-file, --jwt-public-keys or --jwt-jwks-file"
+                        --jwt-hmac-secret-file, --jwt-public-keys, --jwt-jwks-file or --jwt-jwks-url"
                     .into(),
             );
         }

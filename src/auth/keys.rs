@@ -3,7 +3,8 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -12,12 +13,17 @@ use jsonwebtoken::{
     jwk::{Jwk, JwkSet},
 };
 use metrics::Counter;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::config::AuthOptions;
+use super::{config::AuthOptions, jwks::RemoteJwks};
 use crate::monitoring::{Monitoring, names};
 
+/// Fetches asked for by unknown key ids are at least this far apart.
+pub const REFETCH_SPACING: Duration = Duration::from_secs(5);
+
 /// One key and the algorithms it accepts.
+#[derive(Clone)]
 pub struct VerifyingKey {
     /// The `kid` a token names it by (JWKS keys only).
     pub kid: Option<String>,
@@ -35,7 +41,8 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Loads every configured key; the error names the file and what is wrong with it.
+    /// Loads the keys of every configured file; the error names the file and what is wrong
+    /// with it.
     pub fn load(options: &AuthOptions) -> Result<Self, String> {
         let mut keys = Vec::new();
         let secret = match (&options.jwt_hmac_secret, &options.jwt_hmac_secret_file) {
@@ -74,12 +81,15 @@ impl KeySet {
         if let Some(path) = &options.jwt_jwks_file {
             let set: JwkSet = serde_json::from_slice(&read(path)?)
                 .map_err(|error| format!("{}: not a JWKS document: {error}", path.display()))?;
-            for jwk in &set.keys {
-                keys.push(jwks_key(jwk).map_err(|error| format!("{}: {error}", path.display()))?);
-            }
+            keys.extend(jwks_keys(&set).map_err(|error| format!("{}: {error}", path.display()))?);
         }
         Ok(Self { keys })
     }
+}
+
+/// The keys of a JWKS document.
+fn jwks_keys(set: &JwkSet) -> Result<Vec<VerifyingKey>, String> {
+    set.keys.iter().map(jwks_key).collect()
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -162,20 +172,46 @@ fn jwks_key(jwk: &Jwk) -> Result<VerifyingKey, String> {
     })
 }
 
-/// The keys in use, shared by every door and swapped whole on reload.
+/// The keys in use, shared by every door and swapped whole on reload: those of the files and
+/// those fetched from `--jwt-jwks-url`.
 pub struct Keys {
     current: ArcSwap<KeySet>,
+    /// The two parts `current` is made of, as last loaded. Held only to swap one part, never
+    /// across an await.
+    parts: Mutex<Parts>,
     options: AuthOptions,
+    remote: Option<RemoteJwks>,
+    /// Asks the fetch task for the document now (a token named a key we do not hold).
+    refetch: Notify,
     /// Reloads that worked and that failed.
     reloads: [Counter; 2],
 }
 
+#[derive(Default)]
+struct Parts {
+    files: Vec<VerifyingKey>,
+    remote: Vec<VerifyingKey>,
+}
+
 impl Keys {
-    /// Loads the configured keys; reloads are counted in `monitoring`.
+    /// Loads the configured key files (a JWKS URL is fetched by [`Keys::watch`]); reloads are
+    /// counted in `monitoring`.
     pub fn load(options: &AuthOptions, monitoring: &Monitoring) -> Result<Arc<Self>, String> {
+        let files = KeySet::load(options)?;
+        let remote = options
+            .jwt_jwks_url
+            .as_deref()
+            .map(|url| RemoteJwks::new(url, options.jwt_jwks_ca.as_deref()))
+            .transpose()?;
         Ok(Arc::new(Self {
-            current: ArcSwap::from_pointee(KeySet::load(options)?),
+            parts: Mutex::new(Parts {
+                files: files.keys.clone(),
+                remote: Vec::new(),
+            }),
+            current: ArcSwap::from_pointee(files),
             options: options.clone(),
+            remote,
+            refetch: Notify::new(),
             reloads: ["ok", "error"]
                 .map(|result| monitoring.counter(names::AUTH_KEY_RELOADS, &[("result", result)])),
         }))
@@ -186,17 +222,90 @@ impl Keys {
         self.current.load()
     }
 
-    /// Loads the keys again; on failure the keys in use stay.
-    pub fn reload(&self, why: &str) {
-        match KeySet::load(&self.options) {
-            Ok(keys) => {
-                tracing::info!(why, keys = keys.keys.len(), "token keys reloaded");
-                self.current.store(Arc::new(keys));
+    /// Whether keys are fetched from a URL, so an unknown `kid` may be known soon.
+    pub fn fetched(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// A token named a key we do not hold: fetch the document again (at most every
+    /// [`REFETCH_SPACING`]).
+    pub fn unknown_kid(&self) {
+        if self.remote.is_some() {
+            self.refetch.notify_one();
+        }
+    }
+
+    /// Replaces one part of the keys and publishes both.
+    fn publish(&self, update: impl FnOnce(&mut Parts)) {
+        let mut parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        update(&mut parts);
+        let keys = parts.files.iter().chain(&parts.remote).cloned().collect();
+        self.current.store(Arc::new(KeySet { keys }));
+    }
+
+    fn counted<T>(&self, why: &str, outcome: Result<T, String>) -> Option<T> {
+        match outcome {
+            Ok(value) => {
                 self.reloads[0].increment(1);
+                Some(value)
             }
             Err(error) => {
                 tracing::error!(why, %error, "token keys not reloaded; the keys in use stay");
                 self.reloads[1].increment(1);
+                None
+            }
+        }
+    }
+
+    /// Loads the key files again; on failure the keys in use stay.
+    pub fn reload(&self, why: &str) {
+        if let Some(files) = self.counted(why, KeySet::load(&self.options)) {
+            tracing::info!(why, keys = files.keys.len(), "token keys reloaded");
+            self.publish(|parts| parts.files = files.keys);
+        }
+    }
+
+    /// Fetches the JWKS URL; on failure the keys in use stay.
+    async fn refetch(&self, remote: &RemoteJwks, why: &str) {
+        let fetched = remote.fetch().await.and_then(|set| jwks_keys(&set));
+        if let Some(keys) = self.counted(why, fetched) {
+            tracing::info!(why, keys = keys.len(), "token keys fetched");
+            self.publish(|parts| parts.remote = keys);
+        }
+    }
+
+    /// Fetches the JWKS URL now, every `--jwt-jwks-refresh`, and when asked by
+    /// [`Keys::unknown_kid`], until `stop`.
+    async fn keep_fetching(&self, stop: &CancellationToken) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(self.options.jwt_jwks_refresh);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = None::<tokio::time::Instant>;
+        loop {
+            let why = tokio::select! {
+                () = stop.cancelled() => return,
+                _ = ticks.tick() => "refresh",
+                () = self.refetch.notified() => "a token named an unknown key",
+            };
+            // A stream of tokens with made-up key ids must not become a stream of fetches.
+            if let Some(last) = last
+                && why != "refresh"
+                && last.elapsed() < REFETCH_SPACING
+            {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(last + REFETCH_SPACING) => {}
+                }
+            }
+            last = Some(tokio::time::Instant::now());
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.refetch(remote, why) => {}
             }
         }
     }
@@ -214,12 +323,17 @@ impl Keys {
     }
 
     /// Reloads the keys when a key file changes (checked every `--jwt-reload-interval`) and on
-    /// SIGHUP, until `stop`.
+    /// SIGHUP, and keeps the JWKS URL's fetched, until `stop`.
     pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let files = self.files();
-        crate::reload::on_change(files, self.options.jwt_reload_interval, stop, |why| {
-            self.reload(why);
-        })
-        .await;
+        let watch_files = crate::reload::on_change(
+            files,
+            self.options.jwt_reload_interval,
+            stop.clone(),
+            |why| {
+                self.reload(why);
+            },
+        );
+        tokio::join!(watch_files, self.keep_fetching(&stop));
     }
 }

@@ -1,7 +1,7 @@
 //! Who is calling, and what they may do: one verifier shared by every door.
 //!
 //! * [`config`]: the `--jwt-*` and `--allow-*` settings;
-//! * [`keys`]: the verifying keys, reloaded without a restart;
+//! * [`keys`]: the verifying keys, reloaded without a restart; [`jwks`]: fetching a JWKS URL;
 //! * [`token`]: verifying one JWT into a user name, room grants and an expiry;
 //! * [`grants`]: capabilities per room pattern;
 //! * [`limits`]: publish rate per identity, call rate and rooms per connection.
@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod grants;
+pub mod jwks;
 pub mod keys;
 pub mod limits;
 pub mod token;
@@ -122,7 +123,15 @@ impl Auth {
             (Some(verifier), Some(token)) => {
                 match verifier.rules.verify(&verifier.keys.current(), token) {
                     Ok(verified) => Identity::User(Arc::new(verified)),
-                    Err(Refusal::Invalid(reason)) => return Err(self.unauthenticated(reason)),
+                    Err(Refusal::UnknownKey(reason)) if verifier.keys.fetched() => {
+                        verifier.keys.unknown_kid();
+                        return Err(self.unauthenticated(format!(
+                            "{reason}; the key set is being fetched again, retry in a few seconds"
+                        )));
+                    }
+                    Err(Refusal::Invalid(reason) | Refusal::UnknownKey(reason)) => {
+                        return Err(self.unauthenticated(reason));
+                    }
                     Err(Refusal::Forbidden(reason)) => return Err(self.denied(reason)),
                 }
             }

@@ -30,6 +30,9 @@ pub struct Verified {
 pub enum Refusal {
     /// It could not be verified: the reason, for UNAUTHENTICATED.
     Invalid(String),
+    /// It names a key (`kid`) that is not held: UNAUTHENTICATED, and maybe a reason to fetch
+    /// the keys again.
+    UnknownKey(String),
     /// It is valid but names an identity nobody may have: for PERMISSION_DENIED.
     Forbidden(String),
 }
@@ -74,7 +77,7 @@ impl Rules {
                     .filter(|key| key.kid.as_deref() == Some(kid))
                     .collect();
                 if named.is_empty() {
-                    return Err(invalid(format!("unknown key id (kid) {kid:?}")));
+                    return Err(Refusal::UnknownKey(format!("unknown key id (kid) {kid:?}")));
                 }
                 named
             }

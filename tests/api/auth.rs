@@ -548,3 +548,99 @@ async fn keys_rotate_without_a_restart_when_the_jwks_file_changes() {
         .await
         .unwrap();
 }
+
+/// Python's `http.server` over TLS, serving the files of `dir` with `certs`' server certificate:
+/// an HTTPS server the test can change the document of.
+struct HttpsFiles {
+    _child: Reaped,
+    port: u16,
+}
+
+impl HttpsFiles {
+    fn start(dir: &std::path::Path, certs: &Certs) -> Self {
+        use std::io::BufRead;
+        let script = r#"
+import functools, http.server, ssl, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+        let mut child = std::process::Command::new(tool("python3"))
+            .args(["-c", script])
+            .args([dir, &certs.server_cert, &certs.server_key])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            port: line.trim().parse().expect("the server's port"),
+            _child: Reaped(child),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_over_https_and_again_when_a_token_names_an_unknown_key() {
+    let keys = TokenKeys::generate();
+    let certs = Certs::generate("JWKS host CA");
+    let files = HttpsFiles::start(&keys.dir, &certs);
+    let app = spawn_app_with(ServeConfig {
+        auth: grpc_chat::auth::config::AuthOptions {
+            jwt_public_keys: Vec::new(),
+            jwt_jwks_file: None,
+            jwt_jwks_url: Some(format!("https://127.0.0.1:{}/jwks.json", files.port)),
+            jwt_jwks_ca: Some(certs.ca.clone()),
+            ..keys.options()
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let first = keys.jwks_token(claims("alice", &["secure:all"], json!({})));
+    within("the first fetch", async {
+        while attempt(&app, Door::GrpcSend, Some(&first), "alice")
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // A new key is published; the refresh interval (5 minutes) is far off, but a token naming
+    // the new key makes the server fetch the document again.
+    let (private, jwk) = keys.new_ec_key("ec-2");
+    write_jwks(&keys.jwks, &[jwk]);
+    let rotated = sign(
+        jsonwebtoken::Header {
+            kid: Some("ec-2".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+        },
+        &jsonwebtoken::EncodingKey::from_ec_pem(&private).unwrap(),
+        claims("alice", &["secure:all"], json!({})),
+    );
+    let refused = attempt(&app, Door::GrpcSend, Some(&rotated), "alice").await;
+    assert!(
+        matches!(&refused, Err(Refused::Status(Code::Unauthenticated, reason))
+            if reason.contains("the key set is being fetched again")),
+        "{refused:?}"
+    );
+    within("the refetched key", async {
+        while attempt(&app, Door::GrpcSend, Some(&rotated), "alice")
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let retired = attempt(&app, Door::GrpcSend, Some(&first), "alice").await;
+    assert!(retired.is_err(), "ec-1 left the document");
+}
