@@ -83,6 +83,34 @@ impl Telemetry {
     }
 }
 
+/// TLS for an `https://` collector, as the OpenTelemetry environment variables say: the CA in
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (else the system's roots), and a client certificate in
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` / `_CLIENT_KEY`. The same rustls (ring) as everywhere.
+fn otlp_tls() -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use anyhow::Context;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        match std::env::var_os(name).filter(|value| !value.is_empty()) {
+            None => Ok(None),
+            Some(path) => std::fs::read(&path)
+                .map(Some)
+                .with_context(|| format!("{name}: cannot read {}", path.to_string_lossy())),
+        }
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match read("OTEL_EXPORTER_OTLP_CERTIFICATE")? {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+        None => tls.with_enabled_roots(),
+    };
+    if let (Some(cert), Some(key)) = (
+        read("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
+        read("OTEL_EXPORTER_OTLP_CLIENT_KEY")?,
+    ) {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Ok(tls)
+}
+
 fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|value| !value.trim().is_empty())
 }
@@ -96,9 +124,23 @@ fn otlp_configured() -> bool {
 }
 
 fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()?;
+    use opentelemetry_otlp::WithTonicConfig;
+    let https = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|name| {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+    })
+    .is_some_and(|endpoint| endpoint.trim().starts_with("https://"));
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if https {
+        exporter = exporter.with_tls_config(otlp_tls()?);
+    }
+    let exporter = exporter.build()?;
     let mut resource = Resource::builder();
     if !env_set("OTEL_SERVICE_NAME") {
         resource = resource.with_service_name(SERVICE_NAME);

@@ -70,12 +70,30 @@ fn int_attribute(attributes: &[KeyValue], key: &str) -> Option<i64> {
 }
 
 async fn start_receiver() -> (std::net::SocketAddr, Received) {
+    start_receiver_with(tonic::transport::Server::builder()).await
+}
+
+/// A receiver behind TLS with `certs`' server certificate.
+async fn start_tls_receiver(certs: &Certs) -> (std::net::SocketAddr, Received) {
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(&certs.server_cert).unwrap(),
+        std::fs::read(&certs.server_key).unwrap(),
+    );
+    let builder = tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .unwrap();
+    start_receiver_with(builder).await
+}
+
+async fn start_receiver_with(
+    mut builder: tonic::transport::Server,
+) -> (std::net::SocketAddr, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let received = Received::default();
     let service = TraceServiceServer::new(received.clone());
     tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
@@ -219,5 +237,33 @@ async fn rpc_spans_reach_the_otlp_receiver_parented_on_the_callers_trace() {
         finished.is_some(),
         "no JSON 'rpc finished' line with the trace id in:\n{}",
         lines.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_collector_over_tls_verified_with_the_configured_ca() {
+    let certs = Certs::generate("collector CA");
+    let (receiver_addr, received) = start_tls_receiver(&certs).await;
+    let endpoint = format!("https://{receiver_addr}");
+    let mut server = ServerProcess::start_with_env(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", certs.ca.to_str().unwrap()),
+        ],
+    );
+    let mut client = connect(server.addr).await;
+    client
+        .send_message(send_request("general", "Alice", "traced over TLS"))
+        .await
+        .unwrap();
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(10)).await.success());
+    let spans = received.0.lock().unwrap().clone();
+    assert!(
+        spans
+            .iter()
+            .any(|(_, span)| span.name == "chat.ChatService/SendMessage"),
+        "{spans:#?}"
     );
 }
