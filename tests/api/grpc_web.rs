@@ -116,6 +116,47 @@ async fn cors_preflights_follow_the_allowed_origins() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_terminates_tls_for_grpc_web_and_websockets() {
+    let certs = Certs::generate("Envoy's CA");
+    let server = ServerProcess::start(&[]);
+    let envoy = Envoy::start_tls(
+        server.addr,
+        server.ws_addr,
+        &certs.server_cert,
+        &certs.server_key,
+    );
+    envoy.ready().await;
+    let url = format!("https://127.0.0.1:{}", envoy.addr.port());
+    let response = curl_grpc_web_send(&url, &certs.ca, &send_request("edge", "a", "over TLS"));
+    assert!(response.contains("grpc-status:0"), "{response:?}");
+    let frame = r#"{"Author":"b","Content":"wss through Envoy"}"#;
+    let wss = format!("wss://127.0.0.1:{}/ws?roomCode=edge", envoy.addr.port());
+    assert_eq!(websocat_wss_echo(&wss, &certs.ca, frame), frame);
+}
+
+#[test]
+fn the_tls_envoy_config_is_the_plain_one_with_a_tls_listener() {
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(format!(
+            "{}/deploy/envoy/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        // Below the header comment.
+        text[text.find("admin:").unwrap()..].to_owned()
+    };
+    let tls = read("envoy-tls.yaml");
+    let socket = tls
+        .find("- transport_socket:")
+        .expect("a TLS transport socket")
+        + 2;
+    let filters = tls[socket..].find("filters:").unwrap() + socket;
+    let without_tls = format!("{}{}", &tls[..socket], tls[filters..].trim_start())
+        .replace("port_value: 8443 }", "port_value: 8080 }");
+    assert_eq!(without_tls, read("envoy.yaml"));
+}
+
 #[test]
 fn envoy_accepts_the_compose_config() {
     let output = Command::new(tool("envoy"))

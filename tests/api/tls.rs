@@ -3,10 +3,9 @@
 //! certificate; a rotated certificate is served to new connections without a restart. The
 //! clients are processes the test waits for, so the server runs on a runtime of its own threads.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use grpc_chat::config::ServeConfig;
-use prost::Message as _;
 
 use crate::helpers::*;
 
@@ -93,64 +92,16 @@ async fn tls_end_to_end_with_grpcurl_the_cli_grpc_web_and_wss() {
     assert_eq!(code, 0, "{stderr}");
     assert!(out.contains("offset=2"), "{out}");
 
-    // gRPC-Web over HTTPS/1.1, as a browser sends it.
-    let body = certs.dir.join("grpc-web-body");
-    let request = send_request("tls", "carol", "from the browser").encode_to_vec();
-    let mut framed = vec![0];
-    framed.extend_from_slice(&(request.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&request);
-    std::fs::write(&body, framed).unwrap();
-    let output = Command::new("curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--http1.1",
-            "--cacert",
-            path(&certs.ca),
-            "-H",
-            "content-type: application/grpc-web+proto",
-            "-H",
-            "x-grpc-web: 1",
-            "--data-binary",
-            &format!("@{}", path(&body)),
-            &format!("https://{addr}/chat.ChatService/SendMessage"),
-        ])
-        .output()
-        .unwrap();
-    let response = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    // gRPC-Web over HTTPS/1.1, as a browser sends it, and wss://.
+    let response = curl_grpc_web_send(
+        &format!("https://{addr}"),
+        &certs.ca,
+        &send_request("tls", "carol", "from the browser"),
     );
     assert!(response.contains("grpc-status:0"), "{response:?}");
-
-    // wss://, verified with the CA (websocat's TLS reads SSL_CERT_FILE).
-    let mut websocat = Command::new(tool("websocat"))
-        .args([
-            "-1",
-            &format!("wss://127.0.0.1:{}/ws?roomCode=tls", app.ws_addr.port()),
-        ])
-        .env("SSL_CERT_FILE", &certs.ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    websocat
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"Author":"dave","Content":"over wss"}"#)
-        .unwrap();
-    let output = websocat.wait_with_output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        r#"{"Author":"dave","Content":"over wss"}"#,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let frame = r#"{"Author":"dave","Content":"over wss"}"#;
+    let url = format!("wss://127.0.0.1:{}/ws?roomCode=tls", app.ws_addr.port());
+    assert_eq!(websocat_wss_echo(&url, &certs.ca, frame), frame);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
