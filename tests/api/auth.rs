@@ -644,3 +644,106 @@ async fn a_jwks_url_is_fetched_over_https_and_again_when_a_token_names_an_unknow
     let retired = attempt(&app, Door::GrpcSend, Some(&first), "alice").await;
     assert!(retired.is_err(), "ec-1 left the document");
 }
+
+#[tokio::test]
+async fn a_websocket_can_sign_in_with_its_first_frame_and_is_then_a_named_participant() {
+    let keys = TokenKeys::generate();
+    let app = spawn_app_with(ServeConfig {
+        ws_allowed_origins: vec!["https://chat.example.com".into()],
+        ..ServeConfig {
+            auth: keys.options(),
+            ..ServeConfig::default()
+        }
+    })
+    .await;
+    let alice = keys.rsa_token(claims("alice", &["secure:all"], json!({})));
+    let mut watcher = app
+        .new_client()
+        .await
+        .subscribe_messages(with_token(live(ROOM), Some(&alice)))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let bob = keys.rsa_token(claims("bob", &["secure:all"], json!({})));
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr))
+            .await
+            .unwrap();
+    socket
+        .send(Frame::Text(json!({ "auth": bob }).to_string().into()))
+        .await
+        .unwrap();
+    // Announced, listed, and its frames are bob's (an empty Author means the token's user).
+    let joined = loop {
+        let message = next(&mut watcher).await;
+        if message.r#type == MessageType::Join as i32 && message.user == "bob" {
+            break message;
+        }
+    };
+    assert_eq!(joined.content, "bob joined");
+    let room = app
+        .new_client()
+        .await
+        .get_room(with_token(
+            grpc_chat::proto::GetRoomRequest { room: ROOM.into() },
+            Some(&alice),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        room.members.iter().any(|member| member.user == "bob"),
+        "{room:?}"
+    );
+    socket
+        .send(Frame::Text(
+            r#"{"Author": "", "Content": "signed in"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let said = loop {
+        let message = next(&mut watcher).await;
+        if message.content == "signed in" {
+            break message;
+        }
+    };
+    assert_eq!(said.user, "bob");
+    drop(socket);
+    let left = loop {
+        let message = next(&mut watcher).await;
+        if message.r#type == MessageType::Leave as i32 {
+            break message;
+        }
+    };
+    assert_eq!(left.user, "bob");
+
+    // A browser from an origin not on the list is turned away before the upgrade.
+    let mut request = format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await.unwrap_err();
+    assert!(
+        matches!(&refused, tokio_tungstenite::tungstenite::Error::Http(response) if response.status() == 403),
+        "{refused:?}"
+    );
+    let mut request = format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://chat.example.com".parse().unwrap());
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("grpc-chat, bearer.{bob}").parse().unwrap(),
+    );
+    let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "grpc-chat",
+        "the server selects the protocol that is not the token"
+    );
+}
