@@ -8,7 +8,7 @@ use http::{Request, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::JwkSet;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -47,26 +47,17 @@ impl RemoteJwks {
         };
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tls = if secure {
-            let mut roots = rustls::RootCertStore::empty();
-            match ca {
-                Some(ca) => {
-                    for certificate in CertificateDer::pem_file_iter(ca)
-                        .map_err(|error| format!("--jwt-jwks-ca {}: {error}", ca.display()))?
-                    {
-                        let certificate = certificate
-                            .map_err(|error| format!("--jwt-jwks-ca {}: {error}", ca.display()))?;
-                        roots
-                            .add(certificate)
-                            .map_err(|error| format!("--jwt-jwks-ca {}: {error}", ca.display()))?;
-                    }
-                }
+            let roots = match ca {
+                Some(ca) => crate::net::tls::read_roots("--jwt-jwks-ca", ca)?,
                 None => {
+                    let mut roots = rustls::RootCertStore::empty();
                     for certificate in rustls_native_certs::load_native_certs().certs {
                         // A system root rustls cannot use is skipped, as browsers do.
                         let _ = roots.add(certificate);
                     }
+                    roots
                 }
-            }
+            };
             let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

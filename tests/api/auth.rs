@@ -161,6 +161,19 @@ async fn attempt(
     }
 }
 
+/// What `GetRoom` says of the matrix's room, asked with `token`.
+async fn room_state(app: &TestApp, token: &str) -> grpc_chat::proto::RoomState {
+    app.new_client()
+        .await
+        .get_room(with_token(
+            grpc_chat::proto::GetRoomRequest { room: ROOM.into() },
+            Some(token),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A server trusting `keys`.
 async fn secured_app(keys: &TokenKeys) -> TestApp {
     spawn_app_with(ServeConfig {
@@ -224,17 +237,7 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
         b'A'
     };
     let tampered = String::from_utf8(tampered).unwrap();
-    let unknown_kid = {
-        let header = jsonwebtoken::Header {
-            kid: Some("nobody".into()),
-            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
-        };
-        sign(
-            header,
-            &jsonwebtoken::EncodingKey::from_ec_pem(&keys.ec_private).unwrap(),
-            good.clone(),
-        )
-    };
+    let unknown_kid = ec_token(&keys.ec_private, "nobody", good.clone());
     let unauthenticated = |phrase: &'static str| (Code::Unauthenticated, phrase);
     let denied = |phrase: &'static str| (Code::PermissionDenied, phrase);
     // (case, token, user field, expected code and a phrase of the reason)
@@ -356,16 +359,7 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
     // No message reached the room (alice's sockets that were closed for their frames did come
     // and go), and the refusals were counted.
     let alice = keys.rsa_token(good);
-    let room = app
-        .new_client()
-        .await
-        .get_room(with_token(
-            grpc_chat::proto::GetRoomRequest { room: ROOM.into() },
-            Some(&alice),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let room = room_state(&app, &alice).await;
     if room.last_offset > 0 {
         let mut replay = app
             .new_client()
@@ -505,12 +499,9 @@ async fn keys_rotate_without_a_restart_when_the_jwks_file_changes() {
     let app = secured_app(&keys).await;
     let old = keys.jwks_token(claims("alice", &["secure:all"], json!({})));
     let (private, jwk) = keys.new_ec_key("ec-2");
-    let rotated = sign(
-        jsonwebtoken::Header {
-            kid: Some("ec-2".into()),
-            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
-        },
-        &jsonwebtoken::EncodingKey::from_ec_pem(&private).unwrap(),
+    let rotated = ec_token(
+        &private,
+        "ec-2",
         claims("alice", &["secure:all"], json!({})),
     );
     let before = attempt(&app, Door::GrpcSend, Some(&rotated), "alice").await;
@@ -618,12 +609,9 @@ async fn a_jwks_url_is_fetched_over_https_and_again_when_a_token_names_an_unknow
     // the new key makes the server fetch the document again.
     let (private, jwk) = keys.new_ec_key("ec-2");
     write_jwks(&keys.jwks, &[jwk]);
-    let rotated = sign(
-        jsonwebtoken::Header {
-            kid: Some("ec-2".into()),
-            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
-        },
-        &jsonwebtoken::EncodingKey::from_ec_pem(&private).unwrap(),
+    let rotated = ec_token(
+        &private,
+        "ec-2",
         claims("alice", &["secure:all"], json!({})),
     );
     let refused = attempt(&app, Door::GrpcSend, Some(&rotated), "alice").await;
@@ -682,16 +670,7 @@ async fn a_websocket_can_sign_in_with_its_first_frame_and_is_then_a_named_partic
         }
     };
     assert_eq!(joined.content, "bob joined");
-    let room = app
-        .new_client()
-        .await
-        .get_room(with_token(
-            grpc_chat::proto::GetRoomRequest { room: ROOM.into() },
-            Some(&alice),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let room = room_state(&app, &alice).await;
     assert!(
         room.members.iter().any(|member| member.user == "bob"),
         "{room:?}"

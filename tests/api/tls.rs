@@ -18,6 +18,14 @@ async fn tls_app(certs: &Certs, mtls: bool) -> TestApp {
     .await
 }
 
+/// `grpc-chat send` to `addr` over TLS with the options `tls`, as `user`; (exit code, stdout,
+/// stderr).
+fn cli_send(addr: &str, tls: &[&str], user: &str, text: &str) -> (i32, String, String) {
+    let url = format!("https://{addr}");
+    let send = ["send", "--addr", &url, "-r", "tls", "-u", user, text];
+    cli(&[&send[..], tls].concat())
+}
+
 /// Runs grpcurl with `args`, giving up connecting after 2 s; (success, stdout and stderr).
 fn grpcurl(args: &[&str]) -> (bool, String) {
     let output = Command::new(tool("grpcurl"))
@@ -41,32 +49,26 @@ fn path(path: &std::path::Path) -> &str {
 
 const SEND: &str = r#"{"room": "tls", "user": "alice", "content": "over TLS"}"#;
 
+/// SendMessage to `addr` by grpcurl with the options `tls` (which CA, which client
+/// certificate).
+fn grpcurl_send(addr: &str, tls: &[&str]) -> (bool, String) {
+    let call = ["-d", SEND, addr, "chat.ChatService/SendMessage"];
+    grpcurl(&[tls, &call[..]].concat())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_end_to_end_with_grpcurl_the_cli_grpc_web_and_wss() {
     let certs = Certs::generate("grpc-chat test CA");
     let app = tls_app(&certs, false).await;
     let addr = app.addr.to_string();
 
-    let (ok, out) = grpcurl(&[
-        "-cacert",
-        path(&certs.ca),
-        "-d",
-        SEND,
-        &addr,
-        "chat.ChatService/SendMessage",
-    ]);
+    let (ok, out) = grpcurl_send(&addr, &["-cacert", path(&certs.ca)]);
     assert!(ok, "{out}");
     assert!(out.contains("\"offset\": \"1\""), "{out}");
     // Not trusting the CA, grpcurl refuses the server; speaking plain text, it gets nowhere.
-    let (ok, out) = grpcurl(&["-d", SEND, &addr, "chat.ChatService/SendMessage"]);
+    let (ok, out) = grpcurl_send(&addr, &[]);
     assert!(!ok && out.contains("certificate"), "{out}");
-    let (ok, _) = grpcurl(&[
-        "-plaintext",
-        "-d",
-        SEND,
-        &addr,
-        "chat.ChatService/SendMessage",
-    ]);
+    let (ok, _) = grpcurl_send(&addr, &["-plaintext"]);
     assert!(!ok);
     // Each failed attempt (grpcurl may retry) is counted.
     let failed = app
@@ -77,18 +79,8 @@ async fn tls_end_to_end_with_grpcurl_the_cli_grpc_web_and_wss() {
         .await;
     assert!(failed >= 2.0, "{failed}");
 
-    let (code, out, stderr) = cli(&[
-        "send",
-        "--addr",
-        &format!("https://{addr}"),
-        "--tls-ca",
-        path(&certs.ca),
-        "-r",
-        "tls",
-        "-u",
-        "bob",
-        "from the CLI",
-    ]);
+    let (code, out, stderr) =
+        cli_send(&addr, &["--tls-ca", path(&certs.ca)], "bob", "from the CLI");
     assert_eq!(code, 0, "{stderr}");
     assert!(out.contains("offset=2"), "{out}");
 
@@ -109,57 +101,40 @@ async fn mtls_refuses_a_client_without_a_certificate() {
     let certs = Certs::generate("grpc-chat mTLS CA");
     let app = tls_app(&certs, true).await;
     let addr = app.addr.to_string();
-    let (ok, out) = grpcurl(&[
-        "-cacert",
-        path(&certs.ca),
-        "-d",
-        SEND,
-        &addr,
-        "chat.ChatService/SendMessage",
-    ]);
+    let (ok, out) = grpcurl_send(&addr, &["-cacert", path(&certs.ca)]);
     assert!(!ok, "{out}");
-    let (ok, out) = grpcurl(&[
-        "-cacert",
-        path(&certs.ca),
-        "-cert",
-        path(&certs.client_cert),
-        "-key",
-        path(&certs.client_key),
-        "-d",
-        SEND,
+    let (ok, out) = grpcurl_send(
         &addr,
-        "chat.ChatService/SendMessage",
-    ]);
+        &[
+            "-cacert",
+            path(&certs.ca),
+            "-cert",
+            path(&certs.client_cert),
+            "-key",
+            path(&certs.client_key),
+        ],
+    );
     assert!(ok, "{out}");
-    let (code, _, stderr) = cli(&[
-        "send",
-        "--addr",
-        &format!("https://{addr}"),
-        "--tls-ca",
-        path(&certs.ca),
-        "--tls-cert",
-        path(&certs.client_cert),
-        "--tls-key",
-        path(&certs.client_key),
-        "-r",
-        "tls",
-        "-u",
+    let (code, _, stderr) = cli_send(
+        &addr,
+        &[
+            "--tls-ca",
+            path(&certs.ca),
+            "--tls-cert",
+            path(&certs.client_cert),
+            "--tls-key",
+            path(&certs.client_key),
+        ],
         "alice",
         "with a certificate",
-    ]);
+    );
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, _) = cli(&[
-        "send",
-        "--addr",
-        &format!("https://{addr}"),
-        "--tls-ca",
-        path(&certs.ca),
-        "-r",
-        "tls",
-        "-u",
+    let (code, _, _) = cli_send(
+        &addr,
+        &["--tls-ca", path(&certs.ca)],
         "alice",
         "without one",
-    ]);
+    );
     assert_ne!(code, 0);
 }
 
@@ -169,16 +144,7 @@ async fn a_rotated_certificate_is_served_to_new_connections_without_a_restart() 
     let second = Certs::generate("second CA");
     let app = tls_app(&first, false).await;
     let addr = app.addr.to_string();
-    let call = |ca: &Certs| {
-        grpcurl(&[
-            "-cacert",
-            path(&ca.ca),
-            "-d",
-            SEND,
-            &addr,
-            "chat.ChatService/SendMessage",
-        ])
-    };
+    let call = |ca: &Certs| grpcurl_send(&addr, &["-cacert", path(&ca.ca)]);
     assert!(call(&first).0);
     assert!(!call(&second).0);
 

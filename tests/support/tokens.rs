@@ -38,6 +38,22 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
+/// A new EC P-256 private key in `dir`, named `name`.
+fn ec_key(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            name,
+        ],
+    );
+}
+
 /// The JWKS entry of the EC public key in `pem` (uncompressed point from its DER).
 fn ec_jwk(dir: &Path, kid: &str, private: &str) -> Value {
     let der = dir.join(format!("{kid}.pub.der"));
@@ -92,18 +108,7 @@ impl TokenKeys {
             &dir,
             &["pkey", "-in", "rsa.pem", "-pubout", "-out", "rsa.pub.pem"],
         );
-        openssl(
-            &dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "ec.pem",
-            ],
-        );
+        ec_key(&dir, "ec.pem");
         let jwks = dir.join("jwks.json");
         write_jwks(&jwks, &[ec_jwk(&dir, JWKS_KID, "ec.pem")]);
         Self {
@@ -129,18 +134,7 @@ impl TokenKeys {
     /// A new EC key pair `kid` in the directory: its private key and its JWKS entry.
     pub fn new_ec_key(&self, kid: &str) -> (Vec<u8>, Value) {
         let private = format!("{kid}.pem");
-        openssl(
-            &self.dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &private,
-            ],
-        );
+        ec_key(&self.dir, &private);
         (
             std::fs::read(self.dir.join(&private)).unwrap(),
             ec_jwk(&self.dir, kid, &private),
@@ -158,15 +152,7 @@ impl TokenKeys {
 
     /// An ES256 token naming the JWKS key.
     pub fn jwks_token(&self, claims: Value) -> String {
-        let header = Header {
-            kid: Some(JWKS_KID.into()),
-            ..Header::new(Algorithm::ES256)
-        };
-        sign(
-            header,
-            &EncodingKey::from_ec_pem(&self.ec_private).unwrap(),
-            claims,
-        )
+        ec_token(&self.ec_private, JWKS_KID, claims)
     }
 }
 
@@ -201,6 +187,15 @@ pub fn claims(user: &str, rooms: &[&str], extra: Value) -> Value {
 /// `claims` signed with `key` under `header`.
 pub fn sign(header: Header, key: &EncodingKey, claims: Value) -> String {
     jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+/// An ES256 token signed with the EC key `private`, naming it `kid`.
+pub fn ec_token(private: &[u8], kid: &str, claims: Value) -> String {
+    let header = Header {
+        kid: Some(kid.into()),
+        ..Header::new(Algorithm::ES256)
+    };
+    sign(header, &EncodingKey::from_ec_pem(private).unwrap(), claims)
 }
 
 /// An unsigned token (`alg: none`) with `claims`.
