@@ -291,6 +291,28 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
             unauthenticated("wrong audience"),
         ),
         (
+            "wrong issuer",
+            Some(keys.rsa_token(claims(
+                "alice",
+                &["secure:all"],
+                json!({"iss": "https://other"}),
+            ))),
+            "alice",
+            unauthenticated("wrong issuer"),
+        ),
+        (
+            "no expiry",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": null})))),
+            "alice",
+            unauthenticated("exp"),
+        ),
+        (
+            "issued in the future",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iat": at(3600)})))),
+            "alice",
+            unauthenticated("issued in the future"),
+        ),
+        (
             "unknown kid",
             Some(unknown_kid),
             "alice",
@@ -355,7 +377,7 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
         DOORS.len()
     );
     assert!(succeeded.is_empty(), "succeeded: {succeeded:?}");
-    assert_eq!(attempts, 65);
+    assert_eq!(attempts, 80);
     // No message reached the room (alice's sockets that were closed for their frames did come
     // and go), and the refusals were counted.
     let alice = keys.rsa_token(good);
@@ -389,8 +411,8 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
             &[("reason", reason)],
         )
     };
-    // 9 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
-    assert_eq!(refusals("unauthenticated"), Some(44.0));
+    // 12 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
+    assert_eq!(refusals("unauthenticated"), Some(59.0));
     assert_eq!(refusals("permission_denied"), Some(15.0));
 }
 
@@ -724,5 +746,82 @@ async fn a_websocket_can_sign_in_with_its_first_frame_and_is_then_a_named_partic
         response.headers()["sec-websocket-protocol"],
         "grpc-chat",
         "the server selects the protocol that is not the token"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_callers_get_what_the_config_grants_and_history_is_a_capability_of_its_own() {
+    let keys = TokenKeys::generate();
+    let app = spawn_app_with(ServeConfig {
+        auth: grpc_chat::auth::config::AuthOptions {
+            allow_anonymous: vec![grpc_chat::auth::grants::Grant::parse("public-*:sub").unwrap()],
+            ..keys.options()
+        },
+        ..ServeConfig::default()
+    })
+    .await;
+    let writer = keys.rsa_token(claims("alice", &["public-*:pub,sub"], json!({})));
+    app.new_client()
+        .await
+        .send_message(with_token(
+            send_request("public-1", "", "hello all"),
+            Some(&writer),
+        ))
+        .await
+        .unwrap();
+
+    // Anyone may follow a public room live...
+    let mut client = app.new_client().await;
+    let mut live_feed = client
+        .subscribe_messages(live("public-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut live_feed).await;
+    // ...but not publish there, replay it, or read another room.
+    let refusals = [
+        (
+            expect_err(
+                client
+                    .send_message(send_request("public-1", "anon", "hi"))
+                    .await,
+            ),
+            "no token: to publish to room public-1",
+        ),
+        (
+            expect_err(
+                client
+                    .subscribe_messages(SubscribeRequest {
+                        from_offset: 1,
+                        ..live("public-1")
+                    })
+                    .await,
+            ),
+            "no token: to read the history of room public-1",
+        ),
+        (
+            expect_err(client.subscribe_messages(live("secure")).await),
+            "no token: to subscribe to room secure",
+        ),
+    ];
+    for (status, phrase) in &refusals {
+        assert_status(status, Code::Unauthenticated, &[phrase]);
+    }
+    // A token without history is refused a replay for that capability.
+    let replay = app
+        .new_client()
+        .await
+        .subscribe_messages(with_token(
+            SubscribeRequest {
+                last: 5,
+                ..live("public-1")
+            },
+            Some(&writer),
+        ))
+        .await;
+    assert_status(
+        &expect_err(replay),
+        Code::PermissionDenied,
+        &["user alice may not read the history of room public-1 (needs the history capability)"],
     );
 }

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 /// The audience the test server expects.
 pub const AUDIENCE: &str = "grpc-chat";
+/// The issuer the test server expects.
+pub const ISSUER: &str = "https://issuer.test";
 /// The `kid` of the JWKS key.
 pub const JWKS_KID: &str = "ec-1";
 
@@ -120,12 +122,14 @@ impl TokenKeys {
         }
     }
 
-    /// Settings trusting the RSA key and the JWKS, for audience [`AUDIENCE`].
+    /// Settings trusting the RSA key and the JWKS, for audience [`AUDIENCE`] and issuer
+    /// [`ISSUER`].
     pub fn options(&self) -> AuthOptions {
         AuthOptions {
             jwt_public_keys: vec![self.rsa_public.clone()],
             jwt_jwks_file: Some(self.jwks.clone()),
             jwt_audience: Some(AUDIENCE.into()),
+            jwt_issuer: Some(ISSUER.into()),
             jwt_reload_interval: Duration::from_millis(100),
             ..grpc_chat::config::ServeConfig::default().auth
         }
@@ -176,7 +180,7 @@ pub fn at(offset: i64) -> u64 {
 /// laid.
 pub fn claims(user: &str, rooms: &[&str], extra: Value) -> Value {
     let mut claims = json!({
-        "sub": user, "aud": AUDIENCE, "iat": at(0), "exp": at(3600), "rooms": rooms,
+        "sub": user, "aud": AUDIENCE, "iss": ISSUER, "iat": at(0), "exp": at(3600), "rooms": rooms,
     });
     if let (Value::Object(base), Value::Object(extra)) = (&mut claims, extra) {
         base.extend(extra);
