@@ -203,16 +203,17 @@ impl ConnectionQuota {
     }
 
     /// Counts a stream reading `room` until the ticket is dropped; refuses a room beyond the
-    /// connection's limit.
-    pub fn enter(self: &Arc<Self>, room: &RoomName) -> Result<RoomTicket, ChatError> {
+    /// connection's limit. Without a limit nothing is counted (no ticket).
+    pub fn enter(self: &Arc<Self>, room: &RoomName) -> Result<Option<RoomTicket>, ChatError> {
+        let Some(max) = self.limits.max_rooms else {
+            return Ok(None);
+        };
         let mut rooms = self.lock();
         let held = rooms.len();
         match rooms.get_mut(room) {
             Some(streams) => *streams += 1,
             None => {
-                if let Some(max) = self.limits.max_rooms
-                    && held >= max
-                {
+                if held >= max {
                     self.limits.limited[2].increment(1);
                     return Err(ChatError::ResourceExhausted(format!(
                         "cannot read room {room}: one connection may read at most {max} rooms \
@@ -222,10 +223,10 @@ impl ConnectionQuota {
                 rooms.insert(room.clone(), 1);
             }
         }
-        Ok(RoomTicket {
+        Ok(Some(RoomTicket {
             quota: Arc::clone(self),
             room: room.clone(),
-        })
+        }))
     }
 
     // Held for a map update only, never across an await.

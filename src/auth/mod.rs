@@ -306,10 +306,10 @@ impl Caller {
 
     /// Counts a stream reading `room` against the connection's rooms until the ticket drops.
     pub fn enter(&self, room: &RoomName) -> Result<Option<RoomTicket>, ChatError> {
-        self.quota
-            .as_ref()
-            .map(|quota| quota.enter(room))
-            .transpose()
+        match &self.quota {
+            Some(quota) => quota.enter(room),
+            None => Ok(None),
+        }
     }
 
     /// Who a subscriber to `room` is announced as, given `sent` in `field`: nobody for an empty
