@@ -2,12 +2,15 @@
 //! server does; what passes becomes a room event whose shared frames must give back its content.
 #![no_main]
 
-use std::time::SystemTime;
+use std::{sync::LazyLock, time::SystemTime};
 
 use grpc_chat::{
+    auth::{Auth, Caller},
+    config::ServeConfig,
     error::FROM_OFFSET_FIELD,
     event::{Event, EventKind, EventParts, GRPC_PREFIX},
     grpc::convert::{self, Command},
+    monitoring::Monitoring,
     proto::{Message, MetricsRequest, SendMessageRequest, SubscribeRequest},
     room::{self, Epoch, RoomName, UserName},
     text_frame::TextFrame,
@@ -17,10 +20,19 @@ use prost::Message as _;
 
 const MAX_CONTENT: usize = 4096;
 
+/// A caller as every caller is with auth off (the default): anyone, under the name they give.
+static ANYONE: LazyLock<Caller> = LazyLock::new(|| {
+    let auth = Auth::new(&ServeConfig::default().auth, &Monitoring::new()).expect("auth is off");
+    auth.caller(None, &Default::default())
+        .expect("an open caller")
+});
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = Message::decode(data) {
-        let _ = convert::command(&message, MAX_CONTENT, false);
-        if let Ok(Command::Say(room, draft)) = convert::command(&message, MAX_CONTENT, true) {
+        let _ = convert::command(&message, &ANYONE, MAX_CONTENT, false);
+        if let Ok(Command::Say(room, draft)) =
+            convert::command(&message, &ANYONE, MAX_CONTENT, true)
+        {
             round_trip(room, draft.user, &draft.content);
         }
     }
