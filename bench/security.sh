@@ -25,7 +25,8 @@ openssl rand -hex 32 > "$work/hmac"
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rsa.pem" 2>/dev/null
 openssl pkey -in "$work/rsa.pem" -pubout -out "$work/rsa.pub.pem"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/tls.key" \
-  -out "$work/tls.crt" -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+  -out "$work/tls.crt" -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+  -addext basicConstraints=critical,CA:FALSE 2>/dev/null
 hs256=$("$bin" token --sub bench --room '*:all' --secret-file "$work/hmac")
 # An RS256 token with the same claims, signed by openssl.
 b64() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }

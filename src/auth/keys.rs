@@ -38,6 +38,9 @@ pub struct VerifyingKey {
 pub struct KeySet {
     /// The keys, in the order they were configured.
     pub keys: Vec<VerifyingKey>,
+    /// Which set this is: it changes whenever the keys do, so what was verified with an older
+    /// set can be told apart.
+    pub generation: u64,
 }
 
 impl KeySet {
@@ -83,7 +86,10 @@ impl KeySet {
                 .map_err(|error| format!("{}: not a JWKS document: {error}", path.display()))?;
             keys.extend(jwks_keys(&set).map_err(|error| format!("{}: {error}", path.display()))?);
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            generation: 0,
+        })
     }
 }
 
@@ -191,6 +197,8 @@ pub struct Keys {
 struct Parts {
     files: Vec<VerifyingKey>,
     remote: Vec<VerifyingKey>,
+    /// Of the set last published.
+    generation: u64,
 }
 
 impl Keys {
@@ -206,7 +214,7 @@ impl Keys {
         Ok(Arc::new(Self {
             parts: Mutex::new(Parts {
                 files: files.keys.clone(),
-                remote: Vec::new(),
+                ..Parts::default()
             }),
             current: ArcSwap::from_pointee(files),
             options: options.clone(),
@@ -242,8 +250,12 @@ impl Keys {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         update(&mut parts);
+        parts.generation += 1;
         let keys = parts.files.iter().chain(&parts.remote).cloned().collect();
-        self.current.store(Arc::new(KeySet { keys }));
+        self.current.store(Arc::new(KeySet {
+            keys,
+            generation: parts.generation,
+        }));
     }
 
     fn counted<T>(&self, why: &str, outcome: Result<T, String>) -> Option<T> {

@@ -11,6 +11,7 @@
 //! user name to act as ([`Caller::name`]). With no key configured auth is off and every caller
 //! is [`Identity::Open`]: anyone may do anything under any name but the reserved ones.
 
+mod cache;
 pub mod config;
 pub mod grants;
 pub mod jwks;
@@ -24,6 +25,7 @@ use metrics::Counter;
 use tokio_util::sync::CancellationToken;
 
 use self::{
+    cache::VerifiedTokens,
     config::AuthOptions,
     grants::{Capability, Grant},
     keys::Keys,
@@ -50,10 +52,26 @@ pub struct Auth {
     refusals: [Counter; 2],
 }
 
-/// The keys and the claim rules.
+/// The keys, the claim rules, and the tokens already verified.
 struct Verifier {
     keys: Arc<Keys>,
     rules: Rules,
+    verified: VerifiedTokens,
+}
+
+impl Verifier {
+    /// Who `token` is: from the cache when it was verified with the keys in use, else verified
+    /// now (and cached).
+    fn verify(&self, token: &str) -> Result<Arc<Verified>, Refusal> {
+        let keys = self.keys.current();
+        if let Some(verified) = self.verified.get(token, keys.generation) {
+            return Ok(verified);
+        }
+        let verified = Arc::new(self.rules.verify(&keys, token)?);
+        self.verified
+            .insert(token, keys.generation, Arc::clone(&verified));
+        Ok(verified)
+    }
 }
 
 impl Auth {
@@ -63,6 +81,7 @@ impl Auth {
             Some(Verifier {
                 keys: Keys::load(options, monitoring)?,
                 rules: Rules::new(options),
+                verified: VerifiedTokens::default(),
             })
         } else {
             None
@@ -120,21 +139,19 @@ impl Auth {
         Ok(match (&self.verifier, token) {
             (None, _) => Identity::Open,
             (Some(_), None) => Identity::Anonymous,
-            (Some(verifier), Some(token)) => {
-                match verifier.rules.verify(&verifier.keys.current(), token) {
-                    Ok(verified) => Identity::User(Arc::new(verified)),
-                    Err(Refusal::UnknownKey(reason)) if verifier.keys.fetched() => {
-                        verifier.keys.unknown_kid();
-                        return Err(self.unauthenticated(format!(
-                            "{reason}; the key set is being fetched again, retry in a few seconds"
-                        )));
-                    }
-                    Err(Refusal::Invalid(reason) | Refusal::UnknownKey(reason)) => {
-                        return Err(self.unauthenticated(reason));
-                    }
-                    Err(Refusal::Forbidden(reason)) => return Err(self.denied(reason)),
+            (Some(verifier), Some(token)) => match verifier.verify(token) {
+                Ok(verified) => Identity::User(verified),
+                Err(Refusal::UnknownKey(reason)) if verifier.keys.fetched() => {
+                    verifier.keys.unknown_kid();
+                    return Err(self.unauthenticated(format!(
+                        "{reason}; the key set is being fetched again, retry in a few seconds"
+                    )));
                 }
-            }
+                Err(Refusal::Invalid(reason) | Refusal::UnknownKey(reason)) => {
+                    return Err(self.unauthenticated(reason));
+                }
+                Err(Refusal::Forbidden(reason)) => return Err(self.denied(reason)),
+            },
         })
     }
 
