@@ -75,7 +75,9 @@ async fn a_partial_http2_opening_is_closed_at_the_deadline() {
     assert_eq!(closed_for_handshake(&app, "grpc").await, 2.0);
 }
 
-#[tokio::test(start_paused = true)]
+// On the real clock: bytes keep arriving here, and on the paused clock a busy machine can let
+// virtual time run past the test's patience while a trickled line is still in the kernel.
+#[tokio::test]
 async fn headers_sent_a_line_at_a_time_are_cut_at_the_deadline_on_every_port() {
     let app = app().await;
     for addr in [app.addr, app.ws_addr, app.admin_addr] {
@@ -98,7 +100,10 @@ async fn headers_sent_a_line_at_a_time_are_cut_at_the_deadline_on_every_port() {
             waited = closed_by_server(&mut reader) => waited,
             () = trickle => unreachable!("the trickle only ends when the server closed"),
         };
-        at_the_deadline(waited, &format!("headers trickled to {addr}"));
+        assert!(
+            waited >= DEADLINE && waited < DEADLINE + Duration::from_secs(2),
+            "headers trickled to {addr}: closed after {waited:?}, the deadline is {DEADLINE:?}"
+        );
     }
 }
 
