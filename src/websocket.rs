@@ -19,12 +19,7 @@
 //! reason, as does the token's expiry; a limit closes with 1013. Browsers' `Origin` must be on
 //! the allow-list.
 
-use std::{
-    collections::HashMap,
-    pin::Pin,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -47,7 +42,7 @@ use crate::{
     hub::{Delivery, Hub, Participant},
     monitoring::FrontDoor,
     room::{Draft, RoomName, StartAt},
-    shutdown::{self, Drain},
+    shutdown::{self, Drain, Ending},
     text_frame::{self, TextFrame},
 };
 
@@ -291,21 +286,31 @@ async fn serve_room(
     let interval = state.config.ping_interval;
     let mut pings = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_heard = Instant::now();
-    let mut expiry = std::pin::pin!(expiry_of(caller));
+    // The server's drain, which for a socket with a token also starts when the token expires.
+    let session = state.shutdown.expiring(caller.expires());
+    let mut ending = std::pin::pin!(session.wait());
     loop {
-        if state.shutdown.is_started() {
-            return End::Close(close_code::AWAY, "server is shutting down".into());
+        match session.ended() {
+            None => {}
+            Some(Ending::TokenExpired) => {
+                return End::Close(
+                    close_code::POLICY,
+                    "token expired; reconnect with a new token".into(),
+                );
+            }
+            Some(Ending::Shutdown | Ending::ConnectionAge) => {
+                return End::Close(close_code::AWAY, "server is shutting down".into());
+            }
         }
         let step = tokio::select! {
             biased;
+            // First, so a peer that never stops sending still meets its token's expiry; it wakes
+            // the loop, and the check at its top closes the socket.
+            () = &mut ending => Ok(()),
             frame = socket.recv() => {
                 last_heard = Instant::now();
                 receive(frame, &room, caller, state).await
             }
-            () = &mut expiry => Err(End::Close(
-                close_code::POLICY,
-                "token expired; reconnect with a new token".into(),
-            )),
             next = subscription.next() => match next {
                 Some(Ok(Delivery::Event(event))) => {
                     let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
@@ -323,8 +328,6 @@ async fn serve_room(
                     deliver(socket, Message::Ping(Bytes::new()), state, draining).await
                 }
             }
-            // Wakes the loop; the check at its top closes the socket.
-            () = draining.as_mut() => Ok(()),
         };
         if let Err(end) = step {
             return end;
@@ -424,17 +427,6 @@ fn refusal(error: &ChatError) -> End {
         _ => close_code::POLICY,
     };
     End::Close(code, error.to_string())
-}
-
-/// Completes when `caller`'s token expires; never for a caller without one.
-async fn expiry_of(caller: &Caller) {
-    match caller.expires() {
-        Some(at) => {
-            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(left).await;
-        }
-        None => std::future::pending().await,
-    }
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.

@@ -15,7 +15,10 @@ use std::{
 };
 
 use clap::Args;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, clock::Clock};
+use governor::{
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota,
+    clock::{Clock, Reference},
+};
 use metrics::Counter;
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +91,12 @@ impl Rate {
     }
 }
 
+/// Whole milliseconds until a refused caller may try again, at least 1 (saying 0 would invite an
+/// immediate retry that is refused again).
+fn retry_ms<P: Reference>(not_until: &NotUntil<P>, now: P) -> u128 {
+    not_until.wait_time_from(now).as_millis().max(1)
+}
+
 /// The limits in force; shared by every door.
 #[derive(Debug)]
 pub struct Limits {
@@ -134,13 +143,12 @@ impl Limits {
                 RateKey::User(user) => format!("user {user}"),
                 RateKey::Address(address) => format!("address {address}"),
             };
-            let retry = not_until.wait_time_from(limiter.clock().now());
             ChatError::ResourceExhausted(format!(
                 "publish rate limit: at most {} messages per second for {who} (bursts of {}); \
                  retry in {}ms",
                 rate.per_second,
                 rate.burst,
-                retry.as_millis().max(1)
+                retry_ms(&not_until, limiter.clock().now())
             ))
         })
     }
@@ -192,12 +200,11 @@ impl ConnectionQuota {
         };
         limiter.check().map_err(|not_until| {
             self.limits.limited[1].increment(1);
-            let retry = not_until.wait_time_from(limiter.clock().now());
             ChatError::ResourceExhausted(format!(
                 "call rate limit: at most {} new calls per second on one connection; retry in \
                  {}ms",
                 rate.per_second,
-                retry.as_millis().max(1)
+                retry_ms(&not_until, limiter.clock().now())
             ))
         })
     }
