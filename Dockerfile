@@ -41,7 +41,7 @@ ENV GRPC_CHAT_LISTEN=0.0.0.0:50051 \
     GRPC_CHAT_WS_LISTEN=0.0.0.0:8080 \
     GRPC_CHAT_ADMIN_LISTEN=0.0.0.0:8081 \
     GRPC_CHAT_ADDR=http://127.0.0.1:50051
-# gRPC and gRPC-Web; WebSocket rooms; admin (/metrics, /healthz, /readyz).
+# gRPC and gRPC-Web; WebSocket rooms and the chat page; admin (/metrics, /healthz, /readyz).
 EXPOSE 50051 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["grpc-chat", "health", "--connect-timeout", "2s"]

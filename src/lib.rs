@@ -20,6 +20,7 @@
 //!   maximum age with GOAWAY, file-descriptor exhaustion.
 //! * [`grpc`]: the `chat.ChatService` front door, translating between protobuf and the room model.
 //! * [`health`]: `grpc.health.v1` whose watches end when the server drains.
+//! * [`page`]: the chat page served at `/` on the WebSocket port, embedded from `web/dist/`.
 //! * [`server`]: [`server::App::build`] wires the engine and everything else onto already-bound
 //!   listeners (so tests can use port 0); [`server::App::serve`] runs it until shutdown, then
 //!   drains.
@@ -47,6 +48,7 @@ pub mod health;
 pub mod hub;
 pub mod monitoring;
 pub mod net;
+pub mod page;
 pub mod reload;
 pub mod room;
 pub mod server;

@@ -41,6 +41,7 @@ use crate::{
         connection::{Lifetime, MaxAge},
         tls::Tls,
     },
+    page::{self, GrpcWebTarget, PageSettings},
     proto::{
         self, chat_service_server::ChatServiceServer,
         chitty_chat::chat_server::ChatServer as ChittyServer,
@@ -428,12 +429,13 @@ impl App {
             listener,
             websocket::router(
                 hub,
-                auth,
+                Arc::clone(&auth),
                 config,
                 &self.config.ws_allowed_origins,
                 self.drain.clone(),
                 self.tasks.clone(),
-            ),
+            )
+            .merge(page::router(self.page_settings(&auth))),
             ListenerSettings {
                 name: "websocket",
                 protocols: Protocols::Http1,
@@ -450,6 +452,22 @@ impl App {
             &self.public,
             self.drain.token().clone(),
         );
+    }
+
+    /// What the chat page is told of this server.
+    fn page_settings(&self, auth: &Auth) -> PageSettings {
+        let config = &self.config;
+        PageSettings {
+            grpc_web: match &config.web_grpc_url {
+                Some(url) => GrpcWebTarget::Url(url.clone()),
+                None => GrpcWebTarget::Auto {
+                    grpc_port: self.addrs[0].port(),
+                    tls: self.public.tls.is_some(),
+                },
+            },
+            user_claim: auth.enabled().then(|| config.auth.jwt_user_claim.clone()),
+            max_content_bytes: config.max_content_bytes,
+        }
     }
 
     /// The idle timeout and maximum age of public connections.

@@ -1,0 +1,528 @@
+// The chat view: the rooms open at once, each with its conversation, who is here and its
+// connection; one composer for the room shown; unread counts in the room list and, while the
+// page is hidden, in the tab title.
+
+import type { Client } from "@connectrpc/connect";
+import type { ChatService } from "../gen/chat_pb.js";
+import { h, setChildren } from "./dom.js";
+import { Room, type ConnectionState, type Item, type Outgoing } from "./room.js";
+import {
+  maxContentBytes,
+  roomProblem,
+  showRoomsInAddress,
+  type Identity,
+} from "./settings.js";
+
+/** Consecutive messages of one person this close together share one name line. */
+const GROUPING_MS = 5 * 60_000;
+/** Scrolled this close to the end, the conversation follows new messages. */
+const FOLLOW_SLACK_PX = 48;
+/**
+ * Over plain HTTP a browser keeps at most six connections to a server, and each followed room
+ * holds one: beyond five rooms sending would wait. HTTP/2 (https) has no such limit.
+ */
+const MAX_ROOMS = location.protocol === "https:" ? 20 : 5;
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", month: "long", day: "numeric" });
+
+/** A room as shown: its conversation, members and place in the room list. */
+interface Shown {
+  room: Room;
+  log: HTMLElement;
+  outbox: HTMLElement;
+  scroller: HTMLElement;
+  tab: HTMLButtonElement;
+  badge: HTMLElement;
+  members: { user: string; sessions: number }[];
+  unread: number;
+  draft: string;
+  last: Item | null;
+  pending: Map<number, HTMLElement>;
+}
+
+export class ChatApp {
+  private readonly rooms = new Map<string, Shown>();
+  private order: string[] = [];
+  private current: Shown | null = null;
+  private hiddenUnread = 0;
+
+  private readonly roomList = h("nav.room-list", { "aria-label": "Rooms" });
+  private readonly joinInput = h("input", {
+    name: "room",
+    placeholder: "Join a room",
+    "aria-label": "Join a room",
+    maxlength: "64",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  private readonly joinError = h("p.field-error", { role: "alert" });
+  private readonly title = h("h1.room-title");
+  private readonly status = h("span.status", { role: "status" });
+  private readonly membersButton = h(
+    "button.members-toggle",
+    { type: "button", "aria-expanded": "false", "aria-controls": "members" },
+  );
+  private readonly membersList = h("ul.member-list");
+  private readonly membersPanel = h(
+    "aside.members",
+    { id: "members", "aria-label": "Who is here" },
+    h("h2", {}, "Here now"),
+    this.membersList,
+  );
+  private readonly conversation = h("div.conversation-body");
+  private readonly input = h("textarea", {
+    rows: "1",
+    "aria-label": "Message",
+    enterkeyhint: "send",
+    autocomplete: "off",
+  });
+  private readonly sendButton = h("button.send", { type: "submit" }, "Send");
+  private readonly composerHint = h("p.composer-hint", { "aria-live": "polite" });
+  private readonly jumpButton = h("button.jump", { type: "button", hidden: true }, "New messages ↓");
+  private statusTimer: number | undefined;
+
+  constructor(
+    private readonly root: HTMLElement,
+    private readonly client: Client<typeof ChatService>,
+    private readonly identity: Identity,
+    private readonly signOut: () => void,
+  ) {}
+
+  start(rooms: string[]): void {
+    const composer = h(
+      "form.composer",
+      {},
+      h("div.composer-row", {}, this.input, this.sendButton),
+      this.composerHint,
+    );
+    const joinForm = h("form.join-room", {}, this.joinInput, this.joinError);
+    const me = h(
+      "footer.me",
+      {},
+      avatar(this.identity.name || "?"),
+      h("span.me-name", { title: "You" }, this.identity.name || "signed in"),
+      h("button.link", { type: "button", "data-action": "sign-out" }, this.identity.token ? "Sign out" : "Change name"),
+    );
+    setChildren(
+      this.root,
+      h(
+        "div.app",
+        {},
+        h("aside.sidebar", {}, h("div.brand", {}, logo(), "grpc-chat"), this.roomList, joinForm, me),
+        h(
+          "main.conversation",
+          {},
+          h("header.room-header", {}, this.title, this.status, this.membersButton),
+          this.conversation,
+          this.jumpButton,
+          composer,
+        ),
+        this.membersPanel,
+      ),
+    );
+
+    joinForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const name = this.joinInput.value.trim();
+      const problem = roomProblem(name) ?? (this.rooms.has(name) ? null : this.roomLimitProblem());
+      this.joinError.textContent = problem ?? "";
+      if (problem) return;
+      this.joinInput.value = "";
+      this.open(name);
+      this.show(name);
+    });
+    me.querySelector("button")?.addEventListener("click", () => this.signOut());
+    composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.sendDraft();
+    });
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.sendDraft();
+      }
+    });
+    this.input.addEventListener("input", () => this.checkDraft());
+    this.membersButton.addEventListener("click", () => this.toggleMembers());
+    this.jumpButton.addEventListener("click", () => this.scrollToEnd(this.current));
+    document.addEventListener("keydown", (event) => this.shortcut(event));
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) {
+        this.hiddenUnread = 0;
+        if (this.current) this.markRead(this.current);
+        this.updateTitle();
+      }
+    });
+    window.addEventListener("online", () => this.rooms.forEach((shown) => shown.room.reconnectNow()));
+    window.addEventListener("hashchange", () => this.followAddress());
+    this.statusTimer = window.setInterval(() => this.renderStatus(), 1000);
+
+    for (const name of rooms.slice(0, MAX_ROOMS)) this.open(name);
+    this.show(rooms[0] ?? "general");
+  }
+
+  /** Leaves every room. */
+  stop(): void {
+    window.clearInterval(this.statusTimer);
+    this.rooms.forEach((shown) => shown.room.close());
+    this.rooms.clear();
+  }
+
+  private roomLimitProblem(): string | null {
+    return this.rooms.size >= MAX_ROOMS
+      ? `At most ${MAX_ROOMS} rooms can be open at once here; close one first.`
+      : null;
+  }
+
+  private followAddress(): void {
+    const wanted = decodeURIComponent(location.hash.slice(1)).split(",")[0]?.trim() ?? "";
+    if (wanted && roomProblem(wanted) === null && wanted !== this.current?.room.name) {
+      if (this.rooms.has(wanted) || this.roomLimitProblem() === null) {
+        this.open(wanted);
+        this.show(wanted);
+      }
+    }
+  }
+
+  private open(name: string): void {
+    if (this.rooms.has(name)) return;
+    const log = h("div.log", { role: "log", "aria-label": `Messages in ${name}` });
+    const outbox = h("div.outbox");
+    const scroller = h("div.scroller", { tabindex: "0" }, log, outbox);
+    const badge = h("span.badge", { hidden: true });
+    const close = h("span.close", { role: "button", "aria-label": `Leave ${name}`, title: `Leave ${name}` }, "×");
+    const tab = h(
+      "button.room-tab",
+      { type: "button", "data-room": name },
+      h("span.dot", { "aria-hidden": "true" }),
+      h("span.room-name", {}, `#${name}`),
+      badge,
+      close,
+    );
+    tab.addEventListener("click", (event) => {
+      if (event.target === close) this.leave(name);
+      else this.show(name);
+    });
+    tab.addEventListener("keydown", (event) => {
+      if (event.key === "Delete" || event.key === "Backspace") this.leave(name);
+    });
+    scroller.addEventListener("scroll", () => {
+      if (this.current?.scroller === scroller && nearEnd(scroller)) this.jumpButton.hidden = true;
+    });
+    const shown: Shown = {
+      room: undefined as unknown as Room,
+      log,
+      outbox,
+      scroller,
+      tab,
+      badge,
+      members: [],
+      unread: 0,
+      draft: "",
+      last: null,
+      pending: new Map(),
+    };
+    shown.room = new Room(name, this.client, this.identity.token ? "" : this.identity.name, {
+      added: (items, replayed) => this.added(shown, items, replayed),
+      outgoing: (message) => this.renderOutgoing(shown, message),
+      delivered: (localId) => {
+        shown.pending.get(localId)?.remove();
+        shown.pending.delete(localId);
+      },
+      connection: () => {
+        this.renderStatus();
+        if (shown.room.connection.state === "refused") this.refused(shown, shown.room.connection.reason);
+      },
+      members: (members) => {
+        shown.members = members;
+        if (shown === this.current) this.renderMembers();
+      },
+    });
+    this.rooms.set(name, shown);
+    this.order.push(name);
+    this.roomList.append(tab);
+    shown.room.open();
+  }
+
+  private leave(name: string): void {
+    const shown = this.rooms.get(name);
+    if (!shown) return;
+    shown.room.close();
+    shown.tab.remove();
+    this.rooms.delete(name);
+    this.order = this.order.filter((room) => room !== name);
+    if (this.current === shown) {
+      this.current = null;
+      const next = this.order[0];
+      if (next) this.show(next);
+      else {
+        this.open("general");
+        this.show("general");
+      }
+    } else {
+      this.rememberRooms();
+    }
+  }
+
+  private show(name: string): void {
+    const shown = this.rooms.get(name);
+    if (!shown) return;
+    if (this.current) this.current.draft = this.input.value;
+    this.current = shown;
+    for (const other of this.rooms.values()) {
+      other.tab.toggleAttribute("aria-current", other === shown);
+    }
+    setChildren(this.conversation, shown.scroller);
+    this.title.textContent = `#${name}`;
+    this.input.placeholder = `Message #${name}`;
+    this.input.value = shown.draft;
+    this.checkDraft();
+    this.markRead(shown);
+    this.renderMembers();
+    this.renderStatus();
+    this.scrollToEnd(shown);
+    this.rememberRooms();
+    this.updateTitle();
+    this.input.focus();
+  }
+
+  private rememberRooms(): void {
+    const first = this.current?.room.name;
+    const rest = this.order.filter((room) => room !== first);
+    showRoomsInAddress(first ? [first, ...rest] : rest);
+  }
+
+  private added(shown: Shown, items: Item[], replayed: boolean): void {
+    const follow = nearEnd(shown.scroller);
+    for (const item of items) {
+      this.renderItem(shown, item);
+      const news = !replayed && item.kind === "chat" && item.user !== this.identity.name;
+      if (news && (shown !== this.current || document.hidden)) {
+        shown.unread += 1;
+        if (document.hidden) this.hiddenUnread += 1;
+      }
+    }
+    this.renderBadge(shown);
+    this.updateTitle();
+    if (shown === this.current) {
+      if (follow || replayed) this.scrollToEnd(shown);
+      else this.jumpButton.hidden = false;
+    }
+  }
+
+  private renderItem(shown: Shown, item: Item): void {
+    const date = new Date(item.time);
+    const previous = shown.last;
+    if (!previous || !sameDay(new Date(previous.time), date)) {
+      shown.log.append(h("div.day", { role: "separator" }, dayLabel(date)));
+    }
+    shown.last = item;
+    if (item.kind === "notice") {
+      shown.log.append(h("div.notice", { role: "note" }, item.text));
+      return;
+    }
+    if (item.kind === "join" || item.kind === "leave") {
+      const verb = item.kind === "join" ? "joined" : "left";
+      shown.log.append(
+        h(`div.presence.${item.kind}`, {}, h("strong", {}, item.user), ` ${verb}`, " · ", timeElement(date)),
+      );
+      return;
+    }
+    const own = item.user === this.identity.name;
+    const continued =
+      previous?.kind === "chat" &&
+      previous.user === item.user &&
+      item.time - previous.time < GROUPING_MS &&
+      sameDay(new Date(previous.time), date);
+    shown.log.append(
+      h(
+        `div.message${own ? ".own" : ""}${continued ? ".continued" : ""}`,
+        { "data-offset": item.offset },
+        continued
+          ? null
+          : h("div.meta", {}, avatar(item.user), h("span.author", {}, item.user), timeElement(date)),
+        h("div.text", {}, item.text),
+        own ? h("div.state", {}, "Sent") : null,
+      ),
+    );
+  }
+
+  private renderOutgoing(shown: Shown, message: Outgoing): void {
+    let element = shown.pending.get(message.localId);
+    if (!element) {
+      element = h("div.message.own.pending");
+      shown.pending.set(message.localId, element);
+      shown.outbox.append(element);
+    }
+    element.className = `message own ${message.state}`;
+    const state =
+      message.state === "pending"
+        ? h("div.state", {}, "Sending…")
+        : message.state === "sent"
+          ? h("div.state", {}, "Sent")
+          : h(
+              "div.state",
+              {},
+              `Not sent: ${message.reason ?? "unknown error"} `,
+              retryButton(() => void shown.room.send(message.text, message)),
+            );
+    setChildren(element, h("div.text", {}, message.text), state);
+    if (shown === this.current) this.scrollToEnd(shown);
+  }
+
+  private refused(shown: Shown, reason: string): void {
+    const again = h("button.link", { type: "button" }, this.identity.token ? "Sign in again" : "Change name");
+    again.addEventListener("click", () => this.signOut());
+    shown.log.append(h("div.notice.refused", { role: "alert" }, `The server refused: ${reason} `, again));
+    if (shown === this.current) this.scrollToEnd(shown);
+  }
+
+  private renderStatus(): void {
+    for (const shown of this.rooms.values()) {
+      shown.tab.dataset.state = shown.room.connection.state;
+    }
+    const shown = this.current;
+    if (!shown) return;
+    const connection: ConnectionState = shown.room.connection;
+    this.status.dataset.state = connection.state;
+    switch (connection.state) {
+      case "connecting":
+        this.status.textContent = "Connecting…";
+        this.status.title = "";
+        break;
+      case "live":
+        this.status.textContent = "Live";
+        this.status.title = "Connected: messages arrive as they are sent";
+        break;
+      case "waiting": {
+        const seconds = Math.max(0, Math.ceil((connection.retryAt - Date.now()) / 1000));
+        this.status.textContent = seconds > 0 ? `Reconnecting in ${seconds}s…` : "Reconnecting…";
+        this.status.title = connection.reason;
+        break;
+      }
+      case "refused":
+        this.status.textContent = "Refused";
+        this.status.title = connection.reason;
+        break;
+    }
+  }
+
+  private renderMembers(): void {
+    const members = this.current?.members ?? [];
+    this.membersButton.textContent = `${members.length} here`;
+    this.membersButton.setAttribute("aria-label", `${members.length} here: show who`);
+    setChildren(
+      this.membersList,
+      ...members.map(({ user, sessions }) =>
+        h(
+          "li",
+          {},
+          avatar(user),
+          h("span.member-name", {}, user),
+          user === this.identity.name ? h("span.you", {}, "you") : null,
+          sessions > 1 ? h("span.sessions", { title: `${sessions} sessions` }, `×${sessions}`) : null,
+        ),
+      ),
+    );
+  }
+
+  private renderBadge(shown: Shown): void {
+    shown.badge.hidden = shown.unread === 0;
+    shown.badge.textContent = shown.unread > 99 ? "99+" : String(shown.unread);
+  }
+
+  private markRead(shown: Shown): void {
+    shown.unread = 0;
+    this.renderBadge(shown);
+  }
+
+  private updateTitle(): void {
+    const room = this.current ? `#${this.current.room.name} · ` : "";
+    this.title.textContent = this.current ? `#${this.current.room.name}` : "";
+    document.title = `${document.hidden && this.hiddenUnread ? `(${this.hiddenUnread}) ` : ""}${room}grpc-chat`;
+  }
+
+  private checkDraft(): boolean {
+    const bytes = new TextEncoder().encode(this.input.value).length;
+    const over = bytes - maxContentBytes;
+    this.composerHint.textContent =
+      over > 0 ? `${over} bytes over the limit of ${maxContentBytes}.` : "Enter to send · Shift+Enter for a new line";
+    this.composerHint.classList.toggle("over", over > 0);
+    this.sendButton.disabled = over > 0 || this.input.value.trim() === "";
+    this.input.style.height = "auto";
+    this.input.style.height = `${Math.min(this.input.scrollHeight, 160)}px`;
+    return over <= 0;
+  }
+
+  private sendDraft(): void {
+    const text = this.input.value;
+    if (!this.current || text.trim() === "" || !this.checkDraft()) return;
+    this.input.value = "";
+    this.checkDraft();
+    void this.current.room.send(text);
+  }
+
+  private toggleMembers(force?: boolean): void {
+    const open = force ?? !this.membersPanel.classList.contains("open");
+    this.membersPanel.classList.toggle("open", open);
+    this.membersButton.setAttribute("aria-expanded", String(open));
+  }
+
+  private shortcut(event: KeyboardEvent): void {
+    if (event.key === "Escape") this.toggleMembers(false);
+    if (event.altKey && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
+      event.preventDefault();
+      const index = this.order.indexOf(this.current?.room.name ?? "");
+      const step = event.key === "ArrowUp" ? -1 : 1;
+      const next = this.order[(index + step + this.order.length) % this.order.length];
+      if (next) this.show(next);
+    }
+  }
+
+  private scrollToEnd(shown: Shown | null): void {
+    if (!shown) return;
+    shown.scroller.scrollTop = shown.scroller.scrollHeight;
+    if (shown === this.current) this.jumpButton.hidden = true;
+  }
+}
+
+function nearEnd(scroller: HTMLElement): boolean {
+  return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < FOLLOW_SLACK_PX;
+}
+
+function sameDay(a: Date, b: Date): boolean {
+  return a.toDateString() === b.toDateString();
+}
+
+function dayLabel(date: Date): string {
+  const today = new Date();
+  if (sameDay(date, today)) return "Today";
+  const yesterday = new Date(today);
+  yesterday.setDate(today.getDate() - 1);
+  return sameDay(date, yesterday) ? "Yesterday" : dayFormat.format(date);
+}
+
+function timeElement(date: Date): HTMLTimeElement {
+  return h("time", { datetime: date.toISOString(), title: fullFormat.format(date) }, timeFormat.format(date));
+}
+
+/** A round badge with the person's initial, coloured by their name. */
+export function avatar(name: string): HTMLElement {
+  let hash = 0;
+  for (const c of name) hash = (hash * 31 + (c.codePointAt(0) ?? 0)) % 360;
+  const element = h("span.avatar", { "aria-hidden": "true" }, [...name][0]?.toUpperCase() ?? "?");
+  element.style.setProperty("--hue", String(hash));
+  return element;
+}
+
+export function logo(): HTMLElement {
+  return h("span.logo", { "aria-hidden": "true" });
+}
+
+function retryButton(retry: () => void): HTMLButtonElement {
+  const button = h("button.link", { type: "button" }, "Retry");
+  button.addEventListener("click", retry);
+  return button;
+}

@@ -1,0 +1,315 @@
+// One open room: its subscription, kept alive with reconnects that resume where the page left
+// off; sending with acknowledgements; who is here. The view listens to what happens here.
+
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { ChatService, MessageType, Notice, type Message } from "../gen/chat_pb.js";
+
+/** How many earlier messages a room opens with. */
+const OPENING_HISTORY = 50;
+/** Items a room keeps (shown, and saved for a reload); older ones are forgotten. */
+const KEPT_ITEMS = 200;
+/** Reconnect backoff: the first wait, the longest, and the spread around each. */
+const FIRST_RETRY_MS = 500;
+const LONGEST_RETRY_MS = 15_000;
+const RETRY_JITTER = 0.2;
+/** Who-is-here is asked again this long after a join or leave (several come together). */
+const PRESENCE_REFRESH_MS = 150;
+/** How far the server's clock may be behind the browser's when telling history from news. */
+const CLOCK_SKEW_MS = 2_000;
+/** A SendMessage that has not been answered in this long has failed. */
+const SEND_TIMEOUT_MS = 10_000;
+
+export type ItemKind = "chat" | "join" | "leave" | "notice";
+
+/** A line of a room: a message of its log, or a notice from the server. */
+export interface Item {
+  kind: ItemKind;
+  id: string;
+  user: string;
+  text: string;
+  /** Milliseconds since the epoch. */
+  time: number;
+  /** Position in the room's log (as a decimal string; 0 for notices). */
+  offset: string;
+}
+
+export type ConnectionState =
+  | { state: "connecting" }
+  | { state: "live" }
+  | { state: "waiting"; retryAt: number; reason: string }
+  | { state: "refused"; reason: string };
+
+/** A message the person sent: pending until the server answers, then sent or failed. */
+export interface Outgoing {
+  localId: number;
+  text: string;
+  state: "pending" | "sent" | "failed";
+  reason?: string;
+  /** Once sent: its id and offset, by which the feed's copy replaces it. */
+  id?: string;
+}
+
+export interface RoomEvents {
+  /** Items arrived (in order); `replayed` when they are the room's history, not live. */
+  added(items: Item[], replayed: boolean): void;
+  outgoing(message: Outgoing): void;
+  /** The feed delivered the copy of an outgoing message, which is no longer pending. */
+  delivered(localId: number): void;
+  connection(state: ConnectionState): void;
+  members(members: { user: string; sessions: number }[]): void;
+}
+
+/** What a room keeps across a reload of the page (in sessionStorage). */
+interface Saved {
+  epoch: string;
+  lastOffset: string;
+  items: Item[];
+}
+
+let nextLocalId = 1;
+
+export class Room {
+  readonly name: string;
+  readonly items: Item[] = [];
+  connection: ConnectionState = { state: "connecting" };
+  private epoch = "";
+  private lastOffset = 0n;
+  private readonly outgoing = new Map<number, Outgoing>();
+  private readonly abort = new AbortController();
+  private presenceTimer: number | undefined;
+  private retryNow: (() => void) | undefined;
+
+  constructor(
+    name: string,
+    private readonly client: Client<typeof ChatService>,
+    private readonly user: string,
+    private readonly events: RoomEvents,
+  ) {
+    this.name = name;
+    const saved = load(name);
+    if (saved) {
+      this.epoch = saved.epoch;
+      this.lastOffset = BigInt(saved.lastOffset);
+      this.items.push(...saved.items);
+    }
+  }
+
+  /** Shows what was saved, then follows the room until closed. */
+  open(): void {
+    if (this.items.length) this.events.added([...this.items], true);
+    void this.follow();
+  }
+
+  /** Stops following (the server announces the leave) and forgets the room. */
+  close(): void {
+    this.abort.abort();
+    window.clearTimeout(this.presenceTimer);
+    sessionStorage.removeItem(storageKey(this.name));
+  }
+
+  /** Tries again now if waiting to reconnect (the network came back). */
+  reconnectNow(): void {
+    this.retryNow?.();
+  }
+
+  /** Sends `text`; the outgoing message is pending until the server acknowledges it. */
+  async send(text: string, retrying?: Outgoing): Promise<void> {
+    const message: Outgoing = retrying ?? { localId: nextLocalId++, text, state: "pending" };
+    message.state = "pending";
+    delete message.reason;
+    this.outgoing.set(message.localId, message);
+    this.events.outgoing(message);
+    try {
+      const response = await this.client.sendMessage(
+        { room: this.name, user: this.user, content: text },
+        { signal: this.abort.signal, timeoutMs: SEND_TIMEOUT_MS },
+      );
+      message.state = "sent";
+      message.id = response.messageId;
+      if (this.items.some((item) => item.id === response.messageId)) {
+        // The feed was quicker than the answer: its copy is already shown.
+        this.outgoing.delete(message.localId);
+        this.events.delivered(message.localId);
+      } else {
+        this.events.outgoing(message);
+      }
+    } catch (error) {
+      if (this.abort.signal.aborted) return;
+      message.state = "failed";
+      message.reason = describe(error);
+      this.events.outgoing(message);
+    }
+  }
+
+  private async follow(): Promise<void> {
+    let attempt = 0;
+    while (!this.abort.signal.aborted) {
+      this.setConnection({ state: "connecting" });
+      try {
+        const resuming = this.lastOffset > 0n && this.epoch !== "";
+        const request = resuming
+          ? { room: this.name, user: this.user, fromOffset: this.lastOffset + 1n, epoch: this.epoch }
+          : { room: this.name, user: this.user, last: OPENING_HISTORY };
+        // What was sent before this subscription opened is history, not news.
+        const openedAt = Date.now() - CLOCK_SKEW_MS;
+        for await (const message of this.client.subscribeMessages(request, {
+          signal: this.abort.signal,
+        })) {
+          if (message.notice === Notice.WELCOME) {
+            attempt = 0;
+            this.epoch = message.epoch;
+            this.setConnection({ state: "live" });
+            this.refreshMembers(0);
+            continue;
+          }
+          this.receive(message, openedAt);
+        }
+        throw new ConnectError("the server ended the stream", Code.Unavailable);
+      } catch (error) {
+        if (this.abort.signal.aborted) return;
+        const code = error instanceof ConnectError ? error.code : Code.Unknown;
+        if (code === Code.OutOfRange) {
+          // Our position is beyond the room's end (its log was cut back): start afresh.
+          this.lastOffset = 0n;
+          continue;
+        }
+        if (
+          code === Code.Unauthenticated ||
+          code === Code.PermissionDenied ||
+          code === Code.InvalidArgument
+        ) {
+          this.setConnection({ state: "refused", reason: describe(error) });
+          return;
+        }
+        const wait = Math.min(LONGEST_RETRY_MS, FIRST_RETRY_MS * 2 ** attempt);
+        const jittered = wait * (1 - RETRY_JITTER + 2 * RETRY_JITTER * Math.random());
+        attempt += 1;
+        this.setConnection({
+          state: "waiting",
+          retryAt: Date.now() + jittered,
+          reason: describe(error),
+        });
+        await new Promise<void>((resolve) => {
+          const timer = window.setTimeout(resolve, jittered);
+          this.retryNow = () => {
+            window.clearTimeout(timer);
+            resolve();
+          };
+          this.abort.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+        this.retryNow = undefined;
+      }
+    }
+  }
+
+  private receive(message: Message, openedAt: number): void {
+    const time = message.timestamp ? timestampDate(message.timestamp).getTime() : Date.now();
+    const replayed = time < openedAt;
+    if (message.type === MessageType.SYSTEM) {
+      const text = noticeText(message);
+      if (text === null) return;
+      if (message.notice === Notice.RESET) {
+        this.epoch = message.epoch;
+        this.lastOffset = 0n;
+      }
+      this.add({ kind: "notice", id: "", user: "", text, time, offset: "0" }, replayed);
+      return;
+    }
+    if (message.epoch === this.epoch && message.offset <= this.lastOffset) return;
+    this.epoch = message.epoch;
+    this.lastOffset = message.offset;
+    const kind: ItemKind =
+      message.type === MessageType.JOIN ? "join" : message.type === MessageType.LEAVE ? "leave" : "chat";
+    if (kind !== "chat") this.refreshMembers(PRESENCE_REFRESH_MS);
+    const item: Item = {
+      kind,
+      id: message.id,
+      user: message.user,
+      text: message.content,
+      time,
+      offset: message.offset.toString(),
+    };
+    for (const [localId, outgoing] of this.outgoing) {
+      if (outgoing.id === message.id) {
+        this.outgoing.delete(localId);
+        this.events.delivered(localId);
+      }
+    }
+    this.add(item, replayed);
+  }
+
+  private add(item: Item, replayed: boolean): void {
+    this.items.push(item);
+    if (this.items.length > KEPT_ITEMS) this.items.splice(0, this.items.length - KEPT_ITEMS);
+    save(this.name, { epoch: this.epoch, lastOffset: this.lastOffset.toString(), items: this.items });
+    this.events.added([item], replayed);
+  }
+
+  private setConnection(state: ConnectionState): void {
+    this.connection = state;
+    this.events.connection(state);
+  }
+
+  private refreshMembers(delayMs: number): void {
+    window.clearTimeout(this.presenceTimer);
+    this.presenceTimer = window.setTimeout(async () => {
+      try {
+        const state = await this.client.getRoom({ room: this.name }, { signal: this.abort.signal });
+        this.events.members(state.members.map(({ user, sessions }) => ({ user, sessions })));
+      } catch {
+        // Asked again on the next join, leave or reconnect.
+      }
+    }, delayMs);
+  }
+}
+
+/** The text of a notice worth showing, or null (the welcome only says the room is live). */
+function noticeText(message: Message): string | null {
+  switch (message.notice) {
+    case Notice.GAP:
+      return `${message.missed} messages are no longer in the room's history and were missed.`;
+    case Notice.RESET:
+      return "The room's history started again (the server restarted or the room was emptied): what follows is what it holds now.";
+    case Notice.CLOSING:
+      return null;
+    case Notice.WELCOME:
+      return null;
+    default:
+      return message.content;
+  }
+}
+
+/** What went wrong, in the server's words where it gave them. */
+export function describe(error: unknown): string {
+  if (error instanceof ConnectError) {
+    if (error.code === Code.Unknown || error.code === Code.Unavailable) {
+      return error.rawMessage.includes("fetch") || error.rawMessage === ""
+        ? "cannot reach the server"
+        : error.rawMessage;
+    }
+    return error.rawMessage || Code[error.code];
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+function storageKey(room: string): string {
+  return `grpc-chat.room.${room}`;
+}
+
+function load(room: string): Saved | null {
+  try {
+    const raw = sessionStorage.getItem(storageKey(room));
+    return raw ? (JSON.parse(raw) as Saved) : null;
+  } catch {
+    return null;
+  }
+}
+
+function save(room: string, saved: Saved): void {
+  try {
+    sessionStorage.setItem(storageKey(room), JSON.stringify(saved));
+  } catch {
+    // Storage is full: a reload then starts the room from its recent history.
+  }
+}

@@ -1,0 +1,300 @@
+// The chat page in a real Chromium against the real server: what a person sees.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import {
+  DESKTOP,
+  Envoy,
+  PHONE,
+  Server,
+  cli,
+  cliSubscriber,
+  eventually,
+  launchBrowser,
+  live,
+  messageTexts,
+  person,
+  root,
+  say,
+  seesMessage,
+} from "./support.mjs";
+
+const screenshots = join(root, "target/screenshots");
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+  mkdirSync(screenshots, { recursive: true });
+});
+after(() => browser?.close());
+
+describe("two people and the CLI in one room", () => {
+  let server;
+  before(async () => (server = await Server.start()));
+  after(() => server?.stop());
+
+  test("they see each other's messages, who is here, and the joins", async () => {
+    const subscriber = cliSubscriber(server, "lobby");
+    const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "lobby" });
+    await live(alice);
+    const bob = await person(browser, server.pageUrl, { name: "bob", rooms: "lobby" });
+    await live(bob);
+
+    await alice.locator(".presence", { hasText: "bob joined" }).waitFor();
+    await eventually("both listed as here", async () => {
+      const members = await alice.locator(".member-list .member-name").allTextContents();
+      return members.join() === "alice,bob";
+    });
+
+    await say(alice, "Hi Bob! Did the deploy go out?");
+    await seesMessage(bob, "Hi Bob! Did the deploy go out?");
+    await say(bob, "Yes, 10 minutes ago — all green.");
+    await seesMessage(alice, "Yes, 10 minutes ago — all green.");
+    await cli(server, ["send", "-r", "lobby", "-u", "carol", "Confirmed from the terminal."]);
+    await seesMessage(alice, "Confirmed from the terminal.");
+    await seesMessage(bob, "Confirmed from the terminal.");
+    await eventually("the CLI subscriber to see the page's messages", () =>
+      subscriber.output.includes("Hi Bob! Did the deploy go out?") &&
+      subscriber.output.includes("Yes, 10 minutes ago — all green."),
+    );
+    subscriber.stop();
+
+    // Own messages are marked and acknowledged; others' carry their author.
+    const own = alice.locator(".log .message.own", { hasText: "Hi Bob!" });
+    await own.waitFor();
+    assert.equal(await alice.locator(".outbox .message").count(), 0, "nothing left pending");
+    const theirs = alice.locator(".log .message:not(.own)", { hasText: "all green" });
+    assert.match(await theirs.locator(".author").textContent(), /^bob$/);
+    assert.match(await theirs.locator("time").textContent(), /\d{1,2}[:.]\d{2}/);
+
+    assert.deepEqual(await messageTexts(bob), [
+      "Hi Bob! Did the deploy go out?",
+      "Yes, 10 minutes ago — all green.",
+      "Confirmed from the terminal.",
+    ]);
+
+    await say(alice, "Great. I'll close the incident.");
+    await seesMessage(bob, "Great. I'll close the incident.");
+    await say(bob, "Thanks — merci !");
+    await seesMessage(alice, "Thanks — merci !");
+    await alice.screenshot({ path: join(screenshots, "conversation-desktop.png"), animations: "disabled" });
+    await bob.setViewportSize(PHONE);
+    await bob.screenshot({ path: join(screenshots, "conversation-phone.png"), animations: "disabled" });
+    await bob.setViewportSize(DESKTOP);
+    assert.deepEqual([...alice.problems, ...bob.problems], []);
+    await alice.context().close();
+    await bob.context().close();
+  });
+});
+
+describe("resuming", () => {
+  test("a page reloaded mid-conversation resumes with nothing lost or repeated", async () => {
+    const server = await Server.start();
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "standup" });
+      await live(alice);
+      for (const text of ["one", "two", "three"]) {
+        await say(alice, text);
+        await seesMessage(alice, text);
+      }
+      // Away from the page while the room goes on: more than the page opens a room with.
+      await alice.goto("about:blank");
+      const missed = Array.from({ length: 60 }, (_, i) => `while away ${i + 1}`);
+      for (const text of missed) await cli(server, ["send", "-r", "standup", "-u", "bob", text]);
+      await alice.goBack();
+      await live(alice);
+      await seesMessage(alice, "while away 60");
+      await say(alice, "back");
+      await seesMessage(alice, "back");
+      assert.deepEqual(await messageTexts(alice), ["one", "two", "three", ...missed, "back"]);
+
+      // A plain reload mid-conversation.
+      await alice.reload();
+      await live(alice);
+      await cli(server, ["send", "-r", "standup", "-u", "bob", "after the reload"]);
+      await seesMessage(alice, "after the reload");
+      assert.deepEqual(await messageTexts(alice), ["one", "two", "three", ...missed, "back", "after the reload"]);
+      assert.deepEqual(alice.problems, []);
+      await alice.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a server restart makes the page reconnect and show the reset", async () => {
+    let server = await Server.start();
+    const ports = server.ports;
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "ops" });
+      await live(alice);
+      await say(alice, "before the restart");
+      await seesMessage(alice, "before the restart");
+      await server.stop();
+      await alice.locator(".status", { hasText: "Reconnecting" }).waitFor();
+      assert.equal(await alice.locator(".room-tab[data-room=ops]").getAttribute("data-state"), "waiting");
+
+      server = await Server.start({ ports });
+      await live(alice);
+      await alice.locator(".notice", { hasText: "history started again" }).waitFor();
+      await say(alice, "after the restart");
+      await seesMessage(alice, "after the restart");
+      assert.deepEqual(await messageTexts(alice), ["before the restart", "after the restart"]);
+      const notices = await alice.locator(".log .notice").allTextContents();
+      assert.equal(notices.length, 1, `one reset notice: ${notices}`);
+      await alice.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("one server for the rest", () => {
+  let server;
+  before(async () => (server = await Server.start()));
+  after(() => server?.stop());
+
+  test("markup in messages is shown as text and runs nothing", async () => {
+    const hostile = `<script>window.pwned = "script"</script><img src=x onerror="window.pwned = 'img'"> <b>bold?</b>`;
+    const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "xss" });
+    await live(alice);
+    await cli(server, ["send", "-r", "xss", "-u", "mallory", hostile]);
+    await say(alice, hostile.replaceAll("pwned", "pwned2"));
+    await seesMessage(alice, `onerror="window.pwned2 = 'img'"`);
+    assert.deepEqual(await messageTexts(alice), [hostile, hostile.replaceAll("pwned", "pwned2")]);
+    assert.equal(await alice.locator(".log img, .log script, .log b").count(), 0);
+    assert.equal(await alice.evaluate(() => window.pwned ?? window.pwned2 ?? "nothing ran"), "nothing ran");
+    // A room name from a link is checked, not trusted.
+    await alice.goto(`${server.pageUrl}#${encodeURIComponent("<img src=x onerror=alert(1)>")},xss`);
+    await live(alice);
+    assert.deepEqual(await alice.locator(".room-tab .room-name").allTextContents(), ["#xss"]);
+    assert.deepEqual(alice.problems, []);
+    await alice.context().close();
+  });
+
+  test("several rooms are open at once, with unread counts", async () => {
+    const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "red,green" });
+    await live(alice);
+    await alice.getByLabel("Join a room").fill("blue");
+    await alice.getByLabel("Join a room").press("Enter");
+    await live(alice);
+    assert.equal(await alice.locator(".room-title").textContent(), "#blue");
+    assert.match(alice.url(), /#blue,red,green$/);
+    await cli(server, ["send", "-r", "red", "-u", "bob", "in red"]);
+    await cli(server, ["send", "-r", "red", "-u", "bob", "more in red"]);
+    await cli(server, ["send", "-r", "blue", "-u", "bob", "in blue"]);
+    await seesMessage(alice, "in blue");
+    const redBadge = alice.locator(".room-tab[data-room=red] .badge");
+    await eventually("two unread in red", async () => (await redBadge.textContent()) === "2");
+    // Alt+Down moves to the next room, which is then read.
+    await alice.keyboard.press("Alt+ArrowDown");
+    assert.equal(await alice.locator(".room-title").textContent(), "#red");
+    await seesMessage(alice, "more in red");
+    assert.equal(await redBadge.isHidden(), true);
+    await alice.context().close();
+  });
+
+  test("the page and its assets are served with caching headers and a strict policy", async () => {
+    const page = await fetch(server.pageUrl);
+    assert.equal(page.headers.get("cache-control"), "no-cache");
+    const policy = page.headers.get("content-security-policy");
+    assert.match(policy, /default-src 'none'; script-src 'self'; style-src 'self';/);
+    assert.match(policy, new RegExp(`connect-src http://\\*:${server.ports[0]};`));
+    const html = await page.text();
+    const script = html.match(/src="(\/assets\/chat\.[0-9a-f]{12}\.js)"/)?.[1];
+    assert.ok(script, html);
+    const asset = await fetch(new URL(script, server.pageUrl), { headers: { "accept-encoding": "gzip" } });
+    assert.equal(asset.status, 200);
+    assert.equal(asset.headers.get("cache-control"), "public, max-age=31536000, immutable");
+    assert.equal(asset.headers.get("content-encoding"), "gzip");
+    const plain = await fetch(new URL(script, server.pageUrl), { headers: { "accept-encoding": "identity" } });
+    assert.equal(plain.headers.get("content-encoding"), null);
+    const [unzipped, body] = [await asset.text(), await plain.text()];
+    assert.ok(unzipped === body && body.length > 10_000, "the gzipped asset is the script");
+    assert.equal((await fetch(new URL("/assets/chat.000000000000.js", server.pageUrl))).status, 404);
+  });
+});
+
+describe("through Envoy with the compose config", () => {
+  let server;
+  let envoy;
+  before(async () => {
+    server = await Server.start();
+    envoy = await Envoy.start(server);
+  });
+  after(async () => {
+    if (envoy) await Envoy.stop(envoy);
+    await server?.stop();
+  });
+
+  test("the page Envoy serves calls gRPC-Web through Envoy and chats with a direct one", async () => {
+    const page = await fetch(envoy.url);
+    assert.match(page.headers.get("content-security-policy"), /connect-src 'self';/);
+    const alice = await person(browser, envoy.url, { name: "alice", rooms: "edge" });
+    const calls = [];
+    alice.on("request", (request) => {
+      if (request.url().includes("/chat.ChatService/")) calls.push(request.url());
+    });
+    await live(alice);
+    const bob = await person(browser, server.pageUrl, { name: "bob", rooms: "edge" });
+    await live(bob);
+    await say(alice, "via Envoy");
+    await seesMessage(bob, "via Envoy");
+    await say(bob, "direct");
+    await seesMessage(alice, "direct");
+    await alice.reload();
+    await live(alice);
+    assert.deepEqual(await messageTexts(alice), ["via Envoy", "direct"]);
+    assert.ok(calls.length >= 3, `calls: ${calls}`);
+    assert.deepEqual(calls.filter((url) => !url.startsWith(envoy.url)), []);
+    assert.deepEqual([...alice.problems, ...bob.problems], []);
+    await alice.context().close();
+    await bob.context().close();
+  });
+});
+
+describe("with authentication on", () => {
+  const secret = "a secret only the server and this test know";
+  let server;
+  before(async () => (server = await Server.start({ env: { GRPC_CHAT_JWT_HMAC_SECRET: secret } })));
+  after(() => server?.stop());
+
+  const token = async (sub, signedWith) =>
+    (
+      await cli(null, ["token", "--sub", sub, "--room", "team:all"], {
+        GRPC_CHAT_JWT_HMAC_SECRET: signedWith,
+      })
+    ).trim();
+
+  test("a token signs the person in as its user", async () => {
+    const dana = await person(browser, server.pageUrl, { token: await token("dana", secret), rooms: "team" });
+    await live(dana);
+    assert.equal(await dana.locator(".me-name").textContent(), "dana");
+    await say(dana, "signed in with a token");
+    await dana.locator(".log .message.own", { hasText: "signed in with a token" }).waitFor();
+    await eventually("dana listed", async () =>
+      (await dana.locator(".member-list .member-name").allTextContents()).includes("dana"),
+    );
+    await dana.context().close();
+  });
+
+  test("a bad token shows the refusal", async () => {
+    const eve = await person(browser, server.pageUrl, { token: await token("eve", "another secret"), rooms: "team" });
+    const refusal = eve.locator(".notice.refused");
+    await refusal.waitFor({ timeout: 15_000 });
+    assert.match(await refusal.textContent(), /^The server refused: .*(signature|token)/i);
+    assert.equal(await eve.locator(".status").textContent(), "Refused");
+    await eve.getByRole("button", { name: "Sign in again" }).click();
+    await eve.getByLabel("Token").waitFor();
+    await eve.context().close();
+  });
+
+  test("without a token, rooms that need one are refused", async () => {
+    const guest = await person(browser, server.pageUrl, { name: "guest", rooms: "team" });
+    const refusal = guest.locator(".notice.refused");
+    await refusal.waitFor({ timeout: 15_000 });
+    assert.match(await refusal.textContent(), /^The server refused: /);
+    await guest.context().close();
+  });
+});
