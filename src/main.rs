@@ -43,12 +43,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(%error, "cannot start the allocator's background threads");
     }
+    // Before anything listens: a SIGTERM from then on drains.
+    let stop = shutdown::signal();
     let listeners = Listeners {
         grpc: bind(config.listen).await?,
         websocket: bind(config.ws_listen).await?,
         admin: bind(config.admin_listen).await?,
     };
-    let served = server::run(listeners, config, shutdown::signal()).await;
+    let served = server::run(listeners, config, stop).await;
     telemetry.shutdown().await;
     served
 }

@@ -38,6 +38,52 @@ async fn sigterm_drains_open_streams_and_exits_zero_within_the_grace_period() {
     assert!(status.success(), "{status:?}");
 }
 
+/// The signal handlers are in place before anything listens: a SIGTERM sent the moment the port
+/// accepts drains the server (exit 0) rather than killing it.
+#[test]
+fn sigterm_the_moment_the_port_accepts_still_drains_and_exits_zero() {
+    let addr = free_addr();
+    let mut child = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args([
+                "--ws-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the port never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 #[tokio::test]
 async fn sigterm_exits_zero_even_when_a_client_never_reads() {
     let mut server = ServerProcess::start(&["--shutdown-grace", "1s"]);
