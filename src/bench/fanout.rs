@@ -12,7 +12,11 @@ use hdrhistogram::Histogram;
 use http::uri::PathAndQuery;
 use tokio::{sync::Barrier, time::MissedTickBehavior};
 
-use super::{FanoutArgs, Report, ServerProbe, padded, report::latency_histogram};
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Door, FanoutArgs, Report, ServerProbe, padded, report::latency_histogram, websocket};
 use crate::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
 
 /// The two fields of a delivered `chat.Message` the benchmark reads; decoding skips the rest, so
@@ -32,14 +36,50 @@ struct Delivery {
 const LATENCY_SAMPLING: usize = 8;
 
 /// What one subscriber saw.
-struct Seen {
-    unique: u64,
-    duplicates: u64,
-    latencies: Histogram<u64>,
-    failed: bool,
+pub struct Seen {
+    pub unique: u64,
+    pub duplicates: u64,
+    pub latencies: Histogram<u64>,
+    pub failed: bool,
+    /// Per publisher, the last sequence number received: each publisher's messages arrive in
+    /// order.
+    last: Vec<Option<usize>>,
 }
 
-fn now_nanos() -> u64 {
+impl Seen {
+    /// Nothing seen yet of `publishers`.
+    pub fn new(publishers: usize) -> Self {
+        Self {
+            unique: 0,
+            duplicates: 0,
+            latencies: latency_histogram(),
+            failed: false,
+            last: vec![None; publishers],
+        }
+    }
+
+    /// Counts a delivered message's content (what is not a benchmark message is skipped).
+    pub fn observe(&mut self, content: &[u8]) {
+        let Some((publisher, seq, sent)) = parse(content) else {
+            return;
+        };
+        let Some(previous) = self.last.get_mut(publisher) else {
+            return;
+        };
+        if previous.is_some_and(|previous| seq <= previous) {
+            self.duplicates += 1;
+            return;
+        }
+        *previous = Some(seq);
+        self.unique += 1;
+        if seq % LATENCY_SAMPLING == 0 {
+            self.latencies
+                .saturating_record(now_nanos().saturating_sub(sent) / 1_000);
+        }
+    }
+}
+
+pub fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -47,12 +87,17 @@ fn now_nanos() -> u64 {
 }
 
 /// The room of publisher `publisher`'s message `seq`.
-fn room_of(publisher: usize, seq: usize, messages: usize, rooms: usize) -> usize {
+pub fn room_of(publisher: usize, seq: usize, messages: usize, rooms: usize) -> usize {
     (publisher * messages + seq) % rooms
 }
 
+/// How publisher `publisher`'s message `seq` starts: who, which, and when it was sent.
+pub fn header(publisher: usize, seq: usize) -> String {
+    format!("p{publisher}:{seq}:{}:", now_nanos())
+}
+
 /// Parses `p{publisher}:{seq}:{nanos}:`.
-fn parse(content: &[u8]) -> Option<(usize, usize, u64)> {
+pub fn parse(content: &[u8]) -> Option<(usize, usize, u64)> {
     let text = std::str::from_utf8(content.get(..content.len().min(64))?).ok()?;
     let mut parts = text.strip_prefix('p')?.splitn(4, ':');
     Some((
@@ -65,13 +110,6 @@ fn parse(content: &[u8]) -> Option<(usize, usize, u64)> {
 /// Runs the scenario.
 pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Report> {
     let rooms = args.rooms.max(1);
-    let channels = if args.subscribe_addr.is_empty() {
-        args.common.connect(args.common.connections).await?
-    } else {
-        args.common
-            .connect_spread(&args.subscribe_addr, args.common.connections)
-            .await?
-    };
     let mut expected = vec![0u64; rooms];
     for publisher in 0..args.publishers {
         for seq in 0..args.messages {
@@ -79,68 +117,112 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
         }
     }
     let ready = Arc::new(Barrier::new(args.subscribers + 1));
-    let subscribers: Vec<_> = (0..args.subscribers)
-        .map(|i| {
-            let room = i % rooms;
-            tokio::spawn(subscribe(
-                channels[i % channels.len()].clone(),
-                format!("bench-{room}"),
-                expected[room],
-                args.publishers,
-                args.idle_timeout,
-                Arc::clone(&ready),
-            ))
-        })
-        .collect();
-    ready.wait().await;
+    let door = match args.door {
+        Door::Grpc => {
+            let channels = if args.subscribe_addr.is_empty() {
+                args.common.connect(args.common.connections).await?
+            } else {
+                args.common
+                    .connect_spread(&args.subscribe_addr, args.common.connections)
+                    .await?
+            };
+            let subscribers = (0..args.subscribers)
+                .map(|i| {
+                    let room = i % rooms;
+                    tokio::spawn(subscribe(
+                        channels[i % channels.len()].clone(),
+                        format!("bench-{room}"),
+                        expected[room],
+                        args.publishers,
+                        args.idle_timeout,
+                        Arc::clone(&ready),
+                    ))
+                })
+                .collect();
+            ready.wait().await;
+            DoorRun::Grpc {
+                subscribers,
+                connections: channels.len(),
+                publishers: args.common.connect(args.publishers).await?,
+            }
+        }
+        Door::Websocket => {
+            let ws_addr = args
+                .ws_addr
+                .as_deref()
+                .context("--door websocket needs --ws-addr")?;
+            let token = args.common.credentials.token()?;
+            let requests = (0..rooms)
+                .map(|room| websocket::room_request(ws_addr, room, token.as_deref()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let warmed = CancellationToken::new();
+            let warm_up = tokio::spawn(websocket::warm_up(requests.clone(), warmed.clone()));
+            let subscribers = (0..args.subscribers)
+                .map(|i| {
+                    tokio::spawn(websocket::subscribe(
+                        requests[i % rooms].clone(),
+                        expected[i % rooms],
+                        args.publishers,
+                        args.idle_timeout,
+                        Arc::clone(&ready),
+                    ))
+                })
+                .collect();
+            ready.wait().await;
+            warmed.cancel();
+            warm_up.await??;
+            let mut publishers = Vec::with_capacity(args.publishers);
+            for _ in 0..args.publishers {
+                publishers.push(websocket::publisher_sockets(&requests, args.idle_timeout).await?);
+            }
+            DoorRun::WebSocket {
+                subscribers,
+                publishers,
+            }
+        }
+    };
 
-    let publisher_channels = args.common.connect(args.publishers).await?;
     let probe = ServerProbe::start(args.common.server_pid)?;
     let started = Instant::now();
-    let publishers: Vec<_> = publisher_channels
-        .into_iter()
-        .enumerate()
-        .map(|(publisher, channel)| {
-            let (messages, size) = (args.messages, args.size);
-            let mut pacing = (args.rate > 0).then(|| {
-                let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate);
-                // Behind schedule (a slow reply), catch up so the average rate holds.
-                ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
-                ticks
-            });
-            tokio::spawn(async move {
-                let mut client = ChatServiceClient::new(channel);
-                let mut errors = 0u64;
-                let mut acks = latency_histogram();
-                // One at a time, so the room receives each publisher's messages in order.
-                for seq in 0..messages {
-                    if let Some(ticks) = pacing.as_mut() {
-                        ticks.tick().await;
-                    }
-                    let room = room_of(publisher, seq, messages, rooms);
-                    let prefix = format!("p{publisher}:{seq}:{}:", now_nanos());
-                    let request = SendMessageRequest {
-                        user: format!("publisher-{publisher}"),
-                        content: padded(&prefix, size),
-                        room: format!("bench-{room}"),
+    let (subscribers, connections, publishers) = match door {
+        DoorRun::Grpc {
+            subscribers,
+            connections,
+            publishers,
+        } => (
+            subscribers,
+            connections,
+            spawn_grpc_publishers(publishers, &args, rooms),
+        ),
+        DoorRun::WebSocket {
+            subscribers,
+            publishers,
+        } => {
+            let publishers = publishers
+                .into_iter()
+                .enumerate()
+                .map(|(index, sockets)| {
+                    let publisher = websocket::Publisher {
+                        index,
+                        messages: args.messages,
+                        size: args.size,
+                        rooms,
+                        rate: args.rate,
                     };
-                    let sent = Instant::now();
-                    match client.send_message(request).await {
-                        Ok(_) => {
-                            let micros = sent.elapsed().as_micros();
-                            let _ = acks.record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
-                (errors, acks)
-            })
-        })
-        .collect();
+                    tokio::spawn(websocket::publish(publisher, sockets, args.idle_timeout))
+                })
+                .collect();
+            (
+                subscribers,
+                args.subscribers + rooms * args.publishers,
+                publishers,
+            )
+        }
+    };
     let mut publish_errors = 0;
     let mut acks = latency_histogram();
     for publisher in publishers {
-        let (errors, acked) = publisher.await?;
+        let (errors, acked) = publisher.await??;
         publish_errors += errors;
         acks.add(acked)?;
     }
@@ -164,7 +246,14 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
     if !args.subscribe_addr.is_empty() {
         report.parameter("subscribe_addr", args.subscribe_addr.join(","));
     }
-    report.parameter("connections", channels.len());
+    report.parameter(
+        "door",
+        match args.door {
+            Door::Grpc => "grpc",
+            Door::Websocket => "websocket",
+        },
+    );
+    report.parameter("connections", connections);
     report.parameter("rooms", rooms);
     report.parameter("subscribers", args.subscribers);
     report.parameter("publishers", args.publishers);
@@ -200,6 +289,70 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
     Ok(report)
 }
 
+/// What a publisher reports: its errors, and its acknowledgement latencies (µs).
+pub type Published = (u64, Histogram<u64>);
+
+/// What a door's run holds once its subscribers are in place.
+enum DoorRun {
+    Grpc {
+        subscribers: Vec<JoinHandle<anyhow::Result<Seen>>>,
+        connections: usize,
+        publishers: Vec<ClientChannel>,
+    },
+    WebSocket {
+        subscribers: Vec<JoinHandle<anyhow::Result<Seen>>>,
+        publishers: Vec<Vec<websocket::Socket>>,
+    },
+}
+
+/// Publishers, one per channel, over SendMessage; each returns its errors and ack latencies.
+fn spawn_grpc_publishers(
+    channels: Vec<ClientChannel>,
+    args: &FanoutArgs,
+    rooms: usize,
+) -> Vec<JoinHandle<anyhow::Result<Published>>> {
+    channels
+        .into_iter()
+        .enumerate()
+        .map(|(publisher, channel)| {
+            let (messages, size) = (args.messages, args.size);
+            let mut pacing = (args.rate > 0).then(|| {
+                let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate);
+                // Behind schedule (a slow reply), catch up so the average rate holds.
+                ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+                ticks
+            });
+            tokio::spawn(async move {
+                let mut client = ChatServiceClient::new(channel);
+                let mut errors = 0u64;
+                let mut acks = latency_histogram();
+                // One at a time, so the room receives each publisher's messages in order.
+                for seq in 0..messages {
+                    if let Some(ticks) = pacing.as_mut() {
+                        ticks.tick().await;
+                    }
+                    let room = room_of(publisher, seq, messages, rooms);
+                    let prefix = format!("p{publisher}:{seq}:{}:", now_nanos());
+                    let request = SendMessageRequest {
+                        user: format!("publisher-{publisher}"),
+                        content: padded(&prefix, size),
+                        room: format!("bench-{room}"),
+                    };
+                    let sent = Instant::now();
+                    match client.send_message(request).await {
+                        Ok(_) => {
+                            let micros = sent.elapsed().as_micros();
+                            let _ = acks.record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                Ok((errors, acks))
+            })
+        })
+        .collect()
+}
+
 /// One subscriber: waits for the welcome, signals `ready`, then reads until it has `expected`
 /// messages, its stream ends, or nothing arrives for `idle_timeout`.
 async fn subscribe(
@@ -225,14 +378,8 @@ async fn subscribe(
     // The welcome: the subscription is in place.
     let welcomed = stream.message().await;
     ready.wait().await;
-    let mut seen = Seen {
-        unique: 0,
-        duplicates: 0,
-        latencies: latency_histogram(),
-        failed: welcomed.is_err(),
-    };
-    // Per publisher, the last sequence number received: each publisher's messages arrive in order.
-    let mut last = vec![None::<usize>; publishers];
+    let mut seen = Seen::new(publishers);
+    seen.failed = welcomed.is_err();
     // One timer for the whole stream rather than one per message: when it fires, the subscriber
     // has failed only if nothing arrived since it was last set, so an idle stream is noticed after
     // one to two `idle_timeout`s.
@@ -254,24 +401,7 @@ async fn subscribe(
         };
         arrived = true;
         match next {
-            Ok(Some(delivery)) if delivery.kind == 0 => {
-                let Some((publisher, seq, sent)) = parse(&delivery.content) else {
-                    continue;
-                };
-                let Some(previous) = last.get_mut(publisher) else {
-                    continue;
-                };
-                if previous.is_some_and(|previous| seq <= previous) {
-                    seen.duplicates += 1;
-                    continue;
-                }
-                *previous = Some(seq);
-                seen.unique += 1;
-                if seq % LATENCY_SAMPLING == 0 {
-                    seen.latencies
-                        .saturating_record(now_nanos().saturating_sub(sent) / 1_000);
-                }
-            }
+            Ok(Some(delivery)) if delivery.kind == 0 => seen.observe(&delivery.content),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => seen.failed = true,
         }

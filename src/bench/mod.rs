@@ -4,6 +4,8 @@
 //! * `unary`: SendMessage requests per second and latency percentiles at a concurrency;
 //! * `fanout`: one room, N subscribers, P publishers: deliveries per second, publish→deliver
 //!   latency, and loss (every subscriber must get every message; gaps and duplicates counted);
+//!   on gRPC (subscribers over `--connections`, one each if as many) or on WebSocket rooms
+//!   (`--door websocket`: a socket per subscriber and per publisher, the seed's JSON frames);
 //! * `rooms`: the same over many rooms with a few subscribers each;
 //! * `idle`: N open subscriber streams (gRPC or WebSocket) and the server's resident memory per
 //!   stream;
@@ -17,6 +19,7 @@ mod history;
 mod idle;
 mod report;
 mod unary;
+mod websocket;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -122,6 +125,14 @@ pub struct FanoutArgs {
     /// in turn (replicas sharing rooms); default: --addr. Publishers always use --addr.
     #[arg(long, value_delimiter = ',')]
     subscribe_addr: Vec<String>,
+    /// Which front door subscribers and publishers use: gRPC (subscribers spread over
+    /// --connections, publishers on SendMessage), or WebSocket rooms (a socket each, publishers
+    /// included; a message is acknowledged when the room echoes it back).
+    #[arg(long, value_enum, default_value_t = Door::Grpc)]
+    door: Door,
+    /// The server's WebSocket address (HOST:PORT), for `--door websocket`.
+    #[arg(long)]
+    ws_addr: Option<String>,
 }
 
 /// Arguments of `bench idle`.

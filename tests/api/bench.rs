@@ -56,6 +56,77 @@ fn fanout_counts_every_delivery_and_no_loss() {
 }
 
 #[test]
+fn fanout_over_websockets_gives_every_socket_every_message_in_order() {
+    let server = ServerProcess::start(&[]);
+    let ws_addr = server.ws_addr.to_string();
+    for (scenario, rooms, deliveries) in [("fanout", "1", 2000.0), ("rooms", "5", 400.0)] {
+        let figures = bench(
+            &server,
+            &[
+                scenario,
+                "--door",
+                "websocket",
+                "--ws-addr",
+                &ws_addr,
+                "--subscribers",
+                "20",
+                "--rooms",
+                rooms,
+                "--publishers",
+                "2",
+                "--messages",
+                "50",
+            ],
+        );
+        // fanout: 20 sockets x 100 messages; rooms: 4 sockets in each of 5 rooms x 20 messages.
+        assert_eq!(figures["deliveries"], deliveries, "{scenario}");
+        assert_eq!(figures["missing"], 0.0, "{scenario}");
+        assert_eq!(figures["duplicates"], 0.0, "{scenario}");
+        assert_eq!(figures["subscribers_failed"], 0.0, "{scenario}");
+        assert_eq!(figures["publish_errors"], 0.0, "{scenario}");
+        assert!(figures["ack_p50_us"] > 0.0, "echoes timed: {figures:?}");
+    }
+    // Paced: the same messages, sent on a schedule rather than echo by echo.
+    let paced = bench(
+        &server,
+        &[
+            "fanout",
+            "--door",
+            "websocket",
+            "--ws-addr",
+            &ws_addr,
+            "--subscribers",
+            "10",
+            "--messages",
+            "40",
+            "--rate",
+            "200",
+        ],
+    );
+    assert_eq!(paced["deliveries"], 400.0);
+    assert_eq!(paced["missing"], 0.0);
+}
+
+#[test]
+fn fanout_with_a_connection_per_subscriber() {
+    let server = ServerProcess::start(&[]);
+    let figures = bench(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "50",
+            "--connections",
+            "50",
+            "--messages",
+            "20",
+        ],
+    );
+    assert_eq!(figures["deliveries"], 1000.0);
+    assert_eq!(figures["missing"], 0.0);
+}
+
+#[test]
 fn rooms_spread_subscribers_and_messages() {
     let server = ServerProcess::start(&[]);
     let figures = bench(
