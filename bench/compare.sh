@@ -45,7 +45,8 @@ start_server() { # name -> sets pid
     grpc-chat)
       "$bin" serve --listen 127.0.0.1:$port --ws-listen 127.0.0.1:$ws_port --admin-listen 127.0.0.1:0 \
         --history 100000 --max-content-bytes 65536 --max-message-bytes 131072 \
-        --max-connections 30000 --max-connections-per-address 0 2>/dev/null &
+        --max-connections 30000 --max-connections-per-address 0 \
+        --max-subscribers-per-room 30000 --max-subscriptions 30000 2>/dev/null &
       ;;
     go) "$work/go-server" 2>/dev/null & ;;
     go-ws) "$work/go-ws-server" 2>/dev/null & wait=$ws_port ;;

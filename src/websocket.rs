@@ -31,7 +31,7 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
-use futures_util::{Sink, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use http::{Extensions, HeaderMap, StatusCode, header};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -51,6 +51,13 @@ const MAX_CLOSE_REASON: usize = 123;
 /// Read buffer of a socket, allocated when it opens: the library's default, 128 KiB, was nearly
 /// all of an idle socket's memory. Chat frames are small; a larger one grows it as it arrives.
 const READ_BUFFER_BYTES: usize = 1024;
+/// Most deliveries already waiting for a socket that go out in one write. A socket that keeps up
+/// gets one frame per write; one that fell behind catches up with a write per this many, not
+/// one per message.
+const MAX_FRAMES_PER_WRITE: usize = 32;
+/// Frames are gathered up to this many bytes before the library writes them without waiting
+/// for the flush that ends a batch. The buffer starts empty and grows only as frames wait.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Limits and timings of WebSocket sessions.
 #[derive(Debug, Clone, Copy)]
@@ -143,9 +150,10 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Every send is flushed, so frames are not gathered here; a peer that stops reading is
-        // bounded by the send deadline and, should writes keep failing, by this.
-        .write_buffer_size(0)
+        // Frames are gathered until a batch is flushed (`deliver_batch`); a peer that stops
+        // reading is bounded by the send deadline and, should writes keep failing, by the maximum.
+        // (below the maximum, which the library requires: small with a small --max-message-bytes).
+        .write_buffer_size(WRITE_BUFFER_BYTES.min(2 * max))
         .max_write_buffer_size(4 * max)
         .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, caller, state)))
 }
@@ -279,8 +287,9 @@ async fn serve_room(
             FrontDoor::WebSocket,
         )
         .await;
+    // Each wake-up takes every delivery already waiting (up to a batch), written with one flush.
     let mut subscription = match subscription {
-        Ok(subscription) => subscription,
+        Ok(subscription) => subscription.ready_chunks(MAX_FRAMES_PER_WRITE),
         Err(error) => return End::Close(close_code::AGAIN, error.to_string()),
     };
     let interval = state.config.ping_interval;
@@ -311,14 +320,8 @@ async fn serve_room(
                 last_heard = Instant::now();
                 receive(frame, &room, caller, state).await
             }
-            next = subscription.next() => match next {
-                Some(Ok(Delivery::Event(event))) => {
-                    let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
-                    deliver(socket, Message::Text(text), state, draining).await
-                }
-                // The seed's rooms have no positions to resume from.
-                Some(Ok(Delivery::Reset(_))) => Ok(()),
-                Some(Err(error)) => Err(End::Close(close_code::AGAIN, error.to_string())),
+            batch = subscription.next() => match batch {
+                Some(batch) => deliver_batch(socket, batch, state, draining).await,
                 None => Err(End::Gone),
             },
             _ = pings.tick() => {
@@ -383,18 +386,55 @@ async fn publish(
     state.hub.publish(room, draft).await.map(drop)
 }
 
-/// Sends `message`, giving up when the peer cannot take it within two ping intervals (it is
-/// dead or hopelessly slow) or when the server shuts down while it is stuck. A send that can
-/// complete does, even during shutdown: that is how the closing frame goes out.
+/// Writes the deliveries of `batch` as frames with one flush at the end.
+async fn deliver_batch(
+    socket: &mut WebSocket,
+    batch: Vec<Result<Delivery, ChatError>>,
+    state: &WsState,
+    draining: &mut Draining<'_>,
+) -> Result<(), End> {
+    for delivery in batch {
+        match delivery {
+            Ok(Delivery::Event(event)) => {
+                let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
+                bounded(socket.feed(Message::Text(text)), state, draining).await?;
+            }
+            // The seed's rooms have no positions to resume from.
+            Ok(Delivery::Reset(_)) => {}
+            // What was fed before goes out with the close frame.
+            Err(error) => return Err(End::Close(close_code::AGAIN, error.to_string())),
+        }
+    }
+    bounded(socket.flush(), state, draining).await
+}
+
+/// Sends `message` (and what is waiting before it).
 async fn deliver(
     socket: &mut WebSocket,
     message: Message,
     state: &WsState,
     draining: &mut Draining<'_>,
 ) -> Result<(), End> {
+    bounded(socket.send(message), state, draining).await
+}
+
+/// Runs a send, giving up when the peer cannot take it within two ping intervals (it is dead or
+/// hopelessly slow) or when the server shuts down while it is stuck. A send that can complete
+/// does, even during shutdown: that is how the closing frame goes out. The deadline is armed
+/// only when the send cannot complete at once, which is rare: a timer per delivery would cost
+/// more than the write.
+async fn bounded(
+    send: impl Future<Output = Result<(), axum::Error>>,
+    state: &WsState,
+    draining: &mut Draining<'_>,
+) -> Result<(), End> {
+    let mut send = std::pin::pin!(send);
+    if let Some(sent) = send.as_mut().now_or_never() {
+        return sent.map_err(|_| End::Gone);
+    }
     tokio::select! {
         biased;
-        sent = socket.send(message) => sent.map_err(|_| End::Gone),
+        sent = send => sent.map_err(|_| End::Gone),
         () = tokio::time::sleep(2 * state.config.ping_interval) => Err(End::Gone),
         () = draining.as_mut() => Err(End::Gone),
     }
