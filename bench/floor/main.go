@@ -43,7 +43,7 @@ func main() {
 		for {
 			conn, err := listener.Accept()
 			if err != nil {
-				return
+				log.Fatal(err)
 			}
 			accepted <- conn
 		}

@@ -353,6 +353,46 @@ fn spawn_grpc_publishers(
         .collect()
 }
 
+/// One timer for a whole stream rather than one per message: when it fires, the stream has gone
+/// idle only if nothing arrived since it was last set, so an idle stream is noticed after one to
+/// two timeouts.
+pub struct IdleWatch {
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    arrived: bool,
+}
+
+impl IdleWatch {
+    /// Watching from now, for `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            idle: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            arrived: false,
+        }
+    }
+
+    /// What `next` yields, or `None` if the stream went idle first.
+    pub async fn next<T>(&mut self, next: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut next = std::pin::pin!(next);
+        loop {
+            tokio::select! {
+                biased;
+                item = &mut next => {
+                    self.arrived = true;
+                    return Some(item);
+                }
+                () = self.idle.as_mut() => {
+                    if !std::mem::take(&mut self.arrived) {
+                        return None;
+                    }
+                    self.idle.as_mut().reset(tokio::time::Instant::now() + self.timeout);
+                }
+            }
+        }
+    }
+}
+
 /// One subscriber: waits for the welcome, signals `ready`, then reads until it has `expected`
 /// messages, its stream ends, or nothing arrives for `idle_timeout`.
 async fn subscribe(
@@ -380,26 +420,12 @@ async fn subscribe(
     ready.wait().await;
     let mut seen = Seen::new(publishers);
     seen.failed = welcomed.is_err();
-    // One timer for the whole stream rather than one per message: when it fires, the subscriber
-    // has failed only if nothing arrived since it was last set, so an idle stream is noticed after
-    // one to two `idle_timeout`s.
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let mut arrived = false;
+    let mut watch = IdleWatch::new(idle_timeout);
     while seen.unique < expected && !seen.failed {
-        let next = tokio::select! {
-            biased;
-            next = stream.message() => next,
-            () = &mut idle => {
-                if std::mem::take(&mut arrived) {
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-                    continue;
-                }
-                seen.failed = true;
-                break;
-            }
+        let Some(next) = watch.next(stream.message()).await else {
+            seen.failed = true;
+            break;
         };
-        arrived = true;
         match next {
             Ok(Some(delivery)) if delivery.kind == 0 => seen.observe(&delivery.content),
             Ok(Some(_)) => {}

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::handshake::client::Request;
 
 use super::{
-    fanout::{Published, Seen, header, now_nanos, parse, room_of},
+    fanout::{IdleWatch, Published, Seen, header, now_nanos, parse, room_of},
     padded,
     report::latency_histogram,
 };
@@ -36,8 +36,12 @@ use super::{
 /// A client WebSocket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// How often warm-up frames go to each room until every subscriber heard one.
-const WARM_UP_INTERVAL: Duration = Duration::from_millis(25);
+/// How often warm-up frames go to each room until every subscriber heard one. Not much more
+/// often: a server whose room delivers slowly (the seed's, at 10,000 sockets) would build a
+/// backlog of warm-ups that delays the run.
+const WARM_UP_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a publisher socket waits to hear its warm-up frame before sending another.
+const WARM_UP_ECHO_WAIT: Duration = Duration::from_secs(1);
 /// Content of a warm-up frame (not a benchmark message: subscribers skip it).
 const WARM_UP: &str = "warm-up";
 
@@ -116,23 +120,12 @@ pub async fn subscribe(
         return Ok(seen);
     };
     seen.failed = !heard;
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let mut arrived = false;
+    let mut watch = IdleWatch::new(idle_timeout);
     while seen.unique < expected && !seen.failed {
-        let next = tokio::select! {
-            biased;
-            next = socket.next() => next,
-            () = &mut idle => {
-                if std::mem::take(&mut arrived) {
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-                    continue;
-                }
-                seen.failed = true;
-                break;
-            }
+        let Some(next) = watch.next(socket.next()).await else {
+            seen.failed = true;
+            break;
         };
-        arrived = true;
         match next {
             Some(Ok(Message::Text(frame))) => {
                 if let Ok(frame) = serde_json::from_str::<Frame>(frame.as_str()) {
@@ -176,7 +169,7 @@ pub async fn publisher_sockets(
         let deadline = tokio::time::Instant::now() + idle_timeout;
         loop {
             socket.send(frame.clone()).await?;
-            if let Ok(Some(Ok(_))) = tokio::time::timeout(WARM_UP_INTERVAL, socket.next()).await {
+            if let Ok(Some(Ok(_))) = tokio::time::timeout(WARM_UP_ECHO_WAIT, socket.next()).await {
                 break;
             }
             anyhow::ensure!(
