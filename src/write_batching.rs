@@ -11,6 +11,10 @@
 //! latency. Bytes kept are bounded by [`MAX_KEPT`]: beyond it writes go to the socket, so a slow
 //! peer still pushes back on the writer.
 //!
+//! A connection with at most one call open has no other stream whose frames could join the
+//! batch (a browser tab's or phone's own connection): there the pass would be latency and a wake-up
+//! for nothing, so a flush writes at once.
+//!
 //! Because the last frames of a connection (a stream's final status, GOAWAY) now leave just before
 //! it closes, shutdown lingers: after the last bytes it reads and discards until the peer closes,
 //! for at most [`LINGER`]. Closing a socket with unread bytes makes the kernel answer with a reset,
@@ -20,6 +24,10 @@ use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -43,17 +51,20 @@ pub struct BatchedWrites<IO> {
     blocked: bool,
     /// Set once shutdown has sent everything: how long it still waits for the peer to close.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection's calls in flight.
+    calls: Arc<AtomicUsize>,
 }
 
 impl<IO> BatchedWrites<IO> {
-    /// Wraps `io`.
-    pub fn new(io: IO) -> Self {
+    /// Wraps `io`, the connection of `calls` (its calls in flight).
+    pub fn new(io: IO, calls: Arc<AtomicUsize>) -> Self {
         Self {
             io,
             kept: BytesMut::new(),
             scheduled: false,
             blocked: false,
             linger: None,
+            calls,
         }
     }
 }
@@ -137,6 +148,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.kept.is_empty() && !self.blocked && self.calls.load(Ordering::Relaxed) <= 1 {
+            // Nothing else could join the batch: write now.
+            std::task::ready!(self.poll_write_kept(cx))?;
+            return Pin::new(&mut self.io).poll_flush(cx);
+        }
         if !self.kept.is_empty() && !self.scheduled && !self.blocked {
             // Waking the task that is running is a yield: it runs again after the queue.
             self.scheduled = true;
@@ -205,6 +221,35 @@ mod tests {
         (wakes, waker)
     }
 
+    /// A connection with two calls open, whose writes are batched.
+    fn multiplexed() -> Arc<AtomicUsize> {
+        Arc::new(AtomicUsize::new(2))
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_one_call_writes_at_the_flush() {
+        let (ours, mut peer) = duplex(1 << 20);
+        let calls = Arc::new(AtomicUsize::new(1));
+        let mut connection = BatchedWrites::new(ours, Arc::clone(&calls));
+        let (wakes, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        write(&mut connection, &mut cx, b"now");
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "no pass scheduled");
+        let mut received = [0u8; 3];
+        tokio::time::timeout(Duration::from_secs(1), peer.read_exact(&mut received))
+            .await
+            .expect("written at the flush")
+            .unwrap();
+        assert_eq!(&received, b"now");
+
+        // A second call opens: writes wait for the pass again.
+        calls.store(2, Ordering::Relaxed);
+        write(&mut connection, &mut cx, b"later");
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the flush reschedules");
+    }
+
     fn write(connection: &mut BatchedWrites<DuplexStream>, cx: &mut Context<'_>, bytes: &[u8]) {
         let written = Pin::new(&mut *connection).poll_write(cx, bytes);
         assert!(matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()));
@@ -213,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn writes_before_the_next_pass_go_out_together() {
         let (ours, mut peer) = duplex(1 << 20);
-        let mut connection = BatchedWrites::new(ours);
+        let mut connection = BatchedWrites::new(ours, multiplexed());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
 
@@ -249,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_socket_pushes_back_once_the_limit_is_kept() {
         let (ours, _peer) = duplex(1024);
-        let mut connection = BatchedWrites::new(ours);
+        let mut connection = BatchedWrites::new(ours, multiplexed());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
         let chunk = vec![7u8; 16 * 1024];
@@ -267,7 +312,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_sends_everything_kept_then_waits_for_the_peer_to_close() {
         let (ours, mut peer) = duplex(1 << 20);
-        let mut connection = BatchedWrites::new(ours);
+        let mut connection = BatchedWrites::new(ours, multiplexed());
         let (_, waker) = task();
         let mut cx = Context::from_waker(&waker);
         write(&mut connection, &mut cx, b"bye");
@@ -285,7 +330,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_stops_lingering_after_a_while() {
         let (ours, _peer) = duplex(1 << 20);
-        let mut connection = BatchedWrites::new(ours);
+        let mut connection = BatchedWrites::new(ours, multiplexed());
         let started = std::time::Instant::now();
         connection.shutdown().await.unwrap();
         let lingered = started.elapsed();

@@ -57,8 +57,8 @@ pub struct MaxAge {
 /// What one connection knows about itself, shared with its service.
 #[derive(Debug)]
 pub struct ConnectionState {
-    /// Requests whose response is not finished.
-    in_flight: AtomicUsize,
+    /// Requests whose response is not finished (shared with the connection's write batching).
+    in_flight: Arc<AtomicUsize>,
     /// When the last request finished (or the connection opened).
     last_active: Mutex<Instant>,
     /// Ends the connection's streams at the end of its maximum age (and with the server's drain).
@@ -83,13 +83,18 @@ impl ConnectionState {
         quota: Option<Arc<ConnectionQuota>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             last_active: Mutex::new(Instant::now()),
             drain: server.for_connection(),
             handshake,
             peer: peer.map(Peer),
             quota,
         })
+    }
+
+    /// The count of its requests in flight.
+    pub fn calls_in_flight(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.in_flight)
     }
 
     /// Since when the connection has had nothing in flight, if it has nothing in flight.
