@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use grpc_chat::proto::SubscribeRequest;
 use tonic::Code;
 
-use crate::{helpers::*, metric, publish_until_acknowledged, replica, replica_at};
+use crate::{
+    helpers::*, metric, publish_until_acknowledged, replay_when_available, replica, replica_at,
+};
 
 /// Polls `/readyz` until it answers `status`.
 async fn readiness_becomes(server: &ServerProcess, status: u16) -> Duration {
@@ -163,7 +165,8 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_repeats_not
     readiness_becomes(&server, 200).await;
     let mut client = connect(server.addr).await;
     let first = publish_until_acknowledged(&mut client, "m0", Duration::from_secs(30)).await;
-    let mut follower = replay_from(&mut client.clone(), "general", 1).await;
+    let mut follower =
+        replay_when_available(&mut client.clone(), "general", 1, Duration::from_secs(30)).await;
     let (halfway, at_halfway) = tokio::sync::oneshot::channel();
     let publisher = tokio::spawn(async move {
         let mut acked = vec![first];

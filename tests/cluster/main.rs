@@ -14,9 +14,12 @@ mod replicas;
 
 use std::time::Duration;
 
-use grpc_chat::proto::{SendMessageResponse, chat_service_client::ChatServiceClient};
-use helpers::{NatsServer, ServerProcess, http_get, send_request, within_for};
-use tonic::transport::Channel;
+use grpc_chat::proto::{
+    Message, MessageType, SendMessageResponse, SubscribeRequest,
+    chat_service_client::ChatServiceClient,
+};
+use helpers::{NatsServer, ServerProcess, http_get, live, next, send_request, within_for};
+use tonic::{Streaming, transport::Channel};
 
 /// A replica of the server on the NATS engine at `nats`, with `extra` settings.
 pub fn replica(nats: &NatsServer, extra: &[&str]) -> ServerProcess {
@@ -42,6 +45,38 @@ pub async fn metric(server: &ServerProcess, name: &str) -> f64 {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("{name} not on the metrics page"))
+}
+
+/// Subscribes to `room` replaying from `from_offset`, again while the engine answers UNAVAILABLE
+/// (a room of a JetStream cluster that has just formed may take longer to load than the
+/// request timeout, and the server says to reconnect), and consumes the welcome.
+pub async fn replay_when_available(
+    client: &mut ChatServiceClient<Channel>,
+    room: &str,
+    from_offset: u64,
+    limit: Duration,
+) -> Streaming<Message> {
+    within_for("a subscription", limit, async {
+        loop {
+            let request = SubscribeRequest {
+                from_offset,
+                ..live(room)
+            };
+            match client.subscribe_messages(request).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    let welcome = next(&mut stream).await;
+                    assert_eq!(welcome.r#type, MessageType::System as i32, "{welcome:?}");
+                    return stream;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// Publishes `content` to `general` until the server acknowledges it, retrying what it refuses
