@@ -15,10 +15,9 @@ mod replicas;
 use std::time::Duration;
 
 use grpc_chat::proto::{
-    Message, MessageType, SendMessageResponse, SubscribeRequest,
-    chat_service_client::ChatServiceClient,
+    Message, SendMessageResponse, SubscribeRequest, chat_service_client::ChatServiceClient,
 };
-use helpers::{NatsServer, ServerProcess, http_get, live, next, send_request, within_for};
+use helpers::{NatsServer, ServerProcess, http_get, live, send_request, welcomed, within_for};
 use tonic::{Streaming, transport::Channel};
 
 /// A replica of the server on the NATS engine at `nats`, with `extra` settings.
@@ -63,12 +62,7 @@ pub async fn replay_when_available(
                 ..live(room)
             };
             match client.subscribe_messages(request).await {
-                Ok(stream) => {
-                    let mut stream = stream.into_inner();
-                    let welcome = next(&mut stream).await;
-                    assert_eq!(welcome.r#type, MessageType::System as i32, "{welcome:?}");
-                    return stream;
-                }
+                Ok(stream) => return welcomed(stream.into_inner()).await,
                 Err(status) => {
                     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
                     tokio::time::sleep(Duration::from_millis(50)).await;

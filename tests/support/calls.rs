@@ -23,11 +23,18 @@ pub async fn subscribe_on(
     client: &mut ChatServiceClient<Channel>,
     request: SubscribeRequest,
 ) -> Streaming<Message> {
-    let mut stream = client
-        .subscribe_messages(request)
-        .await
-        .unwrap()
-        .into_inner();
+    welcomed(
+        client
+            .subscribe_messages(request)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+}
+
+/// `stream` after its welcome, which it checks.
+pub async fn welcomed(mut stream: Streaming<Message>) -> Streaming<Message> {
     let welcome = next(&mut stream).await;
     assert_eq!(welcome.r#type, MessageType::System as i32, "{welcome:?}");
     assert!(
