@@ -23,9 +23,14 @@ use tokio::{
     sync::{Barrier, Notify},
     time::MissedTickBehavior,
 };
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, Utf8Bytes},
+};
 use tokio_util::sync::CancellationToken;
 use tungstenite::handshake::client::Request;
+
+use crate::text_frame::TextFrame;
 
 use super::{
     fanout::{IdleWatch, Published, Seen, header, now_nanos, parse, room_of},
@@ -45,15 +50,6 @@ const WARM_UP_ECHO_WAIT: Duration = Duration::from_secs(1);
 /// Content of a warm-up frame (not a benchmark message: subscribers skip it).
 const WARM_UP: &str = "warm-up";
 
-/// The seed's frame, both ways.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "Author", borrow)]
-    author: std::borrow::Cow<'a, str>,
-    #[serde(rename = "Content", borrow)]
-    content: std::borrow::Cow<'a, str>,
-}
-
 /// The request for room `room` of the server at `ws_addr` (HOST:PORT), offering `token`.
 pub fn room_request(ws_addr: &str, room: usize, token: Option<&str>) -> anyhow::Result<Request> {
     crate::client::websocket_request(&format!("ws://{ws_addr}/ws?roomCode=bench-{room}"), token)
@@ -66,12 +62,11 @@ async fn open(request: &Request) -> anyhow::Result<Socket> {
     Ok(socket)
 }
 
+/// The room frame from `author` saying `content`.
 fn text(author: &str, content: &str) -> anyhow::Result<Message> {
-    let frame = Frame {
-        author: author.into(),
-        content: content.into(),
-    };
-    Ok(Message::text(serde_json::to_string(&frame)?))
+    Ok(Message::Text(Utf8Bytes::try_from(TextFrame::encode(
+        author, content,
+    ))?))
 }
 
 /// Sends warm-up frames to every room (one socket each) until `done` is cancelled.
@@ -128,7 +123,7 @@ pub async fn subscribe(
         };
         match next {
             Some(Ok(Message::Text(frame))) => {
-                if let Ok(frame) = serde_json::from_str::<Frame>(frame.as_str()) {
+                if let Ok(frame) = TextFrame::parse(frame.as_str()) {
                     seen.observe(frame.content.as_bytes());
                 }
             }
@@ -264,7 +259,7 @@ async fn read_echoes(
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return latencies,
         };
-        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else {
+        let Ok(frame) = TextFrame::parse(text.as_str()) else {
             continue;
         };
         if let Some((from, seq, sent)) = parse(frame.content.as_bytes())
