@@ -112,58 +112,105 @@ pub fn router(settings: PageSettings) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/assets/{name}", get(asset))
-        .with_state(Arc::new(settings))
+        .with_state(Arc::new(Pages::render(&settings)))
 }
 
-async fn page(State(settings): State<Arc<PageSettings>>, headers: HeaderMap) -> Response {
+/// The page as served, rendered once for each way it may be reached.
+struct Pages {
+    /// For a request a proxy forwarded.
+    proxied: Rendered,
+    /// For a direct request.
+    direct: Rendered,
+}
+
+/// One rendering of the page and its Content-Security-Policy.
+struct Rendered {
+    html: String,
+    policy: HeaderValue,
+}
+
+impl Pages {
+    fn render(settings: &PageSettings) -> Self {
+        // The value the page reads from its `grpc-chat-grpc-web` meta tag: empty for its own
+        // origin, `:PORT` for its own host on that port, or a URL; and the origin CSP lets it
+        // call.
+        let (proxied, direct) = match &settings.grpc_web {
+            GrpcWebTarget::Url(url) => {
+                let target = (url.clone(), origin_of(url));
+                (target.clone(), target)
+            }
+            GrpcWebTarget::Auto { grpc_port, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                (
+                    (String::new(), "'self'".to_owned()),
+                    (format!(":{grpc_port}"), format!("{scheme}://*:{grpc_port}")),
+                )
+            }
+        };
+        Self {
+            proxied: Rendered::new(settings, proxied),
+            direct: Rendered::new(settings, direct),
+        }
+    }
+}
+
+impl Rendered {
+    fn new(settings: &PageSettings, (target, connect_src): (String, String)) -> Self {
+        let [script, style] = &*ASSETS;
+        let html = TEMPLATE
+            .replace("{{script}}", &format!("/assets/{}", script.name))
+            .replace("{{style}}", &format!("/assets/{}", style.name))
+            .replace("{{grpc_web}}", &escape_attribute(&target))
+            .replace(
+                "{{user_claim}}",
+                &escape_attribute(settings.user_claim.as_deref().unwrap_or("")),
+            )
+            .replace(
+                "{{max_content_bytes}}",
+                &settings.max_content_bytes.to_string(),
+            );
+        let policy = format!(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src {connect_src}; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+        );
+        // The policy is built from the configured URL's origin (checked by its parser) and a
+        // port number; one that could not be a header would only fail closed.
+        let policy = HeaderValue::from_str(&policy)
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+        Self { html, policy }
+    }
+}
+
+async fn page(State(pages): State<Arc<Pages>>, headers: HeaderMap) -> Response {
     let proxied = FORWARDED_HEADERS
         .iter()
         .any(|name| headers.contains_key(*name));
-    // The value the page reads from its `grpc-chat-grpc-web` meta tag: empty for its own
-    // origin, `:PORT` for its own host on that port, or a URL; and the origin CSP lets it call.
-    let (target, connect_src) = match &settings.grpc_web {
-        GrpcWebTarget::Url(url) => (url.clone(), origin_of(url)),
-        GrpcWebTarget::Auto { .. } if proxied => (String::new(), "'self'".to_owned()),
-        GrpcWebTarget::Auto { grpc_port, tls } => {
-            let scheme = if *tls { "https" } else { "http" };
-            (format!(":{grpc_port}"), format!("{scheme}://*:{grpc_port}"))
-        }
+    let page = if proxied {
+        &pages.proxied
+    } else {
+        &pages.direct
     };
-    let [script, style] = &*ASSETS;
-    let html = TEMPLATE
-        .replace("{{script}}", &format!("/assets/{}", script.name))
-        .replace("{{style}}", &format!("/assets/{}", style.name))
-        .replace("{{grpc_web}}", &escape_attribute(&target))
-        .replace(
-            "{{user_claim}}",
-            &escape_attribute(settings.user_claim.as_deref().unwrap_or("")),
-        )
-        .replace(
-            "{{max_content_bytes}}",
-            &settings.max_content_bytes.to_string(),
-        );
-    let policy = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src {connect_src}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    );
-    let mut response = (
+    (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, page.policy.clone()),
         ],
-        html,
+        page.html.clone(),
     )
-        .into_response();
-    // The policy is built from the configured URL's origin and a port number, both checked to
-    // be header-safe at start-up; an unencodable one would only fail closed.
-    let policy = HeaderValue::from_str(&policy)
-        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_SECURITY_POLICY, policy);
-    response
+        .into_response()
 }
 
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {

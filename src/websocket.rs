@@ -150,9 +150,10 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
-        // Frames are gathered until a batch is flushed (`deliver_batch`); a peer that stops
-        // reading is bounded by the send deadline and, should writes keep failing, by the maximum.
-        // (below the maximum, which the library requires: small with a small --max-message-bytes).
+        // Frames are gathered until a batch is flushed (`deliver_batch`), in a buffer the library
+        // requires to stay below its maximum (small with a small --max-message-bytes); a peer
+        // that stops reading is bounded by the send deadline and, should writes keep failing, by
+        // the maximum.
         .write_buffer_size(WRITE_BUFFER_BYTES.min(2 * max))
         .max_write_buffer_size(4 * max)
         .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, caller, state)))
@@ -421,8 +422,8 @@ async fn deliver(
 /// Runs a send, giving up when the peer cannot take it within two ping intervals (it is dead or
 /// hopelessly slow) or when the server shuts down while it is stuck. A send that can complete
 /// does, even during shutdown: that is how the closing frame goes out. The deadline is armed
-/// only when the send cannot complete at once, which is rare: a timer per delivery would cost
-/// more than the write.
+/// only when the send cannot complete at once, which is rare, rather than a timer registered and
+/// removed for every delivery.
 async fn bounded(
     send: impl Future<Output = Result<(), axum::Error>>,
     state: &WsState,
