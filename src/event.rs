@@ -9,6 +9,7 @@
 
 use std::{mem, time::SystemTime};
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::{
     Message as _,
@@ -121,8 +122,9 @@ pub struct Event {
     frame: Bytes,
     /// Where the content starts in `frame`.
     content_start: usize,
-    /// The WebSocket text frame, when it was made at append.
-    text: Option<Bytes>,
+    /// The WebSocket text frame, when it was made at append: text already, so that a delivery
+    /// to a socket does not check it again.
+    text: Option<Utf8Bytes>,
 }
 
 impl Event {
@@ -200,16 +202,16 @@ impl Event {
 
     /// The WebSocket text frame `{"Author": ..., "Content": ...}`; presence comes from `System`.
     /// Shared when it was made at append, made now otherwise.
-    pub fn text_frame(&self) -> Bytes {
+    pub fn text_frame(&self) -> Utf8Bytes {
         self.text.clone().unwrap_or_else(|| self.make_text_frame())
     }
 
-    fn make_text_frame(&self) -> Bytes {
+    fn make_text_frame(&self) -> Utf8Bytes {
         let author = match self.kind {
             EventKind::Chat => self.user.as_str(),
             EventKind::Join | EventKind::Leave => SYSTEM_USER,
         };
-        TextFrame::encode(author, self.content())
+        TextFrame::encode(author, self.content()).into()
     }
 
     /// Bytes this event keeps allocated: its frames and its bookkeeping.
@@ -270,7 +272,7 @@ mod tests {
         let message = Message::decode(&event.frame()[GRPC_PREFIX..]).unwrap();
         assert_eq!(message.r#type, MessageType::Join as i32);
         assert_eq!(message.content, "Zoë joined");
-        let text: serde_json::Value = serde_json::from_slice(&event.text_frame()).unwrap();
+        let text: serde_json::Value = serde_json::from_str(&event.text_frame()).unwrap();
         assert_eq!(
             text,
             serde_json::json!({"Author": "System", "Content": "Zoë joined"})

@@ -6,7 +6,6 @@
 
 use std::fmt;
 
-use bytes::Bytes;
 use serde::{
     Deserialize, Deserializer, Serialize,
     de::{self, IgnoredAny, MapAccess, Visitor},
@@ -43,12 +42,11 @@ impl TextFrame {
 
     /// The JSON of a frame from `author` saying `content`, in an allocation of its own size (it
     /// is kept in history, where a grown buffer's spare capacity would be waste).
-    pub fn encode(author: &str, content: &str) -> Bytes {
-        let mut json = Vec::with_capacity(author.len() + content.len() + 32);
-        serde_json::to_writer(&mut json, &Borrowed { author, content })
+    pub fn encode(author: &str, content: &str) -> String {
+        let mut json = serde_json::to_string(&Borrowed { author, content })
             .expect("two strings always serialize");
         json.shrink_to_fit();
-        json.into()
+        json
     }
 }
 
@@ -136,10 +134,9 @@ mod tests {
 
     #[test]
     fn encoding_escapes_and_round_trips() {
-        let bytes = TextFrame::encode("a\"b", "line\nnext \u{2028}");
-        let text = std::str::from_utf8(&bytes).unwrap();
+        let text = TextFrame::encode("a\"b", "line\nnext \u{2028}");
         assert_eq!(
-            TextFrame::parse(text).unwrap(),
+            TextFrame::parse(&text).unwrap(),
             TextFrame {
                 author: "a\"b".into(),
                 content: "line\nnext \u{2028}".into()

@@ -397,8 +397,12 @@ async fn deliver_batch(
     for delivery in batch {
         match delivery {
             Ok(Delivery::Event(event)) => {
-                let text = Utf8Bytes::try_from(event.text_frame()).expect("JSON is UTF-8");
-                bounded(socket.feed(Message::Text(text)), state, draining).await?;
+                bounded(
+                    socket.feed(Message::Text(event.text_frame())),
+                    state,
+                    draining,
+                )
+                .await?;
             }
             // The seed's rooms have no positions to resume from.
             Ok(Delivery::Reset(_)) => {}

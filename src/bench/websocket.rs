@@ -64,9 +64,9 @@ async fn open(request: &Request) -> anyhow::Result<Socket> {
 
 /// The room frame from `author` saying `content`.
 fn text(author: &str, content: &str) -> anyhow::Result<Message> {
-    Ok(Message::Text(Utf8Bytes::try_from(TextFrame::encode(
+    Ok(Message::Text(Utf8Bytes::from(TextFrame::encode(
         author, content,
-    ))?))
+    ))))
 }
 
 /// Sends warm-up frames to every room (one socket each) until `done` is cancelled.
