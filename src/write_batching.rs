@@ -11,9 +11,11 @@
 //! latency. Bytes kept are bounded by [`MAX_KEPT`]: beyond it writes go to the socket, so a slow
 //! peer still pushes back on the writer.
 //!
-//! A connection with at most one call open has no other stream whose frames could join the
-//! batch (a browser tab's or phone's own connection): there the pass would be latency and a wake-up
-//! for nothing, so a flush writes at once.
+//! A connection that had at most one call in flight at any moment since its last flush has no
+//! other stream whose frames could join the batch (a browser tab's or phone's own connection):
+//! there the pass would be latency and a wake-up for nothing, so a flush writes at once. The
+//! most at once, not the count at the flush: a connection of short unary calls often has none
+//! left in flight when their responses are flushed, and its responses are what share a write.
 //!
 //! Because the last frames of a connection (a stream's final status, GOAWAY) now leave just before
 //! it closes, shutdown lingers: after the last bytes it reads and discards until the peer closes,
@@ -24,16 +26,15 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::net::connection::Calls;
 
 /// Most bytes kept before writes go to the socket.
 pub const MAX_KEPT: usize = 64 * 1024;
@@ -52,12 +53,12 @@ pub struct BatchedWrites<IO> {
     /// Set once shutdown has sent everything: how long it still waits for the peer to close.
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's calls in flight.
-    calls: Arc<AtomicUsize>,
+    calls: Arc<Calls>,
 }
 
 impl<IO> BatchedWrites<IO> {
     /// Wraps `io`, the connection of `calls` (its calls in flight).
-    pub fn new(io: IO, calls: Arc<AtomicUsize>) -> Self {
+    pub fn new(io: IO, calls: Arc<Calls>) -> Self {
         Self {
             io,
             kept: BytesMut::new(),
@@ -148,7 +149,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.kept.is_empty() && !self.blocked && self.calls.load(Ordering::Relaxed) <= 1 {
+        if !self.kept.is_empty() && !self.blocked && self.calls.take_peak() <= 1 {
             // Nothing else could join the batch: write now.
             std::task::ready!(self.poll_write_kept(cx))?;
             return Pin::new(&mut self.io).poll_flush(cx);
@@ -221,15 +222,24 @@ mod tests {
         (wakes, waker)
     }
 
+    /// A connection with `open` calls open.
+    fn calls(open: usize) -> Arc<Calls> {
+        let calls = Arc::new(Calls::default());
+        for _ in 0..open {
+            calls.start();
+        }
+        calls
+    }
+
     /// A connection with two calls open, whose writes are batched.
-    fn multiplexed() -> Arc<AtomicUsize> {
-        Arc::new(AtomicUsize::new(2))
+    fn multiplexed() -> Arc<Calls> {
+        calls(2)
     }
 
     #[tokio::test]
     async fn a_connection_with_one_call_writes_at_the_flush() {
         let (ours, mut peer) = duplex(1 << 20);
-        let calls = Arc::new(AtomicUsize::new(1));
+        let calls = calls(1);
         let mut connection = BatchedWrites::new(ours, Arc::clone(&calls));
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
@@ -244,10 +254,50 @@ mod tests {
         assert_eq!(&received, b"now");
 
         // A second call opens: writes wait for the pass again.
-        calls.store(2, Ordering::Relaxed);
+        calls.start();
         write(&mut connection, &mut cx, b"later");
         assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the flush reschedules");
+    }
+
+    #[tokio::test]
+    async fn calls_that_ended_before_the_flush_still_share_its_write() {
+        let (ours, mut peer) = duplex(1 << 20);
+        let calls = calls(0);
+        let mut connection = BatchedWrites::new(ours, Arc::clone(&calls));
+        let (wakes, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        // Two short calls overlapped, and both ended before their responses were flushed.
+        calls.start();
+        calls.start();
+        calls.finish();
+        calls.finish();
+        write(&mut connection, &mut cx, b"two answers");
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "batched: the flush reschedules"
+        );
+
+        // The pass writes them; then one call at a time writes at its flush again.
+        let mut unread = [0u8; 8];
+        let mut unread = ReadBuf::new(&mut unread);
+        assert!(
+            Pin::new(&mut connection)
+                .poll_read(&mut cx, &mut unread)
+                .is_pending()
+        );
+        let mut received = [0u8; 11];
+        peer.read_exact(&mut received).await.unwrap();
+        calls.start();
+        calls.finish();
+        write(&mut connection, &mut cx, b"one");
+        assert!(Pin::new(&mut connection).poll_flush(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "written at the flush");
+        let mut received = [0u8; 3];
+        peer.read_exact(&mut received).await.unwrap();
+        assert_eq!(&received, b"one");
     }
 
     fn write(connection: &mut BatchedWrites<DuplexStream>, cx: &mut Context<'_>, bytes: &[u8]) {

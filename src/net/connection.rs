@@ -54,11 +54,47 @@ pub struct MaxAge {
     pub grace: Duration,
 }
 
+/// A connection's requests whose response is not finished, shared with its write batching.
+#[derive(Debug, Default)]
+pub struct Calls {
+    in_flight: AtomicUsize,
+    /// The most in flight at once since [`Calls::take_peak`] last asked.
+    peak: AtomicUsize,
+}
+
+impl Calls {
+    /// How many are in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The most that were in flight at once since the last time this was asked (or the
+    /// connection opened), and from now on the count is taken again.
+    ///
+    /// Write batching asks at every flush: the calls in flight at that moment say little on a
+    /// connection of short calls (its unary calls end before their responses are flushed, so
+    /// often none is left), the most at once in between says whether several shared it.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.in_flight(), Ordering::Relaxed)
+    }
+
+    /// A call starts.
+    pub fn start(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// A call ended.
+    pub fn finish(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What one connection knows about itself, shared with its service.
 #[derive(Debug)]
 pub struct ConnectionState {
-    /// Requests whose response is not finished (shared with the connection's write batching).
-    in_flight: Arc<AtomicUsize>,
+    /// Requests whose response is not finished.
+    calls: Arc<Calls>,
     /// When the last request finished (or the connection opened).
     last_active: Mutex<Instant>,
     /// Ends the connection's streams at the end of its maximum age (and with the server's drain).
@@ -83,7 +119,7 @@ impl ConnectionState {
         quota: Option<Arc<ConnectionQuota>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::default(),
             last_active: Mutex::new(Instant::now()),
             drain: server.for_connection(),
             handshake,
@@ -92,14 +128,14 @@ impl ConnectionState {
         })
     }
 
-    /// The count of its requests in flight.
-    pub fn calls_in_flight(&self) -> Arc<AtomicUsize> {
-        Arc::clone(&self.in_flight)
+    /// Its requests in flight.
+    pub fn calls(&self) -> Arc<Calls> {
+        Arc::clone(&self.calls)
     }
 
     /// Since when the connection has had nothing in flight, if it has nothing in flight.
     fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Ordering::Acquire) == 0).then(|| *self.last_active())
+        (self.calls.in_flight() == 0).then(|| *self.last_active())
     }
 
     fn last_active(&self) -> std::sync::MutexGuard<'_, Instant> {
@@ -114,7 +150,7 @@ struct InFlight(Arc<ConnectionState>);
 
 impl InFlight {
     fn start(state: &Arc<ConnectionState>) -> Self {
-        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        state.calls.start();
         Self(Arc::clone(state))
     }
 }
@@ -122,7 +158,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         *self.0.last_active() = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.calls.finish();
     }
 }
 

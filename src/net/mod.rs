@@ -318,7 +318,7 @@ fn serve_io<IO, S, B>(
     };
     if settings.batch_writes {
         spawn_served(
-            BatchedWrites::new(io, life.state.calls_in_flight()),
+            BatchedWrites::new(io, life.state.calls()),
             service,
             builder,
             life,
