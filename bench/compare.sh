@@ -8,11 +8,14 @@
 # Scenarios: multiplexed gRPC (subscribers on 4 or 10 connections), a connection per subscriber
 # on gRPC and on WebSocket rooms (1,000 and 10,000), saturated and paced, unary, idle.
 #
-# Usage: bench/compare.sh [OUT_DIR]   (results as JSON lines in OUT_DIR/results.jsonl, default
-# bench/results). Tools: run `make test-tools` first (Go, protoc, grpc-go, gorilla/websocket).
+# Usage: bench/compare.sh [OUT_DIR] [ROUNDS]   (results as JSON lines in OUT_DIR/results.jsonl,
+# default bench/results; ROUNDS, default 1, repeats the whole set: the floor and every server, so
+# each round's ratios are taken minutes apart, and summarise.py prints medians and ranges).
+# Tools: run `make test-tools` first (Go, protoc, grpc-go, gorilla/websocket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results}
+rounds=${2:-1}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -62,7 +65,7 @@ run() { # server label scenario args...   (label names the run in the results)
   [[ " $* " == *" websocket "* ]] && door=(--ws-addr 127.0.0.1:$ws_port)
   start_server "$server"
   "$bin" bench "$@" "${door[@]}" --addr http://127.0.0.1:$port --server-pid "$pid" --json \
-    | sed "s/^{\"scenario\":\"[a-z]*\"/{\"server\":\"$server\",\"scenario\":\"$label\"/" \
+    | sed "s/^{\"scenario\":\"[a-z]*\"/{\"round\":$round,\"server\":\"$server\",\"scenario\":\"$label\"/" \
     | tee -a "$out/results.jsonl"
   kill "$pid"; wait "$pid" || true
 }
@@ -93,11 +96,15 @@ websocket_scenarios() { # server
 : > "$out/results.jsonl"
 # 9,000, not 10,000: both ends of every socket are in the floor's one process, which the
 # machine's hard limit of 20,000 descriptors would not hold at 10,000.
-for sockets in 1000 9000; do
-  "$work/floor" -sockets $sockets -rounds $((1000000 / sockets)) | tee -a "$out/results.jsonl"
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds" >&2
+  for sockets in 1000 9000; do
+    "$work/floor" -sockets $sockets -rounds $((1000000 / sockets)) \
+      | sed "s/^{/{\"round\":$round,/" | tee -a "$out/results.jsonl"
+  done
+  echo "== grpc-chat" >&2; grpc_scenarios grpc-chat; websocket_scenarios grpc-chat
+  echo "== go" >&2; grpc_scenarios go
+  echo "== go-ws" >&2; websocket_scenarios go-ws
 done
-echo "== grpc-chat" >&2; grpc_scenarios grpc-chat; websocket_scenarios grpc-chat
-echo "== go" >&2; grpc_scenarios go
-echo "== go-ws" >&2; websocket_scenarios go-ws
 
 python3 bench/summarise.py "$out/results.jsonl"
