@@ -142,6 +142,23 @@ struct Echoes {
     arrived: Notify,
 }
 
+impl Echoes {
+    /// Waits up to `timeout` for message `seq` (and so every one before it) to come back; true
+    /// if it did.
+    async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        let echoed = async {
+            loop {
+                let arrived = self.arrived.notified();
+                if self.next.load(Ordering::Acquire) > seq {
+                    return;
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(timeout, echoed).await.is_ok()
+    }
+}
+
 /// The settings of one publisher.
 pub struct Publisher {
     pub index: usize,
@@ -216,21 +233,18 @@ pub async fn publish(
             errors += 1;
             continue;
         }
-        if pacing.is_none() {
-            // Saturated: the next one once this one came back.
-            let echoed = async {
-                loop {
-                    let arrived = echoes.arrived.notified();
-                    if echoes.next.load(Ordering::Acquire) > seq as u64 {
-                        break;
-                    }
-                    arrived.await;
-                }
-            };
-            if tokio::time::timeout(idle_timeout, echoed).await.is_err() {
-                errors += 1;
-            }
+        // Saturated: the next one once this one came back.
+        if pacing.is_none() && !echoes.wait_for(seq as u64, idle_timeout).await {
+            errors += 1;
         }
+    }
+    // Paced: every message is acknowledged by its echo too. Closing the sockets before would
+    // also reset them, and the server would lose the frames it had not read yet.
+    if let Some(last) = (publisher.messages as u64).checked_sub(1)
+        && pacing.is_some()
+        && !echoes.wait_for(last, idle_timeout).await
+    {
+        errors += publisher.messages as u64 - echoes.next.load(Ordering::Acquire);
     }
     stop.cancel();
     let mut acks = latency_histogram();
