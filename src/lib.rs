@@ -56,6 +56,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod text_frame;
 pub mod websocket;
+pub mod woken;
 pub mod write_batching;
 
 /// Code generated from `proto/chat.proto` (and, in [`proto::chitty_chat`],

@@ -44,6 +44,7 @@ use crate::{
     room::{Draft, RoomName, StartAt},
     shutdown::{self, Drain, Ending},
     text_frame::{self, TextFrame},
+    woken::Woken,
 };
 
 /// Longest close reason the protocol allows, in bytes.
@@ -299,6 +300,9 @@ async fn serve_room(
     // The server's drain, which for a socket with a token also starts when the token expires.
     let session = state.shutdown.expiring(caller.expires());
     let mut ending = std::pin::pin!(session.wait());
+    // The task wakes once per delivery; the other sources are polled only when they woke.
+    let (ending_woke, peer_woke, ping_woke) =
+        (Woken::default(), Woken::default(), Woken::default());
     loop {
         match session.ended() {
             None => {}
@@ -316,8 +320,8 @@ async fn serve_room(
             biased;
             // First, so a peer that never stops sending still meets its token's expiry; it wakes
             // the loop, and the check at its top closes the socket.
-            () = &mut ending => Ok(()),
-            frame = socket.recv() => {
+            () = ending_woke.run(&mut ending) => Ok(()),
+            frame = peer_woke.run(socket.recv()) => {
                 last_heard = Instant::now();
                 receive(frame, &room, caller, state).await
             }
@@ -325,7 +329,7 @@ async fn serve_room(
                 Some(batch) => deliver_batch(socket, batch, state, draining).await,
                 None => Err(End::Gone),
             },
-            _ = pings.tick() => {
+            _ = ping_woke.run(pings.tick()) => {
                 if last_heard.elapsed() > 2 * interval {
                     Err(End::Gone)
                 } else {
