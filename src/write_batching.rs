@@ -281,13 +281,7 @@ mod tests {
         );
 
         // The pass writes them; then one call at a time writes at its flush again.
-        let mut unread = [0u8; 8];
-        let mut unread = ReadBuf::new(&mut unread);
-        assert!(
-            Pin::new(&mut connection)
-                .poll_read(&mut cx, &mut unread)
-                .is_pending()
-        );
+        pass(&mut connection, &mut cx);
         let mut received = [0u8; 11];
         peer.read_exact(&mut received).await.unwrap();
         calls.start();
@@ -298,6 +292,14 @@ mod tests {
         let mut received = [0u8; 3];
         peer.read_exact(&mut received).await.unwrap();
         assert_eq!(&received, b"one");
+    }
+
+    /// The writer's scheduled pass: the connection reads first (nothing has arrived), which
+    /// writes what was kept.
+    fn pass(connection: &mut BatchedWrites<DuplexStream>, cx: &mut Context<'_>) {
+        let mut unread = [0u8; 8];
+        let mut unread = ReadBuf::new(&mut unread);
+        assert!(Pin::new(connection).poll_read(cx, &mut unread).is_pending());
     }
 
     fn write(connection: &mut BatchedWrites<DuplexStream>, cx: &mut Context<'_>, bytes: &[u8]) {
@@ -328,13 +330,7 @@ mod tests {
         );
 
         // The pass: the connection reads first, which writes what was kept.
-        let mut unread = [0u8; 8];
-        let mut unread = ReadBuf::new(&mut unread);
-        assert!(
-            Pin::new(&mut connection)
-                .poll_read(&mut cx, &mut unread)
-                .is_pending()
-        );
+        pass(&mut connection, &mut cx);
         let mut received = [0u8; 7];
         peer.read_exact(&mut received).await.unwrap();
         assert_eq!(&received, b"one two");
