@@ -63,10 +63,8 @@ async fn open(request: &Request) -> anyhow::Result<Socket> {
 }
 
 /// The room frame from `author` saying `content`.
-fn text(author: &str, content: &str) -> anyhow::Result<Message> {
-    Ok(Message::Text(Utf8Bytes::from(TextFrame::encode(
-        author, content,
-    ))))
+fn text(author: &str, content: &str) -> Message {
+    Message::Text(Utf8Bytes::from(TextFrame::encode(author, content)))
 }
 
 /// Sends warm-up frames to every room (one socket each) until `done` is cancelled.
@@ -75,7 +73,7 @@ pub async fn warm_up(requests: Vec<Request>, done: CancellationToken) -> anyhow:
     for request in &requests {
         sockets.push(open(request).await?);
     }
-    let frame = text("warm-up", WARM_UP)?;
+    let frame = text("warm-up", WARM_UP);
     let mut ticks = tokio::time::interval(WARM_UP_INTERVAL);
     loop {
         tokio::select! {
@@ -174,7 +172,7 @@ pub async fn publisher_sockets(
     requests: &[Request],
     idle_timeout: Duration,
 ) -> anyhow::Result<Vec<Socket>> {
-    let frame = text("warm-up", WARM_UP)?;
+    let frame = text("warm-up", WARM_UP);
     let mut sockets = Vec::with_capacity(requests.len());
     for request in requests {
         let mut socket = open(request).await?;
@@ -229,7 +227,7 @@ pub async fn publish(
         }
         let room = room_of(publisher.index, seq, publisher.messages, publisher.rooms);
         let content = padded(&header(publisher.index, seq), publisher.size);
-        if senders[room].send(text(&author, &content)?).await.is_err() {
+        if senders[room].send(text(&author, &content)).await.is_err() {
             errors += 1;
             continue;
         }
