@@ -369,6 +369,32 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_s_anonymous_grant_is_taken_as_written() {
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let config = Serve::try_parse_from([
+            "serve",
+            "--jwt-hmac-secret",
+            "a secret of thirty-two bytes or more",
+            "--allow-anonymous",
+            "public-*:sub,history",
+        ])
+        .unwrap()
+        .config;
+        let grants: Vec<String> = config
+            .auth
+            .allow_anonymous
+            .iter()
+            .flat_map(|list| list.iter().map(ToString::to_string))
+            .collect();
+        assert_eq!(grants, ["public-*:subscribe,history"]);
+        assert_eq!(config.check(), Ok(()));
+    }
+
+    #[test]
     fn nonsensical_limits_are_named() {
         let config = ServeConfig {
             history: 0,

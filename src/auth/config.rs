@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{grants::Grant, limits::LimitOptions};
+use super::{grants::GrantList, limits::LimitOptions};
 
 /// Where the keys that verify tokens come from, what a token must say, and what callers may do.
 #[derive(Debug, Clone, Args)]
@@ -69,15 +69,15 @@ pub struct AuthOptions {
     pub jwt_rooms_claim: String,
 
     /// Grants to callers without a token, comma separated PATTERN:CAPABILITIES
-    /// ('public-*:subscribe,history'); none by default: with auth on, a call without a token is
-    /// refused.
-    #[arg(long, env = "GRPC_CHAT_ALLOW_ANONYMOUS", value_delimiter = ',', value_parser = Grant::parse)]
-    pub allow_anonymous: Vec<Grant>,
+    /// ('public-*:subscribe,history,lobby:all'); none by default: with auth on, a call without a
+    /// token is refused.
+    #[arg(long, env = "GRPC_CHAT_ALLOW_ANONYMOUS", value_parser = GrantList::parse)]
+    pub allow_anonymous: Vec<GrantList>,
 
     /// Grants to every caller with a valid token, besides its rooms claim ('*:subscribe');
     /// none by default.
-    #[arg(long, env = "GRPC_CHAT_ALLOW_AUTHENTICATED", value_delimiter = ',', value_parser = Grant::parse)]
-    pub allow_authenticated: Vec<Grant>,
+    #[arg(long, env = "GRPC_CHAT_ALLOW_AUTHENTICATED", value_parser = GrantList::parse)]
+    pub allow_authenticated: Vec<GrantList>,
 
     /// Abuse limits per identity and per connection.
     #[command(flatten)]

@@ -152,6 +152,42 @@ impl Grant {
     }
 }
 
+/// Grants written as one comma-separated list, as in `--allow-anonymous`: a grant's
+/// capabilities are comma separated too, so an item without `:` adds to the grant before it
+/// (`public-*:sub,history,lobby:all` is two grants).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantList(Vec<Grant>);
+
+impl GrantList {
+    /// Parses the list; the error names the grant that is wrong and the expected form.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut grants: Vec<String> = Vec::new();
+        for item in raw
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            match grants.last_mut() {
+                Some(grant) if !item.contains(':') => {
+                    grant.push(',');
+                    grant.push_str(item);
+                }
+                _ => grants.push(item.to_owned()),
+            }
+        }
+        grants
+            .iter()
+            .map(|grant| Grant::parse(grant))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The grants.
+    pub fn iter(&self) -> std::slice::Iter<'_, Grant> {
+        self.0.iter()
+    }
+}
+
 impl fmt::Display for Grant {
     /// The grant as it is written: `PATTERN:CAPABILITIES`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -212,5 +248,24 @@ mod tests {
         for bad in ["team", "team:fly", "bad room:sub", ":sub"] {
             assert!(Grant::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_list_of_grants_keeps_each_grant_s_capabilities_together() {
+        let list = GrantList::parse("public-*:sub,history, lobby:all,pub").unwrap();
+        let written: Vec<String> = list.iter().map(Grant::to_string).collect();
+        assert_eq!(
+            written,
+            [
+                "public-*:subscribe,history",
+                "lobby:subscribe,publish,history,presence"
+            ]
+        );
+        let error = GrantList::parse("history,public-*:sub").unwrap_err();
+        assert!(
+            error.starts_with("\"history\": expected PATTERN:CAPABILITIES"),
+            "{error}"
+        );
+        assert!(GrantList::parse("public-*:sub,fly").is_err());
     }
 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use self::{
     cache::VerifiedTokens,
     config::AuthOptions,
-    grants::{Capability, Grant},
+    grants::{Capability, Grant, GrantList},
     keys::Keys,
     limits::{ConnectionQuota, Limits, RateKey, RoomTicket},
     token::{Refusal, Rules, Verified},
@@ -89,8 +89,18 @@ impl Auth {
         Ok(Arc::new(Self {
             limits: Limits::new(&options.limits, verifier.is_some(), monitoring),
             verifier,
-            anonymous: options.allow_anonymous.clone(),
-            authenticated: options.allow_authenticated.clone(),
+            anonymous: options
+                .allow_anonymous
+                .iter()
+                .flat_map(GrantList::iter)
+                .cloned()
+                .collect(),
+            authenticated: options
+                .allow_authenticated
+                .iter()
+                .flat_map(GrantList::iter)
+                .cloned()
+                .collect(),
             refusals: ["unauthenticated", "permission_denied"]
                 .map(|reason| monitoring.counter(names::AUTH_REFUSALS, &[("reason", reason)])),
         }))

@@ -100,7 +100,13 @@ impl Rules {
         }
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway.as_secs();
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured audience or issuer is required, not only checked when present: a token
+        // without it may be meant for another service that trusts the same keys.
+        let required: Vec<&str> = std::iter::once("exp")
+            .chain(self.audience.is_some().then_some("aud"))
+            .chain(self.issuer.is_some().then_some("iss"))
+            .collect();
+        validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         validation.validate_aud = self.audience.is_some();
         if let Some(audience) = &self.audience {
@@ -133,7 +139,17 @@ impl Rules {
                 "wrong issuer: expected {:?}",
                 self.issuer.as_deref().unwrap_or_default()
             ),
-            ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim:?}"),
+            ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+                "aud" => format!(
+                    "missing claim \"aud\": this server requires audience {:?}",
+                    self.audience.as_deref().unwrap_or_default()
+                ),
+                "iss" => format!(
+                    "missing claim \"iss\": this server requires issuer {:?}",
+                    self.issuer.as_deref().unwrap_or_default()
+                ),
+                _ => format!("missing claim {claim:?}"),
+            },
             ErrorKind::InvalidClaimFormat(claim) => format!("malformed claim {claim:?}"),
             _ => "malformed token".into(),
         }
@@ -143,10 +159,11 @@ impl Rules {
     fn identity(&self, claims: &Map<String, Value>) -> Result<Verified, Refusal> {
         let now = SystemTime::now();
         if let Some(issued) = claims.get("iat") {
-            let Some(issued) = issued.as_u64() else {
-                return Err(Refusal::Invalid("malformed claim \"iat\"".into()));
-            };
-            if UNIX_EPOCH + Duration::from_secs(issued) > now + self.leeway {
+            let issued = issued
+                .as_u64()
+                .ok_or_else(|| Refusal::Invalid("malformed claim \"iat\"".into()))?;
+            // A time past what the clock can hold is in the future too.
+            if time_claim(issued).is_none_or(|issued| issued > now + self.leeway) {
                 return Err(Refusal::Invalid(
                     "token issued in the future (iat is ahead of the server's clock)".into(),
                 ));
@@ -155,8 +172,13 @@ impl Rules {
         let expires = claims
             .get("exp")
             .and_then(Value::as_u64)
-            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp))
             .ok_or_else(|| Refusal::Invalid("malformed claim \"exp\"".into()))?;
+        let expires = time_claim(expires).ok_or_else(|| {
+            Refusal::Invalid(format!(
+                "claim \"exp\" is too far in the future: at most {MAX_TIME_CLAIM} (the year \
+                 9999)"
+            ))
+        })?;
         let claim = &self.user_claim;
         let Some(name) = claims.get(claim).and_then(Value::as_str) else {
             return Err(Refusal::Invalid(format!(
@@ -192,6 +214,15 @@ impl Rules {
             expires,
         })
     }
+}
+
+/// The latest time a time claim may name (the end of the year 9999, in seconds since the epoch):
+/// beyond it a claim is refused rather than turned into a time the clock cannot hold.
+pub const MAX_TIME_CLAIM: u64 = 253_402_300_799;
+
+/// The time a claim of `seconds` since the epoch names, if it is at most [`MAX_TIME_CLAIM`].
+fn time_claim(seconds: u64) -> Option<SystemTime> {
+    (seconds <= MAX_TIME_CLAIM).then(|| UNIX_EPOCH + Duration::from_secs(seconds))
 }
 
 /// Why a token's header could not be read: an unsigned token (`alg: none`) is named as such.

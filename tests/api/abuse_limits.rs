@@ -97,7 +97,7 @@ async fn a_user_s_flood_is_cut_to_the_rate_while_another_user_keeps_flowing() {
     let keys = TokenKeys::generate();
     let app = spawn_app_with(ServeConfig {
         auth: grpc_chat::auth::config::AuthOptions {
-            allow_anonymous: vec![grpc_chat::auth::grants::Grant::parse("quiet:sub").unwrap()],
+            allow_anonymous: vec![grpc_chat::auth::grants::GrantList::parse("quiet:sub").unwrap()],
             // One connection floods: the publish rate is what this test is about, not the
             // connection's call rate (tested below).
             limits: LimitOptions {

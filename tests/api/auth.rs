@@ -307,6 +307,48 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
             unauthenticated("exp"),
         ),
         (
+            "no audience",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"aud": null})))),
+            "alice",
+            unauthenticated("missing claim \"aud\""),
+        ),
+        (
+            "no issuer",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iss": null})))),
+            "alice",
+            unauthenticated("missing claim \"iss\""),
+        ),
+        (
+            "expiry past what a clock holds",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": 1u64 << 63})))),
+            "alice",
+            unauthenticated("\"exp\" is too far in the future"),
+        ),
+        (
+            "expiry at the largest number",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": u64::MAX})))),
+            "alice",
+            unauthenticated("\"exp\" is too far in the future"),
+        ),
+        (
+            "issued past what a clock holds",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iat": 1u64 << 63})))),
+            "alice",
+            unauthenticated("issued in the future"),
+        ),
+        (
+            "not valid before a time past what a clock holds",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"nbf": u64::MAX})))),
+            "alice",
+            unauthenticated("not valid yet"),
+        ),
+        (
+            "expiry as a huge fraction",
+            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": 1e300})))),
+            "alice",
+            unauthenticated("exp"),
+        ),
+        (
             "issued in the future",
             Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iat": at(3600)})))),
             "alice",
@@ -377,7 +419,7 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
         DOORS.len()
     );
     assert!(succeeded.is_empty(), "succeeded: {succeeded:?}");
-    assert_eq!(attempts, 80);
+    assert_eq!(attempts, 115);
     // No message reached the room (alice's sockets that were closed for their frames did come
     // and go), and the refusals were counted.
     let alice = keys.rsa_token(good);
@@ -411,8 +453,8 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
             &[("reason", reason)],
         )
     };
-    // 12 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
-    assert_eq!(refusals("unauthenticated"), Some(59.0));
+    // 19 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
+    assert_eq!(refusals("unauthenticated"), Some(94.0));
     assert_eq!(refusals("permission_denied"), Some(15.0));
 }
 
@@ -754,7 +796,9 @@ async fn anonymous_callers_get_what_the_config_grants_and_history_is_a_capabilit
     let keys = TokenKeys::generate();
     let app = spawn_app_with(ServeConfig {
         auth: grpc_chat::auth::config::AuthOptions {
-            allow_anonymous: vec![grpc_chat::auth::grants::Grant::parse("public-*:sub").unwrap()],
+            allow_anonymous: vec![
+                grpc_chat::auth::grants::GrantList::parse("public-*:sub").unwrap(),
+            ],
             ..keys.options()
         },
         ..ServeConfig::default()
