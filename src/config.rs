@@ -42,24 +42,17 @@ pub struct ServeConfig {
     pub chitty_room: RoomName,
 
     /// Origins browsers may call gRPC-Web from: a comma-separated list of exact origins
-    /// (https://chat.example.com), or * for any.
-    #[arg(
-        long,
-        env = "GRPC_CHAT_CORS_ALLOWED_ORIGINS",
-        default_value = "*",
-        value_delimiter = ','
-    )]
+    /// (https://chat.example.com), or * for any. Unset: only the server's own pages, reached at an
+    /// IP address or localhost (a DNS name must be listed). Clients that send no Origin (not
+    /// browsers) are not affected.
+    #[arg(long, env = "GRPC_CHAT_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
     /// Origins browsers may open WebSockets from: a comma-separated list of exact origins
-    /// (https://chat.example.com), or * for any. Clients that send no Origin (not browsers) are
-    /// not affected.
-    #[arg(
-        long,
-        env = "GRPC_CHAT_WS_ALLOWED_ORIGINS",
-        default_value = "*",
-        value_delimiter = ','
-    )]
+    /// (https://chat.example.com), or * for any. Unset: only the server's own pages, reached at an
+    /// IP address or localhost (a DNS name must be listed). Clients that send no Origin (not
+    /// browsers) are not affected.
+    #[arg(long, env = "GRPC_CHAT_WS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub ws_allowed_origins: Vec<String>,
 
     /// Where the chat page at / sends its gRPC-Web calls, as an origin
@@ -283,7 +276,10 @@ impl ServeConfig {
             ("--ws-allowed-origins", &self.ws_allowed_origins),
         ] {
             if let Some(origin) = origins.iter().find(|origin| {
-                *origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://"))
+                !(origin.is_empty()
+                    || *origin == "*"
+                    || origin.starts_with("http://")
+                    || origin.starts_with("https://"))
             }) {
                 return Err(format!(
                     "{flag}: {origin:?} is not * or an origin like https://chat.example.com"

@@ -28,7 +28,7 @@ use crate::{
     broker::{self, Broker},
     config::ServeConfig,
     grpc::{
-        self, ChatApi, ChatLimits, ChittyApi, SubscribeRoute,
+        self, ChatApi, ChatLimits, ChittyApi, PagesLayer, SubscribeRoute,
         protocol::{self, RequestRulesLayer, RequireGrpcLayer},
     },
     health::HealthStatus,
@@ -39,6 +39,7 @@ use crate::{
         accept::{FdReserve, OnExhaustion},
         admission::{Admission, Limits},
         connection::{Lifetime, MaxAge},
+        origins::{BrowserOrigins, Ports},
         tls::Tls,
     },
     page::{self, GrpcWebTarget, PageSettings},
@@ -364,6 +365,7 @@ impl App {
                     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
                 )
         };
+        let pages = BrowserOrigins::new(&config.cors_allowed_origins, Ports::Any);
         let routes = Routes::new(health.max_decoding_message_size(max))
             .add_service(reflection().build_v1()?.max_decoding_message_size(max))
             .add_service(reflection().build_v1alpha()?.max_decoding_message_size(max))
@@ -378,7 +380,8 @@ impl App {
             .layer(MapRequestLayer::new(|request: Request<Incoming>| {
                 request.map(tonic::body::Body::new)
             }))
-            .layer(grpc::cors(&config.cors_allowed_origins))
+            .layer(grpc::cors(&pages))
+            .layer(PagesLayer(pages))
             .layer(RequireGrpcLayer)
             .layer(MapRequestLayer::new(grpc::mark_grpc_web))
             .layer(GrpcWebLayer::new())
@@ -431,7 +434,7 @@ impl App {
                 hub,
                 Arc::clone(&auth),
                 config,
-                &self.config.ws_allowed_origins,
+                BrowserOrigins::new(&self.config.ws_allowed_origins, Ports::Same),
                 self.drain.clone(),
                 self.tasks.clone(),
             )

@@ -16,8 +16,8 @@
 //! or, when the room cannot be read without one, as a first frame `{"auth": "<JWT>"}` within
 //! `auth_timeout`. A token's user is a named participant (announced, listed) where it may be
 //! present; a frame's `Author` must be that user (or empty). Refusals close with 1008 and the
-//! reason, as does the token's expiry; a limit closes with 1013. Browsers' `Origin` must be on
-//! the allow-list.
+//! reason, as does the token's expiry; a limit closes with 1013. A browser's page must be one
+//! that may call ([`BrowserOrigins`]), else the handshake gets 403.
 
 use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
@@ -32,15 +32,17 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use http::{Extensions, HeaderMap, StatusCode, header};
+use http::{Extensions, HeaderMap, StatusCode, Uri, header};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
     error::ChatError,
+    grpc,
     hub::{Delivery, Hub, Participant},
     monitoring::FrontDoor,
+    net::origins::BrowserOrigins,
     room::{Draft, RoomName, StartAt},
     shutdown::{self, Drain, Ending},
     text_frame::{self, TextFrame},
@@ -78,19 +80,19 @@ struct WsState {
     hub: Hub,
     auth: Arc<Auth>,
     config: WebSocketConfig,
-    /// Origins browsers may open sockets from; `*` for any.
-    allowed_origins: Arc<[String]>,
+    /// The pages browsers may open sockets from.
+    pages: BrowserOrigins,
     shutdown: Drain,
     tasks: TaskTracker,
 }
 
-/// The `/ws` route, judging callers by `auth` and browsers by `allowed_origins`. Sessions end
+/// The `/ws` route, judging callers by `auth` and browsers by `pages`. Sessions end
 /// when `shutdown` is cancelled and are tracked by `tasks`.
 pub fn router(
     hub: Hub,
     auth: Arc<Auth>,
     config: WebSocketConfig,
-    allowed_origins: &[String],
+    pages: BrowserOrigins,
     shutdown: Drain,
     tasks: TaskTracker,
 ) -> Router {
@@ -100,7 +102,7 @@ pub fn router(
             hub,
             auth,
             config,
-            allowed_origins: allowed_origins.into(),
+            pages,
             shutdown,
             tasks,
         })
@@ -124,17 +126,13 @@ fn offered_token(headers: &HeaderMap) -> Option<&str> {
 async fn upgrade(
     upgrade: WebSocketUpgrade,
     Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     headers: HeaderMap,
     extensions: Extensions,
     State(state): State<WsState>,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && !state
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == "*" || origin.to_str().is_ok_and(|origin| origin == allowed))
-    {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    if !state.pages.allow(&uri, &headers) {
+        return (StatusCode::FORBIDDEN, grpc::ORIGIN_REFUSED).into_response();
     }
     // A refused token is said in a close frame, which a browser can read, unlike a status.
     let caller = match offered_token(&headers) {
@@ -248,7 +246,11 @@ async fn authenticated(
     let token = match first {
         Some(Ok(Message::Text(text))) => text_frame::auth_token(text.as_str()),
         Some(Ok(Message::Close(_))) => return Err(End::ClosedByPeer),
-        None | Some(Err(_)) => return Err(End::Gone),
+        None => return Err(End::Gone),
+        // Judged as after sign-in: an oversized or broken first frame is told why.
+        Some(Err(error)) => {
+            return Err(broken(&error.into_inner(), state.config.max_message_bytes));
+        }
         Some(Ok(_)) => None,
     };
     let Some(token) = token else {

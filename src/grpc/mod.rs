@@ -16,7 +16,7 @@ pub use chitty::{ChittyApi, Outgoing as ChittyOutgoing};
 pub use codec::LeanCodec;
 pub use encoded::Encoded;
 pub use framed::SubscribeRoute;
-pub use web::{ViaGrpcWeb, cors, mark_grpc_web};
+pub use web::{ORIGIN_REFUSED, PagesLayer, ViaGrpcWeb, cors, mark_grpc_web};
 
 use std::sync::Arc;
 

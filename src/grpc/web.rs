@@ -1,15 +1,26 @@
 //! gRPC-Web on the public port: requests are marked as such before tonic-web translates them,
-//! and CORS lets browsers on the allowed origins call the service.
+//! CORS lets browsers on the allowed origins call the service, and a call from a page that may
+//! not ([`BrowserOrigins`]) is refused with 403.
 //!
 //! A proxy that translates gRPC-Web itself (Envoy in the compose stack) forwards plain gRPC; it
 //! passes the request's original content type in [`ORIGINAL_CONTENT_TYPE`] so those calls are
 //! counted as gRPC-Web too. The header only labels metrics, so a client that sets it directly
 //! gains nothing.
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header::CONTENT_TYPE};
+use tonic::body::Body as TonicBody;
+use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::net::origins::BrowserOrigins;
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -35,16 +46,13 @@ pub fn mark_grpc_web<B>(mut request: http::Request<B>) -> http::Request<B> {
     request
 }
 
-/// CORS for gRPC-Web: `origins` are exact origins (`https://chat.example.com`), or `*` for any.
-pub fn cors(origins: &[String]) -> CorsLayer {
-    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+/// CORS for gRPC-Web from the pages `origins` allows.
+pub fn cors(origins: &BrowserOrigins) -> CorsLayer {
+    let allow_origin = if origins.any() {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
-        )
+        let origins = origins.clone();
+        AllowOrigin::predicate(move |_, request| origins.allow(&request.uri, &request.headers))
     };
     let request_headers = [
         "content-type",
@@ -63,3 +71,57 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers(response_headers.map(HeaderName::from_static))
         .max_age(PREFLIGHT_MAX_AGE)
 }
+
+/// Refuses calls from pages [`BrowserOrigins`] does not allow, with 403 (CORS alone leaves that
+/// to the browser, and a page that rebinds a name of its own to the server needs no CORS).
+#[derive(Debug, Clone)]
+pub struct PagesLayer(pub BrowserOrigins);
+
+impl<S> Layer<S> for PagesLayer {
+    type Service = Pages<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Pages {
+            origins: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`PagesLayer`].
+#[derive(Debug, Clone)]
+pub struct Pages<S> {
+    origins: BrowserOrigins,
+    inner: S,
+}
+
+impl<S> Service<Request<TonicBody>> for Pages<S>
+where
+    S: Service<Request<TonicBody>, Response = Response<TonicBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<TonicBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<TonicBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<TonicBody>) -> Self::Future {
+        if self.origins.allow(request.uri(), request.headers()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let mut response = Response::new(TonicBody::new(ORIGIN_REFUSED.to_owned()));
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Box::pin(std::future::ready(Ok(response)))
+    }
+}
+
+/// What a page that may not call is told (and a WebSocket handshake from one).
+pub const ORIGIN_REFUSED: &str =
+    "origin not allowed: list it in --cors-allowed-origins / --ws-allowed-origins\n";

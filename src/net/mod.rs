@@ -9,7 +9,8 @@
 //! * [`tls`]: TLS on the public ports, its certificate reloaded without a restart;
 //! * [`guarded`]: an accepted socket with its permit and its handshake deadline;
 //! * [`connection`]: one connection served by hyper, and its life: idle timeout, maximum age with
-//!   GOAWAY and a drain that tells streams where to resume, graceful and forced close.
+//!   GOAWAY and a drain that tells streams where to resume, graceful and forced close;
+//! * [`origins`]: which web pages browsers may call the public ports from.
 //!
 //! [`spawn_listener`] puts them together for one listener.
 
@@ -17,6 +18,7 @@ pub mod accept;
 pub mod admission;
 pub mod connection;
 pub mod guarded;
+pub mod origins;
 pub mod tls;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};

@@ -69,35 +69,49 @@ async fn grpc_web_calls_work_directly_against_the_server() {
     );
 }
 
-/// A raw HTTP/1.1 request; returns the status line and the headers, lowercased.
+/// A CORS preflight from `origin` to the gRPC port at `addr`; the status and the response,
+/// lowercased.
 async fn preflight(addr: SocketAddr, origin: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "OPTIONS /chat.ChatService/SendMessage HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
-         Access-Control-Request-Method: POST\r\n\
-         Access-Control-Request-Headers: content-type,x-grpc-web,x-user-agent\r\n\
-         Connection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    within("preflight", stream.read_to_string(&mut response))
-        .await
-        .unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response.to_ascii_lowercase())
+    raw_http(
+        addr,
+        &format!(
+            "OPTIONS /chat.ChatService/SendMessage HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type,x-grpc-web,x-user-agent\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn cors_preflights_follow_the_allowed_origins() {
-    let open = spawn_app().await;
-    let (status, headers) = preflight(open.addr, "http://anywhere.example").await;
+    // By default, the server's own pages: the chat page on another port of the same host.
+    let own = spawn_app().await;
+    let page = format!("http://127.0.0.1:{}", own.ws_addr.port());
+    let (status, headers) = preflight(own.addr, &page).await;
     assert_eq!(status, 200);
+    assert!(
+        headers.contains(&format!("access-control-allow-origin: {page}")),
+        "{headers}"
+    );
+    assert!(headers.contains("x-grpc-web"), "{headers}");
+    let (_, refused) = preflight(own.addr, "http://anywhere.example").await;
+    assert!(
+        !refused.contains("access-control-allow-origin"),
+        "{refused}"
+    );
+
+    let open = spawn_app_with(ServeConfig {
+        cors_allowed_origins: vec!["*".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let (_, headers) = preflight(open.addr, "http://anywhere.example").await;
     assert!(
         headers.contains("access-control-allow-origin: *"),
         "{headers}"
     );
-    assert!(headers.contains("x-grpc-web"), "{headers}");
 
     let restricted = spawn_app_with(ServeConfig {
         cors_allowed_origins: vec!["https://chat.example.com".into()],

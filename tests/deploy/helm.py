@@ -24,7 +24,11 @@ ALL_FEATURES = {
     "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
     "dashboards": {"enabled": True},
     "tracing": {"otlpEndpoint": "http://otel-collector.observability:4317"},
-    "config": {"extraEnv": {"GRPC_CHAT_MAX_ROOMS_PER_CHAT": "32"}},
+    "config": {
+        "extraEnv": {"GRPC_CHAT_MAX_ROOMS_PER_CHAT": "32"},
+        "corsAllowedOrigins": "https://chat.example.com",
+        "wsAllowedOrigins": "https://chat.example.com",
+    },
     "serviceAccount": {"annotations": {"example.com/role": "chat"}},
     "podAnnotations": {"example.com/team": "chat"},
     "imagePullSecrets": [{"name": "registry"}],

@@ -16,6 +16,7 @@ mod fd_limit;
 mod flood;
 mod goaway;
 mod memory;
+mod pages;
 mod raw;
 mod slowloris;
 mod statuses;

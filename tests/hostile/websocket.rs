@@ -65,3 +65,30 @@ async fn json_field_names_match_in_any_case() {
         r#"{"Author":"Ann","Content":"hi"}"#
     );
 }
+
+#[tokio::test]
+async fn a_frame_over_the_limit_before_the_auth_frame_is_closed_with_1009() {
+    let keys = TokenKeys::generate();
+    let app = spawn_app_with(grpc_chat::config::ServeConfig {
+        max_content_bytes: 1000,
+        max_message_bytes: 4096,
+        ..grpc_chat::config::ServeConfig {
+            auth: keys.options(),
+            ..grpc_chat::config::ServeConfig::default()
+        }
+    })
+    .await;
+    // No token: the server waits for the auth frame, and this one is too big.
+    let mut socket = RawWebSocket::open(app.ws_addr, "secure").await;
+    socket.send(TEXT, &[b'x'; 5000], true).await;
+    let (code, reason) = socket
+        .close_frame()
+        .await
+        .expect("a close frame, not a bare TCP close");
+    assert_eq!(code, 1009, "{reason}");
+    assert_eq!(reason, "frame too big: at most 4096 bytes");
+    // A broken first frame is told so too.
+    let mut socket = RawWebSocket::open(app.ws_addr, "secure").await;
+    socket.send(TEXT, &[0xff, 0xfe], true).await;
+    assert_eq!(socket.close_frame().await.map(|(code, _)| code), Some(1007));
+}

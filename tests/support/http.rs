@@ -28,6 +28,21 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Sends `request` (a whole HTTP/1.1 request; ask for `Connection: close`) and reads the answer
+/// until the server closes; returns the status code and the response, lowercased.
+pub async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within("an HTTP response", stream.read_to_end(&mut response))
+        .await
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response)
+}
+
 /// The body of a chunked response, joined.
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
