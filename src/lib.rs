@@ -5,7 +5,8 @@
 //! * [`auth`]: who is calling and what they may do — JWTs verified by keys reloaded at run time,
 //!   per-room capabilities; one [`auth::Caller`] per call on every door.
 //! * [`room`]: the room model — validated [`room::RoomName`] / [`room::UserName`], what a client
-//!   asks to append ([`room::Draft`]), and the limits on what a client may send.
+//!   asks to append ([`room::Draft`]), and the limits on what a client may send;
+//!   [`lookalike`]: names compared by what they look like (Unicode confusable skeletons).
 //! * [`event`]: the immutable [`event::Event`] every subscriber shares, encoded once as the frame
 //!   every door sends from; [`text_frame`]: the JSON frame of WebSocket rooms, both ways.
 //! * [`broker`]: the seam to the engine that stores and fans out room logs (publish, subscribe from
@@ -46,6 +47,7 @@ pub mod event;
 pub mod grpc;
 pub mod health;
 pub mod hub;
+pub mod lookalike;
 pub mod monitoring;
 pub mod net;
 pub mod page;

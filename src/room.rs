@@ -7,15 +7,18 @@
 //!   bidirectional controls (U+202E), line or paragraph separators (U+2028/9), zero-width
 //!   characters, combining marks or look-alike spaces; the Hangul filler letters, which render as
 //!   nothing, are refused too: a name must be seen to be told apart; the names the server speaks
-//!   with ([`RESERVED_USER_NAMES`], in any case) are nobody's, so no client can forge a server
-//!   announcement;
+//!   with ([`RESERVED_USER_NAMES`]), and every name that looks like them
+//!   ([`crate::lookalike`]), are nobody's, so no client can forge a server announcement;
 //! * content: 1 to `max_content_bytes` bytes of UTF-8 (default 4096); control characters other than
 //!   newline and tab are rejected;
 //! * a client's Lamport clock is at most [`MAX_CLIENT_CLOCK`].
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::{Arc, LazyLock},
+};
 
-use crate::{error::ChatError, event::EventKind};
+use crate::{error::ChatError, event::EventKind, lookalike::LookKeys};
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -30,6 +33,9 @@ pub const SYSTEM_USER: &str = "System";
 pub const CHITTY_SERVER_USER: &str = "SERVER";
 /// The names the server speaks with on some door: refused as any client's name, in any case.
 pub const RESERVED_USER_NAMES: [&str; 2] = [SYSTEM_USER, CHITTY_SERVER_USER];
+/// The reserved names with their look keys.
+static RESERVED_LOOKS: LazyLock<[(&str, LookKeys); 2]> =
+    LazyLock::new(|| RESERVED_USER_NAMES.map(|name| (name, LookKeys::of(name))));
 /// Letters that render as nothing (Unicode default-ignorable code points of category Lo).
 const INVISIBLE_LETTERS: [char; 4] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}'];
 
@@ -99,13 +105,16 @@ impl UserName {
                 ),
             ));
         }
-        if let Some(reserved) = RESERVED_USER_NAMES
+        let keys = LookKeys::of(raw);
+        if let Some((reserved, _)) = RESERVED_LOOKS
             .iter()
-            .find(|reserved| raw.eq_ignore_ascii_case(reserved))
+            .find(|(_, reserved)| keys.matches(reserved))
         {
             return Err(ChatError::invalid(
                 field,
-                format!("{raw:?} is reserved: the server speaks as {reserved:?}"),
+                format!(
+                    "{raw:?} is reserved: it looks like {reserved:?}, which the server speaks as"
+                ),
             ));
         }
         Ok(Self(raw.into()))

@@ -280,7 +280,7 @@ async fn serve_room(
     };
     let _ticket = match caller.enter(&room) {
         Ok(ticket) => ticket,
-        Err(error) => return End::Close(close_code::AGAIN, error.to_string()),
+        Err(error) => return refusal(&error),
     };
     let subscription = state
         .hub
@@ -294,7 +294,7 @@ async fn serve_room(
     // Each wake-up takes every delivery already waiting (up to a batch), written with one flush.
     let mut subscription = match subscription {
         Ok(subscription) => subscription.ready_chunks(MAX_FRAMES_PER_WRITE),
-        Err(error) => return End::Close(close_code::AGAIN, error.to_string()),
+        Err(error) => return refusal(&error),
     };
     let interval = state.config.ping_interval;
     let mut pings = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -413,7 +413,7 @@ async fn deliver_batch(
             // The seed's rooms have no positions to resume from.
             Ok(Delivery::Reset(_)) => {}
             // What was fed before goes out with the close frame.
-            Err(error) => return Err(End::Close(close_code::AGAIN, error.to_string())),
+            Err(error) => return Err(refusal(&error)),
         }
     }
     bounded(socket.flush(), state, draining).await
@@ -470,11 +470,15 @@ fn broken(error: &axum::BoxError, max_message_bytes: usize) -> End {
     }
 }
 
-/// How a socket is closed for `error`: 1013 (try again later) for a limit, 1008 (policy) for
-/// the rest (bad input, a refused identity).
+/// How a socket is closed for `error`: 1013 (try again later) for a limit or a server that
+/// cannot serve now, 1008 (policy) for the rest (bad input, a refused identity or name).
 fn refusal(error: &ChatError) -> End {
     let code = match error {
-        ChatError::ResourceExhausted(_) => close_code::AGAIN,
+        ChatError::ResourceExhausted(_)
+        | ChatError::SlowConsumer { .. }
+        | ChatError::EngineUnavailable { .. }
+        | ChatError::ShuttingDown
+        | ChatError::ConnectionAged => close_code::AGAIN,
         _ => close_code::POLICY,
     };
     End::Close(code, error.to_string())

@@ -28,6 +28,7 @@ use super::{
 use crate::{
     error::{ChatError, FROM_OFFSET_FIELD},
     event::{Event, EventKind},
+    lookalike::{self, LookIndex},
     room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
 
@@ -93,6 +94,8 @@ struct Room {
 struct Usage {
     subscriptions: usize,
     members: BTreeMap<UserName, u32>,
+    /// The members by what their names look like.
+    looks: LookIndex,
     last_active: Instant,
 }
 
@@ -210,6 +213,7 @@ impl MemoryBroker {
                     usage: Mutex::new(Usage {
                         subscriptions: 0,
                         members: BTreeMap::new(),
+                        looks: LookIndex::default(),
                         last_active: Instant::now(),
                     }),
                     budget: Arc::clone(&self.inner.budget),
@@ -331,6 +335,9 @@ impl MemoryBroker {
     ) -> Result<Lease, ChatError> {
         // Presence keeps a room alive, so it counts as use (and may create the room).
         let (room, first) = self.with_room(name, |usage| {
+            if let Some(present) = usage.looks.look_alike(user) {
+                return Err(lookalike::refusal(user, present.as_str(), name));
+            }
             let sessions = usage.members.entry(user.clone()).or_insert(0);
             if entry == Entry::Exclusive && *sessions > 0 {
                 return Err(ChatError::AlreadyExists(format!(
@@ -338,6 +345,9 @@ impl MemoryBroker {
                 )));
             }
             *sessions += 1;
+            if *sessions == 1 {
+                usage.looks.insert(user);
+            }
             Ok(*sessions == 1)
         })?;
         let lease = Lease {
@@ -371,6 +381,7 @@ impl MemoryBroker {
                 }
                 Some(_) => {
                     usage.members.remove(&lease.user);
+                    usage.looks.remove(&lease.user);
                     true
                 }
                 None => false,

@@ -264,7 +264,7 @@ async fn usernames_and_messages_are_checked_without_disturbing_others() {
         (
             vec![join("system", 1)],
             Code::InvalidArgument,
-            "join.username: \"system\" is reserved: the server speaks as \"System\"",
+            "join.username: \"system\" is reserved: it looks like \"System\", which the server speaks as",
         ),
         (
             vec![join("bystander", 1)],

@@ -31,6 +31,7 @@ macro_rules! conform {
                 lamport_times_grow_with_offsets_and_merge_the_senders,
                 presence_is_announced_on_the_first_and_last_session,
                 an_exclusive_entry_refuses_a_second_session,
+                a_name_that_looks_like_a_member_s_is_refused_while_they_are_present,
                 who_is_here_lists_members_sessions_and_positions,
                 a_reader_behind_history_is_told_what_it_missed,
                 rooms_subscribers_and_history_bytes_are_bounded,

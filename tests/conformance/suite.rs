@@ -579,6 +579,41 @@ pub async fn an_exclusive_entry_refuses_a_second_session<E: Engine>() {
     engine.close().await;
 }
 
+pub async fn a_name_that_looks_like_a_member_s_is_refused_while_they_are_present<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let mut observer = subscribe(&*broker, &general, StartAt::Live).await;
+    let alice = user("alice");
+    let present = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Shared).await;
+    for spoof in ["аlice", "ALICE", "ａｌｉｃｅ"] {
+        let refused = broker
+            .enter(&general, &user(spoof), Entry::Shared, 0)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&refused, ChatError::AlreadyExists(reason)
+                if reason.contains(&format!("{spoof:?} looks like \"alice\""))),
+            "{refused:?}"
+        );
+    }
+    // Another session of alice herself is fine, and nobody else was announced.
+    let again = broker
+        .enter(&general, &alice, Entry::Shared, 0)
+        .await
+        .unwrap();
+    publish(&*broker, &general, "no look-alike arrived").await;
+    expect_chat(&mut observer, "no look-alike arrived").await;
+    broker.release(again).await;
+    // Once she has left, the name is free.
+    release_announced(&*broker, &mut observer, present).await;
+    let cyrillic = user("аlice");
+    let now = enter_announced(&*broker, &mut observer, &general, &cyrillic, Entry::Shared).await;
+    broker.release(now).await;
+    engine.close().await;
+}
+
 pub async fn who_is_here_lists_members_sessions_and_positions<E: Engine>() {
     let engine: E = engine(|_| {}).await;
     let broker = engine.broker();

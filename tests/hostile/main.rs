@@ -15,6 +15,7 @@ mod helpers;
 mod fd_limit;
 mod flood;
 mod goaway;
+mod lookalikes;
 mod memory;
 mod pages;
 mod raw;

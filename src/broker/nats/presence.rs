@@ -17,6 +17,7 @@ use futures_util::TryStreamExt;
 use super::{append::unavailable, subject};
 use crate::{
     error::ChatError,
+    lookalike,
     room::{RoomName, UserName},
 };
 
@@ -72,22 +73,32 @@ impl Presence {
                 Some(entry) => (Some(entry.revision), Members::new()),
                 None => (None, Members::new()),
             };
-            let sessions = members.entry(user.to_string()).or_default();
-            let before = total(sessions);
+            let before = members.get(user.as_str()).map_or(0, total);
             let edge = match change {
                 Change::Enter { exclusive } => {
+                    let room =
+                        || subject::room_of(key).map_or_else(String::new, |room| room.to_string());
+                    let present = members
+                        .iter()
+                        .filter(|(_, sessions)| total(sessions) > 0)
+                        .map(|(name, _)| name.as_str());
+                    if before == 0
+                        && let Some(present) = lookalike::look_alike_among(user, present)
+                    {
+                        return Err(lookalike::refusal(user, present, room()));
+                    }
                     if exclusive && before > 0 {
                         return Err(ChatError::AlreadyExists(format!(
                             "username {user:?} is already taken in room {}",
-                            subject::room_of(key)
-                                .map(|room| room.to_string())
-                                .unwrap_or_default()
+                            room()
                         )));
                     }
+                    let sessions = members.entry(user.to_string()).or_default();
                     *sessions.entry(self.replica.clone()).or_default() += 1;
                     before == 0
                 }
                 Change::Leave => {
+                    let sessions = members.entry(user.to_string()).or_default();
                     let Some(mine) = sessions.get_mut(&self.replica) else {
                         return Ok(false);
                     };
