@@ -21,6 +21,15 @@
 //! it closes, shutdown lingers: after the last bytes it reads and discards until the peer closes,
 //! for at most [`LINGER`]. Closing a socket with unread bytes makes the kernel answer with a reset,
 //! which can destroy data the peer has received but not yet read, such as that final status.
+//!
+//! A peer that stops reading leaves its writes waiting here (at most [`MAX_KEPT`]) and in the
+//! kernel, and the HTTP/2 layer above waits too, whether it is serving, closing after a GOAWAY or
+//! shutting down after its keepalive gave up: nothing in it bounds the wait. So the writes have
+//! a deadline of their own: when the socket has not taken everything waiting here within the
+//! stall limit (the keepalive interval and timeout: a peer whose window stays shut for that long
+//! cannot have answered a PING either), every read and write fails with `TimedOut`, the
+//! connection ends and its descriptor is closed. A peer that reads, however slowly, drains
+//! [`MAX_KEPT`] well within it; one that reads a trickle to stay open does not.
 
 use std::{
     future::Future,
@@ -34,7 +43,10 @@ use std::{
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::net::connection::Calls;
+use crate::{
+    monitoring::{ClosedBy, ListenerMetrics},
+    net::connection::Calls,
+};
 
 /// Most bytes kept before writes go to the socket.
 pub const MAX_KEPT: usize = 64 * 1024;
@@ -54,11 +66,74 @@ pub struct BatchedWrites<IO> {
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's calls in flight.
     calls: Arc<Calls>,
+    /// How long writes may wait on a socket that takes nothing.
+    stall: Stall,
+}
+
+/// The deadline of writes on a socket that takes nothing; see the module documentation.
+pub struct Stall {
+    /// How long the socket may take nothing of what waits for it.
+    pub limit: Duration,
+    /// Where a connection ended for it is counted.
+    pub metrics: ListenerMetrics,
+    /// Armed while the socket takes nothing.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Passed: every read and write fails from now on.
+    expired: bool,
+}
+
+impl Stall {
+    /// A deadline of `limit`, counted in `metrics` when it ends a connection.
+    pub fn new(limit: Duration, metrics: ListenerMetrics) -> Self {
+        Self {
+            limit,
+            metrics,
+            deadline: None,
+            expired: false,
+        }
+    }
+
+    /// The socket took nothing: arms the deadline (woken by it), or fails once it passed.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if !self.expired {
+            let limit = self.limit;
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if deadline.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            self.expired = true;
+            self.deadline = None;
+            self.metrics.closed(ClosedBy::Stalled);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client did not take what was waiting for it within {}",
+                humantime::format_duration(self.limit)
+            ),
+        ))
+    }
+
+    /// Everything waiting was written: disarms the deadline.
+    fn drained(&mut self) {
+        self.deadline = None;
+    }
+
+    /// Fails once the deadline passed.
+    fn check(&self) -> io::Result<()> {
+        if self.expired {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(())
+    }
 }
 
 impl<IO> BatchedWrites<IO> {
-    /// Wraps `io`, the connection of `calls` (its calls in flight).
-    pub fn new(io: IO, calls: Arc<Calls>) -> Self {
+    /// Wraps `io`, the connection of `calls` (its calls in flight), whose writes wait on a
+    /// socket that takes nothing as `stall` says.
+    pub fn new(io: IO, calls: Arc<Calls>, stall: Stall) -> Self {
         Self {
             io,
             kept: BytesMut::new(),
@@ -66,6 +141,7 @@ impl<IO> BatchedWrites<IO> {
             blocked: false,
             linger: None,
             calls,
+            stall,
         }
     }
 }
@@ -73,9 +149,11 @@ impl<IO> BatchedWrites<IO> {
 impl<IO: AsyncWrite + Unpin> BatchedWrites<IO> {
     /// Writes what is kept until it is all written or the socket is full.
     fn poll_write_kept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stall.check()?;
         while !self.kept.is_empty() {
             let Poll::Ready(written) = Pin::new(&mut self.io).poll_write(cx, &self.kept)? else {
                 self.blocked = true;
+                self.stall.blocked(cx)?;
                 return Poll::Pending;
             };
             if written == 0 {
@@ -86,7 +164,27 @@ impl<IO: AsyncWrite + Unpin> BatchedWrites<IO> {
         // An idle connection holds no buffer.
         self.kept = BytesMut::new();
         self.blocked = false;
+        self.stall.drained();
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes `write` through to the socket (nothing is kept), under the stall deadline.
+    fn poll_write_through(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.stall.check()?;
+        match write(Pin::new(&mut self.io), cx) {
+            Poll::Pending => {
+                self.stall.blocked(cx)?;
+                Poll::Pending
+            }
+            written => {
+                self.stall.drained();
+                written
+            }
+        }
     }
 
     /// Makes room for `incoming` more bytes: ready when they may be kept.
@@ -122,7 +220,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
     ) -> Poll<io::Result<usize>> {
         std::task::ready!(self.poll_room(cx, buf.len()))?;
         if self.kept.is_empty() && buf.len() >= MAX_KEPT {
-            return Pin::new(&mut self.io).poll_write(cx, buf);
+            return self.poll_write_through(cx, |io, cx| io.poll_write(cx, buf));
         }
         self.kept.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -136,7 +234,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for BatchedWrites<IO> {
         let total = bufs.iter().map(|buf| buf.len()).sum();
         std::task::ready!(self.poll_room(cx, total))?;
         if self.kept.is_empty() && total >= MAX_KEPT {
-            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+            return self.poll_write_through(cx, |io, cx| io.poll_write_vectored(cx, bufs));
         }
         for buf in bufs {
             self.kept.extend_from_slice(buf);
@@ -222,6 +320,14 @@ mod tests {
         (wakes, waker)
     }
 
+    /// A stall deadline of a minute.
+    fn stall() -> Stall {
+        Stall::new(
+            Duration::from_secs(60),
+            ListenerMetrics::new(&crate::monitoring::Monitoring::new(), "grpc"),
+        )
+    }
+
     /// A connection with `open` calls open.
     fn calls(open: usize) -> Arc<Calls> {
         let calls = Arc::new(Calls::default());
@@ -240,7 +346,7 @@ mod tests {
     async fn a_connection_with_one_call_writes_at_the_flush() {
         let (ours, mut peer) = duplex(1 << 20);
         let calls = calls(1);
-        let mut connection = BatchedWrites::new(ours, Arc::clone(&calls));
+        let mut connection = BatchedWrites::new(ours, Arc::clone(&calls), stall());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
         write(&mut connection, &mut cx, b"now");
@@ -264,7 +370,7 @@ mod tests {
     async fn calls_that_ended_before_the_flush_still_share_its_write() {
         let (ours, mut peer) = duplex(1 << 20);
         let calls = calls(0);
-        let mut connection = BatchedWrites::new(ours, Arc::clone(&calls));
+        let mut connection = BatchedWrites::new(ours, Arc::clone(&calls), stall());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
         // Two short calls overlapped, and both ended before their responses were flushed.
@@ -310,7 +416,7 @@ mod tests {
     #[tokio::test]
     async fn writes_before_the_next_pass_go_out_together() {
         let (ours, mut peer) = duplex(1 << 20);
-        let mut connection = BatchedWrites::new(ours, multiplexed());
+        let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
 
@@ -340,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_socket_pushes_back_once_the_limit_is_kept() {
         let (ours, _peer) = duplex(1024);
-        let mut connection = BatchedWrites::new(ours, multiplexed());
+        let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
         let chunk = vec![7u8; 16 * 1024];
@@ -355,10 +461,67 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_takes_nothing_fails_every_read_and_write_after_the_stall_limit() {
+        let (ours, mut peer) = duplex(1024);
+        let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
+        let (_, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        let chunk = vec![7u8; 16 * 1024];
+        while Pin::new(&mut connection)
+            .poll_write(&mut cx, &chunk)
+            .is_ready()
+        {}
+        // The peer reads a little before the limit: that is not enough to disarm it.
+        tokio::time::advance(Duration::from_secs(59)).await;
+        let mut some = [0u8; 512];
+        peer.read_exact(&mut some).await.unwrap();
+        assert!(
+            Pin::new(&mut connection)
+                .poll_write(&mut cx, &chunk)
+                .is_pending()
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let written = Pin::new(&mut connection).poll_write(&mut cx, &chunk);
+        assert!(
+            matches!(&written, Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::TimedOut),
+            "{written:?}"
+        );
+        let mut unread = [0u8; 8];
+        let read = Pin::new(&mut connection).poll_read(&mut cx, &mut ReadBuf::new(&mut unread));
+        assert!(matches!(read, Poll::Ready(Err(_))), "reads fail too");
+        let flushed = std::future::poll_fn(|cx| Pin::new(&mut connection).poll_shutdown(cx)).await;
+        assert!(flushed.is_err(), "so does the shutdown's flush");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_drains_what_is_kept_is_not_stalled() {
+        let (ours, mut peer) = duplex(1024);
+        let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
+        let (_, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        let chunk = vec![7u8; 16 * 1024];
+        for _ in 0..3 {
+            while Pin::new(&mut connection)
+                .poll_write(&mut cx, &chunk)
+                .is_ready()
+            {}
+            tokio::time::advance(Duration::from_secs(40)).await;
+            // The peer reads everything: what was kept is written, the deadline disarmed.
+            let mut sink = vec![0u8; MAX_KEPT + 1024];
+            let mut read = 0;
+            while !connection.kept.is_empty() {
+                read += peer.read(&mut sink[read..]).await.unwrap();
+                let _ = connection.poll_write_kept(&mut cx);
+            }
+        }
+        write(&mut connection, &mut cx, b"still open");
+    }
+
     #[tokio::test]
     async fn shutdown_sends_everything_kept_then_waits_for_the_peer_to_close() {
         let (ours, mut peer) = duplex(1 << 20);
-        let mut connection = BatchedWrites::new(ours, multiplexed());
+        let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let (_, waker) = task();
         let mut cx = Context::from_waker(&waker);
         write(&mut connection, &mut cx, b"bye");
@@ -376,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_stops_lingering_after_a_while() {
         let (ours, _peer) = duplex(1 << 20);
-        let mut connection = BatchedWrites::new(ours, multiplexed());
+        let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let started = std::time::Instant::now();
         connection.shutdown().await.unwrap();
         let lingered = started.elapsed();

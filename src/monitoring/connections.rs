@@ -29,6 +29,8 @@ pub enum ClosedBy {
     /// Its TLS handshake failed or did not finish in time (bad certificate, no client
     /// certificate with mTLS, not TLS at all).
     TlsHandshake,
+    /// Its client did not take what was waiting for it to be written in time.
+    Stalled,
 }
 
 const REFUSED: [RefusedBy; 3] = [
@@ -36,12 +38,13 @@ const REFUSED: [RefusedBy; 3] = [
     RefusedBy::AddressLimit,
     RefusedBy::FdLimit,
 ];
-const CLOSED: [ClosedBy; 5] = [
+const CLOSED: [ClosedBy; 6] = [
     ClosedBy::HandshakeTimeout,
     ClosedBy::Evicted,
     ClosedBy::Idle,
     ClosedBy::MaxAge,
     ClosedBy::TlsHandshake,
+    ClosedBy::Stalled,
 ];
 
 impl RefusedBy {
@@ -62,6 +65,7 @@ impl ClosedBy {
             Self::Idle => "idle",
             Self::MaxAge => "max_age",
             Self::TlsHandshake => "tls_handshake",
+            Self::Stalled => "stalled",
         }
     }
 }

@@ -48,7 +48,7 @@ use crate::{
     auth::limits::Limits,
     monitoring::{ClosedBy, ListenerMetrics, OpenConnection},
     shutdown::Drain,
-    write_batching::BatchedWrites,
+    write_batching::{BatchedWrites, Stall},
 };
 
 /// Largest buffer an HTTP/1 connection reads into; request headers must fit in it.
@@ -132,6 +132,25 @@ pub struct ListenerSettings {
     pub batch_writes: bool,
     /// What to do with a connection taken with a reserved descriptor.
     pub on_exhaustion: OnExhaustion,
+}
+
+/// How long a connection's writes may wait on a socket that takes nothing, when keepalive does
+/// not say (it is off, or the listener speaks HTTP/1 only).
+const WRITE_STALL: Duration = Duration::from_secs(60);
+
+impl ListenerSettings {
+    /// How long a connection's writes may wait on a socket that takes nothing: as long as
+    /// keepalive gives a peer to answer a PING (its window shut, it could not have).
+    pub fn write_stall(&self) -> Duration {
+        match self.protocols {
+            Protocols::Http1AndHttp2(Http2Settings {
+                keepalive_interval: Some(interval),
+                keepalive_timeout,
+                ..
+            }) => interval + keepalive_timeout,
+            _ => WRITE_STALL,
+        }
+    }
 }
 
 /// What every listener of a server shares.
@@ -319,8 +338,9 @@ fn serve_io<IO, S, B>(
         reserve: opened.reserve,
     };
     if settings.batch_writes {
+        let stall = Stall::new(settings.write_stall(), metrics.clone());
         spawn_served(
-            BatchedWrites::new(io, life.state.calls()),
+            BatchedWrites::new(io, life.state.calls(), stall),
             service,
             builder,
             life,

@@ -19,6 +19,8 @@ mod lookalikes;
 mod memory;
 mod pages;
 mod raw;
+mod release;
 mod slowloris;
 mod statuses;
+mod stuck;
 mod websocket;
