@@ -16,7 +16,7 @@ use tonic_build::manual::{Method, Service};
 
 const PROTOS: &[&str] = &["proto/chat.proto", "proto/chitty_chat.proto"];
 const CODEC: &str = "crate::grpc::LeanCodec";
-/// Pre-encoded `chat.Message` responses.
+/// Pre-encoded responses (`chat.Message`, `chat.Metric`).
 const ENCODED: &str = "crate::grpc::Encoded";
 
 /// What an RPC streams.
@@ -96,7 +96,7 @@ const RPCS: &[Rpc] = &[
         "StreamMetrics",
         Kind::ServerStream,
         "crate::proto::MetricsRequest",
-        "crate::proto::Metric",
+        ENCODED,
     ),
     rpc(
         CHAT,

@@ -1,7 +1,9 @@
 //! The chat semantics every front door shares, on top of any [`Broker`].
 //!
-//! The hub enters named subscribers into their room (the engine announces them) and releases
-//! them when they go, applies the slow-consumer policy (a subscriber that falls behind history
+//! The hub holds every caller to the limits of what it opens (a room not open yet, under the
+//! caller's room-opening rate; a subscription, under its connection's and its identity's caps and
+//! the server's; a publish, under the caller's rate), enters named subscribers into their room
+//! (the engine announces them) and releases them when they go, applies the slow-consumer policy (a subscriber that falls behind history
 //! gets `RESOURCE_EXHAUSTED` naming how much it missed and where history resumes), reports an
 //! engine that fails a feed as `UNAVAILABLE` with the position to resume from, keeps track of
 //! every subscription's position for the notices that end streams, stamps published messages with
@@ -23,6 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use crate::broker::Delivery;
 use crate::{
+    auth::{Caller, Places},
     broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
     error::ChatError,
     event::Event,
@@ -42,6 +45,8 @@ struct HubInner {
     /// Subscriptions open now, against `max_subscriptions`.
     subscriptions: Arc<AtomicUsize>,
     max_subscriptions: usize,
+    /// Metrics streams open now, against [`MAX_METRICS_STREAMS`].
+    metrics_streams: Arc<AtomicUsize>,
     /// Tracks the releases of presence spawned from `Drop`, so shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -91,17 +96,22 @@ impl Hub {
                 metrics,
                 subscriptions: Arc::default(),
                 max_subscriptions,
+                metrics_streams: Arc::default(),
                 tasks,
             }),
         }
     }
 
-    /// Appends `draft` to `room`, stamped with the current trace context.
+    /// Appends `draft` to `room` for `caller` (under its publish rate, and its room-opening
+    /// rate when the room is not open), stamped with the current trace context.
     pub async fn publish(
         &self,
+        caller: &Caller,
         room: &RoomName,
         mut draft: Draft,
     ) -> Result<Arc<Event>, ChatError> {
+        caller.publish_allowed()?;
+        self.admit(caller, room)?;
         draft.traceparent = current_traceparent();
         let started = std::time::Instant::now();
         let event = self.inner.broker.publish(room, draft).await?;
@@ -112,18 +122,21 @@ impl Hub {
         Ok(event)
     }
 
-    /// Opens a subscription to `room` at `start` for a client of `door`. A named participant
+    /// Opens a subscription of `caller` to `room` at `start` for a client of `door`, under the
+    /// caps and, when the room is not open, the caller's room-opening rate. A named participant
     /// enters the room (the engine announces its first session with a JOIN, which the
     /// subscription itself also receives) and leaves when the subscription is dropped.
     pub async fn subscribe(
         &self,
+        caller: &Caller,
         room: &RoomName,
         participant: Option<Participant<'_>>,
         start: StartAt,
         door: FrontDoor,
     ) -> Result<Subscription, ChatError> {
-        let place =
-            SubscriptionPlace::take(&self.inner.subscriptions, self.inner.max_subscriptions)?;
+        let places = caller.enter(Some(room))?;
+        let place = self.subscription_place()?;
+        self.admit(caller, room)?;
         let text_frames = door == FrontDoor::WebSocket;
         let feed = self
             .inner
@@ -162,7 +175,41 @@ impl Hub {
             _open: self.inner.metrics.open_subscription(door),
             _presence: presence,
             _place: place,
+            _places: places,
         })
+    }
+
+    /// Takes the places of a metrics stream of `caller` (StreamMetrics, which reads no room)
+    /// under the caps of subscriptions and of metrics streams, until the guard is dropped.
+    pub fn watch(&self, caller: &Caller) -> Result<Watching, ChatError> {
+        Ok(Watching {
+            _places: caller.enter(None)?,
+            _place: self.subscription_place()?,
+            _stream: Place::take(
+                &self.inner.metrics_streams,
+                MAX_METRICS_STREAMS,
+                "metrics stream limit reached: the server serves at most",
+                "metrics streams",
+            )?,
+        })
+    }
+
+    /// One of the server's subscription places.
+    fn subscription_place(&self) -> Result<Place, ChatError> {
+        Place::take(
+            &self.inner.subscriptions,
+            self.inner.max_subscriptions,
+            "subscription limit reached: the server holds at most",
+            "subscriptions",
+        )
+    }
+
+    /// Refuses `caller` opening `room` beyond its rate, when the room is not open.
+    fn admit(&self, caller: &Caller, room: &RoomName) -> Result<(), ChatError> {
+        if self.inner.broker.holds(room) {
+            return Ok(());
+        }
+        caller.open_room_allowed(room)
     }
 
     /// Who is in `room` now and which positions its log holds.
@@ -171,24 +218,37 @@ impl Hub {
     }
 }
 
-/// One of the server's `max_subscriptions` places, given back on drop.
-struct SubscriptionPlace(Arc<AtomicUsize>);
+/// Metrics streams (StreamMetrics) the server serves at once, over every caller: with the
+/// shared render, what they cost together stays small however many are asked for.
+pub const MAX_METRICS_STREAMS: usize = 64;
 
-impl SubscriptionPlace {
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Result<Self, ChatError> {
+/// A metrics stream, counted as a subscription; its places are given back on drop.
+pub struct Watching {
+    _places: Places,
+    _place: Place,
+    _stream: Place,
+}
+
+/// One of the server's places under a cap (subscriptions, metrics streams), given back on drop.
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    /// A place among `open`, refused (saying "`refusal` `max` `what`") when `max` are taken.
+    fn take(
+        open: &Arc<AtomicUsize>,
+        max: usize,
+        refusal: &str,
+        what: &str,
+    ) -> Result<Self, ChatError> {
         open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
             (count < max).then_some(count + 1)
         })
-        .map_err(|_| {
-            ChatError::ResourceExhausted(format!(
-                "subscription limit reached: the server holds at most {max} subscriptions"
-            ))
-        })?;
+        .map_err(|_| ChatError::ResourceExhausted(format!("{refusal} {max} {what}")))?;
         Ok(Self(Arc::clone(open)))
     }
 }
 
-impl Drop for SubscriptionPlace {
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -277,7 +337,8 @@ pub struct Subscription {
     deliveries: u64,
     _open: OpenSubscription,
     _presence: Option<Presence>,
-    _place: SubscriptionPlace,
+    _place: Place,
+    _places: Places,
 }
 
 impl Subscription {

@@ -163,7 +163,12 @@ impl App {
             config,
         };
         let monitoring = Monitoring::new();
-        let auth = Auth::new(&app.config.auth, &monitoring).map_err(anyhow::Error::msg)?;
+        let auth = Auth::new(
+            &app.config.auth,
+            app.config.max_connections_per_address != 0,
+            &monitoring,
+        )
+        .map_err(anyhow::Error::msg)?;
         app.tasks
             .spawn(Arc::clone(&auth).watch_keys(app.drain.token().clone()));
         app.tasks

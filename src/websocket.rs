@@ -278,13 +278,10 @@ async fn serve_room(
         Identity::User(user) if caller.may(&room, Capability::Presence) => Some(&user.user),
         _ => None,
     };
-    let _ticket = match caller.enter(&room) {
-        Ok(ticket) => ticket,
-        Err(error) => return refusal(&error),
-    };
     let subscription = state
         .hub
         .subscribe(
+            caller,
             &room,
             present.map(Participant::shared),
             StartAt::Live,
@@ -383,14 +380,13 @@ async fn publish(
 ) -> Result<(), ChatError> {
     let user = caller.name("Author", &frame.author)?;
     caller.authorize(room, Capability::Publish)?;
-    caller.publish_allowed()?;
     let draft = Draft::chat(
         user,
         "Content",
         frame.content,
         state.config.max_content_bytes,
     )?;
-    state.hub.publish(room, draft).await.map(drop)
+    state.hub.publish(caller, room, draft).await.map(drop)
 }
 
 /// Writes the deliveries of `batch` as frames with one flush at the end.

@@ -4,7 +4,8 @@
 //! `--allow-authenticated`), in a token's rooms claim and in `grpc-chat token --room`:
 //! `team-*:publish,subscribe`, `lobby:sub`, `*:all`. A pattern is a room name in which `*`
 //! stands for any run of characters. Capabilities: `subscribe` (`sub`), `publish` (`pub`),
-//! `history`, `presence`, or `all`.
+//! `history`, `presence`, or `all` (those four); and `metrics`, which is not about rooms: any grant
+//! that has it (write it `*:metrics`) lets a caller follow the server's metrics.
 
 use std::fmt;
 
@@ -21,14 +22,25 @@ pub enum Capability {
     History,
     /// Be announced and listed as a room's member, and see who is there.
     Presence,
+    /// Follow the server's metrics (`StreamMetrics`); not about rooms.
+    Metrics,
 }
 
 impl Capability {
+    /// What `all` grants: everything about rooms.
     const ALL: [Self; 4] = [
         Self::Subscribe,
         Self::Publish,
         Self::History,
         Self::Presence,
+    ];
+    /// Every capability, in the order they are written.
+    const EVERY: [Self; 5] = [
+        Self::Subscribe,
+        Self::Publish,
+        Self::History,
+        Self::Presence,
+        Self::Metrics,
     ];
 
     /// Its name in grants and errors.
@@ -38,6 +50,7 @@ impl Capability {
             Self::Publish => "publish",
             Self::History => "history",
             Self::Presence => "presence",
+            Self::Metrics => "metrics",
         }
     }
 
@@ -48,6 +61,7 @@ impl Capability {
             Self::Publish => "publish to",
             Self::History => "read the history of",
             Self::Presence => "be present in",
+            Self::Metrics => "follow the metrics of",
         }
     }
 
@@ -62,6 +76,7 @@ impl Capability {
             "pub" | "publish" => Self::Publish,
             "history" => Self::History,
             "presence" => Self::Presence,
+            "metrics" => Self::Metrics,
             _ => return None,
         };
         Some(Capabilities(one.bit()))
@@ -81,7 +96,7 @@ impl Capabilities {
 
 impl fmt::Display for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = Capability::ALL
+        let names: Vec<&str> = Capability::EVERY
             .iter()
             .filter(|capability| self.has(**capability))
             .map(|capability| capability.name())
@@ -129,7 +144,7 @@ impl Grant {
     /// Parses `PATTERN:CAPABILITIES`; the error says what is wrong and the expected form.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let expected = "expected PATTERN:CAPABILITIES, e.g. 'team-*:publish,subscribe' \
-                        (capabilities: subscribe, publish, history, presence, all)";
+                        (capabilities: subscribe, publish, history, presence, all, metrics)";
         let Some((pattern, capabilities)) = raw.rsplit_once(':') else {
             return Err(format!("{raw:?}: {expected}"));
         };
@@ -195,6 +210,14 @@ impl fmt::Display for Grant {
     }
 }
 
+/// Whether any of `grants` has `capability`, in whatever rooms (for capabilities that are not
+/// about rooms).
+pub fn grants_any<'a>(grants: impl IntoIterator<Item = &'a Grant>, capability: Capability) -> bool {
+    grants
+        .into_iter()
+        .any(|grant| grant.capabilities.has(capability))
+}
+
 /// Whether any of `grants` gives `capability` in `room`.
 pub fn allows<'a>(
     grants: impl IntoIterator<Item = &'a Grant>,
@@ -241,6 +264,13 @@ mod tests {
         assert_eq!(
             Grant::parse("*:all").unwrap().capabilities.to_string(),
             "subscribe,publish,history,presence"
+        );
+        let metrics = Grant::parse("*:metrics").unwrap();
+        assert_eq!(metrics.to_string(), "*:metrics");
+        assert!(grants_any([&metrics], Capability::Metrics));
+        assert!(
+            !grants_any([&grant], Capability::Metrics),
+            "all is about rooms"
         );
         let room = RoomName::parse("room", "team-a").unwrap();
         assert!(allows([&grant], &room, Capability::Publish));

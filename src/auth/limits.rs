@@ -1,10 +1,13 @@
 //! Abuse limits per identity and per connection, on top of the connection caps: how fast an
-//! identity may publish, how many calls a connection may start per second, how many rooms one
-//! connection may read at once. Rate limits are `governor`'s GCRA limiters.
+//! identity may publish and open rooms, how many subscriptions it may hold (in all, and in one
+//! room), how many calls a connection may start per second, how many rooms one connection may
+//! read at once. Rate limits are `governor`'s GCRA limiters.
 //!
-//! With auth on each has a default; with auth off (every caller unverified, the server trusting
-//! its network as before) none applies unless it is set. Publishing is limited per token user,
-//! and per client address for callers without a token.
+//! An identity is a token's user, or for a caller without a token its client address (IPv6: its
+//! /64): callers without a token behind one address share its limits. The rates and the rooms
+//! per connection have a default with auth on; with auth off (every caller unverified, the server
+//! trusting its network as before) they apply only when set. The subscription caps always apply,
+//! since they bound the memory one identity can take.
 
 use std::{
     collections::HashMap,
@@ -34,6 +37,17 @@ const DEFAULT_PUBLISH_RATE: u32 = 20;
 const DEFAULT_CALL_RATE: u32 = 100;
 /// Rooms one connection may read at once when auth is on and none is set.
 const DEFAULT_ROOMS_PER_CONNECTION: usize = 100;
+/// Rooms an identity may open per second, sustained, when auth is on and none is set.
+const DEFAULT_ROOM_OPEN_RATE: u32 = 1;
+/// Rooms an identity may open at once above that rate.
+const DEFAULT_ROOM_OPEN_BURST: u32 = 100;
+/// Subscriptions one identity may hold at once, unless set.
+pub const DEFAULT_SUBSCRIPTIONS_PER_IDENTITY: usize = 1000;
+/// Subscriptions one identity may hold in one room at once, unless set.
+pub const DEFAULT_SUBSCRIPTIONS_PER_IDENTITY_IN_ROOM: usize = 100;
+/// Metrics streams (StreamMetrics) one identity may hold at once: a dashboard needs one, and
+/// each costs what sending the whole registry every second costs.
+pub const METRICS_STREAMS_PER_IDENTITY: usize = 8;
 /// How often identities whose limiter is back to full are forgotten, which bounds the memory the
 /// limiters hold to the identities active in that time.
 const FORGET_EVERY: Duration = Duration::from_secs(10);
@@ -59,15 +73,44 @@ pub struct LimitOptions {
     /// Default: 100 with auth on, off without.
     #[arg(long, env = "GRPC_CHAT_MAX_ROOMS_PER_CONNECTION")]
     pub max_rooms_per_connection: Option<usize>,
+
+    /// Rooms one identity may open per second, sustained, by any operation of any door (a
+    /// publish, a subscription, a Chat JOIN, a replay) that finds the room not open on this
+    /// server; 0 turns the limit off. Default: 1 with auth on (bursts of 100), off without.
+    #[arg(long, env = "GRPC_CHAT_ROOM_OPEN_RATE")]
+    pub room_open_rate: Option<u32>,
+
+    /// Rooms an identity may open at once above the rate (default: 100).
+    #[arg(long, env = "GRPC_CHAT_ROOM_OPEN_BURST")]
+    pub room_open_burst: Option<u32>,
+
+    /// Subscriptions one identity may hold at once, over all rooms and doors (StreamMetrics
+    /// counts too); 0 turns the cap off.
+    #[arg(long, env = "GRPC_CHAT_MAX_SUBSCRIPTIONS_PER_USER", default_value_t = DEFAULT_SUBSCRIPTIONS_PER_IDENTITY)]
+    pub max_subscriptions_per_user: usize,
+
+    /// Subscriptions one identity may hold in one room at once, so that it cannot take a
+    /// room's places from others; 0 turns the cap off.
+    #[arg(long, env = "GRPC_CHAT_MAX_SUBSCRIPTIONS_PER_USER_IN_ROOM", default_value_t = DEFAULT_SUBSCRIPTIONS_PER_IDENTITY_IN_ROOM)]
+    pub max_subscriptions_per_user_in_room: usize,
 }
 
-/// Whom a publish is counted against.
+/// Whom a publish, a room opened or a subscription is counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateKey {
     /// A token's user.
     User(UserName),
-    /// A caller without a token, by its address.
+    /// A caller without a token, by its address (IPv6: its /64).
     Address(IpAddr),
+}
+
+impl std::fmt::Display for RateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(user) => write!(f, "user {user}"),
+            Self::Address(address) => write!(f, "address {address}"),
+        }
+    }
 }
 
 /// A rate and its burst.
@@ -97,27 +140,71 @@ fn retry_ms<P: Reference>(not_until: &NotUntil<P>, now: P) -> u128 {
     not_until.wait_time_from(now).as_millis().max(1)
 }
 
+/// Which abuse limit refused a caller: the `limit` label of its counter.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Publish,
+    Calls,
+    Rooms,
+    RoomOpens,
+    Subscriptions,
+}
+
+const LIMITS: [&str; 5] = ["publish", "calls", "rooms", "room_opens", "subscriptions"];
+
+/// The subscriptions each identity holds now, in all, per room, and to no room (metrics).
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    rooms: HashMap<RoomName, usize>,
+    metrics: usize,
+}
+
+/// The caps on the subscriptions of one identity.
+#[derive(Debug, Clone, Copy)]
+struct SubscriptionCaps {
+    /// In all; `None`: no cap.
+    total: Option<usize>,
+    /// In one room; `None`: no cap.
+    in_room: Option<usize>,
+}
+
 /// The limits in force; shared by every door.
 #[derive(Debug)]
 pub struct Limits {
     publish: Option<(Rate, DefaultKeyedRateLimiter<RateKey>)>,
+    room_opens: Option<(Rate, DefaultKeyedRateLimiter<RateKey>)>,
     calls: Option<Rate>,
     max_rooms: Option<usize>,
-    /// Refusals per limit: publish, calls, rooms.
-    limited: [Counter; 3],
+    subscription_caps: SubscriptionCaps,
+    /// What each identity holds, for the caps. A `std` mutex: held for a map update only, never
+    /// across an `.await`; an identity's entry goes when its last subscription does.
+    held: Mutex<HashMap<RateKey, Held>>,
+    /// Refusals per limit, in the order of [`LIMITS`].
+    limited: [Counter; LIMITS.len()],
 }
 
 impl Limits {
     /// The limits of `options`, with their defaults when `auth_on`; refusals counted in
     /// `monitoring`.
     pub fn new(options: &LimitOptions, auth_on: bool, monitoring: &Monitoring) -> Arc<Self> {
+        let keyed = |rate: Option<Rate>| {
+            rate.map(|rate| (rate, DefaultKeyedRateLimiter::keyed(rate.quota())))
+        };
         let publish = Rate::of(
             options.publish_rate,
             options.publish_burst,
             auth_on.then_some(DEFAULT_PUBLISH_RATE),
         );
+        let room_opens = Rate::of(
+            options.room_open_rate,
+            options.room_open_burst.or(Some(DEFAULT_ROOM_OPEN_BURST)),
+            auth_on.then_some(DEFAULT_ROOM_OPEN_RATE),
+        );
+        let cap = |max: usize| (max > 0).then_some(max);
         Arc::new(Self {
-            publish: publish.map(|rate| (rate, DefaultKeyedRateLimiter::keyed(rate.quota()))),
+            publish: keyed(publish),
+            room_opens: keyed(room_opens),
             calls: Rate::of(
                 options.call_rate,
                 None,
@@ -127,9 +214,19 @@ impl Limits {
                 .max_rooms_per_connection
                 .or(auth_on.then_some(DEFAULT_ROOMS_PER_CONNECTION))
                 .filter(|max| *max > 0),
-            limited: ["publish", "calls", "rooms"]
+            subscription_caps: SubscriptionCaps {
+                total: cap(options.max_subscriptions_per_user),
+                in_room: cap(options.max_subscriptions_per_user_in_room),
+            },
+            held: Mutex::default(),
+            limited: LIMITS
                 .map(|limit| monitoring.counter(names::RATE_LIMITED, &[("limit", limit)])),
         })
+    }
+
+    fn refused(&self, limit: Limit, reason: String) -> ChatError {
+        self.limited[limit as usize].increment(1);
+        ChatError::ResourceExhausted(reason)
     }
 
     /// Refuses a publish by `key` beyond its rate, saying when to retry.
@@ -138,18 +235,88 @@ impl Limits {
             return Ok(());
         };
         limiter.check_key(key).map_err(|not_until| {
-            self.limited[0].increment(1);
-            let who = match key {
-                RateKey::User(user) => format!("user {user}"),
-                RateKey::Address(address) => format!("address {address}"),
-            };
-            ChatError::ResourceExhausted(format!(
-                "publish rate limit: at most {} messages per second for {who} (bursts of {}); \
-                 retry in {}ms",
-                rate.per_second,
-                rate.burst,
-                retry_ms(&not_until, limiter.clock().now())
+            self.refused(
+                Limit::Publish,
+                format!(
+                    "publish rate limit: at most {} messages per second for {key} (bursts of {}); \
+                     retry in {}ms",
+                    rate.per_second,
+                    rate.burst,
+                    retry_ms(&not_until, limiter.clock().now())
+                ),
+            )
+        })
+    }
+
+    /// Refuses `key` opening `room` (not open on this server) beyond its rate, saying when to
+    /// retry.
+    pub fn open_room(&self, key: &RateKey, room: &RoomName) -> Result<(), ChatError> {
+        let Some((rate, limiter)) = &self.room_opens else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| {
+            self.refused(
+                Limit::RoomOpens,
+                format!(
+                    "room opening rate limit: room {room} is not open, and {key} may open at \
+                     most {} rooms per second (bursts of {}); retry in {}ms",
+                    rate.per_second,
+                    rate.burst,
+                    retry_ms(&not_until, limiter.clock().now())
+                ),
+            )
+        })
+    }
+
+    /// Counts a subscription of `key` (to `room`, or to no room: StreamMetrics) until the ticket
+    /// drops; refuses one beyond the identity's caps.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        key: &RateKey,
+        room: Option<&RoomName>,
+    ) -> Result<IdentityTicket, ChatError> {
+        let caps = self.subscription_caps;
+        let mut held = lock(&self.held);
+        let holding = held.entry(key.clone()).or_default();
+        let in_room = room.map_or(0, |room| holding.rooms.get(room).copied().unwrap_or(0));
+        let refusal = if room.is_none() && holding.metrics >= METRICS_STREAMS_PER_IDENTITY {
+            Some(format!(
+                "subscription limit: {key} follows the metrics on \
+                 {METRICS_STREAMS_PER_IDENTITY} streams, the most one identity may"
             ))
+        } else if caps.total.is_some_and(|max| holding.total >= max) {
+            caps.total.map(|max| {
+                format!(
+                    "subscription limit: {key} holds {max} subscriptions, the most one identity \
+                     may hold at once"
+                )
+            })
+        } else if let (Some(room), Some(max)) = (room, caps.in_room)
+            && in_room >= max
+        {
+            Some(format!(
+                "subscription limit: {key} holds {max} subscriptions to room {room}, the most \
+                 one identity may hold in one room"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            if holding.total == 0 {
+                held.remove(key);
+            }
+            drop(held);
+            return Err(self.refused(Limit::Subscriptions, reason));
+        }
+        holding.total += 1;
+        match room {
+            Some(room) => *holding.rooms.entry(room.clone()).or_default() += 1,
+            None => holding.metrics += 1,
+        }
+        Ok(IdentityTicket {
+            limits: Arc::clone(self),
+            key: key.clone(),
+            room: room.cloned(),
         })
     }
 
@@ -164,20 +331,25 @@ impl Limits {
         })
     }
 
-    /// Forgets identities whose limiter is full again, every few seconds until `stop`, so the
-    /// limiter holds only identities that published lately.
+    /// Forgets identities whose limiters are full again, every few seconds until `stop`, so
+    /// the limiters hold only identities that published or opened rooms lately.
     pub async fn forget_idle(self: Arc<Self>, stop: CancellationToken) {
-        let Some((_, limiter)) = &self.publish else {
+        let limiters: Vec<_> = [&self.publish, &self.room_opens]
+            .into_iter()
+            .flatten()
+            .map(|(_, limiter)| limiter)
+            .collect();
+        if limiters.is_empty() {
             return;
-        };
+        }
         let mut ticks = tokio::time::interval(FORGET_EVERY);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = ticks.tick() => {
+                _ = ticks.tick() => for limiter in &limiters {
                     limiter.retain_recent();
                     limiter.shrink_to_fit();
-                }
+                },
             }
         }
     }
@@ -199,13 +371,15 @@ impl ConnectionQuota {
             return Ok(());
         };
         limiter.check().map_err(|not_until| {
-            self.limits.limited[1].increment(1);
-            ChatError::ResourceExhausted(format!(
-                "call rate limit: at most {} new calls per second on one connection; retry in \
-                 {}ms",
-                rate.per_second,
-                retry_ms(&not_until, limiter.clock().now())
-            ))
+            self.limits.refused(
+                Limit::Calls,
+                format!(
+                    "call rate limit: at most {} new calls per second on one connection; retry \
+                     in {}ms",
+                    rate.per_second,
+                    retry_ms(&not_until, limiter.clock().now())
+                ),
+            )
         })
     }
 
@@ -221,11 +395,13 @@ impl ConnectionQuota {
             Some(streams) => *streams += 1,
             None => {
                 if held >= max {
-                    self.limits.limited[2].increment(1);
-                    return Err(ChatError::ResourceExhausted(format!(
-                        "cannot read room {room}: one connection may read at most {max} rooms \
-                         at once"
-                    )));
+                    return Err(self.limits.refused(
+                        Limit::Rooms,
+                        format!(
+                            "cannot read room {room}: one connection may read at most {max} \
+                             rooms at once"
+                        ),
+                    ));
                 }
                 rooms.insert(room.clone(), 1);
             }
@@ -238,9 +414,44 @@ impl ConnectionQuota {
 
     // Held for a map update only, never across an await.
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, usize>> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.rooms)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A subscription's place in its identity's counts.
+pub struct IdentityTicket {
+    limits: Arc<Limits>,
+    key: RateKey,
+    room: Option<RoomName>,
+}
+
+impl Drop for IdentityTicket {
+    fn drop(&mut self) {
+        let mut held = lock(&self.limits.held);
+        let Some(holding) = held.get_mut(&self.key) else {
+            return;
+        };
+        holding.total -= 1;
+        match &self.room {
+            Some(room) => {
+                if let Some(count) = holding.rooms.get_mut(room) {
+                    *count -= 1;
+                    if *count == 0 {
+                        holding.rooms.remove(room);
+                    }
+                }
+            }
+            None => holding.metrics -= 1,
+        }
+        if holding.total == 0 {
+            held.remove(&self.key);
+        }
     }
 }
 
@@ -276,6 +487,10 @@ mod tests {
             publish_burst: None,
             call_rate: None,
             max_rooms_per_connection: None,
+            room_open_rate: None,
+            room_open_burst: None,
+            max_subscriptions_per_user: DEFAULT_SUBSCRIPTIONS_PER_IDENTITY,
+            max_subscriptions_per_user_in_room: DEFAULT_SUBSCRIPTIONS_PER_IDENTITY_IN_ROOM,
         }
     }
 
@@ -323,6 +538,89 @@ mod tests {
         limits
             .publish(&RateKey::Address([127, 0, 0, 2].into()))
             .unwrap();
+    }
+
+    #[test]
+    fn an_identity_holds_at_most_its_subscriptions_in_all_and_in_a_room() {
+        let limits = limits(
+            LimitOptions {
+                max_subscriptions_per_user: 3,
+                max_subscriptions_per_user_in_room: 2,
+                ..unset()
+            },
+            false,
+        );
+        let room = |name| RoomName::parse("room", name).unwrap();
+        let mallory = RateKey::Address([10, 0, 0, 1].into());
+        let a1 = limits.subscribe(&mallory, Some(&room("a"))).unwrap();
+        let _a2 = limits.subscribe(&mallory, Some(&room("a"))).unwrap();
+        let refused = limits.subscribe(&mallory, Some(&room("a"))).err().unwrap();
+        assert!(
+            refused
+                .to_string()
+                .contains("holds 2 subscriptions to room a"),
+            "{refused}"
+        );
+        let _metrics = limits.subscribe(&mallory, None).unwrap();
+        let refused = limits.subscribe(&mallory, Some(&room("b"))).err().unwrap();
+        assert!(
+            refused
+                .to_string()
+                .contains("address 10.0.0.1 holds 3 subscriptions"),
+            "{refused}"
+        );
+        // Another identity is not affected, and a place comes back with its ticket.
+        let _other = limits
+            .subscribe(&RateKey::Address([10, 0, 0, 2].into()), Some(&room("a")))
+            .unwrap();
+        drop(a1);
+        let _b = limits.subscribe(&mallory, Some(&room("b"))).unwrap();
+        drop(_b);
+        drop(_a2);
+        drop(_metrics);
+        assert!(
+            lock(&limits.held).len() == 1,
+            "a quiet identity is forgotten"
+        );
+    }
+
+    #[test]
+    fn an_identity_follows_the_metrics_on_a_few_streams() {
+        let limits = limits(unset(), false);
+        let key = RateKey::Address([10, 0, 0, 1].into());
+        let streams: Vec<_> = (0..METRICS_STREAMS_PER_IDENTITY)
+            .map(|_| limits.subscribe(&key, None).unwrap())
+            .collect();
+        let refused = limits.subscribe(&key, None).err().unwrap().to_string();
+        assert!(
+            refused.contains("follows the metrics on 8 streams"),
+            "{refused}"
+        );
+        let room = RoomName::parse("room", "r").unwrap();
+        let _reading = limits.subscribe(&key, Some(&room)).unwrap();
+        drop(streams);
+        let _again = limits.subscribe(&key, None).unwrap();
+    }
+
+    #[test]
+    fn an_identity_opens_rooms_at_its_rate() {
+        let limits = limits(unset(), true);
+
+        let key = RateKey::User(crate::room::UserName::parse("user", "mallory").unwrap());
+        let room = RoomName::parse("room", "r").unwrap();
+        for _ in 0..DEFAULT_ROOM_OPEN_BURST {
+            limits.open_room(&key, &room).unwrap();
+        }
+        let refused = limits.open_room(&key, &room).unwrap_err().to_string();
+        assert!(
+            refused.starts_with(
+                "room opening rate limit: room r is not open, and user mallory may open at most 1 \
+                 rooms per second (bursts of 100); retry in "
+            ),
+            "{refused}"
+        );
+        let open = super::Limits::new(&unset(), false, &Monitoring::new());
+        assert!(open.room_opens.is_none(), "off without auth");
     }
 
     #[test]

@@ -29,13 +29,13 @@ use self::{
     config::AuthOptions,
     grants::{Capability, Grant, GrantList},
     keys::Keys,
-    limits::{ConnectionQuota, Limits, RateKey, RoomTicket},
+    limits::{ConnectionQuota, IdentityTicket, Limits, RateKey, RoomTicket},
     token::{Refusal, Rules, Verified},
 };
 use crate::{
     error::ChatError,
     monitoring::{Monitoring, names},
-    net::Peer,
+    net::{Peer, admission::client_address},
     room::{RoomName, StartAt, UserName},
 };
 
@@ -46,6 +46,8 @@ pub const AUTHORIZATION: &str = "authorization";
 pub struct Auth {
     verifier: Option<Verifier>,
     limits: Arc<Limits>,
+    /// Whether a client address tells callers without a token apart.
+    addresses_identify: bool,
     anonymous: Vec<Grant>,
     authenticated: Vec<Grant>,
     /// Refusals for a missing or bad token, and for a missing permission.
@@ -76,7 +78,13 @@ impl Verifier {
 
 impl Auth {
     /// Auth as configured by `options`, counted in `monitoring`; off when no key is configured.
-    pub fn new(options: &AuthOptions, monitoring: &Monitoring) -> Result<Arc<Self>, String> {
+    /// Callers without a token are told apart by their address when `addresses_identify` (no
+    /// proxy in front gives every client its own address); else no limit counts them.
+    pub fn new(
+        options: &AuthOptions,
+        addresses_identify: bool,
+        monitoring: &Monitoring,
+    ) -> Result<Arc<Self>, String> {
         let verifier = if options.enabled() {
             Some(Verifier {
                 keys: Keys::load(options, monitoring)?,
@@ -88,6 +96,7 @@ impl Auth {
         };
         Ok(Arc::new(Self {
             limits: Limits::new(&options.limits, verifier.is_some(), monitoring),
+            addresses_identify,
             verifier,
             anonymous: options
                 .allow_anonymous
@@ -200,6 +209,12 @@ impl Auth {
         self.refusals[1].increment(1);
         ChatError::PermissionDenied(reason)
     }
+}
+
+/// A subscription's places under the caps, given back when dropped.
+pub struct Places {
+    _in_connection: Option<RoomTicket>,
+    _of_identity: Option<IdentityTicket>,
 }
 
 /// Who a caller is.
@@ -319,24 +334,80 @@ impl Caller {
         }
     }
 
-    /// Refuses a publish beyond the caller's rate: a token's user by name, a caller without one
-    /// by its address.
-    pub fn publish_allowed(&self) -> Result<(), ChatError> {
-        let key = match (&self.identity, self.peer) {
-            (Identity::User(user), _) => RateKey::User(user.user.clone()),
-            (_, Some(address)) => RateKey::Address(address),
-            // Not from a socket (no address to tell callers apart by).
-            (_, None) => return Ok(()),
-        };
-        self.auth.limits.publish(&key)
+    /// Whom its limits count against: a token's user by name, a caller without one by its
+    /// client address (IPv6: its /64); `None` for a caller no limit can tell apart from another:
+    /// without a token, behind a proxy (where every client has the proxy's address) or through no
+    /// socket.
+    fn rate_key(&self) -> Option<RateKey> {
+        match (&self.identity, self.peer) {
+            (Identity::User(user), _) => Some(RateKey::User(user.user.clone())),
+            (_, Some(address)) if self.auth.addresses_identify => {
+                Some(RateKey::Address(client_address(address)))
+            }
+            _ => None,
+        }
     }
 
-    /// Counts a stream reading `room` against the connection's rooms until the ticket drops.
-    pub fn enter(&self, room: &RoomName) -> Result<Option<RoomTicket>, ChatError> {
-        match &self.quota {
-            Some(quota) => quota.enter(room),
-            None => Ok(None),
+    /// Refuses a publish beyond the caller's rate.
+    pub fn publish_allowed(&self) -> Result<(), ChatError> {
+        match self.rate_key() {
+            Some(key) => self.auth.limits.publish(&key),
+            None => Ok(()),
         }
+    }
+
+    /// Refuses opening `room`, which the server does not hold open, beyond the caller's rate.
+    pub fn open_room_allowed(&self, room: &RoomName) -> Result<(), ChatError> {
+        match self.rate_key() {
+            Some(key) => self.auth.limits.open_room(&key, room),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the places of a subscription to `room` (`None`: a metrics stream) under the caps:
+    /// among the rooms its connection reads, and among its identity's subscriptions, until the
+    /// places are dropped.
+    pub fn enter(&self, room: Option<&RoomName>) -> Result<Places, ChatError> {
+        let in_connection = match (&self.quota, room) {
+            (Some(quota), Some(room)) => quota.enter(room)?,
+            _ => None,
+        };
+        let of_identity = match self.rate_key() {
+            Some(key) => Some(self.auth.limits.subscribe(&key, room)?),
+            None => None,
+        };
+        Ok(Places {
+            _in_connection: in_connection,
+            _of_identity: of_identity,
+        })
+    }
+
+    /// Refuses following the server's metrics without the metrics capability (auth off: anyone
+    /// may).
+    pub fn authorize_metrics(&self) -> Result<(), ChatError> {
+        let granted = match &self.identity {
+            Identity::Open => true,
+            Identity::Anonymous => grants::grants_any(&self.auth.anonymous, Capability::Metrics),
+            Identity::User(user) => grants::grants_any(
+                user.grants.iter().chain(&self.auth.authenticated),
+                Capability::Metrics,
+            ),
+        };
+        if granted {
+            return Ok(());
+        }
+        Err(match &self.identity {
+            Identity::User(user) => self.auth.denied(format!(
+                "user {} may not follow the server's metrics (needs the metrics capability: a \
+                 grant \"*:metrics\")",
+                user.user
+            )),
+            _ => self.auth.unauthenticated(
+                "no token: following the server's metrics needs a token with the metrics \
+                 capability (a grant \"*:metrics\")"
+                    .into(),
+            ),
+        })
     }
 
     /// Who a subscriber to `room` is announced as, given `sent` in `field`: nobody for an empty

@@ -471,6 +471,10 @@ impl Broker for MemoryBroker {
         std::future::ready(Ok(self.summary(room))).boxed()
     }
 
+    fn holds(&self, room: &RoomName) -> bool {
+        self.held(room).is_some()
+    }
+
     fn figures(&self) -> EngineFigures {
         let budget = &self.inner.budget;
         EngineFigures {

@@ -177,6 +177,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Who is in `room` now and which positions its log holds.
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>>;
 
+    /// Whether `room` is open here now, so that using it opens nothing (an engine in another
+    /// process: whether this replica follows it); cheap.
+    fn holds(&self, room: &RoomName) -> bool;
+
     /// Current figures for metrics: cheap, kept up to date by the engine.
     fn figures(&self) -> EngineFigures;
 

@@ -5,7 +5,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use futures_util::{Stream, StreamExt};
@@ -13,16 +13,16 @@ use tokio_stream::StreamMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    Encoded,
+    Encoded, MetricsBoards,
     convert::{self, Command},
 };
 use crate::{
-    auth::{Auth, Caller, grants::Capability, limits::RoomTicket},
+    auth::{Auth, Caller, grants::Capability},
     error::{ChatError, FROM_OFFSET_FIELD},
     hub::{Delivery, Hub, Participant, Subscription},
     monitoring::{FrontDoor, Monitoring},
     proto::{
-        GetRoomRequest, Message, Metric, MetricsRequest, RoomState, SendMessageRequest,
+        GetRoomRequest, Message, MetricsRequest, RoomState, SendMessageRequest,
         SendMessageResponse, SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
     room::{Draft, RoomName, StartAt, UserName},
@@ -50,9 +50,9 @@ pub struct ChatLimits {
 pub struct ChatApi {
     hub: Hub,
     auth: Arc<Auth>,
-    monitoring: Arc<Monitoring>,
+    /// What `StreamMetrics` sends.
+    metrics: Arc<MetricsBoards>,
     limits: ChatLimits,
-    instance_id: Arc<str>,
     /// Started when the server drains: every stream ends on it.
     shutdown: Drain,
 }
@@ -71,33 +71,23 @@ impl ChatApi {
         Self {
             hub,
             auth,
-            monitoring,
+            metrics: Arc::new(MetricsBoards::new(monitoring, instance_id)),
             limits,
-            instance_id: instance_id.into(),
             shutdown,
         }
     }
 
-    /// Every series of the registry (or those of the `names` asked for), labelled with this
-    /// instance.
-    fn metrics(&self, names: &[String]) -> Vec<Metric> {
-        let timestamp = Some(SystemTime::now().into());
-        self.monitoring
-            .series()
-            .into_iter()
-            .filter(|series| {
-                names.is_empty() || names.iter().any(|name| selects(name, &series.name))
+    /// The latest series of the registry (or those of the `names` asked for), labelled with
+    /// this instance.
+    fn metrics(&self, names: &[String]) -> Vec<Result<Encoded, Status>> {
+        self.metrics
+            .current()
+            .series
+            .iter()
+            .filter(|(series, _)| {
+                names.is_empty() || names.iter().any(|name| selects(name, series))
             })
-            .map(|series| {
-                let mut labels: HashMap<String, String> = series.labels.into_iter().collect();
-                labels.insert("instance".to_owned(), self.instance_id.to_string());
-                Metric {
-                    name: series.name,
-                    value: series.value,
-                    timestamp,
-                    labels,
-                }
-            })
+            .map(|(_, encoded)| Ok(encoded.clone()))
             .collect()
     }
 }
@@ -143,14 +133,13 @@ impl ChatService for ChatApi {
         let room = RoomName::parse("room", &request.room)?;
         let user = caller.name("user", &request.user)?;
         caller.authorize(&room, Capability::Publish)?;
-        caller.publish_allowed()?;
         let draft = Draft::chat(
             user,
             "content",
             request.content,
             self.limits.max_content_bytes,
         )?;
-        let event = self.hub.publish(&room, draft).await?;
+        let event = self.hub.publish(&caller, &room, draft).await?;
         Ok(Response::new(SendMessageResponse {
             message_id: event.id.to_string(),
             timestamp: Some(event.timestamp.into()),
@@ -179,10 +168,15 @@ impl ChatService for ChatApi {
         )?;
         caller.authorize_reading(&room, &start)?;
         let user = caller.participant(&room, "user", &request.user)?;
-        let ticket = caller.enter(&room)?;
         let subscription = self
             .hub
-            .subscribe(&room, user.as_ref().map(Participant::shared), start, door)
+            .subscribe(
+                &caller,
+                &room,
+                user.as_ref().map(Participant::shared),
+                start,
+                door,
+            )
             .await?;
         // Popped from the end: the welcome first, then how the replay opens.
         let mut notices = Vec::with_capacity(2);
@@ -197,7 +191,6 @@ impl ChatService for ChatApi {
             subscription: drain.until(subscription),
             room,
             phase: Phase::Open,
-            _ticket: ticket,
         })))
     }
 
@@ -219,7 +212,9 @@ impl ChatService for ChatApi {
             };
             let outcome =
                 match convert::command(&message, &caller, self.limits.max_content_bytes, false) {
-                    Ok(Command::Say(room, draft)) => self.hub.publish(&room, draft).await.map(drop),
+                    Ok(Command::Say(room, draft)) => {
+                        self.hub.publish(&caller, &room, draft).await.map(drop)
+                    }
                     Ok(Command::Join(..) | Command::Leave(..)) => {
                         unreachable!("presence not allowed")
                     }
@@ -249,7 +244,6 @@ impl ChatService for ChatApi {
             caller,
             api: self.clone(),
             joined: StreamMap::new(),
-            tickets: HashMap::new(),
             unacked: HashMap::new(),
         };
         Ok(Response::new(Box::pin(session.run(request.into_inner()))))
@@ -266,14 +260,14 @@ impl ChatService for ChatApi {
         Ok(Response::new(convert::room_state(&room, summary)))
     }
 
-    type StreamMetricsStream = ResponseStream<Metric>;
+    type StreamMetricsStream = ResponseStream<Encoded>;
 
     async fn stream_metrics(
         &self,
         request: Request<MetricsRequest>,
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
         let caller = super::caller(&self.auth, &request)?;
-        caller.authenticated()?;
+        caller.authorize_metrics()?;
         let drain = Drain::of(request.extensions(), &self.shutdown).expiring(caller.expires());
         let request = request.into_inner();
         if request.names.len() > MAX_METRIC_NAMES {
@@ -300,13 +294,16 @@ impl ChatService for ChatApi {
                 .into());
             }
         };
+        // Counted as a subscription, for as long as the stream lasts.
+        let watching = self.hub.watch(&caller)?;
         let api = self.clone();
         let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let batches = drain.until(tokio_stream::wrappers::IntervalStream::new(ticks));
         Ok(Response::new(Box::pin(batches.flat_map(move |step| {
+            let _watching = &watching;
             let batch = match step {
-                Step::Item(_) => api.metrics(&request.names).into_iter().map(Ok).collect(),
+                Step::Item(_) => api.metrics(&request.names),
                 Step::Drained(ending) => vec![Err(ending.error().into())],
             };
             futures_util::stream::iter(batch)
@@ -322,8 +319,6 @@ struct ChatSession {
     /// Its connection's drain, which also starts when its token expires.
     drain: Drain,
     joined: StreamMap<RoomName, Subscription>,
-    /// The joined rooms' places in the connection's rooms.
-    tickets: HashMap<RoomName, RoomTicket>,
     /// Per room, the offset of this session's latest message not yet delivered back to it.
     unacked: HashMap<RoomName, u64>,
 }
@@ -415,7 +410,7 @@ impl ChatSession {
             Command::Say(room, draft) => {
                 let user = draft.user.clone();
                 self.join(&room, &user, StartAt::Live).await?;
-                let event = self.api.hub.publish(&room, draft).await?;
+                let event = self.api.hub.publish(&self.caller, &room, draft).await?;
                 self.unacked.insert(room, event.offset);
                 Ok(None)
             }
@@ -423,7 +418,6 @@ impl ChatSession {
             Command::Leave(room) => {
                 // Dropping the subscription releases the presence, and the engine announces it.
                 self.joined.remove(&room);
-                self.tickets.remove(&room);
                 self.unacked.remove(&room);
                 Ok(None)
             }
@@ -449,11 +443,11 @@ impl ChatSession {
                 "cannot join room {room}: a chat stream may join at most {max} rooms at once"
             )));
         }
-        let ticket = self.caller.enter(room)?;
         let subscription = self
             .api
             .hub
             .subscribe(
+                &self.caller,
                 room,
                 self.caller
                     .may(room, Capability::Presence)
@@ -468,9 +462,6 @@ impl ChatSession {
             .as_ref()
             .map(|opening| convert::opening_notice(room, opening, subscription.epoch()));
         self.joined.insert(room.clone(), subscription);
-        if let Some(ticket) = ticket {
-            self.tickets.insert(room.clone(), ticket);
-        }
         Ok(notice)
     }
 }
@@ -498,8 +489,6 @@ pin_project_lite::pin_project! {
         subscription: UntilDrained<Subscription>,
         room: RoomName,
         phase: Phase,
-        // Its place in the connection's rooms, for as long as it lives.
-        _ticket: Option<RoomTicket>,
     }
 }
 

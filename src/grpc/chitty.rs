@@ -20,7 +20,7 @@ use prost::{
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{
-    auth::{Auth, Caller, grants::Capability, limits::RoomTicket},
+    auth::{Auth, Caller, grants::Capability},
     broker::Entry,
     error::ChatError,
     event,
@@ -100,7 +100,6 @@ impl Chat for ChittyApi {
             api: self.clone(),
             room,
             joined: None,
-            ticket: None,
             last_timestamp: 0,
         };
         Ok(Response::new(Box::pin(session.run(request.into_inner()))))
@@ -123,8 +122,6 @@ struct Session {
     room: RoomName,
     /// The participant's name and its subscription, once it joined.
     joined: Option<(UserName, Subscription)>,
-    /// Its room's place in the connection's rooms, once it joined.
-    ticket: Option<RoomTicket>,
     /// Timestamp of the last message sent, so notices never go back in time.
     last_timestamp: u64,
 }
@@ -197,7 +194,6 @@ impl Session {
                 // A Chitty-Chat participant is announced: reading and presence both.
                 self.caller.authorize_reading(&self.room, &StartAt::Live)?;
                 self.caller.authorize(&self.room, Capability::Presence)?;
-                let ticket = self.caller.enter(&self.room)?;
                 let participant = Participant {
                     user: &user,
                     entry: Entry::Exclusive,
@@ -207,6 +203,7 @@ impl Session {
                     .api
                     .hub
                     .subscribe(
+                        &self.caller,
                         &self.room,
                         Some(participant),
                         StartAt::Live,
@@ -214,7 +211,6 @@ impl Session {
                     )
                     .await?;
                 self.joined = Some((user, subscription));
-                self.ticket = ticket;
                 Ok(Flow::Continue)
             }
             Command::Say {
@@ -224,11 +220,13 @@ impl Session {
             } => {
                 let user = self.joined_as("message.username", &username)?;
                 self.caller.authorize(&self.room, Capability::Publish)?;
-                self.caller.publish_allowed()?;
                 let mut draft =
                     Draft::chat(user, "message.message", text, self.api.max_content_bytes)?;
                 draft.sender_clock = clock;
-                self.api.hub.publish(&self.room, draft).await?;
+                self.api
+                    .hub
+                    .publish(&self.caller, &self.room, draft)
+                    .await?;
                 Ok(Flow::Continue)
             }
             Command::Leave { username } => {

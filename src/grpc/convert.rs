@@ -47,7 +47,6 @@ pub fn command(
         MessageType::Chat => {
             let user = caller.name("user", &message.user)?;
             caller.authorize(&room, Capability::Publish)?;
-            caller.publish_allowed()?;
             let draft = Draft::chat(user, "content", message.content.clone(), max_content_bytes)?;
             Ok(Command::Say(room, draft))
         }

@@ -8,6 +8,7 @@ mod codec;
 pub mod convert;
 mod encoded;
 mod framed;
+mod metrics;
 pub mod protocol;
 mod web;
 
@@ -16,6 +17,7 @@ pub use chitty::{ChittyApi, Outgoing as ChittyOutgoing};
 pub use codec::LeanCodec;
 pub use encoded::Encoded;
 pub use framed::SubscribeRoute;
+pub use metrics::MetricsBoards;
 pub use web::{ORIGIN_REFUSED, PagesLayer, ViaGrpcWeb, cors, mark_grpc_web};
 
 use std::sync::Arc;

@@ -230,7 +230,7 @@ pub const RATE_LIMITED: Def = def(
     "grpc_chat_rate_limited_total",
     Kind::Counter,
     Unit::Count,
-    "Refusals by abuse limit: publish (per identity), calls (per connection), rooms (per connection).",
+    "Refusals by abuse limit: publish, room_opens and subscriptions (per identity), calls and rooms (per connection).",
 );
 /// Reloads of the TLS certificate.
 pub const TLS_RELOADS: Def = def(

@@ -69,16 +69,22 @@ struct AddressKey(IpAddr);
 
 impl AddressKey {
     fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Self(ip),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    Self(IpAddr::V6(Ipv6Addr::from(prefix)))
-                }
-            },
-        }
+        Self(client_address(ip))
+    }
+}
+
+/// The address a client is counted by: its IPv4 address (also when mapped into IPv6), or the
+/// /64 its IPv6 address is in.
+pub fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
     }
 }
 

@@ -4,6 +4,10 @@ use std::collections::HashMap;
 
 use crate::helpers::*;
 
+/// The load generator's clients all come from this one address, as clients behind a proxy do:
+/// the server is told so (no per-address counting).
+const ONE_ADDRESS: &[&str] = &["--max-connections-per-address", "0"];
+
 /// Runs `grpc-chat bench ARGS --json` against `server`; returns the figures.
 fn bench(server: &ServerProcess, args: &[&str]) -> HashMap<String, f64> {
     let pid = server.child.0.id().to_string();
@@ -29,7 +33,7 @@ fn bench(server: &ServerProcess, args: &[&str]) -> HashMap<String, f64> {
 
 #[test]
 fn fanout_counts_every_delivery_and_no_loss() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ONE_ADDRESS);
     let figures = bench(
         &server,
         &[
@@ -57,7 +61,7 @@ fn fanout_counts_every_delivery_and_no_loss() {
 
 #[test]
 fn fanout_over_websockets_gives_every_socket_every_message_in_order() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ONE_ADDRESS);
     let ws_addr = server.ws_addr.to_string();
     for (scenario, rooms, deliveries) in [("fanout", "1", 2000.0), ("rooms", "5", 400.0)] {
         let figures = bench(
@@ -109,7 +113,7 @@ fn fanout_over_websockets_gives_every_socket_every_message_in_order() {
 
 #[test]
 fn fanout_with_a_connection_per_subscriber() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ONE_ADDRESS);
     let figures = bench(
         &server,
         &[
@@ -128,7 +132,7 @@ fn fanout_with_a_connection_per_subscriber() {
 
 #[test]
 fn rooms_spread_subscribers_and_messages() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ONE_ADDRESS);
     let figures = bench(
         &server,
         &[
@@ -150,7 +154,7 @@ fn rooms_spread_subscribers_and_messages() {
 
 #[test]
 fn unary_and_idle_report_throughput_and_memory() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(ONE_ADDRESS);
     let unary = bench(
         &server,
         &["unary", "--duration", "1s", "--concurrency", "8"],

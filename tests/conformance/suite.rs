@@ -780,14 +780,21 @@ pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<
         &Monitoring::new(),
         TaskTracker::new(),
     );
+    // A caller with auth off, from no socket: no limit applies to it.
+    let monitoring = Monitoring::new();
+    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &monitoring)
+        .unwrap()
+        .caller(None, &http::Extensions::new())
+        .unwrap();
     let general = room("general");
     for i in 1..=3 {
-        hub.publish(&general, say("Alice", &format!("m{i}")))
+        hub.publish(&caller, &general, say("Alice", &format!("m{i}")))
             .await
             .unwrap();
     }
     let mut replaying = hub
         .subscribe(
+            &caller,
             &general,
             None,
             StartAt::Offset {
@@ -799,7 +806,7 @@ pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<
         .await
         .unwrap();
     let mut live = hub
-        .subscribe(&general, None, StartAt::Live, FrontDoor::WebSocket)
+        .subscribe(&caller, &general, None, StartAt::Live, FrontDoor::WebSocket)
         .await
         .unwrap();
     let epoch = replaying.epoch().to_string();
@@ -837,7 +844,7 @@ pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<
         assert_eq!(metadata.get(EPOCH_METADATA).unwrap(), &epoch);
     }
     let refused = hub
-        .publish(&general, say("Alice", "m4"))
+        .publish(&caller, &general, say("Alice", "m4"))
         .await
         .err()
         .unwrap();
@@ -846,7 +853,7 @@ pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<
         tonic::Code::Unavailable
     );
     let refused = hub
-        .subscribe(&general, None, StartAt::Live, FrontDoor::Grpc)
+        .subscribe(&caller, &general, None, StartAt::Live, FrontDoor::Grpc)
         .await
         .err()
         .unwrap();

@@ -140,15 +140,15 @@ impl TestApp {
         subscribe_on(&mut self.client.clone(), request).await
     }
 
-    /// The current value of the first metric named `name`, from a new StreamMetrics call.
+    /// The current value of the first metric named `name`, from `/metrics` (which renders
+    /// afresh; StreamMetrics shares a render for a moment), once it exists.
     pub async fn metric(&self, name: &str) -> f64 {
-        self.metric_where(name, |_| true).await
+        self.metric_where(name, &[]).await
     }
 
-    /// The current value of the metric `name` with the label `key=value`.
-    pub async fn metric_with(&self, name: &str, (key, value): (&str, &str)) -> f64 {
-        self.metric_where(name, |labels| labels.get(key).is_some_and(|v| v == value))
-            .await
+    /// The current value of the metric `name` with the label `key=value`, once it exists.
+    pub async fn metric_with(&self, name: &str, label: (&str, &str)) -> f64 {
+        self.metric_where(name, &[label]).await
     }
 
     /// Every series of the admin port's `/metrics`.
@@ -174,24 +174,16 @@ impl TestApp {
         .await;
     }
 
-    async fn metric_where(
-        &self,
-        name: &str,
-        matches: impl Fn(&HashMap<String, String>) -> bool,
-    ) -> f64 {
-        let mut metrics = self
-            .client
-            .clone()
-            .stream_metrics(MetricsRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        loop {
-            let metric = within("metrics", metrics.message()).await.unwrap().unwrap();
-            if metric.name == name && matches(&metric.labels) {
-                return metric.value;
+    async fn metric_where(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        within(&format!("the series {name} {labels:?}"), async {
+            loop {
+                if let Some(value) = value(&self.scrape().await, name, labels) {
+                    return value;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }
+        })
+        .await
     }
 
     /// Starts the drain and waits for the server to finish; returns how long that took.

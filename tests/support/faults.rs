@@ -109,6 +109,10 @@ impl Broker for FailingBroker {
         self.inner.release(lease)
     }
 
+    fn holds(&self, room: &RoomName) -> bool {
+        self.inner.holds(room)
+    }
+
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {
         async move {
             self.refuse()?;

@@ -875,6 +875,13 @@ impl Broker for NatsBroker {
         self.summary(room).boxed()
     }
 
+    fn holds(&self, room: &RoomName) -> bool {
+        lock(&self.inner.rooms)
+            .get(room)
+            .and_then(|slot| slot.room.get())
+            .is_some_and(|room| !room.stop.is_cancelled())
+    }
+
     fn figures(&self) -> EngineFigures {
         let inner = &self.inner;
         EngineFigures {
