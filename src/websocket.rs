@@ -31,7 +31,7 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
-use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use http::{Extensions, HeaderMap, StatusCode, Uri, header};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -58,9 +58,13 @@ const READ_BUFFER_BYTES: usize = 1024;
 /// gets one frame per write; one that fell behind catches up with a write per this many, not
 /// one per message.
 const MAX_FRAMES_PER_WRITE: usize = 32;
+/// Most bytes of frames taken for one write (beyond the first): what a socket that stops
+/// reading holds of deliveries in hand.
+const MAX_BYTES_PER_WRITE: usize = 8 * 1024;
 /// Frames are gathered up to this many bytes before the library writes them without waiting
-/// for the flush that ends a batch. The buffer starts empty and grows only as frames wait.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// for the flush that ends a batch. The buffer starts empty and grows only as frames wait; a
+/// socket that stops reading holds at most this and a frame in it.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Limits and timings of WebSocket sessions.
 #[derive(Debug, Clone, Copy)]
@@ -290,7 +294,11 @@ async fn serve_room(
         .await;
     // Each wake-up takes every delivery already waiting (up to a batch), written with one flush.
     let mut subscription = match subscription {
-        Ok(subscription) => subscription.ready_chunks(MAX_FRAMES_PER_WRITE),
+        Ok(subscription) => ReadyBatches {
+            // Fused: a batch may poll it once more after it ended.
+            deliveries: subscription.fuse(),
+            next: None,
+        },
         Err(error) => return refusal(&error),
     };
     let interval = state.config.ping_interval;
@@ -387,6 +395,58 @@ async fn publish(
         state.config.max_content_bytes,
     )?;
     state.hub.publish(caller, room, draft).await.map(drop)
+}
+
+pin_project_lite::pin_project! {
+    /// The deliveries already waiting, taken together for one write: at most
+    /// [`MAX_FRAMES_PER_WRITE`] frames and [`MAX_BYTES_PER_WRITE`] bytes beyond the first.
+    struct ReadyBatches<S> {
+        #[pin]
+        deliveries: S,
+        // Taken from the stream but over the last batch's bytes: the next batch's first.
+        next: Option<Result<Delivery, ChatError>>,
+    }
+}
+
+/// Bytes a delivery's frame takes.
+fn frame_bytes(delivery: &Result<Delivery, ChatError>) -> usize {
+    match delivery {
+        Ok(Delivery::Event(event)) => event.text_frame().len(),
+        _ => 0,
+    }
+}
+
+impl<S: Stream<Item = Result<Delivery, ChatError>>> Stream for ReadyBatches<S> {
+    type Item = Vec<Result<Delivery, ChatError>>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        let first = match this.next.take() {
+            Some(first) => first,
+            None => match std::task::ready!(this.deliveries.as_mut().poll_next(cx)) {
+                Some(first) => first,
+                None => return Poll::Ready(None),
+            },
+        };
+        let mut bytes = frame_bytes(&first);
+        let mut batch = vec![first];
+        while batch.len() < MAX_FRAMES_PER_WRITE {
+            let Poll::Ready(Some(delivery)) = this.deliveries.as_mut().poll_next(cx) else {
+                break;
+            };
+            bytes += frame_bytes(&delivery);
+            if bytes > MAX_BYTES_PER_WRITE {
+                *this.next = Some(delivery);
+                break;
+            }
+            batch.push(delivery);
+        }
+        Poll::Ready(Some(batch))
+    }
 }
 
 /// Writes the deliveries of `batch` as frames with one flush at the end.

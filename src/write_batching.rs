@@ -48,8 +48,9 @@ use crate::{
     net::connection::Calls,
 };
 
-/// Most bytes kept before writes go to the socket.
-pub const MAX_KEPT: usize = 64 * 1024;
+/// Most bytes kept before writes go to the socket: also what a connection whose peer stopped
+/// reading holds here (besides what its streams hold, [`crate::net::outbox`]).
+pub const MAX_KEPT: usize = 16 * 1024;
 /// Longest wait, at shutdown, for the peer to close its side.
 pub const LINGER: Duration = Duration::from_secs(1);
 
@@ -449,7 +450,7 @@ mod tests {
         let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let (wakes, waker) = task();
         let mut cx = Context::from_waker(&waker);
-        let chunk = vec![7u8; 16 * 1024];
+        let chunk = vec![7u8; 4 * 1024];
         let mut accepted = 0;
         while let Poll::Ready(written) = Pin::new(&mut connection).poll_write(&mut cx, &chunk) {
             accepted += written.unwrap();
@@ -467,7 +468,7 @@ mod tests {
         let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let (_, waker) = task();
         let mut cx = Context::from_waker(&waker);
-        let chunk = vec![7u8; 16 * 1024];
+        let chunk = vec![7u8; 4 * 1024];
         while Pin::new(&mut connection)
             .poll_write(&mut cx, &chunk)
             .is_ready()
@@ -500,7 +501,7 @@ mod tests {
         let mut connection = BatchedWrites::new(ours, multiplexed(), stall());
         let (_, waker) = task();
         let mut cx = Context::from_waker(&waker);
-        let chunk = vec![7u8; 16 * 1024];
+        let chunk = vec![7u8; 4 * 1024];
         for _ in 0..3 {
             while Pin::new(&mut connection)
                 .poll_write(&mut cx, &chunk)

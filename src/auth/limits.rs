@@ -45,6 +45,8 @@ const DEFAULT_ROOM_OPEN_BURST: u32 = 100;
 pub const DEFAULT_SUBSCRIPTIONS_PER_IDENTITY: usize = 1000;
 /// Subscriptions one identity may hold in one room at once, unless set.
 pub const DEFAULT_SUBSCRIPTIONS_PER_IDENTITY_IN_ROOM: usize = 100;
+/// Subscriptions from one client address at once (every identity there together), unless set.
+pub const DEFAULT_SUBSCRIPTIONS_PER_ADDRESS: usize = 5000;
 /// Metrics streams (StreamMetrics) one identity may hold at once: a dashboard needs one, and
 /// each costs what sending the whole registry every second costs.
 pub const METRICS_STREAMS_PER_IDENTITY: usize = 8;
@@ -93,6 +95,11 @@ pub struct LimitOptions {
     /// room's places from others; 0 turns the cap off.
     #[arg(long, env = "GRPC_CHAT_MAX_SUBSCRIPTIONS_PER_USER_IN_ROOM", default_value_t = DEFAULT_SUBSCRIPTIONS_PER_IDENTITY_IN_ROOM)]
     pub max_subscriptions_per_user_in_room: usize,
+
+    /// Subscriptions from one client address (IPv6: /64) at once, every identity there
+    /// together (so many tokens from one place cannot add up past it); 0 turns the cap off.
+    #[arg(long, env = "GRPC_CHAT_MAX_SUBSCRIPTIONS_PER_ADDRESS", default_value_t = DEFAULT_SUBSCRIPTIONS_PER_ADDRESS)]
+    pub max_subscriptions_per_address: usize,
 }
 
 /// Whom a publish, a room opened or a subscription is counted against.
@@ -167,6 +174,8 @@ struct SubscriptionCaps {
     total: Option<usize>,
     /// In one room; `None`: no cap.
     in_room: Option<usize>,
+    /// From one client address, every identity together; `None`: no cap.
+    per_address: Option<usize>,
 }
 
 /// The limits in force; shared by every door.
@@ -180,6 +189,8 @@ pub struct Limits {
     /// What each identity holds, for the caps. A `std` mutex: held for a map update only, never
     /// across an `.await`; an identity's entry goes when its last subscription does.
     held: Mutex<HashMap<RateKey, Held>>,
+    /// Subscriptions per client address, the same way.
+    held_by_address: Mutex<HashMap<IpAddr, usize>>,
     /// Refusals per limit, in the order of [`LIMITS`].
     limited: [Counter; LIMITS.len()],
 }
@@ -217,8 +228,10 @@ impl Limits {
             subscription_caps: SubscriptionCaps {
                 total: cap(options.max_subscriptions_per_user),
                 in_room: cap(options.max_subscriptions_per_user_in_room),
+                per_address: cap(options.max_subscriptions_per_address),
             },
             held: Mutex::default(),
+            held_by_address: Mutex::default(),
             limited: LIMITS
                 .map(|limit| monitoring.counter(names::RATE_LIMITED, &[("limit", limit)])),
         })
@@ -331,6 +344,30 @@ impl Limits {
         })
     }
 
+    /// Counts a subscription from `address` until the ticket drops; refuses one beyond the
+    /// address's cap.
+    pub fn subscribe_from(self: &Arc<Self>, address: IpAddr) -> Result<AddressTicket, ChatError> {
+        let mut held = lock(&self.held_by_address);
+        let count = held.entry(address).or_default();
+        if let Some(max) = self.subscription_caps.per_address
+            && *count >= max
+        {
+            drop(held);
+            return Err(self.refused(
+                Limit::Subscriptions,
+                format!(
+                    "subscription limit: address {address} holds {max} subscriptions, the most \
+                     one client address may hold at once"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(AddressTicket {
+            limits: Arc::clone(self),
+            address,
+        })
+    }
+
     /// Forgets identities whose limiters are full again, every few seconds until `stop`, so
     /// the limiters hold only identities that published or opened rooms lately.
     pub async fn forget_idle(self: Arc<Self>, stop: CancellationToken) {
@@ -424,6 +461,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A subscription's place in its address's count.
+pub struct AddressTicket {
+    limits: Arc<Limits>,
+    address: IpAddr,
+}
+
+impl Drop for AddressTicket {
+    fn drop(&mut self) {
+        let mut held = lock(&self.limits.held_by_address);
+        if let Some(count) = held.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// A subscription's place in its identity's counts.
 pub struct IdentityTicket {
     limits: Arc<Limits>,
@@ -491,6 +546,7 @@ mod tests {
             room_open_burst: None,
             max_subscriptions_per_user: DEFAULT_SUBSCRIPTIONS_PER_IDENTITY,
             max_subscriptions_per_user_in_room: DEFAULT_SUBSCRIPTIONS_PER_IDENTITY_IN_ROOM,
+            max_subscriptions_per_address: DEFAULT_SUBSCRIPTIONS_PER_ADDRESS,
         }
     }
 
@@ -582,6 +638,28 @@ mod tests {
             lock(&limits.held).len() == 1,
             "a quiet identity is forgotten"
         );
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_subscriptions_whoever_is_there() {
+        let limits = limits(
+            LimitOptions {
+                max_subscriptions_per_address: 2,
+                ..unset()
+            },
+            true,
+        );
+        let here: IpAddr = [10, 0, 0, 1].into();
+        let first = limits.subscribe_from(here).unwrap();
+        let _second = limits.subscribe_from(here).unwrap();
+        let refused = limits.subscribe_from(here).err().unwrap().to_string();
+        assert!(
+            refused.contains("address 10.0.0.1 holds 2 subscriptions"),
+            "{refused}"
+        );
+        let _elsewhere = limits.subscribe_from([10, 0, 0, 2].into()).unwrap();
+        drop(first);
+        let _again = limits.subscribe_from(here).unwrap();
     }
 
     #[test]

@@ -29,7 +29,7 @@ use self::{
     config::AuthOptions,
     grants::{Capability, Grant, GrantList},
     keys::Keys,
-    limits::{ConnectionQuota, IdentityTicket, Limits, RateKey, RoomTicket},
+    limits::{AddressTicket, ConnectionQuota, IdentityTicket, Limits, RateKey, RoomTicket},
     token::{Refusal, Rules, Verified},
 };
 use crate::{
@@ -215,6 +215,7 @@ impl Auth {
 pub struct Places {
     _in_connection: Option<RoomTicket>,
     _of_identity: Option<IdentityTicket>,
+    _from_address: Option<AddressTicket>,
 }
 
 /// Who a caller is.
@@ -365,8 +366,8 @@ impl Caller {
     }
 
     /// Takes the places of a subscription to `room` (`None`: a metrics stream) under the caps:
-    /// among the rooms its connection reads, and among its identity's subscriptions, until the
-    /// places are dropped.
+    /// among the rooms its connection reads, its identity's subscriptions and its address's,
+    /// until the places are dropped.
     pub fn enter(&self, room: Option<&RoomName>) -> Result<Places, ChatError> {
         let in_connection = match (&self.quota, room) {
             (Some(quota), Some(room)) => quota.enter(room)?,
@@ -376,9 +377,16 @@ impl Caller {
             Some(key) => Some(self.auth.limits.subscribe(&key, room)?),
             None => None,
         };
+        let from_address = match self.peer {
+            Some(address) if self.auth.addresses_identify => {
+                Some(self.auth.limits.subscribe_from(client_address(address))?)
+            }
+            _ => None,
+        };
         Ok(Places {
             _in_connection: in_connection,
             _of_identity: of_identity,
+            _from_address: from_address,
         })
     }
 

@@ -29,6 +29,9 @@ use crate::{
 
 /// Most events a cursor copies out of the log per lock.
 const READ_BATCH: usize = 64;
+/// Most bytes of events a cursor copies out of the log per lock (beyond the first): what a
+/// subscriber that stops reading keeps of history that history itself may since have dropped.
+const READ_BATCH_BYTES: usize = 8 * 1024;
 
 /// How much one log keeps.
 #[derive(Debug, Clone, Copy)]
@@ -436,11 +439,17 @@ impl Cursor {
             return Some(gap);
         }
         let skip = (self.next - first) as usize;
+        let mut bytes = 0;
         self.batch.extend(
             state
                 .entries
                 .range(skip..)
                 .take(READ_BATCH)
+                .take_while(|entry| {
+                    let first = bytes == 0;
+                    bytes += entry.bytes;
+                    first || bytes <= READ_BATCH_BYTES
+                })
                 .map(|entry| Arc::clone(&entry.event)),
         );
         self.next += self.batch.len() as u64;

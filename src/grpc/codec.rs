@@ -20,8 +20,9 @@ use tonic_prost::ProstCodec;
 
 /// Initial capacity of a stream's buffers.
 const INITIAL_BUFFER: usize = 256;
-/// Encoded bytes gathered before they are handed to the transport (tonic's default).
-const YIELD_THRESHOLD: usize = 32 * 1024;
+/// Encoded bytes gathered before they are handed to the transport (tonic's default is 32 KiB):
+/// with a message on top, the most a chunk holds, which [`crate::net::outbox`] counts on.
+const YIELD_THRESHOLD: usize = crate::net::outbox::STREAM_OUTBOX;
 
 /// [`ProstCodec`] with small initial buffers.
 #[derive(Debug)]

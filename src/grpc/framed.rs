@@ -34,8 +34,9 @@ use tower::Service;
 use super::{ChatApi, Encoded, LeanCodec, protocol::CHAT_SERVICE_SUBSCRIBE_MESSAGES};
 use crate::proto::{SubscribeRequest, chat_service_server::ChatService};
 
-/// Waiting messages coalesced into one frame stop growing it at this size.
-const COALESCE_LIMIT: usize = 32 * 1024;
+/// Waiting messages coalesced into one frame stop growing it at this size (so a chunk holds at
+/// most this and a message, which [`crate::net::outbox`] counts on).
+const COALESCE_LIMIT: usize = crate::net::outbox::STREAM_OUTBOX;
 
 /// `chat.ChatService` with `SubscribeMessages` answered here, from pre-framed bytes.
 #[derive(Clone)]

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::Service;
 
-use super::guarded::Handshake;
+use super::{guarded::Handshake, outbox::OutboxBody};
 use crate::{
     auth::limits::ConnectionQuota,
     monitoring::{ClosedBy, ListenerMetrics},
@@ -104,6 +104,8 @@ pub struct ConnectionState {
     peer: Option<Peer>,
     /// What the connection has used of its abuse limits.
     quota: Option<Arc<ConnectionQuota>>,
+    /// How long a response's outbox may stay full.
+    stall: Duration,
 }
 
 /// The address of a request's client, in its extensions.
@@ -117,8 +119,10 @@ impl ConnectionState {
         handshake: Handshake,
         peer: Option<SocketAddr>,
         quota: Option<Arc<ConnectionQuota>>,
+        stall: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
+            stall,
             calls: Arc::default(),
             last_active: Mutex::new(Instant::now()),
             drain: server.for_connection(),
@@ -163,7 +167,8 @@ impl Drop for InFlight {
 }
 
 /// The service of one connection: marks the HTTP/1 handshake done, gives every request the
-/// connection's drain, and counts it in flight until its response body ends.
+/// connection's drain, counts it in flight until its response body ends, and bounds what its
+/// response has waiting below it ([`OutboxBody`]).
 #[derive(Clone)]
 pub struct ConnectionService<S> {
     inner: S,
@@ -182,7 +187,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
     S::Future: Send + 'static,
 {
-    type Response = Response<InFlightBody<B>>;
+    type Response = Response<InFlightBody<OutboxBody<B>>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -203,10 +208,11 @@ where
         }
         let in_flight = InFlight::start(&self.state);
         let response = self.inner.call(request);
+        let stall = self.state.stall;
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|body| InFlightBody {
-                body,
+                body: OutboxBody::new(body, stall),
                 _in_flight: in_flight,
             }))
         })

@@ -10,7 +10,8 @@
 //! * [`guarded`]: an accepted socket with its permit and its handshake deadline;
 //! * [`connection`]: one connection served by hyper, and its life: idle timeout, maximum age with
 //!   GOAWAY and a drain that tells streams where to resume, graceful and forced close;
-//! * [`origins`]: which web pages browsers may call the public ports from.
+//! * [`origins`]: which web pages browsers may call the public ports from;
+//! * [`outbox`]: what a response has waiting below it, bounded per stream.
 //!
 //! [`spawn_listener`] puts them together for one listener.
 
@@ -19,6 +20,7 @@ pub mod admission;
 pub mod connection;
 pub mod guarded;
 pub mod origins;
+pub mod outbox;
 pub mod tls;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
@@ -326,7 +328,13 @@ fn serve_io<IO, S, B>(
         metrics.clone(),
         opened.open,
     );
-    let state = ConnectionState::new(&serving.drain, handshake, opened.peer, quota);
+    let state = ConnectionState::new(
+        &serving.drain,
+        handshake,
+        opened.peer,
+        quota,
+        settings.write_stall(),
+    );
     let service =
         TowerToHyperService::new(ConnectionService::new(service.clone(), Arc::clone(&state)));
     let life = Life {

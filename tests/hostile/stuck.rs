@@ -1,6 +1,7 @@
 //! Clients that stop reading: an HTTP/2 connection that opens its flow-control windows wide,
-//! starts calls, and then never reads its socket again (not even the server's PINGs). Its
-//! receive buffer is made small, so what the server sends stays with the server.
+//! starts calls, and then never reads its socket again (not even the server's PINGs); a
+//! gRPC-Web call over HTTP/1.1 and a WebSocket whose sockets are never read. Their receive
+//! buffers are made small, so what the server sends stays with the server.
 
 use std::{
     io,
@@ -15,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpSocket, TcpStream},
 };
 
@@ -150,4 +151,44 @@ impl StuckH2 {
 /// One gRPC message: the uncompressed prefix and `message` encoded.
 pub fn grpc_message(message: &impl prost::Message) -> Vec<u8> {
     crate::raw::grpc_frame(&message.encode_to_vec())
+}
+
+/// An HTTP/1.1 gRPC-Web call to `path` with `message` on a socket that is never read.
+pub async fn stuck_grpc_web(
+    addr: SocketAddr,
+    path: &str,
+    message: &impl prost::Message,
+) -> TcpStream {
+    let body = grpc_message(message);
+    let mut socket = small_socket(addr).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
+         X-Grpc-Web: 1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    socket
+}
+
+/// A WebSocket in `room` on a socket that is never read after the upgrade.
+pub async fn stuck_websocket(addr: SocketAddr, room: &str) -> TcpStream {
+    use tokio::io::AsyncReadExt;
+    let mut socket = small_socket(addr).await;
+    let request = format!(
+        "GET /ws?roomCode={room} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        within("the upgrade", socket.read_exact(&mut byte))
+            .await
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    socket
 }
