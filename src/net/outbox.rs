@@ -9,10 +9,10 @@
 //! every other subscriber, instead of in copies of its own. With chunks of at most 16 KiB and a
 //! message (the service's encoders are set so), a stream holds at most 32 KiB and a message here.
 //!
-//! A stream whose outbox stays full for the stall limit (the keepalive interval and timeout) is
-//! reset with `ENHANCE_YOUR_CALM`, which gRPC clients report as `RESOURCE_EXHAUSTED`: its client
-//! takes nothing of it (a stream that a multiplexing client stopped reading, say), and its
-//! places come back.
+//! A stream whose outbox stays full for the stall limit (the keepalive interval and timeout)
+//! while hyper asks its body for more is reset with `ENHANCE_YOUR_CALM`, which gRPC clients
+//! report as `RESOURCE_EXHAUSTED`, and its places come back. (A stream whose client shut its
+//! HTTP/2 window is not asked: hyper holds one chunk for it until the window opens.)
 
 use std::{
     error::Error,
