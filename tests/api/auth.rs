@@ -5,14 +5,7 @@
 use futures_util::{SinkExt, StreamExt};
 use grpc_chat::{
     config::ServeConfig,
-    proto::{
-        MessageType, SubscribeRequest,
-        chitty_chat::{
-            ChatEvent,
-            chat_client::ChatClient,
-            chat_event::{ChatMessage as Say, Event, UserJoin},
-        },
-    },
+    proto::{MessageType, SubscribeRequest},
 };
 use serde_json::json;
 use tokio_tungstenite::tungstenite::{
@@ -21,145 +14,6 @@ use tokio_tungstenite::tungstenite::{
 use tonic::Code;
 
 use crate::helpers::*;
-
-/// The room the matrix's calls go to.
-const ROOM: &str = "secure";
-
-/// One way in.
-#[derive(Debug, Clone, Copy)]
-enum Door {
-    GrpcSend,
-    GrpcSubscribe,
-    GrpcWebSend,
-    Chitty,
-    WebSocket,
-}
-
-const DOORS: [Door; 5] = [
-    Door::GrpcSend,
-    Door::GrpcSubscribe,
-    Door::GrpcWebSend,
-    Door::Chitty,
-    Door::WebSocket,
-];
-
-/// How a door refused: a gRPC code, or a WebSocket close code, and the reason.
-#[derive(Debug, PartialEq)]
-enum Refused {
-    Status(Code, String),
-    Closed(CloseCode, String),
-}
-
-/// Publishes (or, for GrpcSubscribe, subscribes) through `door` with `token` under the name
-/// `user`; Ok when the server accepted it.
-async fn attempt(
-    app: &TestApp,
-    door: Door,
-    token: Option<&str>,
-    user: &str,
-) -> Result<(), Refused> {
-    let refused = |status: tonic::Status| Refused::Status(status.code(), status.message().into());
-    match door {
-        Door::GrpcSend => app
-            .new_client()
-            .await
-            .send_message(with_token(send_request(ROOM, user, "hi"), token))
-            .await
-            .map(drop)
-            .map_err(refused),
-        Door::GrpcWebSend => web_client(app.addr)
-            .send_message(with_token(send_request(ROOM, user, "hi"), token))
-            .await
-            .map(drop)
-            .map_err(refused),
-        Door::GrpcSubscribe => {
-            let request = SubscribeRequest {
-                user: user.into(),
-                ..live(ROOM)
-            };
-            let mut stream = app
-                .new_client()
-                .await
-                .subscribe_messages(with_token(request, token))
-                .await
-                .map_err(refused)?
-                .into_inner();
-            // The welcome says the subscription is open.
-            within("the welcome", stream.message())
-                .await
-                .map_err(refused)?
-                .expect("a welcome");
-            Ok(())
-        }
-        Door::Chitty => {
-            let events = [
-                ChatEvent {
-                    timestamp: 1,
-                    event: Some(Event::Join(UserJoin {
-                        username: user.into(),
-                    })),
-                },
-                ChatEvent {
-                    timestamp: 2,
-                    event: Some(Event::Message(Say {
-                        username: user.into(),
-                        message: "hi".into(),
-                    })),
-                },
-            ];
-            let mut request = with_token(futures_util::stream::iter(events), token);
-            request
-                .metadata_mut()
-                .insert("x-chat-room", ROOM.parse().unwrap());
-            let mut replies = ChatClient::new(channel(app.addr).await)
-                .broadcast(request)
-                .await
-                .map_err(refused)?
-                .into_inner();
-            // Accepted once its own message comes back.
-            loop {
-                let reply = within("a chitty reply", replies.message())
-                    .await
-                    .map_err(refused)?
-                    .expect("the stream stays open while joined");
-                if reply.message == "hi" {
-                    return Ok(());
-                }
-            }
-        }
-        Door::WebSocket => {
-            let mut request = format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr)
-                .into_client_request()
-                .unwrap();
-            let protocols = match token {
-                Some(token) => format!("grpc-chat, bearer.{token}"),
-                None => "grpc-chat".into(),
-            };
-            request
-                .headers_mut()
-                .insert("sec-websocket-protocol", protocols.parse().unwrap());
-            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-            let frame = json!({"Author": user, "Content": "hi"}).to_string();
-            // The socket may already be closed by the server; its close frame says why.
-            let _ = socket.send(Frame::Text(frame.into())).await;
-            within("the echo or the close", async {
-                loop {
-                    match socket.next().await {
-                        Some(Ok(Frame::Text(text))) if text.contains("\"Content\":\"hi\"") => {
-                            return Ok(());
-                        }
-                        Some(Ok(Frame::Close(Some(close)))) => {
-                            return Err(Refused::Closed(close.code, close.reason.to_string()));
-                        }
-                        Some(Ok(_)) => continue,
-                        other => panic!("neither an echo nor a close frame: {other:?}"),
-                    }
-                }
-            })
-            .await
-        }
-    }
-}
 
 /// What `GetRoom` says of the matrix's room, asked with `token`.
 async fn room_state(app: &TestApp, token: &str) -> grpc_chat::proto::RoomState {
@@ -307,48 +161,6 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
             unauthenticated("exp"),
         ),
         (
-            "no audience",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"aud": null})))),
-            "alice",
-            unauthenticated("missing claim \"aud\""),
-        ),
-        (
-            "no issuer",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iss": null})))),
-            "alice",
-            unauthenticated("missing claim \"iss\""),
-        ),
-        (
-            "expiry past what a clock holds",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": 1u64 << 63})))),
-            "alice",
-            unauthenticated("\"exp\" is too far in the future"),
-        ),
-        (
-            "expiry at the largest number",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": u64::MAX})))),
-            "alice",
-            unauthenticated("\"exp\" is too far in the future"),
-        ),
-        (
-            "issued past what a clock holds",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iat": 1u64 << 63})))),
-            "alice",
-            unauthenticated("issued in the future"),
-        ),
-        (
-            "not valid before a time past what a clock holds",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"nbf": u64::MAX})))),
-            "alice",
-            unauthenticated("not valid yet"),
-        ),
-        (
-            "expiry as a huge fraction",
-            Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"exp": 1e300})))),
-            "alice",
-            unauthenticated("exp"),
-        ),
-        (
             "issued in the future",
             Some(keys.rsa_token(claims("alice", &["secure:all"], json!({"iat": at(3600)})))),
             "alice",
@@ -419,7 +231,7 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
         DOORS.len()
     );
     assert!(succeeded.is_empty(), "succeeded: {succeeded:?}");
-    assert_eq!(attempts, 115);
+    assert_eq!(attempts, 80);
     // No message reached the room (alice's sockets that were closed for their frames did come
     // and go), and the refusals were counted.
     let alice = keys.rsa_token(good);
@@ -453,8 +265,8 @@ async fn no_unauthorised_call_succeeds_on_any_door() {
             &[("reason", reason)],
         )
     };
-    // 19 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
-    assert_eq!(refusals("unauthenticated"), Some(94.0));
+    // 12 token cases on 5 doors; the no-token WebSocket is refused for its first frame.
+    assert_eq!(refusals("unauthenticated"), Some(59.0));
     assert_eq!(refusals("permission_denied"), Some(15.0));
 }
 

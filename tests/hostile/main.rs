@@ -25,4 +25,5 @@ mod slots;
 mod slowloris;
 mod statuses;
 mod stuck;
+mod tokens;
 mod websocket;

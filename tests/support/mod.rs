@@ -1,5 +1,6 @@
 //! What the test binaries share, one concern per module: the in-process server and its clients,
-//! calls and their checks, external processes, HTTP, Prometheus, Envoy, gRPC-Web, tokens and certificates.
+//! calls and their checks, one call through any door, external processes, HTTP, Prometheus, Envoy,
+//! gRPC-Web, tokens and certificates.
 //!
 //! Each test binary includes it (`#[path = "../support/mod.rs"] mod helpers;`) and uses part of it.
 #![allow(dead_code, unused_imports)]
@@ -7,6 +8,7 @@
 mod app;
 mod calls;
 mod certs;
+mod doors;
 mod envoy;
 mod faults;
 mod http;
@@ -21,6 +23,7 @@ use std::time::Duration;
 pub use app::*;
 pub use calls::*;
 pub use certs::*;
+pub use doors::*;
 pub use envoy::*;
 pub use faults::*;
 pub use http::*;
