@@ -242,21 +242,30 @@ impl Limits {
         ChatError::ResourceExhausted(reason)
     }
 
-    /// Refuses a publish by `key` beyond its rate, saying when to retry.
-    pub fn publish(&self, key: &RateKey) -> Result<(), ChatError> {
-        let Some((rate, limiter)) = &self.publish else {
+    /// Refuses `key` beyond the rate of `keyed` (none: no limit), saying which limit (`what`
+    /// its rate says) and when to retry.
+    fn check_rate(
+        &self,
+        keyed: &Option<(Rate, DefaultKeyedRateLimiter<RateKey>)>,
+        key: &RateKey,
+        limit: Limit,
+        what: impl FnOnce(Rate) -> String,
+    ) -> Result<(), ChatError> {
+        let Some((rate, limiter)) = keyed else {
             return Ok(());
         };
         limiter.check_key(key).map_err(|not_until| {
-            self.refused(
-                Limit::Publish,
-                format!(
-                    "publish rate limit: at most {} messages per second for {key} (bursts of {}); \
-                     retry in {}ms",
-                    rate.per_second,
-                    rate.burst,
-                    retry_ms(&not_until, limiter.clock().now())
-                ),
+            let wait = retry_ms(&not_until, limiter.clock().now());
+            self.refused(limit, format!("{}; retry in {wait}ms", what(*rate)))
+        })
+    }
+
+    /// Refuses a publish by `key` beyond its rate, saying when to retry.
+    pub fn publish(&self, key: &RateKey) -> Result<(), ChatError> {
+        self.check_rate(&self.publish, key, Limit::Publish, |rate| {
+            format!(
+                "publish rate limit: at most {} messages per second for {key} (bursts of {})",
+                rate.per_second, rate.burst
             )
         })
     }
@@ -264,19 +273,11 @@ impl Limits {
     /// Refuses `key` opening `room` (not open on this server) beyond its rate, saying when to
     /// retry.
     pub fn open_room(&self, key: &RateKey, room: &RoomName) -> Result<(), ChatError> {
-        let Some((rate, limiter)) = &self.room_opens else {
-            return Ok(());
-        };
-        limiter.check_key(key).map_err(|not_until| {
-            self.refused(
-                Limit::RoomOpens,
-                format!(
-                    "room opening rate limit: room {room} is not open, and {key} may open at \
-                     most {} rooms per second (bursts of {}); retry in {}ms",
-                    rate.per_second,
-                    rate.burst,
-                    retry_ms(&not_until, limiter.clock().now())
-                ),
+        self.check_rate(&self.room_opens, key, Limit::RoomOpens, |rate| {
+            format!(
+                "room opening rate limit: room {room} is not open, and {key} may open at most \
+                 {} rooms per second (bursts of {})",
+                rate.per_second, rate.burst
             )
         })
     }

@@ -227,14 +227,22 @@ where
              requests application/grpc-web\n",
             content_type.map_or("", |value| value.to_str().unwrap_or("(not text)"))
         );
-        let mut response = Response::new(TonicBody::new(text));
-        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Box::pin(std::future::ready(Ok(response)))
+        Box::pin(std::future::ready(Ok(plain_text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            text,
+        ))))
     }
+}
+
+/// An HTTP answer that is not gRPC: `status` and `text` saying why.
+pub fn plain_text(status: StatusCode, text: String) -> Response<TonicBody> {
+    let mut response = Response::new(TonicBody::new(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// Reads every request body through the framing rules; see the module documentation.

@@ -15,11 +15,12 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header::CONTENT_TYPE};
+use http::{HeaderName, Method, Request, Response, StatusCode};
 use tonic::body::Body as TonicBody;
 use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::protocol::plain_text;
 use crate::net::origins::BrowserOrigins;
 
 /// How long browsers may cache a preflight answer.
@@ -112,13 +113,8 @@ where
         if self.origins.allow(request.uri(), request.headers()) {
             return Box::pin(self.inner.call(request));
         }
-        let mut response = Response::new(TonicBody::new(ORIGIN_REFUSED.to_owned()));
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Box::pin(std::future::ready(Ok(response)))
+        let refused = plain_text(StatusCode::FORBIDDEN, ORIGIN_REFUSED.to_owned());
+        Box::pin(std::future::ready(Ok(refused)))
     }
 }
 

@@ -23,7 +23,6 @@ mod metrics;
 mod ordering;
 mod presence;
 mod prometheus;
-mod reserved_names;
 mod send_message;
 mod shutdown;
 mod slow_consumer;

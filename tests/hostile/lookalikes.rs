@@ -1,6 +1,7 @@
-//! Names are compared by what they look like: no door takes a name that looks like the server's
-//! (`System`, `SERVER`) in another script, width, style or case, and nobody enters a room under a
-//! name that looks like someone's who is there.
+//! Names are compared by what they look like: no door takes the server's names (`System`,
+//! `SERVER`) as a client's, nor a name that looks like them in another script, width, style or
+//! case, so no client can forge a server announcement; and nobody enters a room under a name that
+//! looks like someone's who is there.
 
 use futures_util::StreamExt;
 use grpc_chat::proto::{
@@ -19,9 +20,13 @@ use tonic::{Code, Status};
 
 use crate::helpers::*;
 
-/// Spellings of the server's names that looked like them on screen and were once accepted:
-/// full width, Cyrillic е and Ѕ, Greek Ε, mathematical bold, a long s.
-const SPOOFS: [&str; 7] = [
+/// The server's names in other cases, and spellings that look like them on screen and were
+/// once accepted: full width, Cyrillic е and Ѕ, Greek Ε, mathematical bold, a long s.
+const SPOOFS: [&str; 11] = [
+    "System",
+    "system",
+    "SERVER",
+    "Server",
     "Ｓｙｓｔｅｍ",
     "ＳＥＲＶＥＲ",
     "Systеm",
@@ -50,16 +55,7 @@ async fn chitty_join(app: &TestApp, room: &str, user: &str, token: Option<&str>)
         .await
         .unwrap()
         .into_inner();
-    within("the Chitty-Chat status", async {
-        loop {
-            match replies.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("ended with OK"),
-                Err(status) => return status,
-            }
-        }
-    })
-    .await
+    final_status(&mut replies).await
 }
 
 /// A Chat stream whose first message is `message`; the status it ends with.

@@ -143,7 +143,11 @@ pub struct RawWebSocket(pub TcpStream);
 impl RawWebSocket {
     /// Opens `/ws?roomCode=room` on `addr`.
     pub async fn open(addr: SocketAddr, room: &str) -> Self {
-        let mut socket = TcpStream::connect(addr).await.unwrap();
+        Self::upgrade(TcpStream::connect(addr).await.unwrap(), addr, room).await
+    }
+
+    /// Opens `/ws?roomCode=room` on `socket`, a connection to `addr`.
+    pub async fn upgrade(mut socket: TcpStream, addr: SocketAddr, room: &str) -> Self {
         let request = format!(
             "GET /ws?roomCode={room} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\

@@ -173,22 +173,7 @@ pub async fn stuck_grpc_web(
 
 /// A WebSocket in `room` on a socket that is never read after the upgrade.
 pub async fn stuck_websocket(addr: SocketAddr, room: &str) -> TcpStream {
-    use tokio::io::AsyncReadExt;
-    let mut socket = small_socket(addr).await;
-    let request = format!(
-        "GET /ws?roomCode={room} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    );
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        within("the upgrade", socket.read_exact(&mut byte))
-            .await
-            .unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    socket
+    crate::raw::RawWebSocket::upgrade(small_socket(addr).await, addr, room)
+        .await
+        .0
 }

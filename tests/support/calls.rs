@@ -135,7 +135,7 @@ pub async fn next_events(stream: &mut Streaming<Message>, count: usize) -> Vec<M
 }
 
 /// The status `stream` ends with, skipping messages before it.
-pub async fn final_status(stream: &mut Streaming<Message>) -> Status {
+pub async fn final_status<T>(stream: &mut Streaming<T>) -> Status {
     within("the stream's status", async {
         loop {
             match stream.message().await {
