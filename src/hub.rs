@@ -1,13 +1,14 @@
 //! The chat semantics every front door shares, on top of any [`Broker`].
 //!
 //! The hub holds every caller to the limits of what it opens (a room not open yet, under the
-//! caller's room-opening rate; a subscription, under its connection's and its identity's caps and
-//! the server's; a publish, under the caller's rate), enters named subscribers into their room
-//! (the engine announces them) and releases them when they go, applies the slow-consumer policy (a subscriber that falls behind history
-//! gets `RESOURCE_EXHAUSTED` naming how much it missed and where history resumes), reports an
-//! engine that fails a feed as `UNAVAILABLE` with the position to resume from, keeps track of
-//! every subscription's position for the notices that end streams, stamps published messages with
-//! the caller's trace context, bounds the subscriptions, and keeps the chat metrics.
+//! caller's room-opening rate; a subscription, under its connection's, its identity's, its
+//! address's and the server's caps; a publish, under the caller's rate), enters named subscribers
+//! into their room (the engine announces them) and releases them when they go, applies the
+//! slow-consumer policy (a subscriber that falls behind history gets `RESOURCE_EXHAUSTED` naming
+//! how much it missed and where history resumes), reports an engine that fails a feed as
+//! `UNAVAILABLE` with the position to resume from, keeps track of every subscription's position
+//! for the notices that end streams, stamps published messages with the caller's trace context,
+//! and keeps the chat metrics.
 
 use std::{
     pin::Pin,

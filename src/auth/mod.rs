@@ -306,16 +306,6 @@ impl Caller {
         Ok(())
     }
 
-    /// Refuses a caller without a token when auth is on (for calls about no room).
-    pub fn authenticated(&self) -> Result<(), ChatError> {
-        match &self.identity {
-            Identity::Anonymous => Err(self
-                .auth
-                .unauthenticated("no token: send \"authorization: Bearer <JWT>\"".into())),
-            Identity::Open | Identity::User(_) => Ok(()),
-        }
-    }
-
     /// The name to act as, given `sent` in the field `field`: with a token, the token's user
     /// (an empty field means it; another name is PERMISSION_DENIED); without, the name sent.
     pub fn name(&self, field: &str, sent: &str) -> Result<UserName, ChatError> {
