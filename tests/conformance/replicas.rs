@@ -96,3 +96,52 @@ async fn presence_is_counted_over_every_replica() {
     second.close().await;
     first.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_messages_from_two_replicas_at_once_keep_the_room_in_one_epoch() {
+    const ROOMS: usize = 100;
+    let first = Nats::open(ServeConfig::default()).await;
+    let second = first.replica().await;
+    let brokers = [first.broker(), second.broker()];
+    for n in 0..ROOMS {
+        let fresh = room(&format!("fresh-{n}"));
+        // A reader of the empty room reads in the epoch the bucket gives it.
+        let mut reader = brokers[0]
+            .subscribe(&fresh, StartAt::Live, false)
+            .await
+            .unwrap();
+        let mut firsts = JoinSet::new();
+        for (index, broker) in brokers.iter().enumerate() {
+            let (broker, fresh) = (Arc::clone(broker), fresh.clone());
+            // The second a little later each time (0 to 1.8 ms, finer than a timer can wait), so
+            // that its steps fall between the first's.
+            let later = std::time::Duration::from_micros((index * (n % 10) * 200) as u64);
+            firsts.spawn(async move {
+                let started = std::time::Instant::now();
+                while started.elapsed() < later {
+                    std::hint::spin_loop();
+                }
+                broker.publish(&fresh, say("Alice", "first")).await
+            });
+        }
+        let mut epochs = Vec::new();
+        while let Some(published) = firsts.join_next().await {
+            epochs.push(published.unwrap().unwrap().epoch.clone());
+        }
+        assert_eq!(
+            epochs[0], epochs[1],
+            "room {n}: one epoch for both first messages"
+        );
+        assert_eq!(&epochs[0], &reader.epoch, "room {n}: the reader's epoch");
+        for offset in 1..=2 {
+            let event = next_event(&mut reader).await;
+            assert_eq!(
+                (event.offset, &event.epoch),
+                (offset, &reader.epoch),
+                "room {n}"
+            );
+        }
+    }
+    second.close().await;
+    first.close().await;
+}

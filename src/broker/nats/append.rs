@@ -170,11 +170,13 @@ impl Appender {
                 Ok(Ok(ack)) if ack.duplicate => {
                     // An earlier attempt landed: what it stored is the event.
                     let event = self.stored_event(ack.sequence).await?;
+                    self.stored(&event).await;
                     state.head = Head::At(position_of(&event, ack.sequence));
                     return Ok(event);
                 }
                 Ok(Ok(ack)) => {
                     self.appended.fetch_add(1, Ordering::Relaxed);
+                    self.stored(&event).await;
                     state.claimed = None;
                     state.head = Head::At(wire::Position {
                         sequence: ack.sequence,
@@ -208,13 +210,26 @@ impl Appender {
                 && last.id == id.to_string()
             {
                 self.appended.fetch_add(1, Ordering::Relaxed);
-                return self.stored_event(last.sequence).await;
+                let event = self.stored_event(last.sequence).await?;
+                self.stored(&event).await;
+                return Ok(event);
             }
         }
         Err(unavailable(format!(
             "room {} is appended to from too many replicas at once; try again",
             self.room
         )))
+    }
+
+    /// What follows the storing of `event`: the first message of an epoch marks it started.
+    async fn stored(&self, event: &Event) {
+        if event.offset != 1 {
+            return;
+        }
+        if let Err(error) = epochs::started(&self.connected.rooms, &self.key, &event.epoch).await {
+            // The room's next first append reuses the epoch; see `epochs::for_first_append`.
+            tracing::warn!(room = %self.room, %error, "could not mark an epoch started");
+        }
     }
 
     /// The room's last message, from the stream leader.

@@ -2,7 +2,7 @@
 //!
 //! A room's messages carry their epoch, so a room that holds messages needs nothing here. The
 //! bucket answers for rooms that hold none: one never used, or one whose messages all left the
-//! stream. Its value is the epoch, marked `started` once a message was appended in it; a room found
+//! stream. Its value is the epoch, marked `started` once a message was stored in it; a room found
 //! empty whose epoch had started lost its log, so its next message starts a new epoch. Every change
 //! is a compare-and-swap, so replicas agree.
 
@@ -67,20 +67,25 @@ pub async fn for_reader(
     }
 }
 
-/// The epoch the first message of the empty room `key` is appended in, marked started: the
-/// bucket's, unless it had started (the room lost its log), then a new one.
+/// The epoch the first message of the empty room `key` is appended in: the bucket's, unless it
+/// started (a message was stored in it, and the room is empty now: its log was lost), then a new
+/// one, written there for every replica.
+///
+/// An epoch is marked started only once its first message is stored ([`started`]), not when a
+/// replica is about to append: replicas appending the first messages of a room at once all take
+/// the bucket's epoch, and the stream's optimistic concurrency orders them (a mark made before the
+/// append let a second replica take the room for one that had lost its log, and start another
+/// epoch under readers of the first). What that leaves: a log lost between a first message and
+/// its mark (a NATS that loses its memory storage within those milliseconds) restarts in the same
+/// epoch.
 pub async fn for_first_append(rooms: &kv::Store, key: &str) -> Result<Epoch, String> {
     loop {
         let written = match current(rooms, key).await? {
-            Some((revision, epoch, false)) => rooms
-                .update(key, value(&epoch, true), revision)
-                .await
-                .map(|_| epoch)
-                .map_err(|error| error.kind() == kv::UpdateErrorKind::WrongLastRevision),
+            Some((_, epoch, false)) => return Ok(epoch),
             Some((revision, _, true)) => {
                 let epoch = Epoch::random();
                 rooms
-                    .update(key, value(&epoch, true), revision)
+                    .update(key, value(&epoch, false), revision)
                     .await
                     .map(|_| epoch)
                     .map_err(|error| error.kind() == kv::UpdateErrorKind::WrongLastRevision)
@@ -88,7 +93,7 @@ pub async fn for_first_append(rooms: &kv::Store, key: &str) -> Result<Epoch, Str
             None => {
                 let epoch = Epoch::random();
                 rooms
-                    .create(key, value(&epoch, true))
+                    .create(key, value(&epoch, false))
                     .await
                     .map(|_| epoch)
                     .map_err(|error| error.kind() == kv::CreateErrorKind::AlreadyExists)
@@ -101,6 +106,17 @@ pub async fn for_first_append(rooms: &kv::Store, key: &str) -> Result<Epoch, Str
             Err(false) => return Err("writing a room epoch failed".into()),
         }
     }
+}
+
+/// Marks `epoch` of the room `key` started, once its first message is stored. Another replica may
+/// have marked it (or moved on) first: then there is nothing to do.
+pub async fn started(rooms: &kv::Store, key: &str, epoch: &Epoch) -> Result<(), String> {
+    if let Some((revision, current, false)) = current(rooms, key).await?
+        && current == *epoch
+    {
+        let _ = rooms.update(key, value(epoch, true), revision).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
