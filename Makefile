@@ -12,6 +12,7 @@ RELEASE_BIN = $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/release/grpc-chat
 
 test: test-tools
 	cargo build --release --bin grpc-chat
+	scripts/fuzz.sh --build-only
 	GRPC_CHAT_RELEASE_BIN=$(RELEASE_BIN) cargo test --all-targets -- --test-threads=8
 	GRPC_CHAT_RELEASE_BIN=$(RELEASE_BIN) node --test --test-concurrency=1 web/test/*.test.mjs
 	scripts/fuzz.sh
@@ -27,6 +28,7 @@ lint:
 	cargo fmt --check
 	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
 fmt:
 	cargo fmt

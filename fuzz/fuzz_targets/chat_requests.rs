@@ -22,7 +22,8 @@ const MAX_CONTENT: usize = 4096;
 
 /// A caller as every caller is with auth off (the default): anyone, under the name they give.
 static ANYONE: LazyLock<Caller> = LazyLock::new(|| {
-    let auth = Auth::new(&ServeConfig::default().auth, &Monitoring::new()).expect("auth is off");
+    let auth =
+        Auth::new(&ServeConfig::default().auth, true, &Monitoring::new()).expect("auth is off");
     auth.caller(None, &Default::default())
         .expect("an open caller")
 });
