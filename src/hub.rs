@@ -174,7 +174,7 @@ impl Hub {
             metrics: Arc::clone(&self.inner.metrics),
             deliveries: 0,
             _open: self.inner.metrics.open_subscription(door),
-            _presence: presence,
+            presence,
             _place: place,
             _places: places,
         })
@@ -266,17 +266,6 @@ pub struct Participant<'a> {
     pub clock: u64,
 }
 
-impl<'a> Participant<'a> {
-    /// A participant that may have several sessions in a room.
-    pub fn shared(user: &'a UserName) -> Self {
-        Self {
-            user,
-            entry: Entry::Shared,
-            clock: 0,
-        }
-    }
-}
-
 /// The W3C traceparent of the current span, if it is being traced.
 fn current_traceparent() -> Option<String> {
     if !crate::telemetry::exporting() {
@@ -337,7 +326,7 @@ pub struct Subscription {
     /// Deliveries so far, for sampling their latency.
     deliveries: u64,
     _open: OpenSubscription,
-    _presence: Option<Presence>,
+    presence: Option<Presence>,
     _place: Place,
     _places: Places,
 }
@@ -346,6 +335,12 @@ impl Subscription {
     /// The epoch of the log it reads.
     pub fn epoch(&self) -> &Epoch {
         &self.epoch
+    }
+
+    /// Who it announced in the room, if anyone.
+    pub fn announced(&self) -> Option<&UserName> {
+        let presence = self.presence.as_ref()?;
+        presence.lease.as_ref().map(|lease| &lease.user)
     }
 
     /// Where a client that reconnects resumes: after the last event delivered, or where the

@@ -42,6 +42,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod door;
 pub mod error;
 pub mod event;
 pub mod grpc;

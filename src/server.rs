@@ -27,8 +27,9 @@ use crate::{
     auth::Auth,
     broker::{self, Broker},
     config::ServeConfig,
+    door::Kit,
     grpc::{
-        self, ChatApi, ChatLimits, ChittyApi, PagesLayer, SubscribeRoute,
+        self, ChatApi, ChittyApi, PagesLayer, SubscribeRoute,
         protocol::{self, RequestRulesLayer, RequireGrpcLayer},
     },
     health::HealthStatus,
@@ -195,15 +196,16 @@ impl App {
             &monitoring,
             app.tasks.clone(),
         );
+        let kit = Kit::new(hub, app.config.max_content_bytes);
         let connections = Admission::new(connection_limits(&app.config, net::raise_fd_limit()));
         app.spawn_grpc(
             listeners.grpc,
-            &hub,
+            &kit,
             &auth,
             &monitoring,
             connections.clone(),
         )?;
-        app.spawn_websocket(listeners.websocket, hub, auth, &monitoring, connections);
+        app.spawn_websocket(listeners.websocket, kit, auth, &monitoring, connections);
         let readiness = app.spawn_readiness();
         Ok(Self {
             readiness_task: Some(readiness),
@@ -325,21 +327,17 @@ impl App {
     fn spawn_grpc(
         &self,
         listener: TcpListener,
-        hub: &Hub,
+        kit: &Kit,
         auth: &Arc<Auth>,
         monitoring: &Arc<Monitoring>,
         connections: Admission,
     ) -> anyhow::Result<()> {
         let config = &self.config;
-        let limits = ChatLimits {
-            max_content_bytes: config.max_content_bytes,
-            max_rooms_per_chat: config.max_rooms_per_chat,
-        };
         let chat_api = Arc::new(ChatApi::new(
-            hub.clone(),
+            kit.clone(),
             Arc::clone(auth),
             Arc::clone(monitoring),
-            limits,
+            config.max_rooms_per_chat,
             &config.instance_id,
             self.drain.clone(),
         ));
@@ -350,10 +348,9 @@ impl App {
             max,
         );
         let chitty = ChittyServer::new(ChittyApi::new(
-            hub.clone(),
+            kit.clone(),
             Arc::clone(auth),
             config.chitty_room.clone(),
-            config.max_content_bytes,
             self.drain.clone(),
         ))
         .max_decoding_message_size(max);
@@ -422,21 +419,20 @@ impl App {
     fn spawn_websocket(
         &self,
         listener: TcpListener,
-        hub: Hub,
+        kit: Kit,
         auth: Arc<Auth>,
         monitoring: &Arc<Monitoring>,
         connections: Admission,
     ) {
         let config = WebSocketConfig {
             max_message_bytes: self.config.max_message_bytes,
-            max_content_bytes: self.config.max_content_bytes,
             ping_interval: self.config.ws_ping_interval,
             auth_timeout: self.config.ws_auth_timeout,
         };
         net::spawn_listener(
             listener,
             websocket::router(
-                hub,
+                kit,
                 Arc::clone(&auth),
                 config,
                 BrowserOrigins::new(&self.config.ws_allowed_origins, Ports::Same),

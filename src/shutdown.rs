@@ -245,9 +245,9 @@ pin_project_lite::pin_project! {
         inner: S,
         drain: Drain,
         // Registered once; polled only while the stream has nothing ready, or, for a call whose
-        // token expires, before each item (a busy stream must still end at its expiry).
-        #[pin]
-        draining: Draining,
+        // token expires, before each item (a busy stream must still end at its expiry). Boxed,
+        // so that a stream that is `Unpin` stays so until drained (doors keep them in maps).
+        draining: Pin<Box<Draining>>,
         done: bool,
     }
 }
@@ -260,7 +260,7 @@ impl Drain {
         UntilDrained {
             inner: stream,
             drain: self.clone(),
-            draining: self.wait(),
+            draining: Box::pin(self.wait()),
             done: false,
         }
     }
@@ -277,7 +277,7 @@ impl<S: Stream> Stream for UntilDrained<S> {
     type Item = Step<S::Item>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
+        let this = self.project();
         if *this.done {
             return Poll::Ready(None);
         }
@@ -293,7 +293,7 @@ impl<S: Stream> Stream for UntilDrained<S> {
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
-                    if this.draining.poll(cx).is_pending() {
+                    if this.draining.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                 }

@@ -38,13 +38,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
+    door::{Announce, Kit, Said},
     error::ChatError,
     grpc,
-    hub::{Delivery, Hub, Participant},
+    hub::Delivery,
     monitoring::FrontDoor,
     net::origins::BrowserOrigins,
-    room::{Draft, RoomName, StartAt},
-    shutdown::{self, Drain, Ending},
+    room::{RoomName, StartAt},
+    shutdown::{self, Drain, Ending, Step},
     text_frame::{self, TextFrame},
     woken::Woken,
 };
@@ -71,8 +72,6 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 pub struct WebSocketConfig {
     /// Largest frame or message accepted, in bytes.
     pub max_message_bytes: usize,
-    /// Longest content, in bytes.
-    pub max_content_bytes: usize,
     /// How often the server pings each socket.
     pub ping_interval: Duration,
     /// How long a socket that needs a token may take to send its `auth` frame.
@@ -81,7 +80,7 @@ pub struct WebSocketConfig {
 
 #[derive(Clone)]
 struct WsState {
-    hub: Hub,
+    kit: Kit,
     auth: Arc<Auth>,
     config: WebSocketConfig,
     /// The pages browsers may open sockets from.
@@ -90,10 +89,10 @@ struct WsState {
     tasks: TaskTracker,
 }
 
-/// The `/ws` route, judging callers by `auth` and browsers by `pages`. Sessions end
+/// The `/ws` route over `kit`, judging callers by `auth` and browsers by `pages`. Sessions end
 /// when `shutdown` is cancelled and are tracked by `tasks`.
 pub fn router(
-    hub: Hub,
+    kit: Kit,
     auth: Arc<Auth>,
     config: WebSocketConfig,
     pages: BrowserOrigins,
@@ -103,7 +102,7 @@ pub fn router(
     Router::new()
         .route("/ws", get(upgrade))
         .with_state(WsState {
-            hub,
+            kit,
             auth,
             config,
             pages,
@@ -277,19 +276,18 @@ async fn serve_room(
     state: &WsState,
     draining: &mut Draining<'_>,
 ) -> End {
+    // The server's drain, which for a socket with a token also starts when the token expires.
+    let session = state.shutdown.expiring(caller.expires());
     // A token's user is a participant where it may be present; anonymous sockets never are.
-    let present = match caller.identity() {
-        Identity::User(user) if caller.may(&room, Capability::Presence) => Some(&user.user),
-        _ => None,
-    };
     let subscription = state
-        .hub
-        .subscribe(
+        .kit
+        .join(
             caller,
             &room,
-            present.map(Participant::shared),
+            Announce::Own,
             StartAt::Live,
             FrontDoor::WebSocket,
+            &session,
         )
         .await;
     // Each wake-up takes every delivery already waiting (up to a batch), written with one flush.
@@ -304,24 +302,15 @@ async fn serve_room(
     let interval = state.config.ping_interval;
     let mut pings = tokio::time::interval_at(Instant::now() + interval, interval);
     let mut last_heard = Instant::now();
-    // The server's drain, which for a socket with a token also starts when the token expires.
-    let session = state.shutdown.expiring(caller.expires());
+    // Also checked here, not only by the subscription: a peer that never stops sending keeps
+    // the subscription from being polled.
     let mut ending = std::pin::pin!(session.wait());
     // The task wakes once per delivery; the other sources are polled only when they woke.
     let (ending_woke, peer_woke, ping_woke) =
         (Woken::default(), Woken::default(), Woken::default());
     loop {
-        match session.ended() {
-            None => {}
-            Some(Ending::TokenExpired) => {
-                return End::Close(
-                    close_code::POLICY,
-                    "token expired; reconnect with a new token".into(),
-                );
-            }
-            Some(Ending::Shutdown | Ending::ConnectionAge) => {
-                return End::Close(close_code::AWAY, "server is shutting down".into());
-            }
+        if let Some(ending) = session.ended() {
+            return closing(ending);
         }
         let step = tokio::select! {
             biased;
@@ -386,15 +375,13 @@ async fn publish(
     caller: &Caller,
     state: &WsState,
 ) -> Result<(), ChatError> {
-    let user = caller.name("Author", &frame.author)?;
-    caller.authorize(room, Capability::Publish)?;
-    let draft = Draft::chat(
-        user,
-        "Content",
-        frame.content,
-        state.config.max_content_bytes,
-    )?;
-    state.hub.publish(caller, room, draft).await.map(drop)
+    let said = Said {
+        author: caller.name("Author", &frame.author)?,
+        content: frame.content,
+        content_field: "Content",
+        clock: 0,
+    };
+    state.kit.say(caller, room, said).await.map(drop)
 }
 
 pin_project_lite::pin_project! {
@@ -404,20 +391,20 @@ pin_project_lite::pin_project! {
         #[pin]
         deliveries: S,
         // Taken from the stream but over the last batch's bytes: the next batch's first.
-        next: Option<Result<Delivery, ChatError>>,
+        next: Option<Step<Result<Delivery, ChatError>>>,
     }
 }
 
 /// Bytes a delivery's frame takes.
-fn frame_bytes(delivery: &Result<Delivery, ChatError>) -> usize {
+fn frame_bytes(delivery: &Step<Result<Delivery, ChatError>>) -> usize {
     match delivery {
-        Ok(Delivery::Event(event)) => event.text_frame().len(),
+        Step::Item(Ok(Delivery::Event(event))) => event.text_frame().len(),
         _ => 0,
     }
 }
 
-impl<S: Stream<Item = Result<Delivery, ChatError>>> Stream for ReadyBatches<S> {
-    type Item = Vec<Result<Delivery, ChatError>>;
+impl<S: Stream<Item = Step<Result<Delivery, ChatError>>>> Stream for ReadyBatches<S> {
+    type Item = Vec<Step<Result<Delivery, ChatError>>>;
 
     fn poll_next(
         self: Pin<&mut Self>,
@@ -452,13 +439,13 @@ impl<S: Stream<Item = Result<Delivery, ChatError>>> Stream for ReadyBatches<S> {
 /// Writes the deliveries of `batch` as frames with one flush at the end.
 async fn deliver_batch(
     socket: &mut WebSocket,
-    batch: Vec<Result<Delivery, ChatError>>,
+    batch: Vec<Step<Result<Delivery, ChatError>>>,
     state: &WsState,
     draining: &mut Draining<'_>,
 ) -> Result<(), End> {
     for delivery in batch {
         match delivery {
-            Ok(Delivery::Event(event)) => {
+            Step::Item(Ok(Delivery::Event(event))) => {
                 bounded(
                     socket.feed(Message::Text(event.text_frame())),
                     state,
@@ -467,9 +454,10 @@ async fn deliver_batch(
                 .await?;
             }
             // The seed's rooms have no positions to resume from.
-            Ok(Delivery::Reset(_)) => {}
+            Step::Item(Ok(Delivery::Reset(_))) => {}
             // What was fed before goes out with the close frame.
-            Err(error) => return Err(refusal(&error)),
+            Step::Item(Err(error)) => return Err(refusal(&error)),
+            Step::Drained(ending) => return Err(closing(ending)),
         }
     }
     bounded(socket.flush(), state, draining).await
@@ -504,6 +492,19 @@ async fn bounded(
         sent = send => sent.map_err(|_| End::Gone),
         () = tokio::time::sleep(2 * state.config.ping_interval) => Err(End::Gone),
         () = draining.as_mut() => Err(End::Gone),
+    }
+}
+
+/// How a socket is closed when its drain starts.
+fn closing(ending: Ending) -> End {
+    match ending {
+        Ending::TokenExpired => End::Close(
+            close_code::POLICY,
+            "token expired; reconnect with a new token".into(),
+        ),
+        Ending::Shutdown | Ending::ConnectionAge => {
+            End::Close(close_code::AWAY, "server is shutting down".into())
+        }
     }
 }
 

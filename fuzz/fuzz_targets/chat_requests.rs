@@ -30,11 +30,11 @@ static ANYONE: LazyLock<Caller> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = Message::decode(data) {
-        let _ = convert::command(&message, &ANYONE, MAX_CONTENT, false);
-        if let Ok(Command::Say(room, draft)) =
-            convert::command(&message, &ANYONE, MAX_CONTENT, true)
+        let _ = convert::command(&message, &ANYONE, false);
+        if let Ok(Command::Say(room, said)) = convert::command(&message, &ANYONE, true)
+            && room::check_content("content", &said.content, MAX_CONTENT).is_ok()
         {
-            round_trip(room, draft.user, &draft.content);
+            round_trip(room, said.author, &said.content);
         }
     }
     if let Ok(request) = SendMessageRequest::decode(data)

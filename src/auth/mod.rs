@@ -36,7 +36,7 @@ use crate::{
     error::ChatError,
     monitoring::{Monitoring, names},
     net::{Peer, admission::client_address},
-    room::{RoomName, StartAt, UserName},
+    room::{RoomName, UserName},
 };
 
 /// The metadata (HTTP header) a token comes in.
@@ -255,6 +255,14 @@ impl Caller {
         })
     }
 
+    /// The user its token names (None: it has no token).
+    pub fn user(&self) -> Option<&UserName> {
+        match &self.identity {
+            Identity::User(user) => Some(&user.user),
+            Identity::Open | Identity::Anonymous => None,
+        }
+    }
+
     /// When its token expires (None: it has none).
     pub fn expires(&self) -> Option<SystemTime> {
         match &self.identity {
@@ -294,16 +302,6 @@ impl Caller {
                 capability.name()
             )),
         })
-    }
-
-    /// Refuses unless it may read `room` from `start`: subscribe, and history for a replay or
-    /// resume.
-    pub fn authorize_reading(&self, room: &RoomName, start: &StartAt) -> Result<(), ChatError> {
-        self.authorize(room, Capability::Subscribe)?;
-        if !matches!(start, StartAt::Live) {
-            self.authorize(room, Capability::History)?;
-        }
-        Ok(())
     }
 
     /// The name to act as, given `sent` in the field `field`: with a token, the token's user
@@ -406,27 +404,5 @@ impl Caller {
                     .into(),
             ),
         })
-    }
-
-    /// Who a subscriber to `room` is announced as, given `sent` in `field`: nobody for an empty
-    /// field (with a token: its user, if it may be present), else the name, which needs the
-    /// presence capability.
-    pub fn participant(
-        &self,
-        room: &RoomName,
-        field: &str,
-        sent: &str,
-    ) -> Result<Option<UserName>, ChatError> {
-        if sent.is_empty() {
-            return Ok(match &self.identity {
-                Identity::User(user) if self.may(room, Capability::Presence) => {
-                    Some(user.user.clone())
-                }
-                _ => None,
-            });
-        }
-        let name = self.name(field, sent)?;
-        self.authorize(room, Capability::Presence)?;
-        Ok(Some(name))
     }
 }

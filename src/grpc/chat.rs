@@ -18,15 +18,16 @@ use super::{
 };
 use crate::{
     auth::{Auth, Caller, grants::Capability},
+    door::{Announce, Joined, Kit, Said},
     error::{ChatError, FROM_OFFSET_FIELD},
-    hub::{Delivery, Hub, Participant, Subscription},
+    hub::Delivery,
     monitoring::{FrontDoor, Monitoring},
     proto::{
         GetRoomRequest, Message, MetricsRequest, RoomState, SendMessageRequest,
         SendMessageResponse, SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
-    room::{Draft, RoomName, StartAt, UserName},
-    shutdown::{Drain, Step, UntilDrained},
+    room::{RoomName, StartAt, UserName},
+    shutdown::{Drain, Step},
 };
 
 /// Longest `StreamMetrics` interval a client may ask for.
@@ -36,43 +37,36 @@ const MAX_METRIC_NAMES: usize = 100;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Per-request limits the front door enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct ChatLimits {
-    /// Longest message content, in bytes.
-    pub max_content_bytes: usize,
-    /// Rooms one Chat stream may join.
-    pub max_rooms_per_chat: usize,
-}
-
 /// The service; cheap to clone.
 #[derive(Clone)]
 pub struct ChatApi {
-    hub: Hub,
+    kit: Kit,
     auth: Arc<Auth>,
     /// What `StreamMetrics` sends.
     metrics: Arc<MetricsBoards>,
-    limits: ChatLimits,
+    /// Rooms one Chat stream may join.
+    max_rooms_per_chat: usize,
     /// Started when the server drains: every stream ends on it.
     shutdown: Drain,
 }
 
 impl ChatApi {
-    /// The service over `hub`, judging callers by `auth`, with `StreamMetrics` reading `monitoring`; streams end when
+    /// The service over `kit`, judging callers by `auth`, with `StreamMetrics` reading
+    /// `monitoring`, a Chat stream joining at most `max_rooms_per_chat`; streams end when
     /// `shutdown` starts.
     pub fn new(
-        hub: Hub,
+        kit: Kit,
         auth: Arc<Auth>,
         monitoring: Arc<Monitoring>,
-        limits: ChatLimits,
+        max_rooms_per_chat: usize,
         instance_id: &str,
         shutdown: Drain,
     ) -> Self {
         Self {
-            hub,
+            kit,
             auth,
             metrics: Arc::new(MetricsBoards::new(monitoring, instance_id)),
-            limits,
+            max_rooms_per_chat,
             shutdown,
         }
     }
@@ -131,15 +125,13 @@ impl ChatService for ChatApi {
         let caller = super::caller(&self.auth, &request)?;
         let request = request.into_inner();
         let room = RoomName::parse("room", &request.room)?;
-        let user = caller.name("user", &request.user)?;
-        caller.authorize(&room, Capability::Publish)?;
-        let draft = Draft::chat(
-            user,
-            "content",
-            request.content,
-            self.limits.max_content_bytes,
-        )?;
-        let event = self.hub.publish(&caller, &room, draft).await?;
+        let said = Said {
+            author: caller.name("user", &request.user)?,
+            content: request.content,
+            content_field: "content",
+            clock: 0,
+        };
+        let event = self.kit.say(&caller, &room, said).await?;
         Ok(Response::new(SendMessageResponse {
             message_id: event.id.to_string(),
             timestamp: Some(event.timestamp.into()),
@@ -166,29 +158,26 @@ impl ChatService for ChatApi {
             &request.epoch,
             FROM_OFFSET_FIELD,
         )?;
-        caller.authorize_reading(&room, &start)?;
-        let user = caller.participant(&room, "user", &request.user)?;
+        let announce = Announce::Sent {
+            field: "user",
+            sent: request.user,
+        };
         let subscription = self
-            .hub
-            .subscribe(
-                &caller,
-                &room,
-                user.as_ref().map(Participant::shared),
-                start,
-                door,
-            )
+            .kit
+            .join(&caller, &room, announce, start, door, &drain)
             .await?;
         // Popped from the end: the welcome first, then how the replay opens.
         let mut notices = Vec::with_capacity(2);
-        if let Some(opening) = &subscription.opening {
-            let notice = convert::opening_notice(&room, opening, subscription.epoch());
+        let opened = subscription.get_ref();
+        if let Some(opening) = &opened.opening {
+            let notice = convert::opening_notice(&room, opening, opened.epoch());
             notices.push(Encoded::of(&notice));
         }
-        let welcome = convert::welcome(&room, user.as_ref(), subscription.epoch());
+        let welcome = convert::welcome(&room, opened.announced(), opened.epoch());
         notices.push(Encoded::of(&welcome));
         Ok(Response::new(Box::pin(RoomFeed {
             notices,
-            subscription: drain.until(subscription),
+            subscription,
             room,
             phase: Phase::Open,
         })))
@@ -210,16 +199,13 @@ impl ChatService for ChatApi {
                     return Err(upload_failed(at_message(status, published), published));
                 }
             };
-            let outcome =
-                match convert::command(&message, &caller, self.limits.max_content_bytes, false) {
-                    Ok(Command::Say(room, draft)) => {
-                        self.hub.publish(&caller, &room, draft).await.map(drop)
-                    }
-                    Ok(Command::Join(..) | Command::Leave(..)) => {
-                        unreachable!("presence not allowed")
-                    }
-                    Err(error) => Err(error),
-                };
+            let outcome = match convert::command(&message, &caller, false) {
+                Ok(Command::Say(room, said)) => self.kit.say(&caller, &room, said).await.map(drop),
+                Ok(Command::Join(..) | Command::Leave(..)) => {
+                    unreachable!("presence not allowed")
+                }
+                Err(error) => Err(error),
+            };
             if let Err(error) = outcome {
                 let status = Status::from(error.at_message(published));
                 return Err(upload_failed(status, published));
@@ -256,7 +242,7 @@ impl ChatService for ChatApi {
         let caller = super::caller(&self.auth, &request)?;
         let room = RoomName::parse("room", &request.into_inner().room)?;
         caller.authorize(&room, Capability::Presence)?;
-        let summary = self.hub.room(&room).await?;
+        let summary = self.kit.hub().room(&room).await?;
         Ok(Response::new(convert::room_state(&room, summary)))
     }
 
@@ -295,7 +281,7 @@ impl ChatService for ChatApi {
             }
         };
         // Counted as a subscription, for as long as the stream lasts.
-        let watching = self.hub.watch(&caller)?;
+        let watching = self.kit.hub().watch(&caller)?;
         let api = self.clone();
         let mut ticks = tokio::time::interval(Duration::from_secs(seconds.unsigned_abs().into()));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -318,7 +304,7 @@ struct ChatSession {
     caller: Caller,
     /// Its connection's drain, which also starts when its token expires.
     drain: Drain,
-    joined: StreamMap<RoomName, Subscription>,
+    joined: StreamMap<RoomName, Joined>,
     /// Per room, the offset of this session's latest message not yet delivered back to it.
     unacked: HashMap<RoomName, u64>,
 }
@@ -327,49 +313,34 @@ impl ChatSession {
     /// Serves the session: what the client sends is applied in order; every event of every
     /// joined room is sent back, the client's own messages included (their server id is the
     /// ack). When the client half-closes, the session ends once its own messages were echoed.
-    fn run(
-        mut self,
-        mut inbound: Streaming<Message>,
-    ) -> impl Stream<Item = Result<Encoded, Status>> {
+    fn run(mut self, inbound: Streaming<Message>) -> impl Stream<Item = Result<Encoded, Status>> {
         async_stream::stream! {
-            let mut draining = std::pin::pin!(self.drain.wait());
+            let mut inbound = std::pin::pin!(self.drain.until(inbound));
             let mut inbound_open = true;
             let mut received: usize = 0;
             while inbound_open || !self.unacked.is_empty() {
-                if let Some(ending) = self.drain.ended() {
-                    // Collected first: the map must not be borrowed across a yield.
-                    let notices: Vec<Message> = self
-                        .joined
-                        .iter()
-                        .map(|(room, subscription)| {
-                            convert::closing_notice(room, subscription.position(), ending)
-                        })
-                        .collect();
-                    for notice in notices {
-                        yield Ok(Encoded::of(&notice));
-                    }
-                    yield Err(ending.error().into());
-                    break;
-                }
-                tokio::select! {
+                let ending = tokio::select! {
                     biased;
-                    Some((room, next)) = self.joined.next(), if !self.joined.is_empty() => match next {
-                        Ok(Delivery::Event(event)) => {
+                    Some((room, step)) = self.joined.next(), if !self.joined.is_empty() => match step {
+                        Step::Item(Ok(Delivery::Event(event))) => {
                             if self.unacked.get(&room).is_some_and(|&offset| event.offset >= offset) {
                                 self.unacked.remove(&room);
                             }
                             yield Ok(Encoded::event(&event));
+                            continue;
                         }
-                        Ok(Delivery::Reset(reset)) => {
+                        Step::Item(Ok(Delivery::Reset(reset))) => {
                             yield Ok(Encoded::of(&convert::reset_notice(&room, &reset)));
+                            continue;
                         }
-                        Err(error) => {
+                        Step::Item(Err(error)) => {
                             yield Err(error.into());
                             break;
                         }
+                        Step::Drained(ending) => ending,
                     },
-                    next = inbound.message(), if inbound_open => match next {
-                        Ok(Some(message)) => {
+                    next = inbound.next(), if inbound_open => match next {
+                        Some(Step::Item(Ok(message))) => {
                             match self.apply(&message).await {
                                 Ok(notice) => {
                                     if let Some(notice) = notice {
@@ -382,35 +353,46 @@ impl ChatSession {
                                 }
                             }
                             received += 1;
+                            continue;
                         }
-                        Ok(None) => inbound_open = false,
+                        None => {
+                            inbound_open = false;
+                            continue;
+                        }
                         // A message that cannot be read (or a broken stream, when the client is
                         // gone and nobody hears it) ends the call with its status.
-                        Err(status) => {
+                        Some(Step::Item(Err(status))) => {
                             yield Err(at_message(status, received));
                             break;
                         }
+                        Some(Step::Drained(ending)) => ending,
                     },
-                    // Wakes the loop; the check at its top ends the session.
-                    () = &mut draining => {}
                     else => break,
+                };
+                // Collected first: the map must not be borrowed across a yield.
+                let notices: Vec<Message> = self
+                    .joined
+                    .iter()
+                    .map(|(room, subscription)| {
+                        convert::closing_notice(room, subscription.get_ref().position(), ending)
+                    })
+                    .collect();
+                for notice in notices {
+                    yield Ok(Encoded::of(&notice));
                 }
+                yield Err(ending.error().into());
+                break;
             }
         }
     }
 
     /// Applies one client message; a JOIN that resumes may open with a notice to send.
     async fn apply(&mut self, message: &Message) -> Result<Option<Message>, ChatError> {
-        match convert::command(
-            message,
-            &self.caller,
-            self.api.limits.max_content_bytes,
-            true,
-        )? {
-            Command::Say(room, draft) => {
-                let user = draft.user.clone();
+        match convert::command(message, &self.caller, true)? {
+            Command::Say(room, said) => {
+                let user = said.author.clone();
                 self.join(&room, &user, StartAt::Live).await?;
-                let event = self.api.hub.publish(&self.caller, &room, draft).await?;
+                let event = self.api.kit.say(&self.caller, &room, said).await?;
                 self.unacked.insert(room, event.offset);
                 Ok(None)
             }
@@ -436,8 +418,7 @@ impl ChatSession {
         if self.joined.contains_key(room) {
             return Ok(None);
         }
-        self.caller.authorize_reading(room, &start)?;
-        let max = self.api.limits.max_rooms_per_chat;
+        let max = self.api.max_rooms_per_chat;
         if self.joined.len() >= max {
             return Err(ChatError::ResourceExhausted(format!(
                 "cannot join room {room}: a chat stream may join at most {max} rooms at once"
@@ -445,22 +426,22 @@ impl ChatSession {
         }
         let subscription = self
             .api
-            .hub
-            .subscribe(
+            .kit
+            .join(
                 &self.caller,
                 room,
-                self.caller
-                    .may(room, Capability::Presence)
-                    .then(|| Participant::shared(user)),
+                Announce::IfAllowed(user.clone()),
                 start,
                 FrontDoor::Grpc,
+                &self.drain,
             )
             .await
             .map_err(|error| error.offset_in(convert::JOIN_OFFSET_FIELD))?;
-        let notice = subscription
+        let opened = subscription.get_ref();
+        let notice = opened
             .opening
             .as_ref()
-            .map(|opening| convert::opening_notice(room, opening, subscription.epoch()));
+            .map(|opening| convert::opening_notice(room, opening, opened.epoch()));
         self.joined.insert(room.clone(), subscription);
         Ok(notice)
     }
@@ -486,7 +467,7 @@ pin_project_lite::pin_project! {
         // Popped from the end.
         notices: Vec<Encoded>,
         #[pin]
-        subscription: UntilDrained<Subscription>,
+        subscription: Joined,
         room: RoomName,
         phase: Phase,
     }

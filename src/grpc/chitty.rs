@@ -20,19 +20,20 @@ use prost::{
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{
-    auth::{Auth, Caller, grants::Capability},
+    auth::{Auth, Caller},
     broker::Entry,
+    door::{Announce, Joined, Kit, Said},
     error::ChatError,
     event,
-    hub::{Delivery, Hub, Participant, Subscription},
+    hub::Delivery,
     monitoring::FrontDoor,
     proto::chitty_chat::{
         ChatEvent, ChatMessage,
         chat_event::{self, Event},
         chat_server::Chat,
     },
-    room::{self, CHITTY_SERVER_USER, Draft, RoomName, StartAt, UserName},
-    shutdown::Drain,
+    room::{self, CHITTY_SERVER_USER, RoomName, StartAt, UserName},
+    shutdown::{Drain, Step},
 };
 
 /// Metadata key that picks the room of a Broadcast stream.
@@ -43,29 +44,21 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send
 /// The Chitty-Chat service; cheap to clone.
 #[derive(Clone)]
 pub struct ChittyApi {
-    hub: Hub,
+    kit: Kit,
     auth: Arc<Auth>,
     default_room: RoomName,
-    max_content_bytes: usize,
     /// Started when the server drains: every stream ends on it.
     shutdown: Drain,
 }
 
 impl ChittyApi {
-    /// The service over `hub`, judging callers by `auth`; streams without `x-chat-room` join
+    /// The service over `kit`, judging callers by `auth`; streams without `x-chat-room` join
     /// `default_room`.
-    pub fn new(
-        hub: Hub,
-        auth: Arc<Auth>,
-        default_room: RoomName,
-        max_content_bytes: usize,
-        shutdown: Drain,
-    ) -> Self {
+    pub fn new(kit: Kit, auth: Arc<Auth>, default_room: RoomName, shutdown: Drain) -> Self {
         Self {
-            hub,
+            kit,
             auth,
             default_room,
-            max_content_bytes,
             shutdown,
         }
     }
@@ -121,7 +114,7 @@ struct Session {
     drain: Drain,
     room: RoomName,
     /// The participant's name and its subscription, once it joined.
-    joined: Option<(UserName, Subscription)>,
+    joined: Option<(UserName, Joined)>,
     /// Timestamp of the last message sent, so notices never go back in time.
     last_timestamp: u64,
 }
@@ -129,36 +122,32 @@ struct Session {
 impl Session {
     fn run(
         mut self,
-        mut inbound: Streaming<ChatEvent>,
+        inbound: Streaming<ChatEvent>,
     ) -> impl Stream<Item = Result<Outgoing, Status>> {
         async_stream::stream! {
-            let mut draining = std::pin::pin!(self.drain.wait());
+            let mut inbound = std::pin::pin!(self.drain.until(inbound));
             loop {
-                if let Some(ending) = self.drain.ended() {
-                    let notice = self.notice(&format!("Chitty-Chat: {}", ending.describe()));
-                    yield Ok(Outgoing::Notice(notice));
-                    yield Err(ending.error().into());
-                    break;
-                }
-                tokio::select! {
+                let ending = tokio::select! {
                     biased;
                     next = next_event(&mut self.joined) => match next {
-                        Some(Ok(Delivery::Event(event))) => {
+                        Some(Step::Item(Ok(Delivery::Event(event)))) => {
                             self.last_timestamp = event.lamport;
                             yield Ok(Outgoing::Event(event));
+                            continue;
                         }
                         // Chitty-Chat has no positions to resume from: a restarted log is news
                         // to nobody.
-                        Some(Ok(Delivery::Reset(_))) => {}
-                        Some(Err(error)) => {
+                        Some(Step::Item(Ok(Delivery::Reset(_)))) => continue,
+                        Some(Step::Item(Err(error))) => {
                             yield Err(error.into());
                             break;
                         }
+                        Some(Step::Drained(ending)) => ending,
                         None => break,
                     },
-                    next = inbound.message() => match next {
-                        Ok(Some(event)) => match self.apply(event).await {
-                            Ok(Flow::Continue) => {}
+                    next = inbound.next() => match next {
+                        Some(Step::Item(Ok(event))) => match self.apply(event).await {
+                            Ok(Flow::Continue) => continue,
                             Ok(Flow::Left) => break,
                             Err(error) => {
                                 yield Err(error.into());
@@ -167,17 +156,20 @@ impl Session {
                         },
                         // The client closed its side: the stream ends, and dropping the
                         // subscription leaves the room.
-                        Ok(None) => break,
+                        None => break,
                         // An event that cannot be read (or a broken stream, when the client is
                         // gone and nobody hears it) ends the call with its status.
-                        Err(status) => {
+                        Some(Step::Item(Err(status))) => {
                             yield Err(status);
                             break;
                         }
+                        Some(Step::Drained(ending)) => ending,
                     },
-                    // Wakes the loop; the check at its top ends the stream.
-                    () = &mut draining => {}
-                }
+                };
+                let notice = self.notice(&format!("Chitty-Chat: {}", ending.describe()));
+                yield Ok(Outgoing::Notice(notice));
+                yield Err(ending.error().into());
+                break;
             }
         }
     }
@@ -191,23 +183,22 @@ impl Session {
                     )));
                 }
                 let user = self.caller.name("join.username", &username)?;
-                // A Chitty-Chat participant is announced: reading and presence both.
-                self.caller.authorize_reading(&self.room, &StartAt::Live)?;
-                self.caller.authorize(&self.room, Capability::Presence)?;
-                let participant = Participant {
-                    user: &user,
+                // A Chitty-Chat participant is announced, and the only session of its name.
+                let announce = Announce::Required {
+                    user: user.clone(),
                     entry: Entry::Exclusive,
                     clock,
                 };
                 let subscription = self
                     .api
-                    .hub
-                    .subscribe(
+                    .kit
+                    .join(
                         &self.caller,
                         &self.room,
-                        Some(participant),
+                        announce,
                         StartAt::Live,
                         FrontDoor::ChittyChat,
+                        &self.drain,
                     )
                     .await?;
                 self.joined = Some((user, subscription));
@@ -218,15 +209,13 @@ impl Session {
                 text,
                 clock,
             } => {
-                let user = self.joined_as("message.username", &username)?;
-                self.caller.authorize(&self.room, Capability::Publish)?;
-                let mut draft =
-                    Draft::chat(user, "message.message", text, self.api.max_content_bytes)?;
-                draft.sender_clock = clock;
-                self.api
-                    .hub
-                    .publish(&self.caller, &self.room, draft)
-                    .await?;
+                let said = Said {
+                    author: self.joined_as("message.username", &username)?,
+                    content: text,
+                    content_field: "message.message",
+                    clock,
+                };
+                self.api.kit.say(&self.caller, &self.room, said).await?;
                 Ok(Flow::Continue)
             }
             Command::Leave { username } => {
@@ -267,8 +256,8 @@ impl Session {
 }
 
 async fn next_event(
-    joined: &mut Option<(UserName, Subscription)>,
-) -> Option<Result<Delivery, ChatError>> {
+    joined: &mut Option<(UserName, Joined)>,
+) -> Option<Step<Result<Delivery, ChatError>>> {
     match joined {
         Some((_, subscription)) => subscription.next().await,
         None => std::future::pending().await,

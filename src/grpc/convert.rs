@@ -3,12 +3,13 @@
 use std::time::SystemTime;
 
 use crate::{
-    auth::{Caller, grants::Capability},
+    auth::Caller,
     broker::{Opening, Reset, RoomSummary},
+    door::Said,
     error::ChatError,
     hub::Position,
     proto::{Member, Message, MessageType, Notice, RoomState},
-    room::{Draft, Epoch, RoomName, SYSTEM_USER, StartAt, UserName},
+    room::{Epoch, RoomName, SYSTEM_USER, StartAt, UserName},
     shutdown::Ending,
 };
 
@@ -17,8 +18,8 @@ const NOTICE_ID: &str = "system";
 
 /// What a client-sent `Message` asks for.
 pub enum Command {
-    /// Publish `draft` to `room`.
-    Say(RoomName, Draft),
+    /// Publish what was said to `room`.
+    Say(RoomName, Said),
     /// Join `room` as the named user, reading from `start` (Chat only).
     Join(RoomName, UserName, StartAt),
     /// Leave `room` (Chat only).
@@ -28,15 +29,13 @@ pub enum Command {
 /// The field of a JOIN in `Chat` that names where to resume the room.
 pub const JOIN_OFFSET_FIELD: &str = "offset";
 
-/// Validates a client-sent `Message` from `caller`. `id` and `timestamp` are the server's to
-/// assign and are ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set. A
-/// JOIN with an `offset` resumes the room from there (in its `epoch`), as `from_offset` does. A
-/// CHAT message needs the publish capability and counts against the caller's publish rate; the
-/// user is the caller's ([`Caller::name`]).
+/// Reads a client-sent `Message` from `caller`. `id` and `timestamp` are the server's to assign
+/// and are ignored; `type` must be CHAT, or JOIN / LEAVE where `allow_presence` is set. A JOIN
+/// with an `offset` resumes the room from there (in its `epoch`), as `from_offset` does. The user
+/// is the caller's ([`Caller::name`]).
 pub fn command(
     message: &Message,
     caller: &Caller,
-    max_content_bytes: usize,
     allow_presence: bool,
 ) -> Result<Command, ChatError> {
     let room = RoomName::parse("room", &message.room)?;
@@ -45,10 +44,13 @@ pub fn command(
     })?;
     match kind {
         MessageType::Chat => {
-            let user = caller.name("user", &message.user)?;
-            caller.authorize(&room, Capability::Publish)?;
-            let draft = Draft::chat(user, "content", message.content.clone(), max_content_bytes)?;
-            Ok(Command::Say(room, draft))
+            let said = Said {
+                author: caller.name("user", &message.user)?,
+                content: message.content.clone(),
+                content_field: "content",
+                clock: 0,
+            };
+            Ok(Command::Say(room, said))
         }
         MessageType::Join if allow_presence => Ok(Command::Join(
             room,

@@ -12,7 +12,7 @@ mod metrics;
 pub mod protocol;
 mod web;
 
-pub use chat::{ChatApi, ChatLimits};
+pub use chat::ChatApi;
 pub use chitty::{ChittyApi, Outgoing as ChittyOutgoing};
 pub use codec::LeanCodec;
 pub use encoded::Encoded;

@@ -1,0 +1,154 @@
+//! The door kit: what every front door does for a caller to use a room, written once.
+//!
+//! A door translates its wire into the room model and calls the kit; the kit checks the
+//! caller's capability, validates what only the room model knows (content within its limit),
+//! decides who is announced, and goes through the [`Hub`] (which holds the caller to its rates
+//! and caps). A subscription comes back ending on the door's drain ([`Drain::until`]), so each
+//! door only renders the ending in its own protocol. An operation on rooms is added here, once,
+//! and each door that can express it maps its own message to the call.
+
+use std::sync::Arc;
+
+use crate::{
+    auth::{Caller, grants::Capability},
+    broker::Entry,
+    error::ChatError,
+    event::Event,
+    hub::{Hub, Participant, Subscription},
+    monitoring::FrontDoor,
+    room::{Draft, RoomName, StartAt, UserName},
+    shutdown::{Drain, UntilDrained},
+};
+
+/// The rooms as every front door uses them; cheap to clone.
+#[derive(Clone)]
+pub struct Kit {
+    hub: Hub,
+    /// Longest message content, in bytes.
+    max_content_bytes: usize,
+}
+
+/// A chat message as a door received it, its author already named ([`Caller::name`]).
+#[derive(Debug)]
+pub struct Said {
+    /// Who says it.
+    pub author: UserName,
+    /// What it says.
+    pub content: String,
+    /// The door's name for the field that carried the content, for errors.
+    pub content_field: &'static str,
+    /// The author's Lamport clock (0: it keeps none).
+    pub clock: u64,
+}
+
+/// Who a subscription announces in its room.
+#[derive(Debug)]
+pub enum Announce {
+    /// The caller's own user where it may be present there (a token's user); otherwise nobody.
+    Own,
+    /// `user` where the caller may be present there; otherwise nobody.
+    IfAllowed(UserName),
+    /// The name sent in the door's field `field`: for an empty one as [`Announce::Own`], else
+    /// the name ([`Caller::name`]), which needs the presence capability.
+    Sent {
+        /// The door's name for the field.
+        field: &'static str,
+        /// What it held.
+        sent: String,
+    },
+    /// `user`, which needs the presence capability, entering as `entry` with its Lamport
+    /// `clock`.
+    Required {
+        /// The name announced.
+        user: UserName,
+        /// Whether it may have other sessions in the room.
+        entry: Entry,
+        /// Its Lamport clock, merged into the room's with its JOIN.
+        clock: u64,
+    },
+}
+
+/// A subscription of a door: the room's events until the door's drain starts.
+pub type Joined = UntilDrained<Subscription>;
+
+impl Kit {
+    /// The kit over `hub`, refusing content over `max_content_bytes`.
+    pub fn new(hub: Hub, max_content_bytes: usize) -> Self {
+        Self {
+            hub,
+            max_content_bytes,
+        }
+    }
+
+    /// The hub it goes through.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Publishes `said` to `room` for `caller`, which needs the publish capability there.
+    pub async fn say(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        said: Said,
+    ) -> Result<Arc<Event>, ChatError> {
+        caller.authorize(room, Capability::Publish)?;
+        let mut draft = Draft::chat(
+            said.author,
+            said.content_field,
+            said.content,
+            self.max_content_bytes,
+        )?;
+        draft.sender_clock = said.clock;
+        self.hub.publish(caller, room, draft).await
+    }
+
+    /// Subscribes `caller` (coming through `door`) to `room` from `start`, announcing whom
+    /// `announce` says, until `drain` starts. Reading needs the subscribe capability, and the
+    /// history capability unless it starts live.
+    pub async fn join(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        announce: Announce,
+        start: StartAt,
+        door: FrontDoor,
+        drain: &Drain,
+    ) -> Result<Joined, ChatError> {
+        caller.authorize(room, Capability::Subscribe)?;
+        if !matches!(start, StartAt::Live) {
+            caller.authorize(room, Capability::History)?;
+        }
+        let may_be_present = || caller.may(room, Capability::Presence);
+        let own = || {
+            caller
+                .user()
+                .filter(|_| may_be_present())
+                .map(|user| (user.clone(), Entry::Shared, 0))
+        };
+        let present = match announce {
+            Announce::Own => own(),
+            Announce::IfAllowed(user) => may_be_present().then_some((user, Entry::Shared, 0)),
+            Announce::Sent { sent, .. } if sent.is_empty() => own(),
+            Announce::Sent { field, sent } => {
+                let user = caller.name(field, &sent)?;
+                caller.authorize(room, Capability::Presence)?;
+                Some((user, Entry::Shared, 0))
+            }
+            Announce::Required { user, entry, clock } => {
+                caller.authorize(room, Capability::Presence)?;
+                Some((user, entry, clock))
+            }
+        };
+        let participant = present.as_ref().map(|(user, entry, clock)| Participant {
+            user,
+            entry: *entry,
+            clock: *clock,
+        });
+        let subscription = self
+            .hub
+            .subscribe(caller, room, participant, start, door)
+            .await?;
+        Ok(drain.until(subscription))
+    }
+}
