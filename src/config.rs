@@ -9,15 +9,24 @@ use clap::{Args, Parser};
 use crate::{
     auth::config::AuthOptions,
     broker::{
-        EngineKind,
-        memory::MemoryConfig,
-        nats::{NatsConfig, config::NatsOptions},
+        Broker,
+        memory::{MemoryBroker, MemoryConfig},
+        nats::{NatsBroker, NatsConfig, config::NatsOptions},
     },
     error::ChatError,
     net::tls::TlsOptions,
     room::RoomName,
     telemetry::LogFormat,
 };
+
+/// Which engine holds the rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    /// In this process: nothing else to run; rooms and history end with the process.
+    Memory,
+    /// NATS JetStream: replicas share rooms; history is durable.
+    Nats,
+}
 
 /// Room the gRPC envelope needs besides the content: names, ids, timestamps, framing.
 const ENVELOPE_BYTES: usize = 1024;
@@ -334,6 +343,14 @@ impl ServeConfig {
                     .collect::<String>(),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
+        }
+    }
+
+    /// The engine the settings name, not yet started.
+    pub fn build_engine(&self) -> std::sync::Arc<dyn Broker> {
+        match self.engine {
+            EngineKind::Memory => std::sync::Arc::new(MemoryBroker::new(self.memory())),
+            EngineKind::Nats => std::sync::Arc::new(NatsBroker::new(self.nats())),
         }
     }
 

@@ -18,12 +18,11 @@ use prost::{
 
 use crate::{
     proto::{Message, MessageType},
-    room::{Epoch, RoomName, SYSTEM_USER, UserName},
+    protocol::{PREFIX as GRPC_PREFIX, put_prefix},
+    room::{Epoch, EventKind, RoomName, SYSTEM_USER, UserName},
     text_frame::TextFrame,
 };
 
-/// Length of the gRPC message prefix: a compression flag and a big-endian `u32` length.
-pub const GRPC_PREFIX: usize = 5;
 /// Field number of `content` in `chat.Message`.
 const CONTENT_FIELD: u32 = 3;
 /// Heap an event costs besides its frames: the event itself behind its `Arc` (two counts), the
@@ -45,31 +44,26 @@ pub const fn allocation(size: usize) -> usize {
     size.div_ceil(step) * step
 }
 
-/// Writes the gRPC message prefix of an uncompressed message of `length` bytes.
-pub fn put_grpc_prefix(buf: &mut impl BufMut, length: usize) {
-    buf.put_u8(0);
-    // Messages are bounded far below 4 GiB by the server's limits.
-    buf.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+impl From<EventKind> for MessageType {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Chat => Self::Chat,
+            EventKind::Join => Self::Join,
+            EventKind::Leave => Self::Leave,
+        }
+    }
 }
 
-/// What an event in a room's log records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A chat message.
-    Chat,
-    /// A named participant arrived.
-    Join,
-    /// A named participant left.
-    Leave,
-}
+impl TryFrom<MessageType> for EventKind {
+    /// The type, which no event of a log has (a server notice).
+    type Error = MessageType;
 
-impl EventKind {
-    /// How an announcement says what happened (`X joined`, `X left`); `None` for chat.
-    pub fn presence_verb(self) -> Option<&'static str> {
-        match self {
-            Self::Chat => None,
-            Self::Join => Some("joined"),
-            Self::Leave => Some("left"),
+    fn try_from(kind: MessageType) -> Result<Self, MessageType> {
+        match kind {
+            MessageType::Chat => Ok(Self::Chat),
+            MessageType::Join => Ok(Self::Join),
+            MessageType::Leave => Ok(Self::Leave),
+            other => Err(other),
         }
     }
 }
@@ -134,11 +128,7 @@ impl Event {
             None => parts.content.to_owned(),
             Some(verb) => format!("{} {verb}", parts.user),
         };
-        let kind = match parts.kind {
-            EventKind::Chat => MessageType::Chat,
-            EventKind::Join => MessageType::Join,
-            EventKind::Leave => MessageType::Leave,
-        };
+        let kind = MessageType::from(parts.kind);
         // Every field but the content, which goes last so that it is one slice of the frame.
         let head = Message {
             id: parts.id.to_string(),
@@ -159,7 +149,7 @@ impl Event {
             + encoded_len_varint(content.len() as u64)
             + content.len();
         let mut frame = BytesMut::with_capacity(GRPC_PREFIX + length);
-        put_grpc_prefix(&mut frame, length);
+        put_prefix(&mut frame, length);
         head.encode(&mut frame)
             .expect("the buffer was sized from encoded_len");
         encode_key(CONTENT_FIELD, WireType::LengthDelimited, &mut frame);

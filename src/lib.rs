@@ -52,6 +52,8 @@ pub mod lookalike;
 pub mod monitoring;
 pub mod net;
 pub mod page;
+pub mod pem;
+pub mod protocol;
 pub mod reload;
 pub mod room;
 pub mod server;

@@ -18,7 +18,7 @@ use std::{
     sync::{Arc, LazyLock},
 };
 
-use crate::{error::ChatError, event::EventKind, lookalike::LookKeys};
+use crate::{error::ChatError, lookalike::LookKeys};
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -185,6 +185,28 @@ pub fn merge_clock(room_clock: u64, sender_clock: u64) -> Result<u64, ChatError>
             "would move the room's Lamport clock past 2^64 - 1",
         )
     })
+}
+
+/// What an event in a room's log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A chat message.
+    Chat,
+    /// A named participant arrived.
+    Join,
+    /// A named participant left.
+    Leave,
+}
+
+impl EventKind {
+    /// How an announcement says what happened (`X joined`, `X left`); `None` for chat.
+    pub fn presence_verb(self) -> Option<&'static str> {
+        match self {
+            Self::Chat => None,
+            Self::Join => Some("joined"),
+            Self::Leave => Some("left"),
+        }
+    }
 }
 
 /// What a client asks to append to a room; the broker turns it into an

@@ -25,13 +25,10 @@ use tower::{ServiceBuilder, util::MapRequestLayer};
 use crate::{
     admin::{self, Readiness},
     auth::Auth,
-    broker::{self, Broker},
+    broker::Broker,
     config::ServeConfig,
     door::Kit,
-    grpc::{
-        self, ChatApi, ChittyApi, PagesLayer, SubscribeRoute,
-        protocol::{self, RequestRulesLayer, RequireGrpcLayer},
-    },
+    grpc::{self, ChatApi, ChittyApi, PagesLayer, SubscribeRoute},
     health::HealthStatus,
     hub::Hub,
     monitoring::{ListenerMetrics, Monitoring, RpcLayer},
@@ -48,6 +45,7 @@ use crate::{
         self, chat_service_server::ChatServiceServer,
         chitty_chat::chat_server::ChatServer as ChittyServer,
     },
+    protocol::{self, RequestRulesLayer, RequireGrpcLayer},
     shutdown::Drain,
     websocket::{self, WebSocketConfig},
 };
@@ -107,7 +105,7 @@ impl App {
     /// accepting.
     pub fn build(listeners: Listeners, config: ServeConfig) -> anyhow::Result<Self> {
         config.check().map_err(anyhow::Error::msg)?;
-        let broker = broker::build(&config);
+        let broker = config.build_engine();
         Self::build_on(listeners, config, broker)
     }
 

@@ -8,11 +8,12 @@ use grpc_chat::{
     auth::{Auth, Caller},
     config::ServeConfig,
     error::FROM_OFFSET_FIELD,
-    event::{Event, EventKind, EventParts, GRPC_PREFIX},
+    event::{Event, EventParts},
     grpc::convert::{self, Command},
     monitoring::Monitoring,
     proto::{Message, MetricsRequest, SendMessageRequest, SubscribeRequest},
-    room::{self, Epoch, RoomName, UserName},
+    protocol::PREFIX as GRPC_PREFIX,
+    room::{self, Epoch, EventKind, RoomName, UserName},
     text_frame::TextFrame,
 };
 use libfuzzer_sys::fuzz_target;

@@ -5,13 +5,13 @@
 use std::{sync::Arc, time::SystemTime};
 
 use grpc_chat::{
-    event::{Event, EventKind, EventParts},
+    event::{Event, EventParts},
     grpc::{
         ChittyOutgoing,
         chitty::{self, Command},
     },
     proto::chitty_chat::{ChatEvent, ChatMessage},
-    room::{self, Epoch, RoomName, UserName},
+    room::{self, Epoch, EventKind, RoomName, UserName},
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;

@@ -2,7 +2,7 @@
 //! server's frame reader finds the same messages however the bytes arrive.
 #![no_main]
 
-use grpc_chat::grpc::protocol::FrameReader;
+use grpc_chat::protocol::FrameReader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

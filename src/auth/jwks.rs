@@ -48,7 +48,7 @@ impl RemoteJwks {
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tls = if secure {
             let roots = match ca {
-                Some(ca) => crate::net::tls::read_roots("--jwt-jwks-ca", ca)?,
+                Some(ca) => crate::pem::read_roots("--jwt-jwks-ca", ca)?,
                 None => {
                     let mut roots = rustls::RootCertStore::empty();
                     for certificate in rustls_native_certs::load_native_certs().certs {

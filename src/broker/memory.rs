@@ -27,9 +27,9 @@ use super::{
 };
 use crate::{
     error::{ChatError, FROM_OFFSET_FIELD},
-    event::{Event, EventKind},
+    event::Event,
     lookalike::{self, LookIndex},
-    room::{Draft, Epoch, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, EventKind, RoomName, StartAt, UserName},
 };
 
 /// Longest pause between sweeps for idle rooms.

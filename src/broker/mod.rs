@@ -6,7 +6,7 @@
 //! replicas only the engine knows which is which). It can be embedded ([`memory::MemoryBroker`],
 //! the default) or in another process (a NATS JetStream engine that replicas share); front doors
 //! never see which. [`log::RoomLog`] is one room's log with its readers, which an engine in
-//! another process reuses as its local cache. [`build`] makes the engine the configuration names.
+//! another process reuses as its local cache.
 
 pub mod log;
 pub mod memory;
@@ -18,7 +18,6 @@ use futures_util::{future::BoxFuture, stream::BoxStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    config::ServeConfig,
     error::ChatError,
     event::Event,
     room::{Draft, Epoch, RoomName, StartAt, UserName},
@@ -199,21 +198,4 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Which engine holds the rooms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineKind {
-    /// In this process: nothing else to run; rooms and history end with the process.
-    Memory,
-    /// NATS JetStream: replicas share rooms; history is durable.
-    Nats,
-}
-
-/// The engine the configuration names, not yet started.
-pub fn build(config: &ServeConfig) -> Arc<dyn Broker> {
-    match config.engine {
-        EngineKind::Memory => Arc::new(memory::MemoryBroker::new(config.memory())),
-        EngineKind::Nats => Arc::new(nats::NatsBroker::new(config.nats())),
-    }
 }

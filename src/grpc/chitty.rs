@@ -416,7 +416,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::event::EventKind;
+    use crate::room::EventKind;
 
     fn event(kind: EventKind) -> Outgoing {
         Outgoing::Event(Arc::new(event::Event::new(

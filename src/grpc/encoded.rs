@@ -6,7 +6,10 @@ use prost::{
     encoding::{DecodeContext, WireType},
 };
 
-use crate::event::{Event, GRPC_PREFIX, put_grpc_prefix};
+use crate::{
+    event::Event,
+    protocol::{PREFIX as GRPC_PREFIX, put_prefix},
+};
 
 /// A protobuf message already encoded, kept with its gRPC message prefix: a response body can send
 /// [`Encoded::framed`] as it is, and tonic's encoder copies the message after the prefix.
@@ -40,7 +43,7 @@ impl Default for Encoded {
 fn frame<M: Message>(message: &M) -> Bytes {
     let length = message.encoded_len();
     let mut framed = BytesMut::with_capacity(GRPC_PREFIX + length);
-    put_grpc_prefix(&mut framed, length);
+    put_prefix(&mut framed, length);
     message
         .encode(&mut framed)
         .expect("the buffer was sized from encoded_len");

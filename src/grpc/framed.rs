@@ -31,8 +31,9 @@ use tonic::{
 };
 use tower::Service;
 
-use super::{ChatApi, Encoded, LeanCodec, protocol::CHAT_SERVICE_SUBSCRIBE_MESSAGES};
+use super::{ChatApi, Encoded, LeanCodec};
 use crate::proto::{SubscribeRequest, chat_service_server::ChatService};
+use crate::protocol::CHAT_SERVICE_SUBSCRIBE_MESSAGES;
 
 /// Waiting messages coalesced into one frame stop growing it at this size (so a chunk holds at
 /// most this and a message, which [`crate::net::outbox`] counts on).

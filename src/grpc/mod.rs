@@ -9,7 +9,6 @@ pub mod convert;
 mod encoded;
 mod framed;
 mod metrics;
-pub mod protocol;
 mod web;
 
 pub use chat::ChatApi;

@@ -20,8 +20,8 @@ use tonic::body::Body as TonicBody;
 use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::protocol::plain_text;
 use crate::net::origins::BrowserOrigins;
+use crate::protocol::plain_text;
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);

@@ -26,7 +26,7 @@ use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{Monitoring, names};
-use crate::grpc::protocol::{FrameReader, RPCS};
+use crate::protocol::{FrameReader, RPCS, ReceivedMessages};
 
 /// Labels for paths the server does not serve: arbitrary paths must not become label values.
 const UNKNOWN: (&str, &str, &str) = ("unknown", "unknown", "unknown");
@@ -162,14 +162,11 @@ where
             .get(request.uri().path())
             .unwrap_or(&self.methods.unknown);
         let call = Call::start(Arc::clone(method), request.headers());
-        let received = method.received.clone();
-        let request = request.map(|body| {
-            tonic::body::Body::new(CountedBody {
-                inner: body,
-                frames: FrameReader::default(),
-                counter: received,
-            })
-        });
+        let mut request = request;
+        // Counted as the request rules read the framing (they run inside this layer).
+        request
+            .extensions_mut()
+            .insert(ReceivedMessages(method.received.clone()));
         let span = call.span.clone();
         let response = self.inner.call(request).instrument(span);
         Box::pin(async move {
@@ -322,43 +319,6 @@ impl<B: Body<Data = Bytes>> Body for ObservedBody<B> {
             Poll::Ready(Some(Err(_))) => this.call.finish(Code::Internal),
             Poll::Ready(None) => this.call.finish(Code::Unknown),
             Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that counts received messages.
-    struct CountedBody<B> {
-        #[pin]
-        inner: B,
-        frames: FrameReader,
-        counter: Counter,
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            count(this.frames, data, this.counter);
         }
         polled
     }

@@ -4,11 +4,7 @@
 //! files and the whole configuration is swapped when one changes or on SIGHUP; connections
 //! already open keep the configuration they were accepted with.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use clap::Args;
@@ -153,18 +149,6 @@ impl Tls {
     }
 }
 
-/// The CA certificates of the PEM file `path` (given as `flag`).
-pub fn read_roots(flag: &str, path: &Path) -> Result<rustls::RootCertStore, String> {
-    let bad = |error: &dyn std::fmt::Display| format!("{flag} {}: {error}", path.display());
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(path).map_err(|error| bad(&error))? {
-        roots
-            .add(certificate.map_err(|error| bad(&error))?)
-            .map_err(|error| bad(&error))?;
-    }
-    Ok(roots)
-}
-
 /// Reads the files of `options` into a server configuration.
 fn server_config(options: &TlsOptions) -> Result<ServerConfig, String> {
     let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) else {
@@ -188,7 +172,7 @@ fn server_config(options: &TlsOptions) -> Result<ServerConfig, String> {
     let builder = match &options.tls_client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let roots = read_roots("--tls-client-ca", ca)?;
+            let roots = crate::pem::read_roots("--tls-client-ca", ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                 .build()
                 .map_err(|error| format!("--tls-client-ca {}: {error}", ca.display()))?;

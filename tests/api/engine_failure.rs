@@ -49,7 +49,7 @@ fn assert_resumes_after(status: &Status, last: u64, epoch: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_front_door_reports_a_failed_engine_as_unavailable() {
     let config = ServeConfig::default();
-    let failing = FailingBroker::new(grpc_chat::broker::build(&config));
+    let failing = FailingBroker::new(config.build_engine());
     let app = spawn_app_on(config, failing.clone()).await;
     let epoch = app.send("general", "Alice", "one").await.epoch;
     app.send("general", "Alice", "two").await;

@@ -14,11 +14,11 @@ use crate::helpers::{NatsServer, PATIENCE};
 
 use grpc_chat::{
     broker::{
-        Broker, EngineKind,
+        Broker,
         memory::MemoryBroker,
         nats::{NatsBroker, config::Storage},
     },
-    config::ServeConfig,
+    config::{EngineKind, ServeConfig},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 

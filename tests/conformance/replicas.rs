@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use grpc_chat::{broker::Entry, config::ServeConfig, event::EventKind, room::StartAt};
+use grpc_chat::{
+    broker::Entry,
+    config::ServeConfig,
+    room::{EventKind, StartAt},
+};
 use tokio::task::JoinSet;
 
 use crate::{

@@ -12,10 +12,10 @@ use grpc_chat::{
     },
     config::ServeConfig,
     error::{ChatError, EPOCH_METADATA, RESUME_FROM_METADATA},
-    event::{Event, EventKind},
+    event::Event,
     hub::Hub,
     monitoring::{FrontDoor, Monitoring},
-    room::{Draft, Epoch, MAX_CLIENT_CLOCK, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, RoomName, StartAt, UserName},
 };
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use grpc_chat::{
     config::ServeConfig,
-    grpc::protocol::{Kind, RPCS},
     proto::SubscribeRequest,
+    protocol::{Kind, RPCS},
 };
 use prost::Message as _;
 use tonic::Code;

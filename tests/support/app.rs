@@ -38,7 +38,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server with `config` (its `listen` is ignored: the app binds 127.0.0.1:0).
 pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
-    let broker = grpc_chat::broker::build(&config);
+    let broker = config.build_engine();
     spawn_app_on(config, broker).await
 }
 
@@ -46,7 +46,7 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
 pub async fn spawn_app_on_nats(nats: &super::NatsServer) -> TestApp {
     let defaults = ServeConfig::default();
     let config = ServeConfig {
-        engine: grpc_chat::broker::EngineKind::Nats,
+        engine: grpc_chat::config::EngineKind::Nats,
         nats: grpc_chat::broker::nats::config::NatsOptions {
             nats_url: vec![nats.url.clone()],
             ..defaults.nats.clone()

@@ -60,8 +60,8 @@ use super::{
 };
 use crate::{
     error::{ChatError, FROM_OFFSET_FIELD},
-    event::{Event, EventKind},
-    room::{Draft, RoomName, StartAt, UserName},
+    event::Event,
+    room::{Draft, EventKind, RoomName, StartAt, UserName},
 };
 
 /// How long JetStream de-duplicates a retried append by its event id.

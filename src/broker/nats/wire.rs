@@ -9,9 +9,10 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::{
-    event::{Event, EventKind, EventParts, GRPC_PREFIX},
+    event::{Event, EventParts},
     proto::{Message, MessageType},
-    room::{Epoch, RoomName, UserName},
+    protocol::PREFIX as GRPC_PREFIX,
+    room::{Epoch, EventKind, RoomName, UserName},
 };
 
 /// The room offset of a stored message.
@@ -84,12 +85,10 @@ pub fn decode(
 ) -> Result<Arc<Event>, String> {
     let at = position(0, headers)?;
     let message = Message::decode(payload).map_err(|error| format!("stored message: {error}"))?;
-    let kind = match MessageType::try_from(message.r#type) {
-        Ok(MessageType::Chat) => EventKind::Chat,
-        Ok(MessageType::Join) => EventKind::Join,
-        Ok(MessageType::Leave) => EventKind::Leave,
-        _ => return Err(format!("stored message has type {}", message.r#type)),
-    };
+    let kind = MessageType::try_from(message.r#type)
+        .ok()
+        .and_then(|kind| EventKind::try_from(kind).ok())
+        .ok_or_else(|| format!("stored message has type {}", message.r#type))?;
     let id = uuid::Uuid::parse_str(&message.id).map_err(|_| "stored message has a bad id")?;
     let user = UserName::parse("user", &message.user).map_err(|error| error.to_string())?;
     let timestamp = message

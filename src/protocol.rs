@@ -102,7 +102,19 @@ impl Rpc {
 }
 
 /// Length of a gRPC message prefix: a compression flag and a big-endian `u32` length.
-const PREFIX: usize = 5;
+pub const PREFIX: usize = 5;
+
+/// Writes the gRPC message prefix of an uncompressed message of `length` bytes.
+pub fn put_prefix(buf: &mut impl bytes::BufMut, length: usize) {
+    buf.put_u8(0);
+    // Messages are bounded far below 4 GiB by the server's limits.
+    buf.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+}
+
+/// Where a request's messages are counted, when a request carries it in its extensions (the
+/// RPC metrics put it there): the rules read every request's framing anyway, once.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessages(pub metrics::Counter);
 
 /// A gRPC message prefix and what follows it in a stream of length-prefixed messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +294,7 @@ where
         let rpc = Rpc::at(request.uri().path());
         let violation = Violation::default();
         let compressed = request.headers().contains_key("grpc-encoding");
+        let received = request.extensions().get::<ReceivedMessages>().cloned();
         let request = request.map(|body| {
             TonicBody::new(RuledRequest {
                 body,
@@ -293,6 +306,7 @@ where
                 single: rpc.is_some_and(|rpc| rpc.kind.single_request()),
                 compressed,
                 messages: 0,
+                received,
                 violation: Arc::clone(&violation),
             })
         });
@@ -315,6 +329,7 @@ pin_project_lite::pin_project! {
         // The request names an encoding, so compressed messages are the codec's to judge.
         compressed: bool,
         messages: usize,
+        received: Option<ReceivedMessages>,
         violation: Violation,
     }
 }
@@ -377,6 +392,7 @@ impl Body for RuledRequest {
             return Poll::Ready(None);
         }
         let polled = std::task::ready!(this.body.poll_frame(cx));
+        let before = *this.messages;
         let broken = match &polled {
             Some(Ok(frame)) => match frame.data_ref() {
                 Some(data) => Self::check(
@@ -398,6 +414,11 @@ impl Body for RuledRequest {
             )),
             None => None,
         };
+        if let Some(ReceivedMessages(counter)) = this.received
+            && *this.messages > before
+        {
+            counter.increment((*this.messages - before) as u64);
+        }
         match broken {
             Some(status) => {
                 let _ = this.violation.set(status.clone());
@@ -544,5 +565,41 @@ mod tests {
             Rpc::at("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
                 .is_some_and(Rpc::checks_requests)
         );
+    }
+
+    #[test]
+    fn the_rpc_table_agrees_with_the_served_protos() {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("the descriptor set decodes");
+        let mut described = Vec::new();
+        for file in &set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                for method in &service.method {
+                    let kind = match (method.client_streaming(), method.server_streaming()) {
+                        (false, false) => Kind::Unary,
+                        (false, true) => Kind::ServerStream,
+                        (true, false) => Kind::ClientStream,
+                        (true, true) => Kind::BidiStream,
+                    };
+                    described.push((format!("/{name}/{}", method.name()), kind));
+                }
+            }
+        }
+        assert!(described.len() >= 7, "{described:?}");
+        for (path, kind) in &described {
+            let rpc = Rpc::at(path).unwrap_or_else(|| panic!("{path} is not in RPCS"));
+            assert_eq!(rpc.kind, *kind, "{path}");
+            assert_eq!(rpc.path, format!("/{}/{}", rpc.service, rpc.method));
+        }
+        // Every row is described, except the `grpc.*` infrastructure services' (reflection and
+        // health bring their own protos).
+        for rpc in RPCS.iter().filter(|rpc| !rpc.service.starts_with("grpc.")) {
+            assert!(
+                described.iter().any(|(path, _)| path == rpc.path),
+                "{} is served but in no proto",
+                rpc.path
+            );
+        }
     }
 }
