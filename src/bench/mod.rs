@@ -17,6 +17,7 @@
 mod fanout;
 mod history;
 mod idle;
+mod messages;
 mod report;
 mod unary;
 mod websocket;

@@ -33,7 +33,7 @@ use tungstenite::handshake::client::Request;
 use crate::text_frame::TextFrame;
 
 use super::{
-    fanout::{IdleWatch, Published, Seen, header, now_nanos, parse, room_of},
+    messages::{IdleWatch, Published, Seen, header, now_nanos, parse, room_of},
     padded,
     report::latency_histogram,
 };
