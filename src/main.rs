@@ -37,6 +37,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before anything is bound: settings that make no sense must not take a port first
+    // (App::build checks them for callers that bind their own listeners).
     config.check().map_err(anyhow::Error::msg)?;
     let telemetry = telemetry::init("info", config.log_format)?;
     // Purges freed pages on its own threads, so memory returns even when the server goes quiet.

@@ -104,13 +104,12 @@ impl App {
     /// Builds the engine the configuration names, the services and the listeners, and starts
     /// accepting.
     pub fn build(listeners: Listeners, config: ServeConfig) -> anyhow::Result<Self> {
-        config.check().map_err(anyhow::Error::msg)?;
         let broker = config.build_engine();
         Self::build_on(listeners, config, broker)
     }
 
     /// As [`App::build`], on an engine made elsewhere (not yet started): the server starts it
-    /// and shuts it down.
+    /// and shuts it down. The settings are checked here, once.
     pub fn build_on(
         listeners: Listeners,
         config: ServeConfig,
@@ -134,7 +133,20 @@ impl App {
         let tasks = TaskTracker::new();
         let drain = Drain::new();
         let reserve = FdReserve::new();
-        let app = Self {
+        let monitoring = Monitoring::new();
+        let auth = Auth::new(
+            &config.auth,
+            config.max_connections_per_address != 0,
+            &monitoring,
+        )
+        .map_err(anyhow::Error::msg)?;
+        tasks.spawn(Arc::clone(&auth).watch_keys(drain.token().clone()));
+        tasks.spawn(Arc::clone(auth.limits()).forget_idle(drain.token().clone()));
+        let tls = Tls::load(&config.tls, &monitoring).map_err(anyhow::Error::msg)?;
+        if let Some(tls) = &tls {
+            tasks.spawn(Arc::clone(tls).watch(drain.token().clone()));
+        }
+        let mut app = Self {
             addrs,
             broker,
             health: HealthStatus::new(&protocol::health_checked_services()),
@@ -144,8 +156,8 @@ impl App {
                 drain: drain.clone(),
                 force_close: CancellationToken::new(),
                 reserve: Arc::clone(&reserve),
-                limits: None,
-                tls: None,
+                limits: Some(Arc::clone(auth.limits())),
+                tls,
             },
             admin: Serving {
                 tasks: TaskTracker::new(),
@@ -161,32 +173,8 @@ impl App {
             tasks,
             config,
         };
-        let monitoring = Monitoring::new();
-        let auth = Auth::new(
-            &app.config.auth,
-            app.config.max_connections_per_address != 0,
-            &monitoring,
-        )
-        .map_err(anyhow::Error::msg)?;
-        app.tasks
-            .spawn(Arc::clone(&auth).watch_keys(app.drain.token().clone()));
-        app.tasks
-            .spawn(Arc::clone(auth.limits()).forget_idle(app.drain.token().clone()));
-        let tls = Tls::load(&app.config.tls, &monitoring).map_err(anyhow::Error::msg)?;
-        if let Some(tls) = &tls {
-            app.tasks
-                .spawn(Arc::clone(tls).watch(app.drain.token().clone()));
-        }
-        let app = Self {
-            public: Serving {
-                limits: Some(Arc::clone(auth.limits())),
-                tls,
-                ..app.public
-            },
-            ..app
-        };
         monitoring.spawn_upkeep(&app.tasks, app.drain.token().clone());
-        app.broker.start(&app.tasks, app.drain.token().clone());
+        app.broker.start();
         app.spawn_admin(listeners.admin, &monitoring);
         let hub = Hub::new(
             Arc::clone(&app.broker),
@@ -204,11 +192,8 @@ impl App {
             connections.clone(),
         )?;
         app.spawn_websocket(listeners.websocket, kit, auth, &monitoring, connections);
-        let readiness = app.spawn_readiness();
-        Ok(Self {
-            readiness_task: Some(readiness),
-            ..app
-        })
+        app.readiness_task = Some(app.spawn_readiness());
+        Ok(app)
     }
 
     /// Keeps readiness and health following the engine (an engine in another process may become

@@ -32,9 +32,6 @@ use crate::{
     room::{Draft, Epoch, EventKind, RoomName, StartAt, UserName},
 };
 
-/// Longest pause between sweeps for idle rooms.
-const MAX_JANITOR_PERIOD: Duration = Duration::from_secs(30);
-
 /// Sizes and limits of the memory engine.
 #[derive(Debug, Clone)]
 pub struct MemoryConfig {
@@ -64,6 +61,9 @@ struct Inner {
     /// across an `.await`.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
     budget: Arc<Budget>,
+    /// The janitor's task, and its stop, in [`Broker::shutdown`].
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 /// What every room's history adds up to, and the figures.
@@ -162,6 +162,8 @@ impl MemoryBroker {
                     appended: AtomicU64::new(0),
                     oldest: Mutex::new(BTreeMap::new()),
                 }),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
             }),
         }
     }
@@ -415,11 +417,11 @@ impl MemoryBroker {
 }
 
 impl Broker for MemoryBroker {
-    fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
+    fn start(&self) {
         let broker = self.clone();
-        let period = (self.inner.config.room_idle_ttl / 2)
-            .clamp(Duration::from_millis(10), MAX_JANITOR_PERIOD);
-        tasks.spawn(async move {
+        let period = super::idle_sweep_period(self.inner.config.room_idle_ttl);
+        let shutdown = self.inner.stop.clone();
+        self.inner.tasks.spawn(async move {
             let mut ticks = tokio::time::interval(period);
             loop {
                 tokio::select! {
@@ -491,8 +493,10 @@ impl Broker for MemoryBroker {
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        // Nothing outside the process to close.
-        std::future::ready(()).boxed()
+        // Nothing outside the process to close: only the janitor to stop.
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        async move { self.inner.tasks.wait().await }.boxed()
     }
 }
 

@@ -15,7 +15,6 @@ pub mod nats;
 use std::sync::Arc;
 
 use futures_util::{future::BoxFuture, stream::BoxStream};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     error::ChatError,
@@ -136,11 +135,9 @@ pub struct EngineFigures {
 
 /// Publish, subscribe from a position, presence: what the chat semantics need from an engine.
 pub trait Broker: Send + Sync + 'static {
-    /// Starts the engine's background work: tracked by `tasks` and ending when `shutdown` (the
-    /// server's drain) is cancelled, or, for work the drain still needs (an engine in another
-    /// process announcing the leaves of draining sessions), the engine's own, ending in
-    /// [`Broker::shutdown`].
-    fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken);
+    /// Starts the engine's background work, which ends in [`Broker::shutdown`] (it outlives the
+    /// server's drain: an engine in another process announces the leaves of draining sessions).
+    fn start(&self);
 
     /// Appends `draft` to `room`'s log (creating the room on first use), assigning the next
     /// offset and the merged Lamport time. Never waits for subscribers.
@@ -190,6 +187,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops the engine once the server no longer uses it (an engine in another process closes
     /// its connections here).
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// How often an engine looks for rooms idle for `idle_ttl`: twice per TTL, at most every 30 s
+/// (a long TTL must not leave rooms long past it) and at least every 10 ms.
+pub fn idle_sweep_period(idle_ttl: std::time::Duration) -> std::time::Duration {
+    (idle_ttl / 2).clamp(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(30),
+    )
 }
 
 /// Locks `mutex`. Poisoning only means another thread panicked mid-update of plain counters;

@@ -20,7 +20,6 @@ use grpc_chat::{
     },
     config::{EngineKind, ServeConfig},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// An engine under test, started.
 pub trait Engine: Sized + Send + Sync + 'static {
@@ -46,17 +45,16 @@ pub trait Engine: Sized + Send + Sync + 'static {
 }
 
 /// Starts `broker` the way the server does.
-fn started(broker: &dyn Broker) -> (TaskTracker, CancellationToken) {
-    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-    broker.start(&tasks, stop.clone());
-    (tasks, stop)
+fn started(broker: &dyn Broker) -> Running {
+    broker.start();
+    Running
 }
 
+/// A started engine, until [`stopped`].
+struct Running;
+
 /// Stops what [`started`] started, waiting for its tasks.
-async fn stopped(broker: &dyn Broker, (tasks, stop): (TaskTracker, CancellationToken)) {
-    stop.cancel();
-    tasks.close();
-    tasks.wait().await;
+async fn stopped(broker: &dyn Broker, _: Running) {
     broker.shutdown().await;
 }
 
@@ -64,7 +62,7 @@ async fn stopped(broker: &dyn Broker, (tasks, stop): (TaskTracker, CancellationT
 pub struct Memory {
     config: ServeConfig,
     broker: MemoryBroker,
-    running: Option<(TaskTracker, CancellationToken)>,
+    running: Option<Running>,
 }
 
 impl Engine for Memory {
@@ -111,13 +109,13 @@ pub struct Nats {
     server: Arc<NatsServer>,
     config: ServeConfig,
     broker: NatsBroker,
-    running: Option<(TaskTracker, CancellationToken)>,
+    running: Option<Running>,
     /// Whether closing it deletes the store (the first replica's job).
     owner: bool,
 }
 
 impl Nats {
-    async fn connected(config: &ServeConfig) -> (NatsBroker, (TaskTracker, CancellationToken)) {
+    async fn connected(config: &ServeConfig) -> (NatsBroker, Running) {
         let broker = NatsBroker::new(config.nats());
         let running = started(&broker);
         let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -11,7 +11,6 @@ use grpc_chat::{
     room::{Draft, RoomName, StartAt, UserName},
 };
 use tokio::sync::watch;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// What the failure says.
 pub const INJECTED_FAILURE: &str = "injected engine failure";
@@ -49,8 +48,8 @@ impl FailingBroker {
 }
 
 impl Broker for FailingBroker {
-    fn start(&self, tasks: &TaskTracker, shutdown: CancellationToken) {
-        self.inner.start(tasks, shutdown);
+    fn start(&self) {
+        self.inner.start();
     }
 
     fn publish<'a>(

@@ -602,10 +602,8 @@ impl NatsBroker {
         let mut figures = tokio::time::interval(FIGURES_PERIOD);
         let mut reconnected = self.inner.reconnected.subscribe();
         reconnected.borrow_and_update();
-        let mut idle = tokio::time::interval(
-            (self.inner.config.room_idle_ttl / 2)
-                .clamp(Duration::from_millis(10), Duration::from_secs(30)),
-        );
+        let mut idle =
+            tokio::time::interval(super::idle_sweep_period(self.inner.config.room_idle_ttl));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -835,7 +833,7 @@ async fn open_bucket(
 }
 
 impl Broker for NatsBroker {
-    fn start(&self, _tasks: &TaskTracker, _shutdown: CancellationToken) {
+    fn start(&self) {
         // Its own tasks, which outlive the server's drain: see the module documentation.
         self.inner.tasks.spawn(self.clone().run());
     }
