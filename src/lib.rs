@@ -1,39 +1,44 @@
 //! grpc-chat: a real-time chat service over gRPC.
 //!
-//! The major components are:
+//! From the wire inwards:
 //!
+//! * Front doors translate their wire to the room model and back, and nothing else:
+//!   [`grpc`] (`chat.ChatService`, also over gRPC-Web, and `chitty_chat.Chat`) and
+//!   [`websocket`] (WebSocket rooms); [`page`] serves the chat page; [`health`] is
+//!   `grpc.health.v1`.
+//! * [`door`]: the door kit every front door calls for a caller — `say` (publish) and `join`
+//!   (subscribe: capability, who is announced, the subscription ending on the door's drain).
+//!   **To add an operation to every door, add it to the kit, then map each door's message to
+//!   it.**
+//! * [`hub`]: the chat semantics under the kit — the caller's rates and caps, named
+//!   subscribers' presence leases, the slow-consumer and engine-failure policies, resume
+//!   positions, trace context on messages.
+//! * [`broker`]: the seam to the engine that stores, orders and fans out room logs (publish,
+//!   subscribe from a position, presence, who is here). [`broker::log`] is one room's log with its
+//!   cursors; [`broker::memory`] is the embedded default engine, [`broker::nats`] the NATS
+//!   JetStream one replicas share.
+//! * The room model: [`room`] (validated [`room::RoomName`] / [`room::UserName`], event kinds,
+//!   what a client asks to append, the limits on what it may send), [`lookalike`] (names compared
+//!   by what they look like), [`event`] (the immutable [`event::Event`] every subscriber shares,
+//!   encoded once), [`text_frame`] (the JSON frame of WebSocket rooms).
 //! * [`auth`]: who is calling and what they may do — JWTs verified by keys reloaded at run time,
-//!   per-room capabilities; one [`auth::Caller`] per call on every door.
-//! * [`room`]: the room model — validated [`room::RoomName`] / [`room::UserName`], what a client
-//!   asks to append ([`room::Draft`]), and the limits on what a client may send;
-//!   [`lookalike`]: names compared by what they look like (Unicode confusable skeletons).
-//! * [`event`]: the immutable [`event::Event`] every subscriber shares, encoded once as the frame
-//!   every door sends from; [`text_frame`]: the JSON frame of WebSocket rooms, both ways.
-//! * [`broker`]: the seam to the engine that stores and fans out room logs (publish, subscribe from
-//!   a position, presence with leases, who is here). [`broker::log`] is one room's log with its
-//!   cursors; [`broker::memory`] is the embedded default engine built on it.
-//! * [`hub`]: the chat semantics on top of a broker — named subscribers' presence leases, the
-//!   slow-consumer and engine-failure policies, resume positions, trace context on messages. Every front door talks to rooms through a [`hub::Hub`].
-//! * [`monitoring`]: the per-server Prometheus registry, the chat metrics, and the tower layer
-//!   that gives every RPC its grpc-ecosystem metrics and OpenTelemetry server span.
-//! * [`admin`]: the admin HTTP port — `/metrics`, `/healthz`, `/readyz`.
-//! * [`net`]: serving HTTP on the listeners: connection caps, handshake deadlines, idle timeout,
-//!   maximum age with GOAWAY, file-descriptor exhaustion.
-//! * [`grpc`]: the `chat.ChatService` front door, translating between protobuf and the room model.
-//! * [`health`]: `grpc.health.v1` whose watches end when the server drains.
-//! * [`page`]: the chat page served at `/` on the WebSocket port, embedded from `web/dist/`.
-//! * [`server`]: [`server::App::build`] wires the engine and everything else onto already-bound
-//!   listeners (so tests can use port 0); [`server::App::serve`] runs it until shutdown, then
-//!   drains.
-//! * [`config`]: `serve` settings (flags with environment-variable equivalents) and their checks.
-//! * [`bench`]: the load generator behind `grpc-chat bench`.
-//! * [`client`]: how our clients present a token, and minting one for trying auth out.
-//! * [`cli`]: the client subcommands (`send`, `subscribe`, `chat`, `upload`, `room`, `metrics`,
-//!   `health`).
+//!   per-room capabilities, abuse limits; one [`auth::Caller`] per call on every door.
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
-//! * [`write_batching`]: each gRPC connection's writes gathered and sent once per pass.
-//! * [`shutdown`], [`telemetry`]: the stop signal; logs and OpenTelemetry trace export.
-//! * [`reload`]: reloading files (keys, certificates) when they change or on SIGHUP.
+//! * Serving: [`net`] (connection caps, handshake deadlines, idle timeout, maximum age with
+//!   GOAWAY, TLS, file-descriptor exhaustion), [`protocol`] (gRPC facts: the message prefix, the
+//!   table of RPCs, content type and request framing rules), [`write_batching`] (each gRPC
+//!   connection's writes gathered and sent once per pass), [`woken`] (polling only what woke),
+//!   [`shutdown`] (the stop signal and the drains every stream ends on), [`pem`]
+//!   (certificates from PEM files), [`reload`] (files reloaded when they change or on SIGHUP).
+//! * Operating: [`monitoring`] (the Prometheus registry, the chat metrics, the RPC metrics and
+//!   span layer), [`admin`] (`/metrics`, `/healthz`, `/readyz`), [`telemetry`] (logs and trace
+//!   export).
+//! * [`server`]: [`server::App::build`] wires the engine ([`config::ServeConfig::build_engine`])
+//!   and everything else onto already-bound listeners (so tests can use port 0);
+//!   [`server::App::serve`] runs it until shutdown, then drains. [`config`]: the `serve`
+//!   settings and their checks.
+//! * The clients: [`cli`] (the client subcommands), [`client`] (how our clients present a token
+//!   and TLS), [`bench`] (the load generator behind `grpc-chat bench`).
 
 pub mod admin;
 pub mod auth;

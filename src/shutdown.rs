@@ -1,5 +1,9 @@
 //! The process's stop signal, and the drain signals of the server, of its connections and of a
-//! call whose token expires, which every stream ends on ([`Drain::until`]).
+//! call whose token expires, which every stream ends on: a door reads its subscriptions (the door
+//! kit returns them so) and its peer's messages through [`Drain::until`], which yields one
+//! [`Step::Drained`] saying why, for the door to render in its protocol. Two readers also wait
+//! on [`Drain::wait`]: the WebSocket loop (a peer that never stops sending keeps its
+//! subscription from being polled) and health watches (which must see NOT_SERVING first).
 
 use std::{
     future::Future,
@@ -254,8 +258,8 @@ pin_project_lite::pin_project! {
 
 impl Drain {
     /// `stream` until this drain starts: its items, then one [`Step::Drained`] (or its end, if it
-    /// ends first). Every door's stream ends on its drain this way: the check is the atomic load,
-    /// the drain's future is polled only when the stream has nothing ready.
+    /// ends first). The check is the atomic load; the drain's future is polled only when the
+    /// stream has nothing ready.
     pub fn until<S: Stream>(&self, stream: S) -> UntilDrained<S> {
         UntilDrained {
             inner: stream,
