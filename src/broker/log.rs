@@ -11,10 +11,10 @@ use std::{
     any::Any,
     collections::VecDeque,
     sync::{
-        Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicUsize, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
 };
 
 use futures_util::StreamExt;
@@ -51,6 +51,10 @@ pub struct RoomLog {
     appended: watch::Sender<()>,
     /// Subscribers that read WebSocket text frames: while there are any, appends make them.
     text_readers: AtomicUsize,
+    /// Its readers (every subscription of every engine is a cursor of a log): how many, under
+    /// the cap per room, and when the last one left (a room is idle only some time after).
+    readers: AtomicUsize,
+    last_left: Mutex<Option<Instant>>,
     /// Set when the engine can no longer keep the log (a cache that lost its source): every
     /// cursor ends with it once it has read what the log holds.
     failure: OnceLock<String>,
@@ -180,6 +184,8 @@ impl RoomLog {
             }),
             appended: watch::Sender::new(()),
             text_readers: AtomicUsize::new(0),
+            readers: AtomicUsize::new(0),
+            last_left: Mutex::new(None),
             failure: OnceLock::new(),
         }
     }
@@ -318,16 +324,38 @@ impl RoomLog {
         }
     }
 
-    /// A feed of the log from `start`. `ticket` lives as long as the feed: an engine counts
-    /// subscriptions with it. With `text_frames`, appends make WebSocket text frames while it
+    /// Whether, as of `now`, nobody has read the log for `ttl`, nor has the room been used
+    /// otherwise since `last_used`: the rule of both engines for dropping an idle room.
+    pub fn unread_for(&self, ttl: Duration, last_used: Instant, now: Instant) -> bool {
+        if self.readers.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let since = super::lock(&self.last_left).map_or(last_used, |left| left.max(last_used));
+        now.saturating_duration_since(since) >= ttl
+    }
+
+    /// A feed of `room`'s log from `start`, as one of at most `max_readers` (refused with
+    /// RESOURCE_EXHAUSTED when the room is full). `ticket` lives as long as the feed (an engine
+    /// keeps its room with it). With `text_frames`, appends make WebSocket text frames while it
     /// lasts.
     pub fn feed(
         self: &Arc<Self>,
         room: &RoomName,
         start: &StartAt,
         text_frames: bool,
+        max_readers: usize,
         ticket: impl Any + Send,
     ) -> Result<Feed, ChatError> {
+        self.readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |readers| {
+                (readers < max_readers).then_some(readers + 1)
+            })
+            .map_err(|_| {
+                ChatError::ResourceExhausted(format!(
+                    "room {room} is full: at most {max_readers} subscribers per room"
+                ))
+            })?;
+        // From here on the cursor owns the reader's place; its Drop gives it back.
         if text_frames {
             self.text_readers.fetch_add(1, Ordering::SeqCst);
         }
@@ -462,5 +490,8 @@ impl Drop for Cursor {
         if self.text_frames {
             self.log.text_readers.fetch_sub(1, Ordering::SeqCst);
         }
+        // Noted before the place is given back: a room seen without readers has its time.
+        *super::lock(&self.log.last_left) = Some(Instant::now());
+        self.log.readers.fetch_sub(1, Ordering::AcqRel);
     }
 }

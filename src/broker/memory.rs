@@ -22,14 +22,14 @@ use futures_util::{FutureExt, future::BoxFuture};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Broker, EngineFigures, Entry, Feed, Lease, RoomSummary, lock,
+    Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, lock,
     log::{Appended, LogLimits, RoomLog},
 };
 use crate::{
-    error::{ChatError, FROM_OFFSET_FIELD},
+    error::ChatError,
     event::Event,
     lookalike::{self, LookIndex},
-    room::{Draft, Epoch, EventKind, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
 
 /// Sizes and limits of the memory engine.
@@ -84,26 +84,25 @@ struct Budget {
 }
 
 struct Room {
+    /// The log, which also counts its readers.
     log: Arc<RoomLog>,
-    /// Subscriptions, presence and activity. Changes that make a room busy happen while the room
-    /// table is locked too, so the idle sweep can never drop a room someone just started using.
+    /// Presence and activity. Using a room marks it active while the room table is locked, so
+    /// the idle sweep never drops a room someone just started using (the TTL is never zero).
     usage: Mutex<Usage>,
     budget: Arc<Budget>,
 }
 
 struct Usage {
-    subscriptions: usize,
     members: BTreeMap<UserName, u32>,
     /// The members by what their names look like.
     looks: LookIndex,
     last_active: Instant,
 }
 
-impl Usage {
+impl Room {
     fn is_idle(&self, now: Instant, ttl: Duration) -> bool {
-        self.subscriptions == 0
-            && self.members.is_empty()
-            && now.duration_since(self.last_active) >= ttl
+        let usage = lock(&self.usage);
+        usage.members.is_empty() && self.log.unread_for(ttl, usage.last_active, now)
     }
 }
 
@@ -136,17 +135,6 @@ impl Drop for Room {
     }
 }
 
-/// One subscription's place in its room, given back when its feed is dropped.
-struct Subscribed(Arc<Room>);
-
-impl Drop for Subscribed {
-    fn drop(&mut self) {
-        let mut usage = lock(&self.0.usage);
-        usage.subscriptions -= 1;
-        usage.last_active = Instant::now();
-    }
-}
-
 impl MemoryBroker {
     /// An empty engine.
     pub fn new(config: MemoryConfig) -> Self {
@@ -175,7 +163,7 @@ impl MemoryBroker {
         let mut idle = Vec::new();
         let mut rooms = lock(&self.inner.rooms);
         rooms.retain(|_, room| {
-            let keep = !lock(&room.usage).is_idle(now, ttl);
+            let keep = !room.is_idle(now, ttl);
             if !keep {
                 idle.push(Arc::clone(room));
             }
@@ -213,7 +201,6 @@ impl MemoryBroker {
                 let room = Arc::new(Room {
                     log: Arc::new(RoomLog::new(Epoch::random())),
                     usage: Mutex::new(Usage {
-                        subscriptions: 0,
                         members: BTreeMap::new(),
                         looks: LookIndex::default(),
                         last_active: Instant::now(),
@@ -295,37 +282,19 @@ impl MemoryBroker {
         &self,
         name: &RoomName,
         start: &StartAt,
+        open: Open,
         text_frames: bool,
-    ) -> Result<Feed, ChatError> {
-        // A replay beyond the end of a room that does not exist (and whose epoch the client does
-        // not name) fails without creating it.
-        if let StartAt::Offset {
-            offset,
-            epoch: None,
-        } = start
-            && *offset > 1
-            && self.held(name).is_none()
-        {
-            return Err(ChatError::OffsetOutOfRange {
-                field: FROM_OFFSET_FIELD.into(),
-                room: name.to_string(),
-                requested: *offset,
-                next: 1,
-            });
+    ) -> Result<Option<Feed>, ChatError> {
+        if open == Open::Existing && self.held(name).is_none() {
+            return Ok(None);
         }
-        let max = self.inner.config.max_subscribers_per_room;
         let (room, ()) = self.with_room(name, |usage| {
-            if usage.subscriptions >= max {
-                return Err(ChatError::ResourceExhausted(format!(
-                    "room {name} is full: at most {max} subscribers per room"
-                )));
-            }
-            usage.subscriptions += 1;
             usage.last_active = Instant::now();
             Ok(())
         })?;
+        let max = self.inner.config.max_subscribers_per_room;
         let log = Arc::clone(&room.log);
-        log.feed(name, start, text_frames, Subscribed(room))
+        log.feed(name, start, text_frames, max, room).map(Some)
     }
 
     fn enter_room(
@@ -333,10 +302,9 @@ impl MemoryBroker {
         name: &RoomName,
         user: &UserName,
         entry: Entry,
-        clock: u64,
-    ) -> Result<Lease, ChatError> {
+    ) -> Result<Entered, ChatError> {
         // Presence keeps a room alive, so it counts as use (and may create the room).
-        let (room, first) = self.with_room(name, |usage| {
+        let (_, first) = self.with_room(name, |usage| {
             if let Some(present) = usage.looks.look_alike(user) {
                 return Err(lookalike::refusal(user, present.as_str(), name));
             }
@@ -356,44 +324,27 @@ impl MemoryBroker {
             room: name.clone(),
             user: user.clone(),
         };
-        if first {
-            let mut join = Draft::presence(user.clone(), EventKind::Join);
-            join.sender_clock = clock;
-            if let Err(error) = self.append_to(&room, name, join) {
-                // Not announced: not present either.
-                self.leave_room(&lease, false);
-                return Err(error);
-            }
-        }
-        Ok(lease)
+        Ok(Entered { lease, first })
     }
 
-    /// Ends a session; announces the LEAVE when `announce` and it was the user's last.
-    fn leave_room(&self, lease: &Lease, announce: bool) {
+    /// Ends a session; says whether it was the user's last.
+    fn leave_room(&self, lease: &Lease) -> bool {
         let Some(room) = self.held(&lease.room) else {
-            return;
+            return false;
         };
-        let last = {
-            let mut usage = lock(&room.usage);
-            usage.last_active = Instant::now();
-            match usage.members.get_mut(&lease.user) {
-                Some(sessions) if *sessions > 1 => {
-                    *sessions -= 1;
-                    false
-                }
-                Some(_) => {
-                    usage.members.remove(&lease.user);
-                    usage.looks.remove(&lease.user);
-                    true
-                }
-                None => false,
+        let mut usage = lock(&room.usage);
+        usage.last_active = Instant::now();
+        match usage.members.get_mut(&lease.user) {
+            Some(sessions) if *sessions > 1 => {
+                *sessions -= 1;
+                false
             }
-        };
-        if last && announce {
-            let leave = Draft::presence(lease.user.clone(), EventKind::Leave);
-            if let Err(error) = self.append_to(&room, &lease.room, leave) {
-                tracing::debug!(room = %lease.room, %error, "could not announce leave");
+            Some(_) => {
+                usage.members.remove(&lease.user);
+                usage.looks.remove(&lease.user);
+                true
             }
+            None => false,
         }
     }
 
@@ -449,9 +400,10 @@ impl Broker for MemoryBroker {
         &'a self,
         room: &'a RoomName,
         start: StartAt,
+        open: Open,
         text_frames: bool,
-    ) -> BoxFuture<'a, Result<Feed, ChatError>> {
-        std::future::ready(self.open_feed(room, &start, text_frames)).boxed()
+    ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>> {
+        std::future::ready(self.open_feed(room, &start, open, text_frames)).boxed()
     }
 
     fn enter<'a>(
@@ -459,14 +411,12 @@ impl Broker for MemoryBroker {
         room: &'a RoomName,
         user: &'a UserName,
         entry: Entry,
-        clock: u64,
-    ) -> BoxFuture<'a, Result<Lease, ChatError>> {
-        std::future::ready(self.enter_room(room, user, entry, clock)).boxed()
+    ) -> BoxFuture<'a, Result<Entered, ChatError>> {
+        std::future::ready(self.enter_room(room, user, entry)).boxed()
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, ()> {
-        self.leave_room(&lease, true);
-        std::future::ready(()).boxed()
+    fn release(&self, lease: Lease) -> BoxFuture<'_, bool> {
+        std::future::ready(self.leave_room(&lease)).boxed()
     }
 
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {
@@ -540,8 +490,10 @@ mod tests {
     async fn held(broker: &MemoryBroker, name: &RoomName) -> Vec<Arc<Event>> {
         let count = broker.held(name).map_or(0, |room| room.log.held().events);
         let feed = broker
-            .subscribe(name, StartAt::Last(1000), false)
+            .subscribe(name, StartAt::Last(1000), Open::Create, false)
             .await
+            .ok()
+            .flatten()
             .expect("subscribe");
         feed.events
             .take(count)
@@ -576,8 +528,10 @@ mod tests {
         let broker = broker(usize::MAX, 3 * one + one / 2);
         let general = room("general");
         let mut feed = broker
-            .subscribe(&general, StartAt::Live, false)
+            .subscribe(&general, StartAt::Live, Open::Create, false)
             .await
+            .ok()
+            .flatten()
             .expect("subscribe");
         for _ in 0..5 {
             broker.publish(&general, say("x")).await.expect("publish");
@@ -620,8 +574,10 @@ mod tests {
         let before = broker.publish(&idle, say("x")).await.expect("publish");
         broker.publish(&busy, say("x")).await.expect("publish");
         let _watching = broker
-            .subscribe(&busy, StartAt::Live, false)
+            .subscribe(&busy, StartAt::Live, Open::Create, false)
             .await
+            .ok()
+            .flatten()
             .expect("subscribe");
         let busy_bytes = broker.held(&busy).unwrap().log.held().bytes;
         assert_eq!(
@@ -656,8 +612,10 @@ mod tests {
             .await
             .expect("publish");
         let reader = broker
-            .subscribe(&general, StartAt::Live, true)
+            .subscribe(&general, StartAt::Live, Open::Create, true)
             .await
+            .ok()
+            .flatten()
             .expect("subscribe");
         let with_text = broker
             .publish(&general, say("before"))
@@ -686,12 +644,14 @@ mod tests {
         let (busy, idle, present) = (room("busy"), room("idle"), room("present"));
         broker.publish(&idle, say("x")).await.expect("publish");
         let _watching = broker
-            .subscribe(&busy, StartAt::Live, false)
+            .subscribe(&busy, StartAt::Live, Open::Create, false)
             .await
+            .ok()
+            .flatten()
             .expect("subscribe");
         let alice = UserName::parse("user", "alice").unwrap();
         let _lease = broker
-            .enter(&present, &alice, Entry::Shared, 0)
+            .enter(&present, &alice, Entry::Shared)
             .await
             .expect("enter");
         let later = Instant::now() + Duration::from_secs(61);

@@ -1,9 +1,10 @@
 //! The seam between the chat semantics and the engine that stores and fans out room logs.
 //!
-//! An engine keeps, per room, an append-only log with offsets starting at 1 in an epoch (a random
-//! id fixed when the log starts), a bounded window of history, and who is present. It announces
-//! arrivals and departures itself (JOIN on a user's first session, LEAVE on its last: across
-//! replicas only the engine knows which is which). It can be embedded ([`memory::MemoryBroker`],
+//! An engine stores, orders and fans out: per room, an append-only log with offsets starting at
+//! 1 in an epoch (a random id fixed when the log starts), a bounded window of history, and who is
+//! present. It says which session of a user is the first and which the last (across replicas
+//! only the engine knows); the room rules above it ([`crate::hub::rules`]) announce them. Every
+//! feed is a cursor of a [`log::RoomLog`], which holds the cap of readers per room. It can be embedded ([`memory::MemoryBroker`],
 //! the default) or in another process (a NATS JetStream engine that replicas share); front doors
 //! never see which. [`log::RoomLog`] is one room's log with its readers, which an engine in
 //! another process reuses as its local cache.
@@ -92,6 +93,24 @@ pub struct Lease {
     pub user: UserName,
 }
 
+/// Whether subscribing may create the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Create it on first use.
+    Create,
+    /// Only a room the engine holds (or, elsewhere, one whose log exists).
+    Existing,
+}
+
+/// A session recorded by [`Broker::enter`].
+#[derive(Debug)]
+pub struct Entered {
+    /// The session, until released.
+    pub lease: Lease,
+    /// Whether it is the user's first session in the room.
+    pub first: bool,
+}
+
 /// How a participant enters a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
@@ -147,28 +166,32 @@ pub trait Broker: Send + Sync + 'static {
         draft: Draft,
     ) -> BoxFuture<'a, Result<Arc<Event>, ChatError>>;
 
-    /// Starts reading `room`'s log at `start`. The position is fixed when this returns, so an
-    /// event published afterwards is always delivered. With `text_frames`, events appended while
-    /// the subscription lasts are made with their WebSocket text frame.
+    /// Starts reading `room`'s log at `start` (creating the room on first use, unless `open`
+    /// says it must exist: then `None` when the engine holds no such room). The position is fixed
+    /// when this returns, so an event published afterwards is always delivered. With
+    /// `text_frames`, events appended while the subscription lasts are made with their WebSocket
+    /// text frame.
     fn subscribe<'a>(
         &'a self,
         room: &'a RoomName,
         start: StartAt,
+        open: Open,
         text_frames: bool,
-    ) -> BoxFuture<'a, Result<Feed, ChatError>>;
+    ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>>;
 
-    /// Records a session of `user` in `room` as `entry` says; announces a JOIN (merging `clock`)
-    /// when it is the user's first.
+    /// Records a session of `user` in `room` as `entry` says (creating the room on first use);
+    /// says whether it is the user's first.
     fn enter<'a>(
         &'a self,
         room: &'a RoomName,
         user: &'a UserName,
         entry: Entry,
-        clock: u64,
-    ) -> BoxFuture<'a, Result<Lease, ChatError>>;
+    ) -> BoxFuture<'a, Result<Entered, ChatError>>;
 
-    /// Ends the session `lease` records; announces a LEAVE when it was the user's last.
-    fn release(&self, lease: Lease) -> BoxFuture<'_, ()>;
+    /// Ends the session `lease` records; says whether it was the user's last (false when the
+    /// engine could not record it: an engine in another process then lets the session expire
+    /// and announces it itself).
+    fn release(&self, lease: Lease) -> BoxFuture<'_, bool>;
 
     /// Who is in `room` now and which positions its log holds.
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>>;

@@ -13,6 +13,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
+use grpc_chat::hub::rules;
 use grpc_chat::{
     broker::{Broker, Delivery, Feed, FeedError, Gap, Opening, Reset},
     config::ServeConfig,
@@ -328,7 +329,7 @@ impl<E: Engine> Model<E> {
                 }
             }
         };
-        let result = self.broker().subscribe(&name, asked.clone(), false).await;
+        let result = rules::subscribe(&*self.broker(), &name, asked.clone(), false).await;
         // What the model expects: where the reader starts and how, or OUT_OF_RANGE.
         let held = self.logs[room].is_some();
         let expected: Result<(u64, Option<Opening>), u64> = match (&start, &saved) {

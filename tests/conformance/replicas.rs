@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use grpc_chat::hub::rules;
 use grpc_chat::{
     broker::Entry,
     config::ServeConfig,
@@ -25,7 +26,11 @@ async fn publishers_on_two_replicas_get_one_order_that_both_deliver() {
     let brokers = [first.broker(), second.broker()];
     let mut readers = Vec::new();
     for broker in &brokers {
-        readers.push(broker.subscribe(&busy, StartAt::Live, false).await.unwrap());
+        readers.push(
+            rules::subscribe(&**broker, &busy, StartAt::Live, false)
+                .await
+                .unwrap(),
+        );
     }
     let mut publishers = JoinSet::new();
     for (index, broker) in brokers.iter().chain(brokers.iter()).enumerate() {
@@ -65,13 +70,19 @@ async fn presence_is_counted_over_every_replica() {
     let second = first.replica().await;
     let (a, b) = (first.broker(), second.broker());
     let general = room("general");
-    let mut observer = b.subscribe(&general, StartAt::Live, false).await.unwrap();
+    let mut observer = rules::subscribe(&*b, &general, StartAt::Live, false)
+        .await
+        .unwrap();
     let alice = user("Alice");
-    let on_a = a.enter(&general, &alice, Entry::Shared, 0).await.unwrap();
+    let on_a = rules::enter(&*a, &general, &alice, Entry::Shared, 0)
+        .await
+        .unwrap();
     let join = next_event(&mut observer).await;
     assert_eq!((join.kind, join.user.as_str()), (EventKind::Join, "Alice"));
-    let on_b = b.enter(&general, &alice, Entry::Shared, 0).await.unwrap();
-    let refused = b.enter(&general, &alice, Entry::Exclusive, 0).await;
+    let on_b = rules::enter(&*b, &general, &alice, Entry::Shared, 0)
+        .await
+        .unwrap();
+    let refused = rules::enter(&*b, &general, &alice, Entry::Exclusive, 0).await;
     assert!(
         refused.is_err(),
         "Alice is here, through the other replica too"
@@ -80,7 +91,7 @@ async fn presence_is_counted_over_every_replica() {
         let summary = broker.room(&general).await.unwrap();
         assert_eq!(summary.members, vec![(alice.clone(), 2)]);
     }
-    a.release(on_a).await;
+    rules::release(&*a, on_a).await;
     b.publish(&general, say("Bob", "still here?"))
         .await
         .unwrap();
@@ -90,7 +101,7 @@ async fn presence_is_counted_over_every_replica() {
         EventKind::Chat,
         "no LEAVE while a session remains: {next:?}"
     );
-    b.release(on_b).await;
+    rules::release(&*b, on_b).await;
     let leave = next_event(&mut observer).await;
     assert_eq!(
         (leave.kind, leave.user.as_str()),
@@ -110,8 +121,7 @@ async fn first_messages_from_two_replicas_at_once_keep_the_room_in_one_epoch() {
     for n in 0..ROOMS {
         let fresh = room(&format!("fresh-{n}"));
         // A reader of the empty room reads in the epoch the bucket gives it.
-        let mut reader = brokers[0]
-            .subscribe(&fresh, StartAt::Live, false)
+        let mut reader = rules::subscribe(&*brokers[0], &fresh, StartAt::Live, false)
             .await
             .unwrap();
         let mut firsts = JoinSet::new();

@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
+use grpc_chat::hub::rules;
 use grpc_chat::{
     broker::{
         Broker, Delivery, EngineFigures, Entry, Feed, FeedError, Gap, Lease, Opening, Reset,
@@ -59,7 +60,7 @@ async fn publish_numbered(broker: &dyn Broker, room: &RoomName, count: u64) -> E
 }
 
 async fn subscribe(broker: &dyn Broker, room: &RoomName, start: StartAt) -> Feed {
-    broker.subscribe(room, start, false).await.unwrap()
+    rules::subscribe(broker, room, start, false).await.unwrap()
 }
 
 /// The feed's next item, which must come within [`PATIENCE`].
@@ -393,7 +394,10 @@ pub async fn a_room_that_lost_its_log_resets_saved_positions<E: Engine>() {
 
 /// The error subscribing at `start` fails with.
 async fn refused_feed(broker: &dyn Broker, room: &RoomName, start: StartAt) -> ChatError {
-    broker.subscribe(room, start, false).await.err().unwrap()
+    rules::subscribe(broker, room, start, false)
+        .await
+        .err()
+        .unwrap()
 }
 
 fn assert_out_of_range(error: ChatError, asked: u64, next_offset: u64) {
@@ -449,8 +453,7 @@ pub async fn lamport_times_grow_with_offsets_and_merge_the_senders<E: Engine>() 
         events.iter().map(|event| event.lamport).collect::<Vec<_>>(),
         vec![1, 1001, 1002, 1003]
     );
-    let lease = broker
-        .enter(&general, &user("Bob"), Entry::Shared, 5000)
+    let lease = rules::enter(&*broker, &general, &user("Bob"), Entry::Shared, 5000)
         .await
         .unwrap();
     let mut replay = subscribe(
@@ -469,7 +472,7 @@ pub async fn lamport_times_grow_with_offsets_and_merge_the_senders<E: Engine>() 
         .await
         .unwrap();
     assert_eq!(highest.lamport, MAX_CLIENT_CLOCK + 1);
-    broker.release(lease).await;
+    rules::release(&*broker, lease).await;
     assert_eq!(next_event(&mut replay).await.id, highest.id);
     let leave = next_event(&mut replay).await;
     assert_eq!(leave.kind, EventKind::Leave);
@@ -501,7 +504,7 @@ async fn enter_announced(
     who: &UserName,
     entry: Entry,
 ) -> Lease {
-    let lease = broker.enter(room, who, entry, 0).await.unwrap();
+    let lease = rules::enter(broker, room, who, entry, 0).await.unwrap();
     expect_presence(observer, EventKind::Join, who.as_str()).await;
     lease
 }
@@ -509,7 +512,7 @@ async fn enter_announced(
 /// Releases the last session of `lease`'s user, which `observer` must see announced.
 async fn release_announced(broker: &dyn Broker, observer: &mut Feed, lease: Lease) {
     let who = lease.user.to_string();
-    broker.release(lease).await;
+    rules::release(broker, lease).await;
     expect_presence(observer, EventKind::Leave, &who).await;
 }
 
@@ -520,14 +523,13 @@ pub async fn presence_is_announced_on_the_first_and_last_session<E: Engine>() {
     let mut observer = subscribe(&*broker, &general, StartAt::Live).await;
     let (alice, bob) = (user("Alice"), user("Bob"));
     let first = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Shared).await;
-    let second = broker
-        .enter(&general, &alice, Entry::Shared, 0)
+    let second = rules::enter(&*broker, &general, &alice, Entry::Shared, 0)
         .await
         .unwrap();
     publish(&*broker, &general, "after a second session").await;
     expect_chat(&mut observer, "after a second session").await;
     let bobs = enter_announced(&*broker, &mut observer, &general, &bob, Entry::Shared).await;
-    broker.release(first).await;
+    rules::release(&*broker, first).await;
     publish(&*broker, &general, "after one of two left").await;
     expect_chat(&mut observer, "after one of two left").await;
     release_announced(&*broker, &mut observer, second).await;
@@ -562,8 +564,7 @@ pub async fn an_exclusive_entry_refuses_a_second_session<E: Engine>() {
     let mut observer = subscribe(&*broker, &general, StartAt::Live).await;
     let alice = user("Alice");
     let only = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Exclusive).await;
-    let refused = broker
-        .enter(&general, &alice, Entry::Exclusive, 0)
+    let refused = rules::enter(&*broker, &general, &alice, Entry::Exclusive, 0)
         .await
         .err()
         .unwrap();
@@ -575,7 +576,7 @@ pub async fn an_exclusive_entry_refuses_a_second_session<E: Engine>() {
     expect_chat(&mut observer, "nothing announced for the refused one").await;
     release_announced(&*broker, &mut observer, only).await;
     let next = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Exclusive).await;
-    broker.release(next).await;
+    rules::release(&*broker, next).await;
     engine.close().await;
 }
 
@@ -587,8 +588,7 @@ pub async fn a_name_that_looks_like_a_member_s_is_refused_while_they_are_present
     let alice = user("alice");
     let present = enter_announced(&*broker, &mut observer, &general, &alice, Entry::Shared).await;
     for spoof in ["аlice", "ALICE", "ａｌｉｃｅ"] {
-        let refused = broker
-            .enter(&general, &user(spoof), Entry::Shared, 0)
+        let refused = rules::enter(&*broker, &general, &user(spoof), Entry::Shared, 0)
             .await
             .err()
             .unwrap();
@@ -599,18 +599,17 @@ pub async fn a_name_that_looks_like_a_member_s_is_refused_while_they_are_present
         );
     }
     // Another session of alice herself is fine, and nobody else was announced.
-    let again = broker
-        .enter(&general, &alice, Entry::Shared, 0)
+    let again = rules::enter(&*broker, &general, &alice, Entry::Shared, 0)
         .await
         .unwrap();
     publish(&*broker, &general, "no look-alike arrived").await;
     expect_chat(&mut observer, "no look-alike arrived").await;
-    broker.release(again).await;
+    rules::release(&*broker, again).await;
     // Once she has left, the name is free.
     release_announced(&*broker, &mut observer, present).await;
     let cyrillic = user("аlice");
     let now = enter_announced(&*broker, &mut observer, &general, &cyrillic, Entry::Shared).await;
-    broker.release(now).await;
+    rules::release(&*broker, now).await;
     engine.close().await;
 }
 
@@ -622,7 +621,11 @@ pub async fn who_is_here_lists_members_sessions_and_positions<E: Engine>() {
     let (alice, bob) = (user("Alice"), user("Bob"));
     let mut leases = Vec::new();
     for who in [&bob, &alice, &alice] {
-        leases.push(broker.enter(&general, who, Entry::Shared, 0).await.unwrap());
+        leases.push(
+            rules::enter(&*broker, &general, who, Entry::Shared, 0)
+                .await
+                .unwrap(),
+        );
     }
     let epoch = Some(publish_numbered(&*broker, &general, 3).await);
     let summary = broker.room(&general).await.unwrap();
@@ -636,13 +639,13 @@ pub async fn who_is_here_lists_members_sessions_and_positions<E: Engine>() {
         }
     );
     let bobs = leases.remove(0);
-    broker.release(bobs).await;
+    rules::release(&*broker, bobs).await;
     let summary =
         eventually_summary(&*broker, &general, |summary| summary.members.len() == 1).await;
     assert_eq!(summary.members, vec![(alice.clone(), 2)]);
     assert_eq!(summary.last_offset, 6, "Bob's LEAVE");
     for lease in leases {
-        broker.release(lease).await;
+        rules::release(&*broker, lease).await;
     }
     let summary =
         eventually_summary(&*broker, &general, |summary| summary.members.is_empty()).await;
@@ -702,16 +705,14 @@ pub async fn rooms_subscribers_and_history_bytes_are_bounded<E: Engine>() {
         "2 rooms",
     );
     full(
-        broker
-            .subscribe(&c, StartAt::Live, false)
+        rules::subscribe(&*broker, &c, StartAt::Live, false)
             .await
             .err()
             .unwrap(),
         "2 rooms",
     );
     full(
-        broker
-            .enter(&c, &user("Alice"), Entry::Shared, 0)
+        rules::enter(&*broker, &c, &user("Alice"), Entry::Shared, 0)
             .await
             .err()
             .unwrap(),
@@ -720,8 +721,7 @@ pub async fn rooms_subscribers_and_history_bytes_are_bounded<E: Engine>() {
     let first = subscribe(&*broker, &a, StartAt::Live).await;
     let _second = subscribe(&*broker, &a, StartAt::Live).await;
     full(
-        broker
-            .subscribe(&a, StartAt::Live, false)
+        rules::subscribe(&*broker, &a, StartAt::Live, false)
             .await
             .err()
             .unwrap(),
@@ -758,8 +758,7 @@ pub async fn figures_follow_appends_and_rooms<E: Engine>() {
         publish(&*broker, &a, &format!("a{i}")).await;
         publish(&*broker, &b, &format!("b{i}")).await;
     }
-    let lease = broker
-        .enter(&a, &user("Bob"), Entry::Shared, 0)
+    let lease = rules::enter(&*broker, &a, &user("Bob"), Entry::Shared, 0)
         .await
         .unwrap();
     let figures = eventually_figures(&*broker, |figures| {
@@ -767,7 +766,7 @@ pub async fn figures_follow_appends_and_rooms<E: Engine>() {
     })
     .await;
     assert!(figures.history_bytes > 7 * 100, "{figures:?}");
-    broker.release(lease).await;
+    rules::release(&*broker, lease).await;
     engine.close().await;
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream};
 use grpc_chat::{
-    broker::{Broker, EngineFigures, Entry, Feed, FeedError, Lease, RoomSummary},
+    broker::{Broker, EngineFigures, Entered, Entry, Feed, FeedError, Lease, Open, RoomSummary},
     error::ChatError,
     event::Event,
     room::{Draft, RoomName, StartAt, UserName},
@@ -68,11 +68,14 @@ impl Broker for FailingBroker {
         &'a self,
         room: &'a RoomName,
         start: StartAt,
+        open: Open,
         text_frames: bool,
-    ) -> BoxFuture<'a, Result<Feed, ChatError>> {
+    ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>> {
         async move {
             self.refuse()?;
-            let mut feed = self.inner.subscribe(room, start, text_frames).await?;
+            let Some(mut feed) = self.inner.subscribe(room, start, open, text_frames).await? else {
+                return Ok(None);
+            };
             let mut failed = self.failed.subscribe();
             let failure = async move {
                 // Only errs if the sender is gone, which is a failure too.
@@ -85,7 +88,7 @@ impl Broker for FailingBroker {
                     Err(FeedError::Failed(INJECTED_FAILURE.into()))
                 }))
                 .boxed();
-            Ok(feed)
+            Ok(Some(feed))
         }
         .boxed()
     }
@@ -95,16 +98,15 @@ impl Broker for FailingBroker {
         room: &'a RoomName,
         user: &'a UserName,
         entry: Entry,
-        clock: u64,
-    ) -> BoxFuture<'a, Result<Lease, ChatError>> {
+    ) -> BoxFuture<'a, Result<Entered, ChatError>> {
         async move {
             self.refuse()?;
-            self.inner.enter(room, user, entry, clock).await
+            self.inner.enter(room, user, entry).await
         }
         .boxed()
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, ()> {
+    fn release(&self, lease: Lease) -> BoxFuture<'_, bool> {
         self.inner.release(lease)
     }
 

@@ -55,11 +55,11 @@ use self::{
     presence::{Change, Presence},
 };
 use super::{
-    Broker, EngineFigures, Entry, Feed, Lease, RoomSummary, lock,
+    Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, lock,
     log::{LogLimits, RoomLog},
 };
 use crate::{
-    error::{ChatError, FROM_OFFSET_FIELD},
+    error::ChatError,
     event::Event,
     room::{Draft, EventKind, RoomName, StartAt, UserName},
 };
@@ -144,21 +144,10 @@ struct NatsRoom {
     usage: Mutex<Usage>,
 }
 
+/// A room's use on this replica besides its readers, whom its log counts.
 struct Usage {
-    subscriptions: usize,
     sessions: usize,
     last_active: Instant,
-}
-
-/// One subscription's place in its room, given back when its feed is dropped.
-struct Subscribed(Arc<NatsRoom>);
-
-impl Drop for Subscribed {
-    fn drop(&mut self) {
-        let mut usage = lock(&self.0.usage);
-        usage.subscriptions -= 1;
-        usage.last_active = Instant::now();
-    }
 }
 
 /// Why a room could not be opened.
@@ -212,9 +201,7 @@ impl NatsBroker {
                 return true;
             };
             let usage = lock(&room.usage);
-            let idle = usage.subscriptions == 0
-                && usage.sessions == 0
-                && now.duration_since(usage.last_active) >= ttl;
+            let idle = usage.sessions == 0 && room.log.unread_for(ttl, usage.last_active, now);
             if idle || room.stop.is_cancelled() {
                 room.stop.cancel();
                 return false;
@@ -370,7 +357,6 @@ impl NatsBroker {
             appends,
             stop,
             usage: Mutex::new(Usage {
-                subscriptions: 0,
                 sessions: 0,
                 last_active: Instant::now(),
             }),
@@ -455,35 +441,16 @@ impl NatsBroker {
         &self,
         name: &RoomName,
         start: StartAt,
+        open: Open,
         text_frames: bool,
-    ) -> Result<Feed, ChatError> {
-        // A replay beyond the end of a room that does not exist (and whose epoch the client does
-        // not name) fails without creating it.
-        let create = !matches!(start, StartAt::Offset { offset, epoch: None } if offset > 1);
-        let Some(room) = self.caught_up(name, create).await? else {
-            let StartAt::Offset { offset, .. } = start else {
-                unreachable!("only an offset start may leave the room missing")
-            };
-            return Err(ChatError::OffsetOutOfRange {
-                field: FROM_OFFSET_FIELD.into(),
-                room: name.to_string(),
-                requested: offset,
-                next: 1,
-            });
+    ) -> Result<Option<Feed>, ChatError> {
+        let Some(room) = self.caught_up(name, open == Open::Create).await? else {
+            return Ok(None);
         };
-        {
-            let max = self.inner.config.max_subscribers_per_room;
-            let mut usage = lock(&room.usage);
-            if usage.subscriptions >= max {
-                return Err(ChatError::ResourceExhausted(format!(
-                    "room {name} is full: at most {max} subscribers per room"
-                )));
-            }
-            usage.subscriptions += 1;
-            usage.last_active = Instant::now();
-        }
+        lock(&room.usage).last_active = Instant::now();
+        let max = self.inner.config.max_subscribers_per_room;
         let log = Arc::clone(&room.log);
-        log.feed(name, &start, text_frames, Subscribed(room))
+        log.feed(name, &start, text_frames, max, room).map(Some)
     }
 
     async fn enter_room(
@@ -491,8 +458,7 @@ impl NatsBroker {
         name: &RoomName,
         user: &UserName,
         entry: Entry,
-        clock: u64,
-    ) -> Result<Lease, ChatError> {
+    ) -> Result<Entered, ChatError> {
         let connected = self.connected().await?;
         let room = self
             .open(name, true)
@@ -507,20 +473,11 @@ impl NatsBroker {
             room: name.clone(),
             user: user.clone(),
         };
-        if first {
-            let mut join = Draft::presence(user.clone(), EventKind::Join);
-            join.sender_clock = clock;
-            if let Err(error) = self.append(name, join, None).await {
-                // Not announced: not present either.
-                self.leave_room(&lease, false).await;
-                return Err(error);
-            }
-        }
-        Ok(lease)
+        Ok(Entered { lease, first })
     }
 
-    /// Ends a session; announces the LEAVE when `announce` and it was the user's last.
-    async fn leave_room(&self, lease: &Lease, announce: bool) {
+    /// Ends a session; says whether it was the user's last.
+    async fn leave_room(&self, lease: &Lease) -> bool {
         let key = subject::token(&lease.room);
         if let Some(slot) = lock(&self.inner.rooms).get(&lease.room).cloned()
             && let Some(room) = slot.room.get()
@@ -538,18 +495,12 @@ impl NatsBroker {
             }
             Err(error) => Err(error),
         };
-        match left {
-            Ok(true) if announce => {
-                let leave = Draft::presence(lease.user.clone(), EventKind::Leave);
-                if let Err(error) = self.append(&lease.room, leave, None).await {
-                    tracing::warn!(room = %lease.room, %error, "could not announce leave");
-                }
-            }
-            Ok(_) => {}
+        left.unwrap_or_else(|error| {
             // The session stays counted until this replica's liveness key expires; then another
             // replica sweeps it out and announces the LEAVE.
-            Err(error) => tracing::warn!(room = %lease.room, %error, "could not record leave"),
-        }
+            tracing::warn!(room = %lease.room, %error, "could not record leave");
+            false
+        })
     }
 
     async fn summary(&self, name: &RoomName) -> Result<RoomSummary, ChatError> {
@@ -850,9 +801,10 @@ impl Broker for NatsBroker {
         &'a self,
         room: &'a RoomName,
         start: StartAt,
+        open: Open,
         text_frames: bool,
-    ) -> BoxFuture<'a, Result<Feed, ChatError>> {
-        self.open_feed(room, start, text_frames).boxed()
+    ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>> {
+        self.open_feed(room, start, open, text_frames).boxed()
     }
 
     fn enter<'a>(
@@ -860,13 +812,12 @@ impl Broker for NatsBroker {
         room: &'a RoomName,
         user: &'a UserName,
         entry: Entry,
-        clock: u64,
-    ) -> BoxFuture<'a, Result<Lease, ChatError>> {
-        self.enter_room(room, user, entry, clock).boxed()
+    ) -> BoxFuture<'a, Result<Entered, ChatError>> {
+        self.enter_room(room, user, entry).boxed()
     }
 
-    fn release(&self, lease: Lease) -> BoxFuture<'_, ()> {
-        async move { self.leave_room(&lease, true).await }.boxed()
+    fn release(&self, lease: Lease) -> BoxFuture<'_, bool> {
+        async move { self.leave_room(&lease).await }.boxed()
     }
 
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {

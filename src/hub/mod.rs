@@ -10,6 +10,8 @@
 //! for the notices that end streams, stamps published messages with the caller's trace context,
 //! and keeps the chat metrics.
 
+pub mod rules;
+
 use std::{
     pin::Pin,
     sync::{
@@ -139,11 +141,7 @@ impl Hub {
         let place = self.subscription_place()?;
         self.admit(caller, room)?;
         let text_frames = door == FrontDoor::WebSocket;
-        let feed = self
-            .inner
-            .broker
-            .subscribe(room, start, text_frames)
-            .await?;
+        let feed = rules::subscribe(&*self.inner.broker, room, start, text_frames).await?;
         match &feed.opening {
             Some(Opening::Gap(_)) => self.inner.metrics.replay_gaps.increment(1),
             Some(Opening::Reset(_)) => self.inner.metrics.replay_resets.increment(1),
@@ -151,11 +149,14 @@ impl Hub {
         }
         let presence = match participant {
             Some(participant) => {
-                let lease = self
-                    .inner
-                    .broker
-                    .enter(room, participant.user, participant.entry, participant.clock)
-                    .await?;
+                let lease = rules::enter(
+                    &*self.inner.broker,
+                    room,
+                    participant.user,
+                    participant.entry,
+                    participant.clock,
+                )
+                .await?;
                 Some(Presence {
                     hub: self.clone(),
                     lease: Some(lease),
@@ -305,7 +306,7 @@ impl Drop for Presence {
         self.hub
             .inner
             .tasks
-            .spawn(async move { broker.release(lease).await });
+            .spawn(async move { rules::release(&*broker, lease).await });
     }
 }
 
