@@ -17,10 +17,11 @@ pub enum ChatError {
         reason: String,
     },
     /// A replay was asked to start after the end of the room's log.
-    #[error("{field}: {requested} is beyond the end of room {room} (next offset is {next})")]
+    #[error("{}{requested} is beyond the end of room {room} (next offset is {next})", field_prefix(field.as_deref()))]
     OffsetOutOfRange {
-        /// The field that asked (`from_offset`, or `offset` of a JOIN).
-        field: String,
+        /// The field that asked, as the door names it (`from_offset`, or `offset` of a JOIN);
+        /// the room rules and engines report only the positions.
+        field: Option<String>,
         /// The room asked for.
         room: String,
         /// The offset asked for.
@@ -81,8 +82,7 @@ impl ChatError {
         }
     }
 
-    /// The same error, an offset beyond the end named as the field `field` (engines name it
-    /// [`FROM_OFFSET_FIELD`]).
+    /// The same error, an offset beyond the end named as the door's field `field`.
     pub fn offset_in(self, field: &str) -> Self {
         match self {
             Self::OffsetOutOfRange {
@@ -91,7 +91,7 @@ impl ChatError {
                 next,
                 ..
             } => Self::OffsetOutOfRange {
-                field: field.into(),
+                field: Some(field.into()),
                 room,
                 requested,
                 next,
@@ -114,7 +114,7 @@ impl ChatError {
                 requested,
                 next,
             } => Self::OffsetOutOfRange {
-                field: format!("messages[{index}].{field}"),
+                field: field.map(|field| format!("messages[{index}].{field}")),
                 room,
                 requested,
                 next,
@@ -140,6 +140,10 @@ impl ChatError {
     }
 }
 
+fn field_prefix(field: Option<&str>) -> String {
+    field.map(|field| format!("{field}: ")).unwrap_or_default()
+}
+
 fn engine_unavailable(reason: &str, resume: Option<&(u64, String)>) -> String {
     match resume {
         Some((offset, epoch)) => format!(
@@ -149,9 +153,6 @@ fn engine_unavailable(reason: &str, resume: Option<&(u64, String)>) -> String {
         None => format!("room engine unavailable ({reason}); reconnect to resume"),
     }
 }
-
-/// The field a replay is asked from, as engines name it.
-pub const FROM_OFFSET_FIELD: &str = "from_offset";
 
 /// Trailing metadata with machine-readable copies of a stream's resume position.
 pub const MISSED_METADATA: &str = "grpc-chat-missed";

@@ -7,7 +7,6 @@ use std::{sync::LazyLock, time::SystemTime};
 use grpc_chat::{
     auth::{Auth, Caller},
     config::ServeConfig,
-    error::FROM_OFFSET_FIELD,
     event::{Event, EventParts},
     grpc::convert::{self, Command},
     monitoring::Monitoring,
@@ -53,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
             request.from_offset,
             request.last,
             &request.epoch,
-            FROM_OFFSET_FIELD,
+            convert::FROM_OFFSET_FIELD,
         );
     }
     let _ = MetricsRequest::decode(data);

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset};
 use crate::{
-    error::{ChatError, FROM_OFFSET_FIELD},
+    error::ChatError,
     event::{Event, EventParts},
     room::{Draft, Epoch, RoomName, StartAt, merge_clock},
 };
@@ -385,7 +385,7 @@ impl RoomLog {
                 ),
                 StartAt::Offset { offset, .. } if *offset > next => {
                     return Err(ChatError::OffsetOutOfRange {
-                        field: FROM_OFFSET_FIELD.into(),
+                        field: None,
                         room: room.to_string(),
                         requested: *offset,
                         next,

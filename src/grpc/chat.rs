@@ -19,7 +19,7 @@ use super::{
 use crate::{
     auth::{Auth, Caller, grants::Capability},
     door::{Announce, Joined, Kit, Said},
-    error::{ChatError, FROM_OFFSET_FIELD},
+    error::ChatError,
     hub::Delivery,
     monitoring::{FrontDoor, Monitoring},
     proto::{
@@ -156,7 +156,7 @@ impl ChatService for ChatApi {
             request.from_offset,
             request.last,
             &request.epoch,
-            FROM_OFFSET_FIELD,
+            convert::FROM_OFFSET_FIELD,
         )?;
         let announce = Announce::Sent {
             field: "user",
@@ -165,7 +165,8 @@ impl ChatService for ChatApi {
         let subscription = self
             .kit
             .join(&caller, &room, announce, start, door, &drain)
-            .await?;
+            .await
+            .map_err(|error| error.offset_in(convert::FROM_OFFSET_FIELD))?;
         // Popped from the end: the welcome first, then how the replay opens.
         let mut notices = Vec::with_capacity(2);
         let opened = subscription.get_ref();

@@ -26,6 +26,8 @@ pub enum Command {
     Leave(RoomName),
 }
 
+/// The field of `SubscribeMessages` that names where to resume the room.
+pub const FROM_OFFSET_FIELD: &str = "from_offset";
 /// The field of a JOIN in `Chat` that names where to resume the room.
 pub const JOIN_OFFSET_FIELD: &str = "offset";
 

@@ -5,7 +5,7 @@
 
 use crate::{
     broker::{Broker, Entry, Feed, Lease, Open},
-    error::{ChatError, FROM_OFFSET_FIELD},
+    error::ChatError,
     room::{Draft, EventKind, RoomName, StartAt, UserName},
 };
 
@@ -35,7 +35,7 @@ pub async fn subscribe(
     ) {
         (Some(feed), _) => Ok(feed),
         (None, requested) => Err(ChatError::OffsetOutOfRange {
-            field: FROM_OFFSET_FIELD.into(),
+            field: None,
             room: room.to_string(),
             requested: requested.unwrap_or(1),
             next: 1,
