@@ -37,15 +37,14 @@
 //!   and everything else onto already-bound listeners (so tests can use port 0);
 //!   [`server::App::serve`] runs it until shutdown, then drains. [`config`]: the `serve`
 //!   settings and their checks.
-//! * The clients: [`cli`] (the client subcommands), [`client`] (how our clients present a token
-//!   and TLS), [`bench`] (the load generator behind `grpc-chat bench`).
+//!
+//! The clients the binary also ships (the client subcommands, the load generator) are not part
+//! of this library: they are the binary's own modules (`src/clients/`), over [`proto`] and
+//! [`text_frame`].
 
 pub mod admin;
 pub mod auth;
-pub mod bench;
 pub mod broker;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod door;
 pub mod error;

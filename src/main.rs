@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+mod clients;
+
+use clients::cli::{self, Cli, Command};
 use grpc_chat::{
-    cli::{self, Cli, Command},
     config::ServeConfig,
     server::{self, Listeners},
     shutdown,

@@ -30,7 +30,7 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 use tungstenite::handshake::client::Request;
 
-use crate::text_frame::TextFrame;
+use grpc_chat::text_frame::TextFrame;
 
 use super::{
     messages::{IdleWatch, Published, Seen, header, now_nanos, parse, room_of},
@@ -52,7 +52,7 @@ const WARM_UP: &str = "warm-up";
 
 /// The request for room `room` of the server at `ws_addr` (HOST:PORT), offering `token`.
 pub fn room_request(ws_addr: &str, room: usize, token: Option<&str>) -> anyhow::Result<Request> {
-    crate::client::websocket_request(&format!("ws://{ws_addr}/ws?roomCode=bench-{room}"), token)
+    crate::clients::client::websocket_request(&format!("ws://{ws_addr}/ws?roomCode=bench-{room}"), token)
 }
 
 async fn open(request: &Request) -> anyhow::Result<Socket> {

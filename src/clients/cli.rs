@@ -16,14 +16,15 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    client::{self, ClientChannel, Credentials, TlsClientOptions, TokenArgs, with_token},
+use grpc_chat::{
     config::ServeConfig,
     proto::{
         GetRoomRequest, Message, MessageType, MetricsRequest, Notice, SendMessageRequest,
         SubscribeRequest, chat_service_client::ChatServiceClient,
     },
 };
+
+use super::client::{self, ClientChannel, Credentials, TlsClientOptions, TokenArgs, with_token};
 
 /// A real-time chat service over gRPC, and its command-line client.
 #[derive(Debug, Parser)]
@@ -57,7 +58,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Load-test a server speaking chat.ChatService.
     #[command(subcommand)]
-    Bench(crate::bench::Scenario),
+    Bench(crate::clients::bench::Scenario),
 }
 
 /// Which server a client subcommand talks to.
@@ -222,7 +223,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health(args).await,
         Command::Room(args) => room(args).await,
         Command::Token(args) => say!("{}", client::mint(&args)?).map_err(Into::into),
-        Command::Bench(scenario) => crate::bench::run(scenario).await,
+        Command::Bench(scenario) => crate::clients::bench::run(scenario).await,
     }
     .map(|()| ExitCode::SUCCESS)
     .or_else(|error| {

@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use tonic::Streaming;
 
-use crate::client::ClientChannel;
+use crate::clients::client::ClientChannel;
 
-use crate::proto::{Message, SubscribeRequest, chat_service_client::ChatServiceClient};
+use grpc_chat::proto::{Message, SubscribeRequest, chat_service_client::ChatServiceClient};
 
 /// Streams per connection; below the usual limit of concurrent streams (grpc-chat and the Go
 /// server both allow 1000).

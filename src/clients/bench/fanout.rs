@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::client::ClientChannel;
+use crate::clients::client::ClientChannel;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use tokio::{sync::Barrier, time::MissedTickBehavior};
@@ -22,7 +22,7 @@ use super::{
     report::latency_histogram,
     websocket,
 };
-use crate::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
+use grpc_chat::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
 
 /// The two fields of a delivered `chat.Message` the benchmark reads; decoding skips the rest, so
 /// the load generator spends little CPU per delivery.

@@ -28,7 +28,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tonic::transport::Channel;
 
-use crate::client::{ClientChannel, Credentials, TlsClientOptions, with_token};
+use crate::clients::client::{ClientChannel, Credentials, TlsClientOptions, with_token};
 
 pub use report::Report;
 
@@ -252,7 +252,7 @@ impl Common {
         &self,
         url: &str,
     ) -> anyhow::Result<tungstenite::handshake::client::Request> {
-        crate::client::websocket_request(url, self.credentials.token()?.as_deref())
+        crate::clients::client::websocket_request(url, self.credentials.token()?.as_deref())
     }
 }
 

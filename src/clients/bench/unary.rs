@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{Report, ServerProbe, UnaryArgs, padded, report::latency_histogram};
-use crate::proto::{SendMessageRequest, chat_service_client::ChatServiceClient};
+use grpc_chat::proto::{SendMessageRequest, chat_service_client::ChatServiceClient};
 
 const WARM_UP: Duration = Duration::from_secs(1);
 

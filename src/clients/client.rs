@@ -15,7 +15,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
-use crate::{auth::grants::Grant, room::UserName};
+use grpc_chat::{auth::grants::Grant, room::UserName};
 
 /// The token a client presents, from the flag, its environment twin, or a file.
 #[derive(Debug, Clone, Args)]
@@ -140,8 +140,8 @@ pub fn websocket_request(
     if let Some(token) = token {
         let protocols = format!(
             "{}, {}{token}",
-            crate::websocket::SUBPROTOCOL,
-            crate::websocket::BEARER_PROTOCOL_PREFIX
+            grpc_chat::websocket::SUBPROTOCOL,
+            grpc_chat::websocket::BEARER_PROTOCOL_PREFIX
         );
         request
             .headers_mut()
