@@ -12,11 +12,11 @@ use crate::monitoring::Monitoring;
 
 /// Whether the server accepts traffic; shared between the server and `/readyz`.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub(crate) struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
     /// Marks the server ready or not.
-    pub fn set(&self, ready: bool) {
+    pub(crate) fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::Relaxed);
     }
 
@@ -32,7 +32,7 @@ struct AdminState {
 }
 
 /// The admin routes.
-pub fn router(monitoring: Arc<Monitoring>, readiness: Readiness) -> Router {
+pub(crate) fn router(monitoring: Arc<Monitoring>, readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))

@@ -69,7 +69,7 @@ pub enum Announce {
 }
 
 /// A subscription of a door: the room's events until the door's drain starts.
-pub type Joined = UntilDrained<Subscription>;
+pub(crate) type Joined = UntilDrained<Subscription>;
 
 impl Kit {
     /// The kit over `hub`, refusing content over `max_content_bytes`.

@@ -22,11 +22,11 @@ use crate::{
 
 /// The status of every service the server reports on; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct HealthStatus(Arc<watch::Sender<BTreeMap<String, ServingStatus>>>);
+pub(crate) struct HealthStatus(Arc<watch::Sender<BTreeMap<String, ServingStatus>>>);
 
 impl HealthStatus {
     /// `services` (with `""` for the whole server), all NOT_SERVING until [`HealthStatus::set`].
-    pub fn new(services: &[&str]) -> Self {
+    pub(crate) fn new(services: &[&str]) -> Self {
         let statuses = services
             .iter()
             .map(|service| ((*service).to_owned(), ServingStatus::NotServing))
@@ -35,7 +35,7 @@ impl HealthStatus {
     }
 
     /// Reports `status` for every service.
-    pub fn set(&self, status: ServingStatus) {
+    pub(crate) fn set(&self, status: ServingStatus) {
         self.0.send_modify(|statuses| {
             for value in statuses.values_mut() {
                 *value = status;
@@ -52,12 +52,12 @@ impl HealthStatus {
 }
 
 /// The health service over `status`; watches end when `drain` starts.
-pub fn service(status: HealthStatus, drain: Drain) -> HealthServer<HealthApi> {
+pub(crate) fn service(status: HealthStatus, drain: Drain) -> HealthServer<HealthApi> {
     HealthServer::new(HealthApi { status, drain })
 }
 
 /// See the module documentation.
-pub struct HealthApi {
+pub(crate) struct HealthApi {
     status: HealthStatus,
     drain: Drain,
 }

@@ -1,12 +1,15 @@
 //! grpc-chat: a real-time chat service over gRPC.
 //!
+//! The library exposes what the binary, the tests and the fuzz targets use; the rest is private
+//! to it (`unreachable_pub` is on).
+//!
 //! From the wire inwards:
 //!
 //! * Front doors translate their wire to the room model and back, and nothing else:
 //!   [`grpc`] (`chat.ChatService`, also over gRPC-Web, and `chitty_chat.Chat`) and
-//!   [`websocket`] (WebSocket rooms); [`page`] serves the chat page; [`health`] is
+//!   [`websocket`] (WebSocket rooms); `page` serves the chat page; `health` is
 //!   `grpc.health.v1`.
-//! * [`door`]: the door kit every front door calls for a caller — `say` (publish) and `join`
+//! * `door`: the door kit every front door calls for a caller — `say` (publish) and `join`
 //!   (subscribe: capability, who is announced, the subscription ending on the door's drain).
 //!   **To add an operation to every door, add it to the kit, then map each door's message to
 //!   it.**
@@ -14,7 +17,7 @@
 //!   subscribers' presence leases, the slow-consumer and engine-failure policies, resume
 //!   positions, trace context on messages.
 //! * [`broker`]: the seam to the engine that stores, orders and fans out room logs (publish,
-//!   subscribe from a position, presence, who is here). [`broker::log`] is one room's log with its
+//!   subscribe from a position, presence, who is here). `broker::log` is one room's log with its
 //!   cursors; [`broker::memory`] is the embedded default engine, [`broker::nats`] the NATS
 //!   JetStream one replicas share.
 //! * The room model: [`room`] (validated [`room::RoomName`] / [`room::UserName`], event kinds,
@@ -26,12 +29,12 @@
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
 //! * Serving: [`net`] (connection caps, handshake deadlines, idle timeout, maximum age with
 //!   GOAWAY, TLS, file-descriptor exhaustion), [`protocol`] (gRPC facts: the message prefix, the
-//!   table of RPCs, content type and request framing rules), [`write_batching`] (each gRPC
-//!   connection's writes gathered and sent once per pass), [`woken`] (polling only what woke),
-//!   [`shutdown`] (the stop signal and the drains every stream ends on), [`pem`]
-//!   (certificates from PEM files), [`reload`] (files reloaded when they change or on SIGHUP).
+//!   table of RPCs, content type and request framing rules), `write_batching` (each gRPC
+//!   connection's writes gathered and sent once per pass), `woken` (polling only what woke),
+//!   [`shutdown`] (the stop signal and the drains every stream ends on), `pem`
+//!   (certificates from PEM files), `reload` (files reloaded when they change or on SIGHUP).
 //! * Operating: [`monitoring`] (the Prometheus registry, the chat metrics, the RPC metrics and
-//!   span layer), [`admin`] (`/metrics`, `/healthz`, `/readyz`), [`telemetry`] (logs and trace
+//!   span layer), `admin` (`/metrics`, `/healthz`, `/readyz`), [`telemetry`] (logs and trace
 //!   export).
 //! * [`server`]: [`server::App::build`] wires the engine ([`config::ServeConfig::build_engine`])
 //!   and everything else onto already-bound listeners (so tests can use port 0);
@@ -41,32 +44,33 @@
 //! The clients the binary also ships (the client subcommands, the load generator) are not part
 //! of this library: they are the binary's own modules (`src/clients/`), over [`proto`] and
 //! [`text_frame`].
+#![warn(unreachable_pub)]
 
-pub mod admin;
+mod admin;
 pub mod auth;
 pub mod broker;
 pub mod config;
-pub mod door;
+mod door;
 pub mod error;
 pub mod event;
 pub mod grpc;
-pub mod health;
+mod health;
 pub mod hub;
 pub mod lookalike;
 pub mod monitoring;
 pub mod net;
-pub mod page;
-pub mod pem;
+mod page;
+mod pem;
 pub mod protocol;
-pub mod reload;
+mod reload;
 pub mod room;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text_frame;
 pub mod websocket;
-pub mod woken;
-pub mod write_batching;
+mod woken;
+mod write_batching;
 
 /// Code generated from `proto/chat.proto` (and, in [`proto::chitty_chat`],
 /// `proto/chitty_chat.proto`).

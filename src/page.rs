@@ -83,7 +83,7 @@ static ASSETS: LazyLock<[Asset; 2]> = LazyLock::new(|| {
 
 /// Where the page sends its gRPC-Web calls.
 #[derive(Debug, Clone)]
-pub enum GrpcWebTarget {
+pub(crate) enum GrpcWebTarget {
     /// Decided per request: the page's own origin behind a proxy, else its host on the gRPC
     /// port.
     Auto {
@@ -98,7 +98,7 @@ pub enum GrpcWebTarget {
 
 /// What the page needs to know of the server.
 #[derive(Debug, Clone)]
-pub struct PageSettings {
+pub(crate) struct PageSettings {
     /// Where gRPC-Web calls go.
     pub grpc_web: GrpcWebTarget,
     /// The token claim naming the user when tokens are accepted; `None` with auth off.
@@ -108,7 +108,7 @@ pub struct PageSettings {
 }
 
 /// The page at `/` and its assets under `/assets/`.
-pub fn router(settings: PageSettings) -> Router {
+pub(crate) fn router(settings: PageSettings) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/assets/{name}", get(asset))
@@ -283,7 +283,7 @@ fn escape_attribute(value: &str) -> String {
 }
 
 /// Parses `--web-grpc-url`: an absolute `http` or `https` URL with no path beyond `/`.
-pub fn parse_grpc_web_url(raw: &str) -> Result<String, String> {
+pub(crate) fn parse_grpc_web_url(raw: &str) -> Result<String, String> {
     let uri: http::Uri = raw
         .parse()
         .map_err(|error| format!("{raw:?} is not a URL: {error}"))?;

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Calls `reload` with the reason whenever one of `files` changes (checked every `interval`) or
 /// the process gets SIGHUP, until `stop`.
-pub async fn on_change(
+pub(crate) async fn on_change(
     files: Vec<PathBuf>,
     interval: Duration,
     stop: CancellationToken,

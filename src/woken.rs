@@ -39,7 +39,7 @@ impl Wake for Signal {
 /// A source of a task that is polled only after its own waker fired; see the module
 /// documentation. It lives as long as the source's registrations (a socket, a timer), across
 /// the futures that poll them.
-pub struct Woken {
+pub(crate) struct Woken {
     signal: Arc<Signal>,
     waker: Waker,
 }
@@ -59,7 +59,7 @@ impl Default for Woken {
 impl Woken {
     /// Polls the source with `poll` if it woke since it was last pending (or was ready the last
     /// time); pending otherwise. Either way the task of `cx` is woken when the source wakes.
-    pub fn poll<T>(
+    pub(crate) fn poll<T>(
         &self,
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
@@ -78,7 +78,7 @@ impl Woken {
     }
 
     /// Runs `future`, polling it through [`Woken::poll`].
-    pub async fn run<F: Future>(&self, future: F) -> F::Output {
+    pub(crate) async fn run<F: Future>(&self, future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         std::future::poll_fn(|cx| self.poll(cx, |cx| future.as_mut().poll(cx))).await
     }

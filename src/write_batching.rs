@@ -50,13 +50,13 @@ use crate::{
 
 /// Most bytes kept before writes go to the socket: also what a connection whose peer stopped
 /// reading holds here (besides what its streams hold, [`crate::net::outbox`]).
-pub const MAX_KEPT: usize = 16 * 1024;
+pub(crate) const MAX_KEPT: usize = 16 * 1024;
 /// Longest wait, at shutdown, for the peer to close its side.
-pub const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// A connection whose writes are gathered and sent once per pass of the writer; see the module
 /// documentation.
-pub struct BatchedWrites<IO> {
+pub(crate) struct BatchedWrites<IO> {
     io: IO,
     kept: BytesMut,
     /// A pass of the writer is scheduled to write `kept`.
@@ -72,7 +72,7 @@ pub struct BatchedWrites<IO> {
 }
 
 /// The deadline of writes on a socket that takes nothing; see the module documentation.
-pub struct Stall {
+pub(crate) struct Stall {
     /// How long the socket may take nothing of what waits for it.
     pub limit: Duration,
     /// Where a connection ended for it is counted.
@@ -85,7 +85,7 @@ pub struct Stall {
 
 impl Stall {
     /// A deadline of `limit`, counted in `metrics` when it ends a connection.
-    pub fn new(limit: Duration, metrics: ListenerMetrics) -> Self {
+    pub(crate) fn new(limit: Duration, metrics: ListenerMetrics) -> Self {
         Self {
             limit,
             metrics,
@@ -134,7 +134,7 @@ impl Stall {
 impl<IO> BatchedWrites<IO> {
     /// Wraps `io`, the connection of `calls` (its calls in flight), whose writes wait on a
     /// socket that takes nothing as `stall` says.
-    pub fn new(io: IO, calls: Arc<Calls>, stall: Stall) -> Self {
+    pub(crate) fn new(io: IO, calls: Arc<Calls>, stall: Stall) -> Self {
         Self {
             io,
             kept: BytesMut::new(),

@@ -18,7 +18,7 @@ const MAX_TOKEN_BYTES: usize = 4 * 1024 * 1024;
 
 /// Verified tokens, for one generation of keys.
 #[derive(Default)]
-pub struct VerifiedTokens {
+pub(super) struct VerifiedTokens {
     inner: RwLock<Entries>,
 }
 
@@ -32,7 +32,7 @@ struct Entries {
 
 impl VerifiedTokens {
     /// What `token` was verified as with the keys of `generation`, if it still holds.
-    pub fn get(&self, token: &str, generation: u64) -> Option<Arc<Verified>> {
+    pub(super) fn get(&self, token: &str, generation: u64) -> Option<Arc<Verified>> {
         let entries = self.read();
         if entries.generation != generation {
             return None;
@@ -42,7 +42,7 @@ impl VerifiedTokens {
     }
 
     /// Remembers that `token` verified as `verified` with the keys of `generation`.
-    pub fn insert(&self, token: &str, generation: u64, verified: Arc<Verified>) {
+    pub(super) fn insert(&self, token: &str, generation: u64, verified: Arc<Verified>) {
         let mut entries = self
             .inner
             .write()

@@ -21,7 +21,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// Where the document is and how to reach it.
-pub struct RemoteJwks {
+pub(crate) struct RemoteJwks {
     uri: Uri,
     /// `host:port` to connect to.
     address: String,
@@ -36,7 +36,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 impl RemoteJwks {
     /// The document at `url` (http:// or https://), verified with the CA certificates in `ca`
     /// or, without, the system's roots.
-    pub fn new(url: &str, ca: Option<&Path>) -> Result<Self, String> {
+    pub(crate) fn new(url: &str, ca: Option<&Path>) -> Result<Self, String> {
         let bad = |why: &str| format!("--jwt-jwks-url {url:?}: {why}");
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         let host = uri.host().ok_or_else(|| bad("no host"))?.to_owned();
@@ -79,7 +79,7 @@ impl RemoteJwks {
     }
 
     /// Fetches the document.
-    pub async fn fetch(&self) -> Result<JwkSet, String> {
+    pub(crate) async fn fetch(&self) -> Result<JwkSet, String> {
         tokio::time::timeout(FETCH_TIMEOUT, self.get())
             .await
             .map_err(|_| format!("{}: no answer within {FETCH_TIMEOUT:?}", self.uri))?

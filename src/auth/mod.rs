@@ -14,7 +14,7 @@
 mod cache;
 pub mod config;
 pub mod grants;
-pub mod jwks;
+pub(crate) mod jwks;
 pub mod keys;
 pub mod limits;
 pub mod token;

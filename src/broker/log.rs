@@ -35,7 +35,7 @@ const READ_BATCH_BYTES: usize = 8 * 1024;
 
 /// How much one log keeps.
 #[derive(Debug, Clone, Copy)]
-pub struct LogLimits {
+pub(crate) struct LogLimits {
     /// Events kept.
     pub history: usize,
     /// Bytes kept (the newest event stays even if it alone is over).
@@ -43,7 +43,7 @@ pub struct LogLimits {
 }
 
 /// One room's log.
-pub struct RoomLog {
+pub(crate) struct RoomLog {
     epoch: Epoch,
     /// Readers (cursors) vastly outnumber the one writer per append.
     state: RwLock<LogState>,
@@ -126,7 +126,7 @@ impl LogState {
 
 /// What an append changed, for the engine's accounting.
 #[derive(Debug)]
-pub struct Appended {
+pub(crate) struct Appended {
     /// The new event.
     pub event: Arc<Event>,
     /// Bytes it holds.
@@ -139,7 +139,7 @@ pub struct Appended {
 
 /// What evicting the oldest event changed.
 #[derive(Debug)]
-pub struct Evicted {
+pub(crate) struct Evicted {
     /// Its bytes.
     pub bytes: usize,
     /// The sequence of the oldest event held now.
@@ -148,7 +148,7 @@ pub struct Evicted {
 
 /// What a log holds now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// Events.
     pub events: usize,
     /// Their bytes.
@@ -173,7 +173,7 @@ fn write(state: &RwLock<LogState>) -> RwLockWriteGuard<'_, LogState> {
 
 impl RoomLog {
     /// An empty log of a new epoch.
-    pub fn new(epoch: Epoch) -> Self {
+    pub(crate) fn new(epoch: Epoch) -> Self {
         Self {
             epoch,
             state: RwLock::new(LogState {
@@ -191,14 +191,14 @@ impl RoomLog {
     }
 
     /// Whether appends should make WebSocket text frames now.
-    pub fn has_text_readers(&self) -> bool {
+    pub(crate) fn has_text_readers(&self) -> bool {
         // SeqCst pairs with the increment in `feed`: a text reader whose position was fixed
         // before an append read the log is seen by it.
         self.text_readers.load(Ordering::SeqCst) > 0
     }
 
     /// Waits until the log holds `offset` (or has moved past it); false if it failed first.
-    pub async fn reach(&self, offset: u64) -> bool {
+    pub(crate) async fn reach(&self, offset: u64) -> bool {
         let mut changes = self.appended.subscribe();
         loop {
             changes.borrow_and_update();
@@ -216,7 +216,7 @@ impl RoomLog {
     }
 
     /// Ends every cursor with [`FeedError::Failed`] once it has read what the log holds.
-    pub fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         let _ = self.failure.set(reason);
         self.appended.send_replace(());
     }
@@ -224,7 +224,7 @@ impl RoomLog {
     /// Adds `event`, made elsewhere with its offset (a cache of a log kept in another process):
     /// an offset already held is ignored (returns `None`); one past the next means the events
     /// between are gone, so the log restarts there and cursors behind it are told of the gap.
-    pub fn push(&self, event: Arc<Event>, seq: u64, limits: LogLimits) -> Option<Appended> {
+    pub(crate) fn push(&self, event: Arc<Event>, seq: u64, limits: LogLimits) -> Option<Appended> {
         let appended = {
             let mut state = write(&self.state);
             if event.offset < state.next_offset {
@@ -255,13 +255,13 @@ impl RoomLog {
     }
 
     /// Its epoch.
-    pub fn epoch(&self) -> &Epoch {
+    pub(crate) fn epoch(&self) -> &Epoch {
         &self.epoch
     }
 
     /// Appends `draft` to `room`'s log at the next offset, as append number `seq` over all rooms,
     /// then evicts what `limits` no longer allow.
-    pub fn append(
+    pub(crate) fn append(
         &self,
         room: &RoomName,
         draft: Draft,
@@ -296,7 +296,7 @@ impl RoomLog {
     }
 
     /// Evicts the oldest event if it is append number `seq` (otherwise the log moved on).
-    pub fn evict_oldest_if(&self, seq: u64) -> Option<Evicted> {
+    pub(crate) fn evict_oldest_if(&self, seq: u64) -> Option<Evicted> {
         let mut state = write(&self.state);
         if state.oldest_seq() != Some(seq) {
             return None;
@@ -309,7 +309,7 @@ impl RoomLog {
     }
 
     /// What it holds now.
-    pub fn held(&self) -> Held {
+    pub(crate) fn held(&self) -> Held {
         let state = read(&self.state);
         let offsets = if state.entries.is_empty() {
             (0, 0)
@@ -326,7 +326,7 @@ impl RoomLog {
 
     /// Whether, as of `now`, nobody has read the log for `ttl`, nor has the room been used
     /// otherwise since `last_used`: the rule of both engines for dropping an idle room.
-    pub fn unread_for(&self, ttl: Duration, last_used: Instant, now: Instant) -> bool {
+    pub(crate) fn unread_for(&self, ttl: Duration, last_used: Instant, now: Instant) -> bool {
         if self.readers.load(Ordering::Acquire) > 0 {
             return false;
         }
@@ -338,7 +338,7 @@ impl RoomLog {
     /// RESOURCE_EXHAUSTED when the room is full). `ticket` lives as long as the feed (an engine
     /// keeps its room with it). With `text_frames`, appends make WebSocket text frames while it
     /// lasts.
-    pub fn feed(
+    pub(crate) fn feed(
         self: &Arc<Self>,
         room: &RoomName,
         start: &StartAt,

@@ -9,7 +9,7 @@
 //! never see which. [`log::RoomLog`] is one room's log with its readers, which an engine in
 //! another process reuses as its local cache.
 
-pub mod log;
+pub(crate) mod log;
 pub mod memory;
 pub mod nats;
 

@@ -20,7 +20,7 @@ use crate::{monitoring::Monitoring, proto::Metric};
 /// How long one render serves every stream that asks: a stream at the shortest interval (a
 /// second) still sees every batch rendered after its previous one, and there are at most four
 /// renders a second however many streams follow.
-pub const SHARED_FOR: Duration = Duration::from_millis(250);
+pub(super) const SHARED_FOR: Duration = Duration::from_millis(250);
 
 /// One render of the registry, each series encoded once.
 pub struct Board {

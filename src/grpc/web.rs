@@ -28,7 +28,7 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Header in which a proxy that translated gRPC-Web names the request's original content type
 /// (`deploy/envoy/envoy.yaml` sets it).
-pub const ORIGINAL_CONTENT_TYPE: &str = "x-grpc-chat-content-type";
+pub(super) const ORIGINAL_CONTENT_TYPE: &str = "x-grpc-chat-content-type";
 
 /// Marks a request that arrived as gRPC-Web, before it is translated to plain gRPC.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,7 @@
 mod chat;
 mod connections;
 pub mod exposition;
-pub mod names;
+pub(crate) mod names;
 mod rpc;
 
 use std::{

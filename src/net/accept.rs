@@ -74,7 +74,7 @@ impl FdReserve {
 /// A reserved descriptor given up for a connection; reopened on drop, after the connection's
 /// own descriptor was closed.
 #[derive(Debug)]
-pub struct ReserveGuard(Arc<FdReserve>);
+pub(crate) struct ReserveGuard(Arc<FdReserve>);
 
 impl Drop for ReserveGuard {
     fn drop(&mut self) {
@@ -92,7 +92,7 @@ pub enum OnExhaustion {
 }
 
 /// An accepted and admitted connection.
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The socket.
     pub stream: TcpStream,
     /// Its place under the caps.
@@ -102,7 +102,7 @@ pub struct Accepted {
 }
 
 /// The accept loop of one listener; see the module documentation.
-pub struct AcceptLoop {
+pub(crate) struct AcceptLoop {
     /// The listening socket.
     pub listener: TcpListener,
     /// Its caps.
@@ -118,7 +118,7 @@ pub struct AcceptLoop {
 impl AcceptLoop {
     /// Accepts until `stop` is cancelled, handing each admitted connection to `serve`. The
     /// listening socket is closed when this returns.
-    pub async fn run(self, stop: CancellationToken, mut serve: impl FnMut(Accepted)) {
+    pub(crate) async fn run(self, stop: CancellationToken, mut serve: impl FnMut(Accepted)) {
         let name = self.listener.local_addr().ok();
         let mut backoff = MIN_BACKOFF;
         // Connections refused for want of descriptors in the current episode, if one is on.

@@ -75,7 +75,7 @@ impl AddressKey {
 
 /// The address a client is counted by: its IPv4 address (also when mapped into IPv6), or the
 /// /64 its IPv6 address is in.
-pub fn client_address(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_address(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -56,7 +56,7 @@ pub struct MaxAge {
 
 /// A connection's requests whose response is not finished, shared with its write batching.
 #[derive(Debug, Default)]
-pub struct Calls {
+pub(crate) struct Calls {
     in_flight: AtomicUsize,
     /// The most in flight at once since [`Calls::take_peak`] last asked.
     peak: AtomicUsize,
@@ -64,7 +64,7 @@ pub struct Calls {
 
 impl Calls {
     /// How many are in flight now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
@@ -74,25 +74,25 @@ impl Calls {
     /// Write batching asks at every flush: the calls in flight at that moment say little on a
     /// connection of short calls (its unary calls end before their responses are flushed, so
     /// often none is left), the most at once in between says whether several shared it.
-    pub fn take_peak(&self) -> usize {
+    pub(crate) fn take_peak(&self) -> usize {
         self.peak.swap(self.in_flight(), Ordering::Relaxed)
     }
 
     /// A call starts.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.peak.fetch_max(now, Ordering::Relaxed);
     }
 
     /// A call ended.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// What one connection knows about itself, shared with its service.
 #[derive(Debug)]
-pub struct ConnectionState {
+pub(crate) struct ConnectionState {
     /// Requests whose response is not finished.
     calls: Arc<Calls>,
     /// When the last request finished (or the connection opened).
@@ -114,7 +114,7 @@ pub struct Peer(pub SocketAddr);
 
 impl ConnectionState {
     /// A new connection's state: its drain is a child of `server`'s.
-    pub fn new(
+    pub(crate) fn new(
         server: &Drain,
         handshake: Handshake,
         peer: Option<SocketAddr>,
@@ -133,7 +133,7 @@ impl ConnectionState {
     }
 
     /// Its requests in flight.
-    pub fn calls(&self) -> Arc<Calls> {
+    pub(crate) fn calls(&self) -> Arc<Calls> {
         Arc::clone(&self.calls)
     }
 
@@ -170,14 +170,14 @@ impl Drop for InFlight {
 /// connection's drain, counts it in flight until its response body ends, and bounds what its
 /// response has waiting below it ([`OutboxBody`]).
 #[derive(Clone)]
-pub struct ConnectionService<S> {
+pub(crate) struct ConnectionService<S> {
     inner: S,
     state: Arc<ConnectionState>,
 }
 
 impl<S> ConnectionService<S> {
     /// `inner`, serving the connection whose state is `state`.
-    pub fn new(inner: S, state: Arc<ConnectionState>) -> Self {
+    pub(crate) fn new(inner: S, state: Arc<ConnectionState>) -> Self {
         Self { inner, state }
     }
 }
@@ -261,7 +261,7 @@ pub struct Lifetime {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A hyper connection future that can be asked to close gracefully.
-pub trait GracefulConnection: Future<Output = Result<(), BoxError>> {
+pub(crate) trait GracefulConnection: Future<Output = Result<(), BoxError>> {
     /// Starts a graceful close: HTTP/2 GOAWAY, or HTTP/1 close after the current response.
     fn close_gracefully(self: Pin<&mut Self>);
 }
@@ -297,7 +297,7 @@ enum Phase {
 ///
 /// The connection comes boxed: held inline, it would be part of this future twice over (the
 /// argument and the pinned local), which is most of an idle connection's memory.
-pub async fn run<C: GracefulConnection>(
+pub(crate) async fn run<C: GracefulConnection>(
     mut connection: Pin<Box<C>>,
     state: Arc<ConnectionState>,
     lifetime: Lifetime,
@@ -362,7 +362,7 @@ pub async fn run<C: GracefulConnection>(
 
 /// Runs hyper's per-stream tasks in the server's task tracker, so shutdown waits for them.
 #[derive(Debug, Clone)]
-pub struct TrackedExecutor(pub TaskTracker);
+pub(crate) struct TrackedExecutor(pub TaskTracker);
 
 impl<F> hyper::rt::Executor<F> for TrackedExecutor
 where

@@ -36,11 +36,11 @@ const H2_SETTINGS: u8 = 0x4;
 
 /// The handshake of one connection, shared with its service.
 #[derive(Debug, Clone, Default)]
-pub struct Handshake(Arc<AtomicBool>);
+pub(crate) struct Handshake(Arc<AtomicBool>);
 
 impl Handshake {
     /// Marks the handshake as complete.
-    pub fn done(&self) {
+    pub(crate) fn done(&self) {
         self.0.store(true, Ordering::Release);
     }
 
@@ -137,7 +137,7 @@ pin_project_lite::pin_project! {
 impl<IO> GuardedIo<IO> {
     /// Guards `io`, admitted with `permit`: its handshake (reported through `handshake` by HTTP/1
     /// services) must be done within `timeout`. It keeps counting as `open` while it lives.
-    pub fn new(
+    pub(crate) fn new(
         io: IO,
         permit: Permit,
         handshake: Handshake,

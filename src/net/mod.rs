@@ -15,12 +15,12 @@
 //!
 //! [`spawn_listener`] puts them together for one listener.
 
-pub mod accept;
-pub mod admission;
-pub mod connection;
-pub mod guarded;
-pub mod origins;
-pub mod outbox;
+pub(crate) mod accept;
+pub(crate) mod admission;
+pub(crate) mod connection;
+pub(crate) mod guarded;
+pub(crate) mod origins;
+pub(crate) mod outbox;
 pub mod tls;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};

@@ -31,10 +31,10 @@ use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 
 /// Bytes a stream may have waiting below it before its body is asked for more.
-pub const STREAM_OUTBOX: usize = 16 * 1024;
+pub(crate) const STREAM_OUTBOX: usize = 16 * 1024;
 
 /// Errors of a response body, as hyper takes them.
-pub type BoxError = Box<dyn Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
 
 /// A stream's count of bytes handed below and not yet written, and who waits for it to drop.
 #[derive(Debug, Default)]
@@ -79,7 +79,7 @@ pin_project_lite::pin_project! {
 
 impl<B> OutboxBody<B> {
     /// `body`, whose stream is reset when its outbox stays full for `stall`.
-    pub fn new(body: B, stall: Duration) -> Self {
+    pub(crate) fn new(body: B, stall: Duration) -> Self {
         Self {
             body,
             outstanding: Arc::default(),

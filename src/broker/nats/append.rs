@@ -32,10 +32,10 @@ use crate::{
 /// Attempts of one append before it fails with UNAVAILABLE (each lost to another replica's).
 const MAX_ATTEMPTS: usize = 32;
 /// Appends waiting for a room's task; beyond it publishers wait.
-pub const QUEUE: usize = 256;
+pub(super) const QUEUE: usize = 256;
 
 /// One append asked of a room's task.
-pub struct Append {
+pub(super) struct Append {
     /// What to append.
     pub draft: Draft,
     /// Its event id when the caller fixes it (announcements two replicas might both make).
@@ -45,7 +45,7 @@ pub struct Append {
 }
 
 /// The engine failing an append.
-pub fn unavailable(reason: impl std::fmt::Display) -> ChatError {
+pub(super) fn unavailable(reason: impl std::fmt::Display) -> ChatError {
     ChatError::EngineUnavailable {
         reason: reason.to_string(),
         resume: None,
@@ -63,7 +63,7 @@ enum Head {
 }
 
 /// A room's appending task.
-pub struct Appender {
+pub(super) struct Appender {
     pub connected: Arc<Connected>,
     pub room: RoomName,
     pub key: String,
@@ -85,7 +85,7 @@ pub struct Appender {
 
 impl Appender {
     /// Takes appends until `requests` closes or `stop` is cancelled.
-    pub async fn run(self, mut requests: mpsc::Receiver<Append>, stop: CancellationToken) {
+    pub(super) async fn run(self, mut requests: mpsc::Receiver<Append>, stop: CancellationToken) {
         let mut state = State {
             head: Head::Unknown,
             claimed: None,

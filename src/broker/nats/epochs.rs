@@ -45,7 +45,7 @@ async fn current(rooms: &kv::Store, key: &str) -> Result<Option<(u64, Epoch, boo
 
 /// The epoch a reader of the empty room `key` reads in: the bucket's, or (with `create`) a new
 /// one written there; `None` for a room that never existed when not creating.
-pub async fn for_reader(
+pub(super) async fn for_reader(
     rooms: &kv::Store,
     key: &str,
     create: bool,
@@ -78,7 +78,7 @@ pub async fn for_reader(
 /// epoch under readers of the first). What that leaves: a log lost between a first message and
 /// its mark (a NATS that loses its memory storage within those milliseconds) restarts in the same
 /// epoch.
-pub async fn for_first_append(rooms: &kv::Store, key: &str) -> Result<Epoch, String> {
+pub(super) async fn for_first_append(rooms: &kv::Store, key: &str) -> Result<Epoch, String> {
     loop {
         let written = match current(rooms, key).await? {
             Some((_, epoch, false)) => return Ok(epoch),
@@ -110,7 +110,7 @@ pub async fn for_first_append(rooms: &kv::Store, key: &str) -> Result<Epoch, Str
 
 /// Marks `epoch` of the room `key` started, once its first message is stored. Another replica may
 /// have marked it (or moved on) first: then there is nothing to do.
-pub async fn started(rooms: &kv::Store, key: &str, epoch: &Epoch) -> Result<(), String> {
+pub(super) async fn started(rooms: &kv::Store, key: &str, epoch: &Epoch) -> Result<(), String> {
     if let Some((revision, current, false)) = current(rooms, key).await?
         && current == *epoch
     {

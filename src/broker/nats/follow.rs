@@ -42,7 +42,7 @@ const RESUME_PATIENCE: Duration = Duration::from_secs(15);
 const RESUME_RETRY: Duration = Duration::from_millis(250);
 
 /// A room's following task.
-pub struct Follower {
+pub(super) struct Follower {
     pub connected: Arc<Connected>,
     pub room: RoomName,
     pub subject: String,
@@ -63,7 +63,11 @@ pub struct Follower {
 impl Follower {
     /// Follows until `stop` is cancelled or the log fails; `ready` is told once the log holds
     /// what the room held when it was opened (or why it cannot).
-    pub async fn run(self, ready: oneshot::Sender<Result<(), String>>, stop: CancellationToken) {
+    pub(super) async fn run(
+        self,
+        ready: oneshot::Sender<Result<(), String>>,
+        stop: CancellationToken,
+    ) {
         let mut ready = Some(ready);
         let failure = self.follow(&mut ready, &stop).await;
         if let Some(ready) = ready.take() {

@@ -24,7 +24,7 @@ pub mod config;
 mod epochs;
 mod follow;
 mod presence;
-pub mod subject;
+pub(crate) mod subject;
 mod wire;
 
 use std::{

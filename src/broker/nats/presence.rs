@@ -25,7 +25,7 @@ use crate::{
 type Members = BTreeMap<String, BTreeMap<String, u32>>;
 
 /// How an entry changes a room's members.
-pub enum Change {
+pub(super) enum Change {
     /// One more session of the user; refused while it has one when exclusive.
     Enter { exclusive: bool },
     /// One session fewer.
@@ -33,7 +33,7 @@ pub enum Change {
 }
 
 /// A user whose last session a sweep removed: the LEAVE to announce.
-pub struct Departure {
+pub(super) struct Departure {
     pub room: RoomName,
     pub user: UserName,
     /// The same for every replica that might announce it.
@@ -41,7 +41,7 @@ pub struct Departure {
 }
 
 /// The members bucket and this replica's place in it.
-pub struct Presence {
+pub(super) struct Presence {
     pub members: kv::Store,
     pub replicas: kv::Store,
     pub replica: String,
@@ -58,7 +58,7 @@ fn total(sessions: &BTreeMap<String, u32>) -> u32 {
 impl Presence {
     /// Applies `change` for `user` in the room of `key`; whether it was the user's first
     /// session (entering) or last (leaving) over all replicas.
-    pub async fn change(
+    pub(super) async fn change(
         &self,
         key: &str,
         user: &UserName,
@@ -157,7 +157,7 @@ impl Presence {
     }
 
     /// Who is in the room of `key`, with their sessions over all replicas, by name.
-    pub async fn members(&self, key: &str) -> Result<Vec<(UserName, u32)>, ChatError> {
+    pub(super) async fn members(&self, key: &str) -> Result<Vec<(UserName, u32)>, ChatError> {
         let Some(value) = self.members.get(key).await.map_err(unavailable)? else {
             return Ok(Vec::new());
         };
@@ -171,7 +171,7 @@ impl Presence {
     }
 
     /// Says this replica is alive, for `ttl` (the bucket's entry age).
-    pub async fn heartbeat(&self) -> Result<(), ChatError> {
+    pub(super) async fn heartbeat(&self) -> Result<(), ChatError> {
         self.replicas
             .put(&self.replica, Bytes::new())
             .await
@@ -180,13 +180,13 @@ impl Presence {
     }
 
     /// Says this replica is gone, so others need not wait for its key to expire.
-    pub async fn goodbye(&self) {
+    pub(super) async fn goodbye(&self) {
         let _ = self.replicas.delete(&self.replica).await;
     }
 
     /// Removes the sessions of replicas no longer alive from every room; returns the users
     /// whose last session that was, for this replica to announce.
-    pub async fn sweep(&self) -> Result<Vec<Departure>, ChatError> {
+    pub(super) async fn sweep(&self) -> Result<Vec<Departure>, ChatError> {
         let alive = keys(&self.replicas).await?;
         let keys = keys(&self.members).await?;
         let mut departures = Vec::new();
@@ -245,6 +245,6 @@ async fn keys(store: &kv::Store) -> Result<Vec<String>, ChatError> {
 }
 
 /// How often a replica says it is alive, for a presence TTL of `ttl`.
-pub fn heartbeat_period(ttl: Duration) -> Duration {
+pub(super) fn heartbeat_period(ttl: Duration) -> Duration {
     ttl / 3
 }

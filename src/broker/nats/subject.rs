@@ -7,7 +7,7 @@
 use crate::room::RoomName;
 
 /// The one subject token (and key) of `room`.
-pub fn token(room: &RoomName) -> String {
+pub(crate) fn token(room: &RoomName) -> String {
     let mut token = String::with_capacity(room.as_str().len() + 4);
     for c in room.as_str().chars() {
         match c {
@@ -20,7 +20,7 @@ pub fn token(room: &RoomName) -> String {
 }
 
 /// The room whose token `token` is, if it is one.
-pub fn room_of(token: &str) -> Option<RoomName> {
+pub(crate) fn room_of(token: &str) -> Option<RoomName> {
     let mut name = String::with_capacity(token.len());
     let mut chars = token.chars();
     while let Some(c) = chars.next() {

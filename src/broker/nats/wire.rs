@@ -22,11 +22,11 @@ const EPOCH: &str = "Chat-Epoch";
 /// The room's Lamport time after it.
 const LAMPORT: &str = "Chat-Lamport";
 /// JetStream's de-duplication id: the event id.
-pub const MESSAGE_ID: &str = "Nats-Msg-Id";
+pub(super) const MESSAGE_ID: &str = "Nats-Msg-Id";
 
 /// Where a stored message puts its room: what an append continues from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
+pub(super) struct Position {
     /// The message's stream sequence.
     pub sequence: u64,
     /// Its room offset.
@@ -40,7 +40,7 @@ pub struct Position {
 }
 
 /// The headers and payload `event` is stored as.
-pub fn encode(event: &Event) -> (HeaderMap, Bytes) {
+pub(super) fn encode(event: &Event) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(OFFSET, event.offset.to_string().as_str());
     headers.insert(EPOCH, event.epoch.as_str());
@@ -63,7 +63,7 @@ fn number(headers: &HeaderMap, name: &str) -> Result<u64, String> {
 }
 
 /// The position a stored message's headers give.
-pub fn position(sequence: u64, headers: &HeaderMap) -> Result<Position, String> {
+pub(super) fn position(sequence: u64, headers: &HeaderMap) -> Result<Position, String> {
     Ok(Position {
         sequence,
         offset: number(headers, OFFSET)?,
@@ -77,7 +77,7 @@ pub fn position(sequence: u64, headers: &HeaderMap) -> Result<Position, String> 
 }
 
 /// The event a stored message of `room` holds; `with_text_frame` as in [`Event::new`].
-pub fn decode(
+pub(super) fn decode(
     room: &RoomName,
     headers: &HeaderMap,
     payload: &[u8],
@@ -114,6 +114,9 @@ pub fn decode(
 }
 
 /// [`decode`] of a message read from the stream by sequence or subject.
-pub fn decode_stored(room: &RoomName, message: &StreamMessage) -> Result<Arc<Event>, String> {
+pub(super) fn decode_stored(
+    room: &RoomName,
+    message: &StreamMessage,
+) -> Result<Arc<Event>, String> {
     decode(room, &message.headers, &message.payload, false)
 }

@@ -22,7 +22,9 @@ use super::{
     report::latency_histogram,
     websocket,
 };
-use grpc_chat::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
+use grpc_chat::proto::{
+    SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient,
+};
 
 /// The two fields of a delivered `chat.Message` the benchmark reads; decoding skips the rest, so
 /// the load generator spends little CPU per delivery.

@@ -14,7 +14,9 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio_tungstenite::connect_async;
 
 use super::{HistoryArgs, ProcessSample, Report, padded};
-use grpc_chat::proto::{SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient};
+use grpc_chat::proto::{
+    SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient,
+};
 
 /// Runs the scenario.
 pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {

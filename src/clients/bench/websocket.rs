@@ -52,7 +52,10 @@ const WARM_UP: &str = "warm-up";
 
 /// The request for room `room` of the server at `ws_addr` (HOST:PORT), offering `token`.
 pub fn room_request(ws_addr: &str, room: usize, token: Option<&str>) -> anyhow::Result<Request> {
-    crate::clients::client::websocket_request(&format!("ws://{ws_addr}/ws?roomCode=bench-{room}"), token)
+    crate::clients::client::websocket_request(
+        &format!("ws://{ws_addr}/ws?roomCode=bench-{room}"),
+        token,
+    )
 }
 
 async fn open(request: &Request) -> anyhow::Result<Socket> {
