@@ -200,24 +200,38 @@ impl FrameReader {
     }
 }
 
-/// Answers requests that are not gRPC with HTTP 415; see the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequireGrpcLayer;
+/// A check every request must pass before the service sees it: a request that fails it is
+/// answered with plain text instead (see [`CheckLayer`]).
+pub trait RequestCheck: Clone + Send + 'static {
+    /// The answer to `request` when it may not go on; `None` lets it through.
+    fn refuse(&self, request: &Request<TonicBody>) -> Option<Response<TonicBody>>;
+}
 
-impl<S> Layer<S> for RequireGrpcLayer {
-    type Service = RequireGrpc<S>;
+/// Runs a [`RequestCheck`] in front of a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckLayer<C>(pub C);
+
+impl<C: Clone, S> Layer<S> for CheckLayer<C> {
+    type Service = Checked<C, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireGrpc(inner)
+        Checked {
+            check: self.0.clone(),
+            inner,
+        }
     }
 }
 
-/// The service of [`RequireGrpcLayer`].
+/// The service of a [`CheckLayer`].
 #[derive(Debug, Clone)]
-pub struct RequireGrpc<S>(S);
+pub struct Checked<C, S> {
+    check: C,
+    inner: S,
+}
 
-impl<S> Service<Request<TonicBody>> for RequireGrpc<S>
+impl<C, S> Service<Request<TonicBody>> for Checked<C, S>
 where
+    C: RequestCheck,
     S: Service<Request<TonicBody>, Response = Response<TonicBody>, Error = Infallible>,
     S::Future: Send + 'static,
 {
@@ -226,23 +240,33 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response<TonicBody>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<TonicBody>) -> Self::Future {
+        match self.check.refuse(&request) {
+            None => Box::pin(self.inner.call(request)),
+            Some(refusal) => Box::pin(std::future::ready(Ok(refusal))),
+        }
+    }
+}
+
+/// Answers requests that are not gRPC with HTTP 415; see the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequireGrpc;
+
+impl RequestCheck for RequireGrpc {
+    fn refuse(&self, request: &Request<TonicBody>) -> Option<Response<TonicBody>> {
         let content_type = request.headers().get(CONTENT_TYPE);
         if content_type.is_some_and(|value| value.as_bytes().starts_with(b"application/grpc")) {
-            return Box::pin(self.0.call(request));
+            return None;
         }
         let text = format!(
             "unsupported content-type {:?}: gRPC requests are application/grpc, gRPC-Web \
              requests application/grpc-web\n",
             content_type.map_or("", |value| value.to_str().unwrap_or("(not text)"))
         );
-        Box::pin(std::future::ready(Ok(plain_text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            text,
-        ))))
+        Some(plain_text(StatusCode::UNSUPPORTED_MEDIA_TYPE, text))
     }
 }
 

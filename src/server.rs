@@ -28,7 +28,7 @@ use crate::{
     broker::Broker,
     config::ServeConfig,
     door::Kit,
-    grpc::{self, ChatApi, ChittyApi, PagesLayer, SubscribeRoute},
+    grpc::{self, ChatApi, ChittyApi, Pages, SubscribeRoute},
     health::HealthStatus,
     hub::Hub,
     monitoring::{ListenerMetrics, Monitoring, RpcLayer},
@@ -45,7 +45,7 @@ use crate::{
         self, chat_service_server::ChatServiceServer,
         chitty_chat::chat_server::ChatServer as ChittyServer,
     },
-    protocol::{self, RequestRulesLayer, RequireGrpcLayer},
+    protocol::{self, CheckLayer, RequestRulesLayer, RequireGrpc},
     shutdown::Drain,
     websocket::{self, WebSocketConfig},
 };
@@ -366,8 +366,8 @@ impl App {
                 request.map(tonic::body::Body::new)
             }))
             .layer(grpc::cors(&pages))
-            .layer(PagesLayer(pages))
-            .layer(RequireGrpcLayer)
+            .layer(CheckLayer(Pages(pages)))
+            .layer(CheckLayer(RequireGrpc))
             .layer(MapRequestLayer::new(grpc::mark_grpc_web))
             .layer(GrpcWebLayer::new())
             .layer(RpcLayer::new(monitoring))

@@ -17,7 +17,7 @@ pub use codec::LeanCodec;
 pub use encoded::Encoded;
 pub use framed::SubscribeRoute;
 pub use metrics::MetricsBoards;
-pub use web::{ORIGIN_REFUSED, PagesLayer, ViaGrpcWeb, cors, mark_grpc_web};
+pub use web::{ORIGIN_REFUSED, Pages, ViaGrpcWeb, cors, mark_grpc_web};
 
 use std::sync::Arc;
 

@@ -7,21 +7,14 @@
 //! counted as gRPC-Web too. The header only labels metrics, so a client that sets it directly
 //! gains nothing.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::time::Duration;
 
 use http::{HeaderName, Method, Request, Response, StatusCode};
 use tonic::body::Body as TonicBody;
-use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::net::origins::BrowserOrigins;
-use crate::protocol::plain_text;
+use crate::protocol::{RequestCheck, plain_text};
 
 /// How long browsers may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -76,45 +69,12 @@ pub fn cors(origins: &BrowserOrigins) -> CorsLayer {
 /// Refuses calls from pages [`BrowserOrigins`] does not allow, with 403 (CORS alone leaves that
 /// to the browser, and a page that rebinds a name of its own to the server needs no CORS).
 #[derive(Debug, Clone)]
-pub struct PagesLayer(pub BrowserOrigins);
+pub struct Pages(pub BrowserOrigins);
 
-impl<S> Layer<S> for PagesLayer {
-    type Service = Pages<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Pages {
-            origins: self.0.clone(),
-            inner,
-        }
-    }
-}
-
-/// The service of [`PagesLayer`].
-#[derive(Debug, Clone)]
-pub struct Pages<S> {
-    origins: BrowserOrigins,
-    inner: S,
-}
-
-impl<S> Service<Request<TonicBody>> for Pages<S>
-where
-    S: Service<Request<TonicBody>, Response = Response<TonicBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<TonicBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<TonicBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<TonicBody>) -> Self::Future {
-        if self.origins.allow(request.uri(), request.headers()) {
-            return Box::pin(self.inner.call(request));
-        }
-        let refused = plain_text(StatusCode::FORBIDDEN, ORIGIN_REFUSED.to_owned());
-        Box::pin(std::future::ready(Ok(refused)))
+impl RequestCheck for Pages {
+    fn refuse(&self, request: &Request<TonicBody>) -> Option<Response<TonicBody>> {
+        (!self.0.allow(request.uri(), request.headers()))
+            .then(|| plain_text(StatusCode::FORBIDDEN, ORIGIN_REFUSED.to_owned()))
     }
 }
 

@@ -184,13 +184,8 @@ pub fn spawn_listener<S, B>(
     serving: &Serving,
     stop: CancellationToken,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ServedBy<B>,
+    B: ServedBody,
 {
     let builder = builder(&settings, serving);
     let accept = AcceptLoop {
@@ -240,13 +235,8 @@ fn serve_connection<S, B>(
     serving: &Serving,
     metrics: &ListenerMetrics,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ServedBy<B>,
+    B: ServedBody,
 {
     let Accepted {
         stream,
@@ -310,13 +300,8 @@ fn serve_io<IO, S, B>(
     metrics: &ListenerMetrics,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ServedBy<B>,
+    B: ServedBody,
 {
     let quota = serving.limits.as_ref().map(Limits::for_connection);
     let handshake = Handshake::default();
@@ -359,6 +344,39 @@ fn serve_io<IO, S, B>(
     }
 }
 
+/// A service a listener serves: hyper's requests in, responses of a [`ServedBody`] out, on any
+/// task (the bounds every function that serves a connection needs, said once).
+pub trait ServedBy<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ServedBy<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body a listener writes.
+pub trait ServedBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ServedBody for B where
+    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
 /// What a connection's task needs besides the connection.
 struct Life {
     state: Arc<ConnectionState>,
@@ -378,13 +396,8 @@ fn spawn_served<IO, S, B>(
     tasks: &TaskTracker,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ServedBy<B>,
+    B: ServedBody,
 {
     let connection = Box::pin(
         builder
