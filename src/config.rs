@@ -236,6 +236,19 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// Rejects settings that cannot work, with a message naming the flag and the expected form.
     pub fn check(&self) -> Result<(), String> {
+        self.check_counts()?;
+        self.check_sizes()?;
+        self.check_durations()?;
+        self.check_origins()?;
+        if self.engine == EngineKind::Nats {
+            self.nats.check()?;
+        }
+        self.tls.check()?;
+        self.auth.check()
+    }
+
+    /// Counts that must be at least 1, and the history's upper bound.
+    fn check_counts(&self) -> Result<(), String> {
         let at_least_one = [
             ("--history", self.history),
             ("--max-rooms", self.max_rooms),
@@ -247,6 +260,7 @@ impl ServeConfig {
                 "--max-streams-per-connection",
                 self.max_streams_per_connection as usize,
             ),
+            ("--max-connections", self.max_connections.unwrap_or(1)),
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{flag} must be at least 1"));
@@ -257,6 +271,11 @@ impl ServeConfig {
                 self.history
             ));
         }
+        Ok(())
+    }
+
+    /// Byte budgets that must hold a message of maximal content.
+    fn check_sizes(&self) -> Result<(), String> {
         let largest_event = (self.max_content_bytes + ENVELOPE_BYTES) as u64;
         for (flag, bytes) in [
             ("--history-bytes", self.history_bytes),
@@ -277,9 +296,31 @@ impl ServeConfig {
                 self.max_content_bytes + ENVELOPE_BYTES
             ));
         }
+        Ok(())
+    }
+
+    /// Timeouts and periods that must be above zero.
+    fn check_durations(&self) -> Result<(), String> {
         if !self.http2_keepalive_interval.is_zero() && self.http2_keepalive_timeout.is_zero() {
             return Err("--http2-keepalive-timeout must be above 0s when keepalive is on".into());
         }
+        let above_zero = [
+            ("--ws-auth-timeout", self.ws_auth_timeout, "5s"),
+            ("--handshake-timeout", self.handshake_timeout, "10s"),
+            ("--ws-ping-interval", self.ws_ping_interval, "30s"),
+            ("--room-idle-ttl", self.room_idle_ttl, "5m"),
+        ];
+        if let Some((flag, _, example)) = above_zero.iter().find(|(_, value, _)| value.is_zero()) {
+            return Err(format!("{flag} must be above 0s (for example {example})"));
+        }
+        if self.shutdown_grace.is_zero() || self.shutdown_grace > Duration::from_secs(3600) {
+            return Err("--shutdown-grace must be between 1ms and 1h (for example 10s)".into());
+        }
+        Ok(())
+    }
+
+    /// Browser origins: `*` or `scheme://host[:port]`.
+    fn check_origins(&self) -> Result<(), String> {
         for (flag, origins) in [
             ("--cors-allowed-origins", &self.cors_allowed_origins),
             ("--ws-allowed-origins", &self.ws_allowed_origins),
@@ -295,29 +336,7 @@ impl ServeConfig {
                 ));
             }
         }
-        if self.ws_auth_timeout.is_zero() {
-            return Err("--ws-auth-timeout must be above 0s (for example 5s)".into());
-        }
-        if self.handshake_timeout.is_zero() {
-            return Err("--handshake-timeout must be above 0s (for example 10s)".into());
-        }
-        if self.max_connections == Some(0) {
-            return Err("--max-connections must be at least 1".into());
-        }
-        if self.ws_ping_interval.is_zero() {
-            return Err("--ws-ping-interval must be above 0s (for example 30s)".into());
-        }
-        if self.room_idle_ttl.is_zero() {
-            return Err("--room-idle-ttl must be above 0s (for example 5m)".into());
-        }
-        if self.shutdown_grace.is_zero() || self.shutdown_grace > Duration::from_secs(3600) {
-            return Err("--shutdown-grace must be between 1ms and 1h (for example 10s)".into());
-        }
-        if self.engine == EngineKind::Nats {
-            self.nats.check()?;
-        }
-        self.tls.check()?;
-        self.auth.check()
+        Ok(())
     }
 
     /// The NATS engine's part of the settings; its replica name is unique to this process.

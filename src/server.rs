@@ -316,47 +316,8 @@ impl App {
         connections: Admission,
     ) -> anyhow::Result<()> {
         let config = &self.config;
-        let chat_api = Arc::new(ChatApi::new(
-            kit.clone(),
-            Arc::clone(auth),
-            Arc::clone(monitoring),
-            config.max_rooms_per_chat,
-            &config.instance_id,
-            self.drain.clone(),
-        ));
-        let max = config.max_message_bytes;
-        let chat = SubscribeRoute::new(
-            Arc::clone(&chat_api),
-            ChatServiceServer::from_arc(chat_api).max_decoding_message_size(max),
-            max,
-        );
-        let chitty = ChittyServer::new(ChittyApi::new(
-            kit.clone(),
-            Arc::clone(auth),
-            config.chitty_room.clone(),
-            self.drain.clone(),
-        ))
-        .max_decoding_message_size(max);
-        let health = crate::health::service(self.health.clone(), self.drain.clone());
-        // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each
-        // listing every service (its own builder would register only its own reflection version).
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .include_reflection_service(false)
-                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                )
-        };
+        let routes = self.grpc_routes(kit, auth, monitoring)?;
         let pages = BrowserOrigins::new(&config.cors_allowed_origins, Ports::Any);
-        let routes = Routes::new(health.max_decoding_message_size(max))
-            .add_service(reflection().build_v1()?.max_decoding_message_size(max))
-            .add_service(reflection().build_v1alpha()?.max_decoding_message_size(max))
-            .add_service(chat)
-            .add_service(chitty)
-            .prepare();
         // Outermost first: CORS answers browsers, what is not gRPC gets 415, gRPC-Web requests are
         // marked and then translated, so the metrics and tracing layer sees plain gRPC whichever
         // way a call came in; the request rules are inside it, so what it counts is the final
@@ -395,6 +356,57 @@ impl App {
             self.drain.token().clone(),
         );
         Ok(())
+    }
+
+    /// The gRPC services: chat.ChatService, chitty_chat.Chat, health, and reflection (v1 and
+    /// v1alpha).
+    fn grpc_routes(
+        &self,
+        kit: &Kit,
+        auth: &Arc<Auth>,
+        monitoring: &Arc<Monitoring>,
+    ) -> anyhow::Result<Routes> {
+        let config = &self.config;
+        let chat_api = Arc::new(ChatApi::new(
+            kit.clone(),
+            Arc::clone(auth),
+            Arc::clone(monitoring),
+            config.max_rooms_per_chat,
+            &config.instance_id,
+            self.drain.clone(),
+        ));
+        let max = config.max_message_bytes;
+        let chat = SubscribeRoute::new(
+            Arc::clone(&chat_api),
+            ChatServiceServer::from_arc(chat_api).max_decoding_message_size(max),
+            max,
+        );
+        let chitty = ChittyServer::new(ChittyApi::new(
+            kit.clone(),
+            Arc::clone(auth),
+            config.chitty_room.clone(),
+            self.drain.clone(),
+        ))
+        .max_decoding_message_size(max);
+        let health = crate::health::service(self.health.clone(), self.drain.clone());
+        // grpcurl and older tools speak only v1alpha; newer ones prefer v1. Serve both, each
+        // listing every service (its own builder would register only its own reflection version).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        Ok(Routes::new(health.max_decoding_message_size(max))
+            .add_service(reflection().build_v1()?.max_decoding_message_size(max))
+            .add_service(reflection().build_v1alpha()?.max_decoding_message_size(max))
+            .add_service(chat)
+            .add_service(chitty)
+            .prepare())
     }
 
     /// WebSocket sessions are tracked tasks that close on the drain; the listener stops accepting

@@ -116,95 +116,46 @@ impl Appender {
             if attempt > 0 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
-            if matches!(state.head, Head::Unknown) {
-                state.head = self.read_head().await?;
-            }
-            let (epoch, offset, lamport, expected) = match &state.head {
-                Head::At(last) => (
-                    last.epoch.clone(),
-                    last.offset + 1,
-                    last.lamport,
-                    last.sequence,
-                ),
-                _ => {
-                    let epoch = match &state.claimed {
-                        Some(epoch) => epoch.clone(),
-                        None => epochs::for_first_append(&self.connected.rooms, &self.key)
-                            .await
-                            .map_err(unavailable)?,
-                    };
-                    state.claimed = Some(epoch.clone());
-                    (epoch, 1, 0, 0)
-                }
-            };
-            let lamport = merge_clock(lamport, draft.sender_clock)?;
+            let next = self.next_position(state).await?;
             let event = Event::new(
                 EventParts {
                     id,
                     room: self.room.clone(),
-                    epoch: epoch.clone(),
+                    epoch: next.epoch.clone(),
                     user: draft.user.clone(),
                     content: &draft.content,
                     kind: draft.kind,
-                    offset,
-                    lamport,
+                    offset: next.offset,
+                    lamport: merge_clock(next.lamport, draft.sender_clock)?,
                     timestamp,
                     traceparent: draft.traceparent.as_deref(),
                 },
                 false,
             );
-            let (headers, payload) = wire::encode(&event);
-            let publish = PublishMessage::build()
-                .headers(headers)
-                .payload(payload)
-                .expected_last_subject_sequence(expected);
-            let outcome = tokio::time::timeout(self.timeout, async {
-                self.connected
-                    .jetstream
-                    .send_publish(self.subject.clone(), publish)
-                    .await?
-                    .await
-            })
-            .await;
-            match outcome {
-                Ok(Ok(ack)) if ack.duplicate => {
-                    // An earlier attempt landed: what it stored is the event.
-                    let event = self.stored_event(ack.sequence).await?;
-                    self.stored(&event).await;
-                    state.head = Head::At(position_of(&event, ack.sequence));
-                    return Ok(event);
-                }
-                Ok(Ok(ack)) => {
+            match self.publish(&event, next.expected).await {
+                Published::Stored(sequence) => {
                     self.appended.fetch_add(1, Ordering::Relaxed);
                     self.stored(&event).await;
                     state.claimed = None;
-                    state.head = Head::At(wire::Position {
-                        sequence: ack.sequence,
-                        offset,
-                        lamport,
-                        epoch,
-                        id: id.to_string(),
-                    });
+                    state.head = Head::At(position_of(&event, sequence));
                     self.trim(state).await;
                     return Ok(Arc::new(event));
                 }
-                Ok(Err(error))
-                    if !matches!(
-                        error.kind(),
-                        PublishErrorKind::WrongLastSequence
-                            | PublishErrorKind::TimedOut
-                            | PublishErrorKind::BrokenPipe
-                    ) =>
-                {
-                    state.head = Head::Unknown;
-                    return Err(unavailable(format!(
-                        "appending to room {}: {error}",
-                        self.room
-                    )));
+                Published::Duplicate(sequence) => {
+                    // An earlier attempt landed: what it stored is the event.
+                    let event = self.stored_event(sequence).await?;
+                    self.stored(&event).await;
+                    state.head = Head::At(position_of(&event, sequence));
+                    return Ok(event);
                 }
-                // Another replica appended first, or the outcome is unknown.
-                Ok(Err(_)) | Err(_) => {}
+                Published::Failed(error) => {
+                    state.head = Head::Unknown;
+                    return Err(error);
+                }
+                Published::Unknown => {}
             }
+            // Another replica appended first, or the outcome is unknown: the room's last message
+            // says which.
             state.head = self.read_head().await?;
             if let Head::At(last) = &state.head
                 && last.id == id.to_string()
@@ -219,6 +170,70 @@ impl Appender {
             "room {} is appended to from too many replicas at once; try again",
             self.room
         )))
+    }
+
+    /// Where the next message goes: after the room's last one, or first in an epoch claimed for
+    /// the empty room (kept while the append is retried).
+    async fn next_position(&self, state: &mut State) -> Result<Next, ChatError> {
+        if matches!(state.head, Head::Unknown) {
+            state.head = self.read_head().await?;
+        }
+        if let Head::At(last) = &state.head {
+            return Ok(Next {
+                epoch: last.epoch.clone(),
+                offset: last.offset + 1,
+                lamport: last.lamport,
+                expected: last.sequence,
+            });
+        }
+        let epoch = match &state.claimed {
+            Some(epoch) => epoch.clone(),
+            None => epochs::for_first_append(&self.connected.rooms, &self.key)
+                .await
+                .map_err(unavailable)?,
+        };
+        state.claimed = Some(epoch.clone());
+        Ok(Next {
+            epoch,
+            offset: 1,
+            lamport: 0,
+            expected: 0,
+        })
+    }
+
+    /// Publishes `event` if the room's last message is still at stream sequence `expected`.
+    async fn publish(&self, event: &Event, expected: u64) -> Published {
+        let (headers, payload) = wire::encode(event);
+        let publish = PublishMessage::build()
+            .headers(headers)
+            .payload(payload)
+            .expected_last_subject_sequence(expected);
+        let outcome = tokio::time::timeout(self.timeout, async {
+            self.connected
+                .jetstream
+                .send_publish(self.subject.clone(), publish)
+                .await?
+                .await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(ack)) if ack.duplicate => Published::Duplicate(ack.sequence),
+            Ok(Ok(ack)) => Published::Stored(ack.sequence),
+            Ok(Err(error))
+                if !matches!(
+                    error.kind(),
+                    PublishErrorKind::WrongLastSequence
+                        | PublishErrorKind::TimedOut
+                        | PublishErrorKind::BrokenPipe
+                ) =>
+            {
+                Published::Failed(unavailable(format!(
+                    "appending to room {}: {error}",
+                    self.room
+                )))
+            }
+            Ok(Err(_)) | Err(_) => Published::Unknown,
+        }
     }
 
     /// What follows the storing of `event`: the first message of an epoch marks it started.
@@ -272,6 +287,28 @@ impl Appender {
             Err(error) => tracing::warn!(room = %self.room, %error, "could not trim room history"),
         }
     }
+}
+
+/// Where an attempt appends.
+struct Next {
+    epoch: Epoch,
+    offset: u64,
+    /// The room's Lamport time before the message.
+    lamport: u64,
+    /// The stream sequence of the room's last message (0: none).
+    expected: u64,
+}
+
+/// What became of one publish.
+enum Published {
+    /// Stored at this stream sequence.
+    Stored(u64),
+    /// An earlier attempt with the same id was stored, at this sequence.
+    Duplicate(u64),
+    /// NATS refused it for good.
+    Failed(ChatError),
+    /// Another replica appended first, or the answer was lost.
+    Unknown,
 }
 
 /// What an appending task remembers between appends.

@@ -95,17 +95,8 @@ impl Follower {
                 Ok(messages) => messages,
                 Err(error) => return error,
             };
-            // A stream made again since (NATS lost it: memory storage, a new server) is not
-            // the one followed: readers resume and hear of the reset.
-            match self.connected.stream.get_info().await {
-                Ok(info) => match stream_created {
-                    Some(created) if created != info.created => {
-                        return format!("the stream of room {} restarted", self.room);
-                    }
-                    Some(_) => {}
-                    None => stream_created = Some(info.created),
-                },
-                Err(error) => return format!("following room {}: {error}", self.room),
+            if let Err(error) = self.same_stream(&mut stream_created).await {
+                return error;
             }
             if self.caught_up_at.is_none()
                 && let Some(ready) = ready.take()
@@ -146,30 +137,11 @@ impl Follower {
                     }
                     None => return format!("following room {}: the consumer ended", self.room),
                 };
-                let sequence = match message.info() {
-                    Ok(info) => info.stream_sequence,
-                    Err(error) => return format!("following room {}: {error}", self.room),
+                let sequence = match self.take(&message) {
+                    Ok(sequence) => sequence,
+                    Err(error) => return error,
                 };
                 next_sequence = Some(sequence + 1);
-                let Some(headers) = message.headers.as_ref() else {
-                    return format!("room {} holds a message without headers", self.room);
-                };
-                let event = match wire::decode(
-                    &self.room,
-                    headers,
-                    &message.payload,
-                    self.log.has_text_readers(),
-                ) {
-                    Ok(event) => event,
-                    Err(error) => return format!("room {}: {error}", self.room),
-                };
-                if event.epoch != *self.log.epoch() {
-                    return format!(
-                        "the log of room {} restarted (epoch {})",
-                        self.room, event.epoch
-                    );
-                }
-                self.log.push(event, 0, self.limits);
                 if self.caught_up_at.is_some_and(|last| sequence >= last)
                     && let Some(ready) = ready.take()
                 {
@@ -177,6 +149,59 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Fails when the stream is not the one followed so far (`created` is when that one was): a
+    /// stream made again since (NATS lost it: memory storage, a new server) holds another
+    /// history, so readers resume and hear of the reset.
+    async fn same_stream(&self, created: &mut Option<i128>) -> Result<(), String> {
+        let info = self
+            .connected
+            .stream
+            .get_info()
+            .await
+            .map_err(|error| format!("following room {}: {error}", self.room))?;
+        let made = info.created.unix_timestamp_nanos();
+        match created {
+            Some(created) if *created != made => {
+                Err(format!("the stream of room {} restarted", self.room))
+            }
+            Some(_) => Ok(()),
+            None => {
+                *created = Some(made);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a message of the feed to the room's log; its stream sequence. Fails on a message that
+    /// is not one of this log's.
+    fn take(&self, message: &async_nats::jetstream::Message) -> Result<u64, String> {
+        let sequence = message
+            .info()
+            .map_err(|error| format!("following room {}: {error}", self.room))?
+            .stream_sequence;
+        let Some(headers) = message.headers.as_ref() else {
+            return Err(format!(
+                "room {} holds a message without headers",
+                self.room
+            ));
+        };
+        let event = wire::decode(
+            &self.room,
+            headers,
+            &message.payload,
+            self.log.has_text_readers(),
+        )
+        .map_err(|error| format!("room {}: {error}", self.room))?;
+        if event.epoch != *self.log.epoch() {
+            return Err(format!(
+                "the log of room {} restarted (epoch {})",
+                self.room, event.epoch
+            ));
+        }
+        self.log.push(event, 0, self.limits);
+        Ok(sequence)
     }
 
     /// Whether the stream holds a message of the room past `next_sequence` (the next one the feed
