@@ -12,6 +12,7 @@ use http::uri::PathAndQuery;
 use tokio::{sync::Barrier, time::MissedTickBehavior};
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -45,8 +46,72 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
             expected[room_of(publisher, seq, args.messages, rooms)] += 1;
         }
     }
+    let door = subscribed(&args, rooms, &expected).await?;
+    let probe = ServerProbe::start(args.common.server_pid)?;
+    let started = Instant::now();
+    let (subscribers, connections, publishers) = door.publishing(&args, rooms);
+    let mut outcome = Outcome::default();
+    for publisher in publishers {
+        let (errors, acked) = publisher.await??;
+        outcome.publish_errors += errors;
+        outcome.acks.add(acked)?;
+    }
+    outcome.published_in = started.elapsed().as_secs_f64();
+    for subscriber in subscribers {
+        let seen = subscriber.await??;
+        outcome.delivered += seen.unique;
+        outcome.duplicates += seen.duplicates;
+        outcome.failed += u64::from(seen.failed);
+        outcome.latencies.add(seen.latencies)?;
+    }
+    outcome.elapsed = started.elapsed().as_secs_f64();
+    outcome.cpu = probe.cpu_seconds()?;
+    outcome.wanted = (0..args.subscribers).map(|i| expected[i % rooms]).sum();
+    Ok(report(scenario, &args, rooms, connections, &outcome))
+}
+
+/// What a run measured.
+struct Outcome {
+    publish_errors: u64,
+    /// Acknowledgement latencies (µs).
+    acks: Histogram<u64>,
+    /// Seconds until every publisher was done.
+    published_in: f64,
+    delivered: u64,
+    duplicates: u64,
+    /// Subscribers whose stream failed or went idle.
+    failed: u64,
+    /// Delivery latencies (µs).
+    latencies: Histogram<u64>,
+    /// Seconds until every subscriber was done.
+    elapsed: f64,
+    /// The server's CPU seconds meanwhile, when its pid was given.
+    cpu: Option<f64>,
+    /// Deliveries every subscriber should have had.
+    wanted: u64,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            publish_errors: 0,
+            acks: latency_histogram(),
+            published_in: 0.0,
+            delivered: 0,
+            duplicates: 0,
+            failed: 0,
+            latencies: latency_histogram(),
+            elapsed: 0.0,
+            cpu: None,
+            wanted: 0,
+        }
+    }
+}
+
+/// Every subscriber of `args`'s door in place (each welcomed), with the publishers' connections.
+async fn subscribed(args: &FanoutArgs, rooms: usize, expected: &[u64]) -> anyhow::Result<DoorRun> {
     let ready = Arc::new(Barrier::new(args.subscribers + 1));
-    let door = match args.door {
+    Ok(match args.door {
         Door::Grpc => {
             let channels = if args.subscribe_addr.is_empty() {
                 args.common.connect(args.common.connections).await?
@@ -109,67 +174,17 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
                 publishers,
             }
         }
-    };
+    })
+}
 
-    let probe = ServerProbe::start(args.common.server_pid)?;
-    let started = Instant::now();
-    let (subscribers, connections, publishers) = match door {
-        DoorRun::Grpc {
-            subscribers,
-            connections,
-            publishers,
-        } => (
-            subscribers,
-            connections,
-            spawn_grpc_publishers(publishers, &args, rooms),
-        ),
-        DoorRun::WebSocket {
-            subscribers,
-            publishers,
-        } => {
-            let publishers = publishers
-                .into_iter()
-                .enumerate()
-                .map(|(index, sockets)| {
-                    let publisher = websocket::Publisher {
-                        index,
-                        messages: args.messages,
-                        size: args.size,
-                        rooms,
-                        rate: args.rate,
-                    };
-                    tokio::spawn(websocket::publish(publisher, sockets, args.idle_timeout))
-                })
-                .collect();
-            (
-                subscribers,
-                args.subscribers + rooms * args.publishers,
-                publishers,
-            )
-        }
-    };
-    let mut publish_errors = 0;
-    let mut acks = latency_histogram();
-    for publisher in publishers {
-        let (errors, acked) = publisher.await??;
-        publish_errors += errors;
-        acks.add(acked)?;
-    }
-    let published_in = started.elapsed().as_secs_f64();
-
-    let mut latencies = latency_histogram();
-    let (mut delivered, mut duplicates, mut failed) = (0u64, 0u64, 0u64);
-    for subscriber in subscribers {
-        let seen = subscriber.await??;
-        delivered += seen.unique;
-        duplicates += seen.duplicates;
-        failed += u64::from(seen.failed);
-        latencies.add(seen.latencies)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = probe.cpu_seconds()?;
-    let wanted: u64 = (0..args.subscribers).map(|i| expected[i % rooms]).sum();
-
+/// The report of a run.
+fn report(
+    scenario: &'static str,
+    args: &FanoutArgs,
+    rooms: usize,
+    connections: usize,
+    outcome: &Outcome,
+) -> Report {
     let mut report = Report::new(scenario);
     report.parameter("addr", &args.common.addr);
     if !args.subscribe_addr.is_empty() {
@@ -191,44 +206,101 @@ pub async fn run(scenario: &'static str, args: FanoutArgs) -> anyhow::Result<Rep
     report.parameter("rate_per_publisher", args.rate);
     report.figure(
         "published",
-        (args.publishers * args.messages) as f64 - publish_errors as f64,
+        (args.publishers * args.messages) as f64 - outcome.publish_errors as f64,
     );
-    report.figure("publish_errors", publish_errors as f64);
+    report.figure("publish_errors", outcome.publish_errors as f64);
     report.figure(
         "published_per_s",
-        ((args.publishers * args.messages) as f64 / published_in).round(),
+        ((args.publishers * args.messages) as f64 / outcome.published_in).round(),
     );
-    report.figure("deliveries", delivered as f64);
-    report.figure("deliveries_per_s", (delivered as f64 / elapsed).round());
-    report.figure("missing", wanted.saturating_sub(delivered) as f64);
-    report.figure("duplicates", duplicates as f64);
-    report.figure("subscribers_failed", failed as f64);
+    report.figure("deliveries", outcome.delivered as f64);
+    report.figure(
+        "deliveries_per_s",
+        (outcome.delivered as f64 / outcome.elapsed).round(),
+    );
+    report.figure(
+        "missing",
+        outcome.wanted.saturating_sub(outcome.delivered) as f64,
+    );
+    report.figure("duplicates", outcome.duplicates as f64);
+    report.figure("subscribers_failed", outcome.failed as f64);
     report.percentiles(
         ["latency_p50_us", "latency_p99_us", "latency_p999_us"],
-        &latencies,
+        &outcome.latencies,
     );
-    report.percentiles(["ack_p50_us", "ack_p99_us", "ack_p999_us"], &acks);
-    if let Some(cpu) = cpu {
+    report.percentiles(["ack_p50_us", "ack_p99_us", "ack_p999_us"], &outcome.acks);
+    if let Some(cpu) = outcome.cpu {
         report.figure("server_cpu_s", cpu);
         report.figure(
             "server_cpu_us_per_delivery",
-            cpu * 1e6 / (delivered as f64).max(1.0),
+            cpu * 1e6 / (outcome.delivered as f64).max(1.0),
         );
     }
-    Ok(report)
+    report
 }
+
+/// A subscriber's task: what it saw.
+type Subscriber = JoinHandle<anyhow::Result<Seen>>;
+/// A publisher's task: its errors and acknowledgement latencies.
+type Publisher = JoinHandle<anyhow::Result<Published>>;
 
 /// What a door's run holds once its subscribers are in place.
 enum DoorRun {
     Grpc {
-        subscribers: Vec<JoinHandle<anyhow::Result<Seen>>>,
+        subscribers: Vec<Subscriber>,
         connections: usize,
         publishers: Vec<ClientChannel>,
     },
     WebSocket {
-        subscribers: Vec<JoinHandle<anyhow::Result<Seen>>>,
+        subscribers: Vec<Subscriber>,
         publishers: Vec<Vec<websocket::Socket>>,
     },
+}
+
+impl DoorRun {
+    /// Starts the publishers: the subscribers' tasks, how many connections the run holds, and
+    /// the publishers' tasks.
+    fn publishing(
+        self,
+        args: &FanoutArgs,
+        rooms: usize,
+    ) -> (Vec<Subscriber>, usize, Vec<Publisher>) {
+        match self {
+            DoorRun::Grpc {
+                subscribers,
+                connections,
+                publishers,
+            } => (
+                subscribers,
+                connections,
+                spawn_grpc_publishers(publishers, args, rooms),
+            ),
+            DoorRun::WebSocket {
+                subscribers,
+                publishers,
+            } => {
+                let publishers = publishers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, sockets)| {
+                        let publisher = websocket::Publisher {
+                            index,
+                            messages: args.messages,
+                            size: args.size,
+                            rooms,
+                            rate: args.rate,
+                        };
+                        tokio::spawn(websocket::publish(publisher, sockets, args.idle_timeout))
+                    })
+                    .collect();
+                (
+                    subscribers,
+                    args.subscribers + rooms * args.publishers,
+                    publishers,
+                )
+            }
+        }
+    }
 }
 
 /// Publishers, one per channel, over SendMessage; each returns its errors and ack latencies.
@@ -236,7 +308,7 @@ fn spawn_grpc_publishers(
     channels: Vec<ClientChannel>,
     args: &FanoutArgs,
     rooms: usize,
-) -> Vec<JoinHandle<anyhow::Result<Published>>> {
+) -> Vec<Publisher> {
     channels
         .into_iter()
         .enumerate()
