@@ -4,8 +4,9 @@
 //! * A request whose `content-type` is not `application/grpc…` is answered with HTTP 415
 //!   (Unsupported Media Type), as the gRPC over HTTP/2 specification says, so that no other HTTP
 //!   client mistakes a gRPC error for a success ([`RequireGrpc`]).
-//! * Every request body is read through [`RequestRules`]: each message must have a valid prefix
-//!   (compression flag 0, or 1 with a `grpc-encoding`), the body must not end inside a message,
+//! * Every request body is read through [`RequestRules`]: a request compressed with any
+//!   `grpc-encoding` but `identity` is UNIMPLEMENTED (the server accepts no compression); each
+//!   message must have a valid prefix (compression flag 0, or 1 with a `grpc-encoding`), the body must not end inside a message,
 //!   and a unary or server-streaming call carries exactly one message. A request that breaks a
 //!   rule fails with INVALID_ARGUMENT saying which; tonic on its own answers OK to a unary call
 //!   with two messages and INTERNAL to a truncated one.
@@ -317,7 +318,16 @@ where
     fn call(&mut self, request: Request<TonicBody>) -> Self::Future {
         let rpc = Rpc::at(request.uri().path());
         let violation = Violation::default();
-        let compressed = request.headers().contains_key("grpc-encoding");
+        let encoding = request.headers().get("grpc-encoding");
+        let compressed = encoding.is_some();
+        if let Some(encoding) = encoding
+            && encoding != "identity"
+        {
+            // The server accepts no compression; said here once for every method.
+            let _ = violation.set(Status::unimplemented(format!(
+                "request compressed with {encoding:?}, which this server does not accept"
+            )));
+        }
         let received = request.extensions().get::<ReceivedMessages>().cloned();
         let request = request.map(|body| {
             TonicBody::new(RuledRequest {
@@ -332,6 +342,7 @@ where
                 messages: 0,
                 received,
                 violation: Arc::clone(&violation),
+                reported: false,
             })
         });
         let response = self.0.call(request);
@@ -355,6 +366,8 @@ pin_project_lite::pin_project! {
         messages: usize,
         received: Option<ReceivedMessages>,
         violation: Violation,
+        // Whether the body has handed out the violation.
+        reported: bool,
     }
 }
 
@@ -412,8 +425,12 @@ impl Body for RuledRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.project();
-        if this.violation.get().is_some() {
-            return Poll::Ready(None);
+        if let Some(status) = this.violation.get() {
+            // Said once, to whoever reads the body; then it ends.
+            if std::mem::replace(this.reported, true) {
+                return Poll::Ready(None);
+            }
+            return Poll::Ready(Some(Err(status.clone())));
         }
         let polled = std::task::ready!(this.body.poll_frame(cx));
         let before = *this.messages;
@@ -446,16 +463,17 @@ impl Body for RuledRequest {
         match broken {
             Some(status) => {
                 let _ = this.violation.set(status.clone());
+                *this.reported = true;
                 Poll::Ready(Some(Err(status)))
             }
             None => Poll::Ready(polled),
         }
     }
 
-    /// Only a broken rule ends the body early: an empty body must still be polled, so that a call
-    /// that needs a message is told it has none.
+    /// Only a broken rule, once told, ends the body early: an empty body must still be polled,
+    /// so that a call that needs a message is told it has none.
     fn is_end_stream(&self) -> bool {
-        self.violation.get().is_some()
+        self.reported && self.violation.get().is_some()
     }
 
     fn size_hint(&self) -> SizeHint {

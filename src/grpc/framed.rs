@@ -63,13 +63,7 @@ impl<S> SubscribeRoute<S> {
         request: http::Request<TonicBody>,
         max_decoding_message_size: usize,
     ) -> Result<http::Response<TonicBody>, Status> {
-        if let Some(encoding) = request.headers().get("grpc-encoding")
-            && encoding != "identity"
-        {
-            return Err(Status::unimplemented(format!(
-                "request compressed with {encoding:?}, which this server does not accept"
-            )));
-        }
+        // A compressed request is refused by the request rules, as the body is read.
         let (parts, body) = request.into_parts();
         let mut decoded = Streaming::new_request(
             LeanCodec::<Encoded, SubscribeRequest>::default().decoder(),
