@@ -156,6 +156,43 @@ impl Event {
         encode_varint(content.len() as u64, &mut frame);
         let content_start = frame.len();
         frame.put_slice(content.as_bytes());
+        Self::assembled(parts, frame.freeze(), content_start, with_text_frame)
+    }
+
+    /// The event `parts` describe whose `chat.Message` was encoded already, by [`Event::new`]
+    /// (an engine's stored form, [`Event::frame`] without its prefix): those bytes are kept,
+    /// not encoded again. `None` when `message` does not end with the content field of
+    /// `parts.content`, as what `Event::new` encodes does.
+    pub fn from_message(
+        parts: EventParts<'_>,
+        message: &[u8],
+        with_text_frame: bool,
+    ) -> Option<Self> {
+        let content = parts.content.as_bytes();
+        let mut field = BytesMut::new();
+        encode_key(CONTENT_FIELD, WireType::LengthDelimited, &mut field);
+        encode_varint(content.len() as u64, &mut field);
+        let head = message.strip_suffix(content)?;
+        head.strip_suffix(&field[..])?;
+        let mut frame = BytesMut::with_capacity(GRPC_PREFIX + message.len());
+        put_prefix(&mut frame, message.len());
+        frame.put_slice(message);
+        let content_start = frame.len() - content.len();
+        Some(Self::assembled(
+            parts,
+            frame.freeze(),
+            content_start,
+            with_text_frame,
+        ))
+    }
+
+    /// The event of `parts` over its `frame`, whose content starts at `content_start`.
+    fn assembled(
+        parts: EventParts<'_>,
+        frame: Bytes,
+        content_start: usize,
+        with_text_frame: bool,
+    ) -> Self {
         let mut event = Self {
             id: parts.id,
             room: parts.room,
@@ -165,7 +202,7 @@ impl Event {
             offset: parts.offset,
             lamport: parts.lamport,
             timestamp: parts.timestamp,
-            frame: frame.freeze(),
+            frame,
             content_start,
             text: None,
         };
@@ -248,6 +285,29 @@ mod tests {
         assert!(message.traceparent.starts_with("00-0af7"));
         assert_eq!(event.content(), "héllo \"world\"");
         assert!(frame.ends_with("héllo \"world\"".as_bytes()));
+    }
+
+    #[test]
+    fn an_encoded_message_is_kept_as_it_was_stored() {
+        let stored = Event::new(parts("héllo"), false);
+        let again = Event::from_message(parts("héllo"), &stored.frame()[GRPC_PREFIX..], false)
+            .expect("the content is the last field");
+        assert_eq!(
+            again.frame(),
+            stored.frame(),
+            "the same bytes, not a new encoding"
+        );
+        assert_eq!(again.content(), "héllo");
+        // Content that is not the message's last field (another writer's field order).
+        let reordered = Message {
+            content: "héllo".into(),
+            epoch: "e".into(),
+            ..Message::default()
+        };
+        assert!(Event::from_message(parts("héllo"), &reordered.encode_to_vec(), false).is_none());
+        assert!(
+            Event::from_message(parts("other"), &stored.frame()[GRPC_PREFIX..], false).is_none()
+        );
     }
 
     #[test]

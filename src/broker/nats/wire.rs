@@ -96,21 +96,25 @@ pub(super) fn decode(
         .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let traceparent = (!message.traceparent.is_empty()).then_some(message.traceparent.as_str());
-    Ok(Arc::new(Event::new(
-        EventParts {
-            id,
-            room: room.clone(),
-            epoch: at.epoch,
-            user,
-            content: &message.content,
-            kind,
-            offset: at.offset,
-            lamport: at.lamport,
-            timestamp,
-            traceparent,
-        },
-        with_text_frame,
-    )))
+    let parts = EventParts {
+        id,
+        room: room.clone(),
+        epoch: at.epoch,
+        user,
+        content: &message.content,
+        kind,
+        offset: at.offset,
+        lamport: at.lamport,
+        timestamp,
+        traceparent,
+    };
+    // The stored bytes are what every door sends; encoded again only if some other writer stored
+    // the message in another field order.
+    let event = match Event::from_message(parts.clone(), payload, with_text_frame) {
+        Some(event) => event,
+        None => Event::new(parts, with_text_frame),
+    };
+    Ok(Arc::new(event))
 }
 
 /// [`decode`] of a message read from the stream by sequence or subject.
