@@ -1,7 +1,7 @@
 # Sourced by bench/engines.sh and bench/security.sh with their arguments: the repository root as
 # the working directory, ROUNDS ($1, default 3) and OUT_DIR ($2, default bench/results), a
 # scratch directory `$work` removed at exit with every server the script started, the release
-# build as `$bin`, and `wait_port PORT`.
+# build as `$bin` (or GRPC_CHAT_BIN, another build), and `wait_port PORT`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rounds=${1:-3}
@@ -9,8 +9,8 @@ out=${2:-bench/results}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-cargo build --release --quiet
-bin=target/release/grpc-chat
+bin=${GRPC_CHAT_BIN:-target/release/grpc-chat}
+[[ -n ${GRPC_CHAT_BIN:-} ]] || cargo build --release --quiet
 
 wait_port() {
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done

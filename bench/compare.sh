@@ -11,7 +11,8 @@
 # Usage: bench/compare.sh [OUT_DIR] [ROUNDS]   (results as JSON lines in OUT_DIR/results.jsonl,
 # default bench/results; ROUNDS, default 1, repeats the whole set: the floor and every server, so
 # each round's ratios are taken minutes apart, and summarise.py prints medians and ranges).
-# ONLY="label ..." runs just those scenarios (and the floor).
+# ONLY="label ..." runs just those scenarios (and the floor); SERVERS="grpc-chat ..." just those
+# servers (default all three); GRPC_CHAT_BIN another build of grpc-chat (bench/ab.sh uses both).
 # Tools: run `make test-tools` first (Go, protoc, grpc-go, gorilla/websocket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,9 @@ ws_port=8651
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 echo "building grpc-chat (release), the Go servers and the floor" >&2
-cargo build --release --quiet
-bin=target/release/grpc-chat
+bin=${GRPC_CHAT_BIN:-target/release/grpc-chat}
+[[ -n ${GRPC_CHAT_BIN:-} ]] || cargo build --release --quiet
+servers=" ${SERVERS:-grpc-chat go go-ws} "
 gopath="$work:/usr/share/gocode"
 go_build() { # output package
   GO111MODULE=off GOPROXY=off GOFLAGS=-mod=mod GOPATH="$gopath" GOCACHE="$work/cache" \
@@ -108,9 +110,11 @@ for round in $(seq "$rounds"); do
     "$work/floor" -sockets $sockets -rounds $((1000000 / sockets)) \
       | sed "s/^{/{\"round\":$round,/" | tee -a "$out/results.jsonl"
   done
-  echo "== grpc-chat" >&2; grpc_scenarios grpc-chat; websocket_scenarios grpc-chat
-  echo "== go" >&2; grpc_scenarios go
-  echo "== go-ws" >&2; websocket_scenarios go-ws
+  if [[ $servers == *" grpc-chat "* ]]; then
+    echo "== grpc-chat" >&2; grpc_scenarios grpc-chat; websocket_scenarios grpc-chat
+  fi
+  if [[ $servers == *" go "* ]]; then echo "== go" >&2; grpc_scenarios go; fi
+  if [[ $servers == *" go-ws "* ]]; then echo "== go-ws" >&2; websocket_scenarios go-ws; fi
 done
 
 python3 bench/summarise.py "$out/results.jsonl"
