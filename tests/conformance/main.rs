@@ -37,6 +37,7 @@ macro_rules! conform {
                 rooms_subscribers_and_history_bytes_are_bounded,
                 figures_follow_appends_and_rooms,
                 an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position,
+                a_session_whose_join_is_not_stored_is_not_present,
             );
 
             #[test]

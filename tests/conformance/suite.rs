@@ -863,3 +863,23 @@ pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<
     drop((replaying, live));
     engine.close().await;
 }
+
+pub async fn a_session_whose_join_is_not_stored_is_not_present<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let failing = FailingBroker::new(engine.broker());
+    failing.fail_appends();
+    let (general, alice) = (room("general"), user("Alice"));
+    let refused = rules::enter(&*failing, &general, &alice, Entry::Exclusive, 0).await;
+    assert!(
+        matches!(refused, Err(ChatError::EngineUnavailable { .. })),
+        "{refused:?}"
+    );
+    let summary = engine.broker().room(&general).await.unwrap();
+    assert!(summary.members.is_empty(), "{:?}", summary.members);
+    // Nor does the name stay taken once appends work again.
+    let lease = rules::enter(&*engine.broker(), &general, &alice, Entry::Exclusive, 0)
+        .await
+        .unwrap();
+    rules::release(&*engine.broker(), lease).await;
+    engine.close().await;
+}

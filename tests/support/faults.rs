@@ -19,6 +19,8 @@ pub const INJECTED_FAILURE: &str = "injected engine failure";
 pub struct FailingBroker {
     inner: Arc<dyn Broker>,
     failed: watch::Sender<bool>,
+    /// Only appends fail (a store that is full, or refuses writes).
+    appends_failed: std::sync::atomic::AtomicBool,
 }
 
 impl FailingBroker {
@@ -27,7 +29,14 @@ impl FailingBroker {
         Arc::new(Self {
             inner,
             failed: watch::Sender::new(false),
+            appends_failed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on appends fail with UNAVAILABLE; the rest works.
+    pub fn fail_appends(&self) {
+        self.appends_failed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// From now on: open feeds end with [`FeedError::Failed`] (after what they already hold is
@@ -59,6 +68,15 @@ impl Broker for FailingBroker {
     ) -> BoxFuture<'a, Result<Arc<Event>, ChatError>> {
         async move {
             self.refuse()?;
+            if self
+                .appends_failed
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(ChatError::EngineUnavailable {
+                    reason: INJECTED_FAILURE.into(),
+                    resume: None,
+                });
+            }
             self.inner.publish(room, draft).await
         }
         .boxed()
