@@ -2,7 +2,7 @@
 # Before and after: two builds of grpc-chat through the same scenarios, the grpc-chat runs of
 # bench/compare.sh (ONLY picks some, as there) and the two engines of bench/engines.sh,
 # alternating build by build, ROUNDS times, so that each pair ran minutes apart on the same
-# machine. Prints, per scenario and figure, each build's median [range] over the rounds and the
+# machine, under one load generator (AFTER_BIN's). Prints, per scenario and figure, each build's median [range] over the rounds and the
 # after/before ratio of the medians; the range is the noise of a build's own repeated runs.
 #
 # Usage: bench/ab.sh BEFORE_BIN AFTER_BIN [ROUNDS, default 2] [OUT_DIR, default bench/results/ab]
@@ -16,8 +16,9 @@ for round in $(seq "$rounds"); do
     bin=$before
     [[ $side == after ]] && bin=$after
     echo "== round $round: $side ($bin)" >&2
-    GRPC_CHAT_BIN=$bin SERVERS=grpc-chat bench/compare.sh "$out/$side-$round" 1 >/dev/null
-    GRPC_CHAT_BIN=$bin bench/engines.sh 1 "$out/$side-$round" >/dev/null
+    GRPC_CHAT_BIN=$bin BENCH_BIN=$after SERVERS=grpc-chat \
+      bench/compare.sh "$out/$side-$round" 1 >/dev/null
+    GRPC_CHAT_BIN=$bin BENCH_BIN=$after bench/engines.sh 1 "$out/$side-$round" >/dev/null
     cat "$out/$side-$round/results.jsonl" "$out/$side-$round/engines.jsonl" \
       | python3 -c '
 import json, sys

@@ -12,7 +12,8 @@
 # default bench/results; ROUNDS, default 1, repeats the whole set: the floor and every server, so
 # each round's ratios are taken minutes apart, and summarise.py prints medians and ranges).
 # ONLY="label ..." runs just those scenarios (and the floor); SERVERS="grpc-chat ..." just those
-# servers (default all three); GRPC_CHAT_BIN another build of grpc-chat (bench/ab.sh uses both).
+# servers (default all three); GRPC_CHAT_BIN another build of grpc-chat to serve, BENCH_BIN another
+# build's load generator (bench/ab.sh uses both).
 # Tools: run `make test-tools` first (Go, protoc, grpc-go, gorilla/websocket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +69,7 @@ run() { # server label scenario args...   (label names the run in the results)
   local door=()
   [[ " $* " == *" websocket "* ]] && door=(--ws-addr 127.0.0.1:$ws_port)
   start_server "$server"
-  "$bin" bench "$@" "${door[@]}" --addr http://127.0.0.1:$port --server-pid "$pid" --json \
+  "${BENCH_BIN:-$bin}" bench "$@" "${door[@]}" --addr http://127.0.0.1:$port --server-pid "$pid" --json \
     | sed "s/^{\"scenario\":\"[a-z]*\"/{\"round\":$round,\"server\":\"$server\",\"scenario\":\"$label\"/" \
     | tee -a "$out/results.jsonl"
   kill "$pid"; wait "$pid" || true

@@ -32,6 +32,32 @@ fn bench(server: &ServerProcess, args: &[&str]) -> HashMap<String, f64> {
 }
 
 #[test]
+fn subscribers_the_server_refuses_are_counted_as_failed_not_waited_for() {
+    let server = ServerProcess::start(&[
+        "--max-connections-per-address",
+        "0",
+        "--max-subscribers-per-room",
+        "3",
+    ]);
+    let figures = bench(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "5",
+            "--messages",
+            "10",
+            "--connections",
+            "1",
+            "--idle-timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(figures["subscribers_failed"], 2.0, "{figures:?}");
+    assert_eq!(figures["deliveries"], 30.0, "3 subscribers x 10 messages");
+}
+
+#[test]
 fn fanout_counts_every_delivery_and_no_loss() {
     let server = ServerProcess::start(ONE_ADDRESS);
     let figures = bench(

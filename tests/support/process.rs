@@ -236,17 +236,35 @@ pub fn rss_bytes(pid: u32) -> u64 {
 
 /// Runs the `grpc-chat` binary with `args` and returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
+    let child = Command::new(env!("CARGO_BIN_EXE_grpc-chat"))
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    // A command that never ends fails its test instead of holding the suite.
+    let output = match finished.recv_timeout(CLI_DEADLINE) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("grpc-chat {args:?} did not end within {CLI_DEADLINE:?}");
+        }
+    };
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How long one command of [`cli`] may take.
+const CLI_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A free port on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {

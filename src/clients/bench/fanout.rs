@@ -351,6 +351,27 @@ fn spawn_grpc_publishers(
         .collect()
 }
 
+/// A `SubscribeMessages` stream of `room`, decoding only what the benchmark reads.
+async fn open(
+    channel: ClientChannel,
+    room: String,
+) -> Result<tonic::Streaming<Delivery>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let request = SubscribeRequest {
+        room,
+        ..SubscribeRequest::default()
+    };
+    let path = PathAndQuery::from_static("/chat.ChatService/SubscribeMessages");
+    let codec = tonic_prost::ProstCodec::<SubscribeRequest, Delivery>::default();
+    Ok(grpc
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner())
+}
+
 /// One subscriber: waits for the welcome, signals `ready`, then reads until it has `expected`
 /// messages, its stream ends, or nothing arrives for `idle_timeout`.
 async fn subscribe(
@@ -361,23 +382,18 @@ async fn subscribe(
     idle_timeout: Duration,
     ready: Arc<Barrier>,
 ) -> anyhow::Result<Seen> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await?;
-    let request = SubscribeRequest {
-        room,
-        ..SubscribeRequest::default()
+    // Refused or not, the subscriber is counted at the barrier (a refusal is its failure, not a
+    // run that waits forever for it).
+    let welcomed = match open(channel, room).await {
+        Ok(mut stream) => stream.message().await.ok().map(|_| stream),
+        Err(_) => None,
     };
-    let path = PathAndQuery::from_static("/chat.ChatService/SubscribeMessages");
-    let codec = tonic_prost::ProstCodec::<SubscribeRequest, Delivery>::default();
-    let mut stream = grpc
-        .server_streaming(tonic::Request::new(request), path, codec)
-        .await?
-        .into_inner();
-    // The welcome: the subscription is in place.
-    let welcomed = stream.message().await;
     ready.wait().await;
     let mut seen = Seen::new(publishers);
-    seen.failed = welcomed.is_err();
+    let Some(mut stream) = welcomed else {
+        seen.failed = true;
+        return Ok(seen);
+    };
     let mut watch = IdleWatch::new(idle_timeout);
     while seen.unique < expected && !seen.failed {
         let Some(next) = watch.next(stream.message()).await else {
