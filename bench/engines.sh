@@ -13,9 +13,9 @@ serve() { # port extra-args... -> background server
   local port=$1; shift
   # Every client of the benchmark comes from one address: no per-address caps.
   "$bin" serve --listen 127.0.0.1:$port --ws-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --history 100000 --max-connections-per-address 0 "$@" 2>/dev/null &
+    --history 100000 --max-connections-per-address 0 "$@" 2>"$work/server-$port.log" &
   server_pid=$!
-  wait_port "$port"
+  wait_port "$port" || { tail -n 20 "$work/server-$port.log" >&2; exit 1; }
 }
 
 run() { # label bench-args...
