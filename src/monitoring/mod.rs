@@ -1,4 +1,5 @@
-//! Metrics: one Prometheus registry per server, read by both `/metrics` and `StreamMetrics`.
+//! Metrics: one registry per server, rendered as text by `/metrics` and read as numbers by
+//! `StreamMetrics` ([`figures`]).
 //!
 //! Each server builds its own recorder instead of installing a global one, so several servers
 //! (in tests, several per process) never mix their figures, and the hot paths hold pre-registered
@@ -6,7 +7,7 @@
 
 mod chat;
 mod connections;
-pub mod exposition;
+mod figures;
 pub(crate) mod names;
 mod rpc;
 
@@ -16,16 +17,15 @@ use std::{
 };
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use chat::{ChatMetrics, FrontDoor, OpenSubscription};
 pub use connections::{ClosedBy, ListenerMetrics, OpenConnection, RefusedBy};
-pub use exposition::Series;
+pub use figures::Series;
 pub use rpc::RpcLayer;
 
+use figures::{Both, Figures};
 use names::{Def, Kind};
 
 /// How often histogram samples are folded into their buckets.
@@ -36,7 +36,7 @@ type Collector = Box<dyn Fn() + Send + Sync>;
 
 /// The registry of one server; cheap to share behind an `Arc`.
 pub struct Monitoring {
-    recorder: PrometheusRecorder,
+    recorder: Both,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
     collectors: Mutex<Vec<Collector>>,
@@ -45,25 +45,16 @@ pub struct Monitoring {
 impl Monitoring {
     /// A registry with every metric of [`names::ALL`] described and histogram buckets set.
     pub fn new() -> Arc<Self> {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full(names::GRPC_HANDLING_SECONDS.name.into()),
-                names::HANDLING_BUCKETS,
-            )
-            .and_then(|builder| {
-                builder.set_buckets_for_metric(
-                    Matcher::Full(names::DELIVERY_SECONDS.name.into()),
-                    names::DELIVERY_BUCKETS,
-                )
-            })
-            .and_then(|builder| {
-                builder.set_buckets_for_metric(
-                    Matcher::Full(names::PUBLISH_SECONDS.name.into()),
-                    names::DELIVERY_BUCKETS,
-                )
-            })
-            .expect("bucket lists are non-empty constants");
-        let recorder = builder.build_recorder();
+        let mut builder = PrometheusBuilder::new();
+        for (def, buckets) in names::HISTOGRAM_BUCKETS {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(def.name.into()), buckets)
+                .expect("bucket lists are non-empty constants");
+        }
+        let recorder = Both {
+            prometheus: builder.build_recorder(),
+            figures: Figures::new(),
+        };
         for def in names::ALL {
             let (name, unit, help) = (def.name.into(), Some(def.unit), def.help.into());
             match def.kind {
@@ -75,7 +66,7 @@ impl Monitoring {
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
         Arc::new(Self {
-            handle: recorder.handle(),
+            handle: recorder.prometheus.handle(),
             recorder,
             process,
             collectors: Mutex::new(Vec::new()),
@@ -121,6 +112,20 @@ impl Monitoring {
 
     /// The whole registry in the Prometheus text format, gauges refreshed first.
     pub fn render(&self) -> String {
+        self.collect();
+        self.handle.render()
+    }
+
+    /// Every series of [`Monitoring::render`] as numbers, sorted by name and labels.
+    pub fn series(&self) -> Vec<Series> {
+        self.collect();
+        let mut series = self.recorder.figures.series();
+        series.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        series
+    }
+
+    /// Refreshes the gauges whose source is elsewhere.
+    fn collect(&self) {
         for collect in self
             .collectors
             .lock()
@@ -130,14 +135,6 @@ impl Monitoring {
             collect();
         }
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
-        self.handle.render()
-    }
-
-    /// Every series of [`Monitoring::render`], sorted by name and labels.
-    pub fn series(&self) -> Vec<Series> {
-        let mut series = exposition::parse(&self.render());
-        series.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-        series
     }
 
     /// Folds histogram samples into buckets every second until `shutdown`.

@@ -274,13 +274,44 @@ pub(crate) const ALL: [Def; 29] = [
 ];
 
 /// Buckets of `grpc_server_handling_seconds`: sub-millisecond unary calls up to hour-long streams.
-pub(crate) const HANDLING_BUCKETS: &[f64] = &[
+const HANDLING_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 60.0, 300.0, 3600.0,
 ];
 
-/// Buckets of `grpc_chat_delivery_latency_seconds`.
-pub(crate) const DELIVERY_BUCKETS: &[f64] = &[
+/// Buckets of the delivery and publish latencies.
+const DELIVERY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
+
+/// Every histogram with its bucket bounds.
+pub(crate) const HISTOGRAM_BUCKETS: [(Def, &[f64]); 3] = [
+    (GRPC_HANDLING_SECONDS, HANDLING_BUCKETS),
+    (DELIVERY_SECONDS, DELIVERY_BUCKETS),
+    (PUBLISH_SECONDS, DELIVERY_BUCKETS),
+];
+
+/// The bucket bounds of the histogram `name` (none for a name that is no histogram of ours).
+pub(crate) fn buckets_of(name: &str) -> &'static [f64] {
+    HISTOGRAM_BUCKETS
+        .iter()
+        .find(|(def, _)| def.name == name)
+        .map_or(&[], |(_, buckets)| buckets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_histogram_has_its_buckets() {
+        for def in ALL.iter().filter(|def| def.kind == Kind::Histogram) {
+            assert!(
+                !buckets_of(def.name).is_empty(),
+                "{} has no buckets",
+                def.name
+            );
+        }
+    }
+}

@@ -1,12 +1,12 @@
 use std::collections::HashMap;
 
 use grpc_chat::{
-    monitoring::{FrontDoor, Series},
+    monitoring::FrontDoor,
     proto::{Metric, MetricsRequest},
 };
 use tonic::{Code, Streaming};
 
-use crate::helpers::*;
+use crate::helpers::{exposition::Series, *};
 
 async fn open_metrics(app: &TestApp, request: MetricsRequest) -> Streaming<Metric> {
     app.client

@@ -443,7 +443,7 @@ fn twenty_thousand_stuck_subscriptions_from_one_address_stay_within_its_bound() 
             .unwrap();
         let after = settled_rss(pid).await;
         let (_, page) = http_get(server.admin_addr, "/metrics").await;
-        let series = grpc_chat::monitoring::exposition::parse(&page);
+        let series = exposition::parse(&page);
         let subscriptions = value(
             &series,
             "grpc_chat_subscriptions",

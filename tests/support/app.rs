@@ -5,7 +5,6 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use grpc_chat::{
     broker::Broker,
     config::ServeConfig,
-    monitoring::exposition::{self, Series},
     proto::{
         Message, MetricsRequest, SendMessageResponse, SubscribeRequest,
         chat_service_client::ChatServiceClient,
@@ -18,6 +17,7 @@ use tonic::{Streaming, transport::Channel};
 use super::{
     PATIENCE,
     calls::{live, send_request, subscribe_on, within},
+    exposition::{self, Series},
     http::http_get,
 };
 

@@ -10,6 +10,7 @@ mod calls;
 mod certs;
 mod doors;
 mod envoy;
+pub mod exposition;
 mod faults;
 mod http;
 mod nats;

@@ -1,4 +1,5 @@
-//! Reads back the Prometheus text exposition the registry renders, as individual series.
+//! Reads a Prometheus text exposition (what `/metrics` serves) as individual series, as a
+//! scraper would.
 
 /// One series: a name, its labels and its current value.
 #[derive(Debug, Clone, PartialEq)]
