@@ -28,7 +28,7 @@ for line in sys.stdin:
     if row.get("server") == "floor":
         continue
     label = row.get("label") or row.get("scenario")
-    print(json.dumps({"side": side, "round": round_, "label": label, "figures": row["figures"]}))
+    print(json.dumps({"side": side, "round": round_, "label": label, "figures": dict(row["figures"])}))
 ' "$side" "$round" >> "$out/ab.jsonl"
   done
 done

@@ -13,6 +13,6 @@ bin=${GRPC_CHAT_BIN:-target/release/grpc-chat}
 [[ -n ${GRPC_CHAT_BIN:-} ]] || cargo build --release --quiet
 
 wait_port() {
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done
+  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done
   echo "nothing listens on $1" >&2; exit 1
 }
