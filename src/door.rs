@@ -6,6 +6,10 @@
 //! and caps). A subscription comes back ending on the door's drain ([`Drain::until`]), so each
 //! door only renders the ending in its own protocol. An operation on rooms is added here, once,
 //! and each door that can express it maps its own message to the call.
+//!
+//! Events reach the doors as they are ([`Event`]); each door encodes them in its own
+//! `WireForm`, made once per event and shared by the door's subscribers (the server, which
+//! wires every door, checks that each form has a slot of its own).
 
 use std::sync::Arc;
 

@@ -1,36 +1,35 @@
-//! One entry of a room's log and its shared wire forms.
+//! One entry of a room's log, and the doors' encodings of it made once and shared.
 //!
-//! An event is encoded once, when it is appended, as a gRPC-framed `chat.Message`, and that frame is
-//! the only copy of its content: the content is written as the message's last field, so it is a
-//! slice of the frame. Every `chat.ChatService` subscriber sends the frame itself, Chitty-Chat
-//! encodes its small `ChatMessage` from the slice, and, when the room has WebSocket subscribers,
-//! the JSON text frame of WebSocket rooms is made once at append too. What an event holds is
-//! known at append ([`Event::held_bytes`]), so history can be bounded in bytes.
+//! An event holds what happened and knows no protocol. Each front door encodes it in its own
+//! [`WireForm`] when one of its subscribers first sends it, and every later subscriber of that
+//! door shares those bytes. A form made after the event entered a log is charged to the log (and
+//! through it to its engine's budget) at that moment, so history stays bounded in the bytes it
+//! really holds ([`Event::held_bytes`]) without any door telling the engine what it will encode.
 
-use std::{mem, time::SystemTime};
-
-use axum::extract::ws::Utf8Bytes;
-use bytes::{BufMut, Bytes, BytesMut};
-use prost::{
-    Message as _,
-    encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len},
+use std::{
+    any::Any,
+    borrow::Cow,
+    mem,
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::SystemTime,
 };
 
-use crate::{
-    proto::{Message, MessageType},
-    protocol::{PREFIX as GRPC_PREFIX, put_prefix},
-    room::{Epoch, EventKind, RoomName, SYSTEM_USER, UserName},
-    text_frame::TextFrame,
-};
+use bytes::Bytes;
 
-/// Field number of `content` in `chat.Message`.
-const CONTENT_FIELD: u32 = 3;
-/// Heap an event costs besides its frames: the event itself behind its `Arc` (two counts), the
-/// shared header its frame gets once it is handed to a second owner, its user name, and its slot
-/// in the log (a sequence number, its size and the `Arc`).
+use crate::room::{Epoch, EventKind, RoomName, UserName};
+
+/// How many doors keep a form on events (see [`WireForm::SLOT`]).
+pub(crate) const FORM_SLOTS: usize = 2;
+
+/// Heap an event costs besides its content and forms: the event itself behind its `Arc` (two
+/// counts), its user name, its content's shared header, and its slot in the log (a sequence
+/// number, its size and the `Arc`).
 const EVENT_OVERHEAD: usize = allocation(mem::size_of::<Event>() + 16)
-    + allocation(32)
     + allocation(16 + 32)
+    + allocation(32)
     + 3 * mem::size_of::<usize>();
 
 /// What an allocation of `size` bytes really takes: the size rounded up to the allocator's size
@@ -44,31 +43,28 @@ pub const fn allocation(size: usize) -> usize {
     size.div_ceil(step) * step
 }
 
-impl From<EventKind> for MessageType {
-    fn from(kind: EventKind) -> Self {
-        match kind {
-            EventKind::Chat => Self::Chat,
-            EventKind::Join => Self::Join,
-            EventKind::Leave => Self::Leave,
-        }
+/// One door's encoding of events, made once per event and shared by all of the door's
+/// subscribers.
+pub(crate) trait WireForm: Any + Clone + Send + Sync {
+    /// The event's slot that keeps this form: one per door, below [`FORM_SLOTS`].
+    const SLOT: usize;
+
+    /// Encodes `event`.
+    fn encode(event: &Event) -> Self;
+
+    /// Heap bytes the form keeps.
+    fn held_bytes(&self) -> usize;
+}
+
+/// The content an event of `parts` shows: the chat text, or `X joined` / `X left` for presence.
+pub(crate) fn shown_content<'a>(parts: &EventParts<'a>) -> Cow<'a, str> {
+    match parts.kind.presence_verb() {
+        None => Cow::Borrowed(parts.content),
+        Some(verb) => Cow::Owned(format!("{} {verb}", parts.user)),
     }
 }
 
-impl TryFrom<MessageType> for EventKind {
-    /// The type, which no event of a log has (a server notice).
-    type Error = MessageType;
-
-    fn try_from(kind: MessageType) -> Result<Self, MessageType> {
-        match kind {
-            MessageType::Chat => Ok(Self::Chat),
-            MessageType::Join => Ok(Self::Join),
-            MessageType::Leave => Ok(Self::Leave),
-            other => Err(other),
-        }
-    }
-}
-
-/// Everything an event records, before it is encoded.
+/// Everything an event records.
 #[derive(Debug, Clone)]
 pub struct EventParts<'a> {
     /// Server-assigned unique id.
@@ -94,7 +90,6 @@ pub struct EventParts<'a> {
 }
 
 /// One immutable entry of a room's log, shared by every subscriber through an `Arc`.
-#[derive(Debug)]
 pub struct Event {
     /// Server-assigned unique id (a UUIDv7).
     pub id: uuid::Uuid,
@@ -112,88 +107,108 @@ pub struct Event {
     pub lamport: u64,
     /// Server time of the append.
     pub timestamp: SystemTime,
-    /// The gRPC-framed `chat.Message`; its last bytes are the content.
-    frame: Bytes,
-    /// Where the content starts in `frame`.
-    content_start: usize,
-    /// The WebSocket text frame, when it was made at append: text already, so that a delivery
-    /// to a socket does not check it again.
-    text: Option<Utf8Bytes>,
+    /// W3C traceparent of the call that published it, when traced.
+    traceparent: Option<Box<str>>,
+    /// The chat text, or `X joined` / `X left` (UTF-8).
+    content: Bytes,
+    /// Heap it holds besides its forms (the content is a form's when it is a slice of one).
+    own_bytes: usize,
+    /// The doors' forms, each made when first asked for.
+    forms: [OnceLock<Box<dyn Any + Send + Sync>>; FORM_SLOTS],
+    /// The forms' bytes, and where they are charged.
+    charges: Mutex<Charges>,
+}
+
+/// What an event's forms hold and who is charged for them.
+#[derive(Default)]
+struct Charges {
+    bytes: usize,
+    /// The holder it was kept by, until it let go of it.
+    holder: Option<Arc<FormBytes>>,
+}
+
+/// Bytes of forms made on the events a holder (a log) keeps: counted for the holder, and for its
+/// engine's total when it keeps one; the holder settles its accounts after each (evicting what
+/// no longer fits), so that forms made long after an append stay within its budget too.
+#[derive(Default)]
+pub(crate) struct FormBytes {
+    held: AtomicUsize,
+    total: Option<Arc<AtomicUsize>>,
+    settle: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl FormBytes {
+    /// Counts into `total` too (an engine's budget over all logs).
+    pub(crate) fn counted_in(total: Arc<AtomicUsize>) -> Self {
+        Self {
+            total: Some(total),
+            ..Self::default()
+        }
+    }
+
+    /// Runs `settle` after each form charged here (set once).
+    pub(crate) fn settle_with(&self, settle: impl Fn() + Send + Sync + 'static) {
+        let _ = self.settle.set(Box::new(settle));
+    }
+
+    /// Bytes held now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, bytes: usize) {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(total) = &self.total {
+            total.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+        if let Some(total) = &self.total {
+            total.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("room", &self.room)
+            .field("epoch", &self.epoch)
+            .field("user", &self.user)
+            .field("kind", &self.kind)
+            .field("offset", &self.offset)
+            .field("lamport", &self.lamport)
+            .field("content", &self.content())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Event {
-    /// Encodes `parts`; `with_text_frame` also makes the WebSocket text frame now.
-    pub fn new(parts: EventParts<'_>, with_text_frame: bool) -> Self {
-        let content = match parts.kind.presence_verb() {
-            None => parts.content.to_owned(),
-            Some(verb) => format!("{} {verb}", parts.user),
+    /// The event `parts` describe; presence events read `X joined` / `X left`.
+    pub fn new(parts: EventParts<'_>) -> Self {
+        let content = match shown_content(&parts) {
+            Cow::Borrowed(content) => Bytes::copy_from_slice(content.as_bytes()),
+            Cow::Owned(content) => Bytes::from(content),
         };
-        let kind = MessageType::from(parts.kind);
-        // Every field but the content, which goes last so that it is one slice of the frame.
-        let head = Message {
-            id: parts.id.to_string(),
-            user: parts.user.to_string(),
-            content: String::new(),
-            room: parts.room.to_string(),
-            timestamp: Some(parts.timestamp.into()),
-            r#type: kind as i32,
-            offset: parts.offset,
-            lamport: parts.lamport,
-            missed: 0,
-            traceparent: parts.traceparent.unwrap_or_default().to_owned(),
-            epoch: parts.epoch.to_string(),
-            ..Message::default()
-        };
-        let length = head.encoded_len()
-            + key_len(CONTENT_FIELD)
-            + encoded_len_varint(content.len() as u64)
-            + content.len();
-        let mut frame = BytesMut::with_capacity(GRPC_PREFIX + length);
-        put_prefix(&mut frame, length);
-        head.encode(&mut frame)
-            .expect("the buffer was sized from encoded_len");
-        encode_key(CONTENT_FIELD, WireType::LengthDelimited, &mut frame);
-        encode_varint(content.len() as u64, &mut frame);
-        let content_start = frame.len();
-        frame.put_slice(content.as_bytes());
-        Self::assembled(parts, frame.freeze(), content_start, with_text_frame)
+        let held = allocation(content.len());
+        Self::with_content(parts, content, held)
     }
 
-    /// The event `parts` describe whose `chat.Message` was encoded already, by [`Event::new`]
-    /// (an engine's stored form, [`Event::frame`] without its prefix): those bytes are kept,
-    /// not encoded again. `None` when `message` does not end with the content field of
-    /// `parts.content`, as what `Event::new` encodes does.
-    pub fn from_message(
-        parts: EventParts<'_>,
-        message: &[u8],
-        with_text_frame: bool,
-    ) -> Option<Self> {
-        let content = parts.content.as_bytes();
-        let mut field = BytesMut::new();
-        encode_key(CONTENT_FIELD, WireType::LengthDelimited, &mut field);
-        encode_varint(content.len() as u64, &mut field);
-        let head = message.strip_suffix(content)?;
-        head.strip_suffix(&field[..])?;
-        let mut frame = BytesMut::with_capacity(GRPC_PREFIX + message.len());
-        put_prefix(&mut frame, message.len());
-        frame.put_slice(message);
-        let content_start = frame.len() - content.len();
-        Some(Self::assembled(
-            parts,
-            frame.freeze(),
-            content_start,
-            with_text_frame,
-        ))
+    /// The event `parts` describe, whose content ([`shown_content`]) is `content`: a slice of
+    /// the form `F`, kept with it, so that the content is held once.
+    pub(crate) fn sharing<F: WireForm>(parts: EventParts<'_>, content: Bytes, form: F) -> Self {
+        Self::with_content(parts, content, 0).with_form(form)
     }
 
-    /// The event of `parts` over its `frame`, whose content starts at `content_start`.
-    fn assembled(
-        parts: EventParts<'_>,
-        frame: Bytes,
-        content_start: usize,
-        with_text_frame: bool,
-    ) -> Self {
-        let mut event = Self {
+    fn with_content(parts: EventParts<'_>, content: Bytes, content_bytes: usize) -> Self {
+        let traceparent: Option<Box<str>> = parts.traceparent.map(Box::from);
+        let own_bytes = content_bytes
+            + traceparent.as_ref().map_or(0, |t| allocation(t.len()))
+            + EVENT_OVERHEAD;
+        Self {
             id: parts.id,
             room: parts.room,
             epoch: parts.epoch,
@@ -202,50 +217,110 @@ impl Event {
             offset: parts.offset,
             lamport: parts.lamport,
             timestamp: parts.timestamp,
-            frame,
-            content_start,
-            text: None,
-        };
-        if with_text_frame {
-            event.text = Some(event.make_text_frame());
+            traceparent,
+            content,
+            own_bytes,
+            forms: Default::default(),
+            charges: Mutex::default(),
         }
-        event
     }
 
-    /// The event as one uncompressed gRPC length-prefixed `chat.Message`; shared, not copied.
-    pub fn frame(&self) -> &Bytes {
-        &self.frame
+    /// With its form `F` made already (an engine that kept the bytes a door sends).
+    pub(crate) fn with_form<F: WireForm>(self, form: F) -> Self {
+        let bytes = allocation(mem::size_of::<F>()) + form.held_bytes();
+        if self.forms[F::SLOT].set(Box::new(form)).is_ok() {
+            self.charge(bytes);
+        }
+        self
     }
 
-    /// The content as `chat.Message` shows it: the chat text, or `X joined` / `X left`.
+    /// What it records, as the parts it was made of.
+    pub(crate) fn parts(&self) -> EventParts<'_> {
+        EventParts {
+            id: self.id,
+            room: self.room.clone(),
+            epoch: self.epoch.clone(),
+            user: self.user.clone(),
+            content: self.content(),
+            kind: self.kind,
+            offset: self.offset,
+            lamport: self.lamport,
+            timestamp: self.timestamp,
+            traceparent: self.traceparent(),
+        }
+    }
+
+    /// The content: the chat text, or `X joined` / `X left`.
     pub fn content(&self) -> &str {
-        std::str::from_utf8(self.content_bytes()).expect("the content was a str")
+        std::str::from_utf8(&self.content).expect("the content was a str")
     }
 
-    /// [`Event::content`] as bytes, without checking them again.
-    pub fn content_bytes(&self) -> &[u8] {
-        &self.frame[self.content_start..]
+    /// [`Event::content`] as shared bytes, without checking them again.
+    pub fn content_bytes(&self) -> &Bytes {
+        &self.content
     }
 
-    /// The WebSocket text frame `{"Author": ..., "Content": ...}`; presence comes from `System`.
-    /// Shared when it was made at append, made now otherwise.
-    pub fn text_frame(&self) -> Utf8Bytes {
-        self.text.clone().unwrap_or_else(|| self.make_text_frame())
+    /// The W3C traceparent of the call that published it, when traced.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
     }
 
-    fn make_text_frame(&self) -> Utf8Bytes {
-        let author = match self.kind {
-            EventKind::Chat => self.user.as_str(),
-            EventKind::Join | EventKind::Leave => SYSTEM_USER,
-        };
-        TextFrame::encode(author, self.content()).into()
+    /// The door form `F` of this event: made now by the first caller, shared after.
+    pub(crate) fn form<F: WireForm>(&self) -> F {
+        let made = self.forms[F::SLOT].get_or_init(|| {
+            let form = F::encode(self);
+            self.charge(allocation(mem::size_of::<F>()) + form.held_bytes());
+            Box::new(form)
+        });
+        // Two forms in one slot would be a mistake of the slot numbers (the server checks them
+        // apart when it is compiled); even then the door gets its form, made again.
+        made.downcast_ref::<F>()
+            .cloned()
+            .unwrap_or_else(|| F::encode(self))
     }
 
-    /// Bytes this event keeps allocated: its frames and its bookkeeping.
+    /// Bytes this event keeps allocated: its content, its forms made so far and its bookkeeping.
     pub fn held_bytes(&self) -> usize {
-        allocation(self.frame.len())
-            + self.text.as_ref().map_or(0, |text| allocation(text.len()))
-            + EVENT_OVERHEAD
+        self.own_bytes + self.lock_charges().bytes
+    }
+
+    /// Taken by `holder`: its forms are charged there from now on, until [`Event::let_go`].
+    /// Returns the bytes the event holds besides its forms (the holder's part at the start).
+    pub(crate) fn keep(&self, holder: &Arc<FormBytes>) -> usize {
+        let mut charges = self.lock_charges();
+        holder.add(charges.bytes);
+        charges.holder = Some(Arc::clone(holder));
+        self.own_bytes
+    }
+
+    /// Its holder no longer keeps it: the holder is no longer charged for its forms.
+    pub(crate) fn let_go(&self) {
+        let mut charges = self.lock_charges();
+        if let Some(holder) = charges.holder.take() {
+            holder.sub(charges.bytes);
+        }
+    }
+
+    fn charge(&self, bytes: usize) {
+        let holder = {
+            let mut charges = self.lock_charges();
+            charges.bytes += bytes;
+            let holder = charges.holder.clone();
+            if let Some(holder) = &holder {
+                holder.add(bytes);
+            }
+            holder
+        };
+        // Settled with the charges unlocked: settling may evict this very event.
+        if let Some(settle) = holder.as_ref().and_then(|holder| holder.settle.get()) {
+            settle();
+        }
+    }
+
+    fn lock_charges(&self) -> MutexGuard<'_, Charges> {
+        self.charges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -268,81 +343,71 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_frame_is_a_chat_message_whose_last_bytes_are_the_content() {
-        let event = Event::new(parts("héllo \"world\""), false);
-        let frame = event.frame();
-        assert_eq!(frame[0], 0, "not compressed");
-        let length = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
-        assert_eq!(length, frame.len() - GRPC_PREFIX);
-        let message = Message::decode(&frame[GRPC_PREFIX..]).unwrap();
-        assert_eq!(message.content, "héllo \"world\"");
-        assert_eq!((message.offset, message.lamport), (7, 9));
-        assert_eq!(message.id, event.id.to_string());
-        assert_eq!(message.user, "Zoë");
-        assert_eq!(message.room, "general");
-        assert_eq!(message.epoch, event.epoch.as_str());
-        assert!(message.traceparent.starts_with("00-0af7"));
-        assert_eq!(event.content(), "héllo \"world\"");
-        assert!(frame.ends_with("héllo \"world\"".as_bytes()));
+    /// A door's form in a test: the content, upper-cased, made and counted once.
+    #[derive(Clone)]
+    struct Shout(Bytes);
+
+    static SHOUTS: AtomicUsize = AtomicUsize::new(0);
+
+    impl WireForm for Shout {
+        const SLOT: usize = 1;
+
+        fn encode(event: &Event) -> Self {
+            SHOUTS.fetch_add(1, Ordering::SeqCst);
+            Self(Bytes::from(event.content().to_uppercase()))
+        }
+
+        fn held_bytes(&self) -> usize {
+            allocation(self.0.len())
+        }
     }
 
     #[test]
-    fn an_encoded_message_is_kept_as_it_was_stored() {
-        let stored = Event::new(parts("héllo"), false);
-        let again = Event::from_message(parts("héllo"), &stored.frame()[GRPC_PREFIX..], false)
-            .expect("the content is the last field");
-        assert_eq!(
-            again.frame(),
-            stored.frame(),
-            "the same bytes, not a new encoding"
-        );
-        assert_eq!(again.content(), "héllo");
-        // Content that is not the message's last field (another writer's field order).
-        let reordered = Message {
-            content: "héllo".into(),
-            epoch: "e".into(),
-            ..Message::default()
-        };
-        assert!(Event::from_message(parts("héllo"), &reordered.encode_to_vec(), false).is_none());
-        assert!(
-            Event::from_message(parts("other"), &stored.frame()[GRPC_PREFIX..], false).is_none()
-        );
+    fn presence_reads_as_an_announcement() {
+        let event = Event::new(EventParts {
+            kind: EventKind::Join,
+            ..parts("ignored")
+        });
+        assert_eq!(event.content(), "Zoë joined");
+        assert_eq!(Event::new(parts("héllo")).content(), "héllo");
     }
 
     #[test]
-    fn presence_reads_as_an_announcement_on_every_door() {
-        let event = Event::new(
-            EventParts {
-                kind: EventKind::Join,
-                ..parts("")
-            },
-            true,
-        );
-        let message = Message::decode(&event.frame()[GRPC_PREFIX..]).unwrap();
-        assert_eq!(message.r#type, MessageType::Join as i32);
-        assert_eq!(message.content, "Zoë joined");
-        let text: serde_json::Value = serde_json::from_str(&event.text_frame()).unwrap();
+    fn a_form_is_made_once_shared_and_charged_to_its_holder_until_let_go() {
+        let event = Event::new(parts("hello"));
+        let holder = Arc::new(FormBytes::default());
+        let own = event.keep(&holder);
+        assert_eq!(own, event.held_bytes(), "nothing made yet");
+        let before = SHOUTS.load(Ordering::SeqCst);
+        let first = event.form::<Shout>();
+        let second = event.form::<Shout>();
+        assert_eq!(first.0, "HELLO");
         assert_eq!(
-            text,
-            serde_json::json!({"Author": "System", "Content": "Zoë joined"})
-        );
-    }
-
-    #[test]
-    fn a_text_frame_made_at_append_is_shared_and_counted() {
-        let with = Event::new(parts("hi"), true);
-        let without = Event::new(parts("hi"), false);
-        assert_eq!(with.text_frame(), without.text_frame());
-        assert_eq!(
-            with.text_frame().as_ptr(),
-            with.text_frame().as_ptr(),
+            first.0.as_ptr(),
+            second.0.as_ptr(),
             "shared, not made again"
         );
-        assert_eq!(
-            with.held_bytes() - without.held_bytes(),
-            allocation(with.text_frame().len())
-        );
+        assert_eq!(SHOUTS.load(Ordering::SeqCst) - before, 1);
+        let form = allocation(mem::size_of::<Shout>()) + allocation(5);
+        assert_eq!(event.held_bytes(), own + form);
+        assert_eq!(holder.held(), form, "charged when made");
+        event.let_go();
+        assert_eq!(holder.held(), 0, "given back");
+    }
+
+    #[test]
+    fn forms_made_before_an_event_is_kept_are_charged_when_it_is() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let holder = Arc::new(FormBytes::counted_in(Arc::clone(&total)));
+        let event = Event::new(parts("hi"));
+        let _ = event.form::<Shout>();
+        event.keep(&holder);
+        assert!(holder.held() > 0);
+        assert_eq!(total.load(Ordering::Relaxed), holder.held());
+        event.let_go();
+        assert_eq!(total.load(Ordering::Relaxed), 0, "given back");
+        let _ = event.form::<Shout>();
+        assert_eq!(total.load(Ordering::Relaxed), 0, "nothing charged after");
     }
 
     #[test]

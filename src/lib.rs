@@ -23,7 +23,9 @@
 //! * The room model: [`room`] (validated [`room::RoomName`] / [`room::UserName`], event kinds,
 //!   what a client asks to append, the limits on what it may send), [`lookalike`] (names compared
 //!   by what they look like), [`event`] (the immutable [`event::Event`] every subscriber shares,
-//!   encoded once), [`text_frame`] (the JSON frame of WebSocket rooms).
+//!   with each door's encoding of it made once and shared), [`text_frame`] (the JSON frame of
+//!   WebSocket rooms), `chat_message` (an event as the `chat.Message` the gRPC door sends and the
+//!   NATS engine stores).
 //! * [`auth`]: who is calling and what they may do — JWTs verified by keys reloaded at run time,
 //!   per-room capabilities, abuse limits; one [`auth::Caller`] per call on every door.
 //! * [`error`]: the one error enum and its single mapping to `tonic::Status`.
@@ -49,6 +51,7 @@
 mod admin;
 pub mod auth;
 pub mod broker;
+mod chat_message;
 pub mod config;
 mod door;
 pub mod error;

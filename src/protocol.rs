@@ -112,6 +112,25 @@ pub fn put_prefix(buf: &mut impl bytes::BufMut, length: usize) {
     buf.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
 }
 
+/// `message` encoded after its gRPC message prefix, in one allocation.
+pub fn framed<M: prost::Message>(message: &M) -> bytes::Bytes {
+    let length = message.encoded_len();
+    let mut framed = bytes::BytesMut::with_capacity(PREFIX + length);
+    put_prefix(&mut framed, length);
+    message
+        .encode(&mut framed)
+        .expect("the buffer was sized from encoded_len");
+    framed.freeze()
+}
+
+/// `message` (already encoded) after its gRPC message prefix, in one allocation.
+pub fn framed_bytes(message: &[u8]) -> bytes::Bytes {
+    let mut framed = bytes::BytesMut::with_capacity(PREFIX + message.len());
+    put_prefix(&mut framed, message.len());
+    framed.extend_from_slice(message);
+    framed.freeze()
+}
+
 /// Where a request's messages are counted, when a request carries it in its extensions (the
 /// RPC metrics put it there): the rules read every request's framing anyway, once.
 #[derive(Debug, Clone)]

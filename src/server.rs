@@ -26,8 +26,10 @@ use crate::{
     admin::{self, Readiness},
     auth::Auth,
     broker::Broker,
+    chat_message::MessageFrame,
     config::ServeConfig,
     door::Kit,
+    event::{FORM_SLOTS, WireForm},
     grpc::{self, ChatApi, ChittyApi, Pages, SubscribeRoute},
     health::HealthStatus,
     hub::Hub,
@@ -47,8 +49,16 @@ use crate::{
     },
     protocol::{self, CheckLayer, RequestRulesLayer, RequireGrpc},
     shutdown::Drain,
-    websocket::{self, WebSocketConfig},
+    websocket::{self, TextForm, WebSocketConfig},
 };
+
+// Each door's form of events (the gRPC doors' frame, the WebSocket door's text) has a slot of
+// its own on every event.
+const _: () = assert!(
+    <MessageFrame as WireForm>::SLOT != <TextForm as WireForm>::SLOT
+        && <MessageFrame as WireForm>::SLOT < FORM_SLOTS
+        && <TextForm as WireForm>::SLOT < FORM_SLOTS
+);
 
 /// How long tracked background tasks (and the admin port) get after the public ports closed.
 const TASKS_GRACE: Duration = Duration::from_secs(1);

@@ -40,11 +40,12 @@ use crate::{
     auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
     door::{Announce, Kit, Said},
     error::ChatError,
+    event::{Event, WireForm, allocation},
     grpc,
     hub::Delivery,
     monitoring::FrontDoor,
     net::origins::BrowserOrigins,
-    room::{RoomName, StartAt},
+    room::{EventKind, RoomName, SYSTEM_USER, StartAt},
     shutdown::{self, Drain, Ending, Step},
     text_frame::{self, TextFrame},
     woken::Woken,
@@ -395,10 +396,31 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// The WebSocket door's form of an event: its text frame `{"Author": ..., "Content": ...}`, in
+/// which presence is announced by `System`; text already, so a delivery does not check it again.
+#[derive(Clone)]
+pub(crate) struct TextForm(Utf8Bytes);
+
+impl WireForm for TextForm {
+    const SLOT: usize = 1;
+
+    fn encode(event: &Event) -> Self {
+        let author = match event.kind {
+            EventKind::Chat => event.user.as_str(),
+            EventKind::Join | EventKind::Leave => SYSTEM_USER,
+        };
+        Self(TextFrame::encode(author, event.content()).into())
+    }
+
+    fn held_bytes(&self) -> usize {
+        allocation(self.0.len())
+    }
+}
+
 /// Bytes a delivery's frame takes.
 fn frame_bytes(delivery: &Step<Result<Delivery, ChatError>>) -> usize {
     match delivery {
-        Step::Item(Ok(Delivery::Event(event))) => event.text_frame().len(),
+        Step::Item(Ok(Delivery::Event(event))) => event.form::<TextForm>().0.len(),
         _ => 0,
     }
 }
@@ -447,7 +469,7 @@ async fn deliver_batch(
         match delivery {
             Step::Item(Ok(Delivery::Event(event))) => {
                 bounded(
-                    socket.feed(Message::Text(event.text_frame())),
+                    socket.feed(Message::Text(event.form::<TextForm>().0)),
                     state,
                     draining,
                 )
@@ -548,4 +570,53 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::{
+        event::EventParts,
+        room::{Epoch, UserName},
+    };
+
+    fn event(kind: EventKind) -> Event {
+        Event::new(EventParts {
+            id: uuid::Uuid::now_v7(),
+            room: RoomName::parse("room", "general").unwrap(),
+            epoch: Epoch::random(),
+            user: UserName::parse("user", "Zoë").unwrap(),
+            content: "héllo \"world\"",
+            kind,
+            offset: 7,
+            lamport: 9,
+            timestamp: SystemTime::now(),
+            traceparent: None,
+        })
+    }
+
+    fn json(form: &TextForm) -> serde_json::Value {
+        serde_json::from_str(form.0.as_str()).unwrap()
+    }
+
+    #[test]
+    fn events_are_sent_as_the_rooms_text_frames_made_once() {
+        let chat = event(EventKind::Chat);
+        let form = chat.form::<TextForm>();
+        assert_eq!(
+            json(&form),
+            serde_json::json!({"Author": "Zoë", "Content": "héllo \"world\""})
+        );
+        assert_eq!(
+            form.0.as_str().as_ptr(),
+            chat.form::<TextForm>().0.as_str().as_ptr(),
+            "shared, not made again"
+        );
+        assert_eq!(
+            json(&event(EventKind::Join).form::<TextForm>()),
+            serde_json::json!({"Author": "System", "Content": "Zoë joined"})
+        );
+    }
 }

@@ -22,8 +22,9 @@ use tokio::sync::watch;
 
 use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset};
 use crate::{
+    chat_message::MessageFrame,
     error::ChatError,
-    event::{Event, EventParts},
+    event::{Event, EventParts, FormBytes},
     room::{Draft, Epoch, RoomName, StartAt, merge_clock},
 };
 
@@ -49,8 +50,8 @@ pub(crate) struct RoomLog {
     state: RwLock<LogState>,
     /// Bumped after every append; cursors wait on it when they have read everything.
     appended: watch::Sender<()>,
-    /// Subscribers that read WebSocket text frames: while there are any, appends make them.
-    text_readers: AtomicUsize,
+    /// The doors' forms made on the events it holds (see [`Event::keep`]).
+    forms: Arc<FormBytes>,
     /// Its readers (every subscription of every engine is a cursor of a log): how many, under
     /// the cap per room, and when the last one left (a room is idle only some time after).
     readers: AtomicUsize,
@@ -64,7 +65,7 @@ struct LogState {
     entries: VecDeque<Entry>,
     next_offset: u64,
     lamport: u64,
-    /// Sum of the entries' `bytes`.
+    /// Sum of the entries' `bytes` (their forms are counted in the log's `forms`).
     bytes: usize,
 }
 
@@ -72,7 +73,7 @@ struct LogState {
 struct Entry {
     /// Its place in the order of appends over all rooms, for eviction across rooms.
     seq: u64,
-    /// What it holds (see [`Event::held_bytes`]).
+    /// What it held when it was added, before any form made after (see [`Event::keep`]).
     bytes: usize,
     event: Arc<Event>,
 }
@@ -86,24 +87,24 @@ impl LogState {
         self.entries.front().map(|entry| entry.seq)
     }
 
-    /// Adds `event` at the end as append number `seq`, then evicts what `limits` no longer allow.
-    fn add(&mut self, event: Arc<Event>, seq: u64, limits: LogLimits) -> Appended {
+    /// Adds `event` at the end as append number `seq`, then evicts what `limits` no longer allow
+    /// (counting the forms made on what it holds).
+    fn add(
+        &mut self,
+        event: Arc<Event>,
+        seq: u64,
+        limits: LogLimits,
+        forms: &Arc<FormBytes>,
+    ) -> Appended {
         let before = self.oldest_seq();
-        let bytes = event.held_bytes();
+        let bytes = event.keep(forms);
         self.entries.push_back(Entry {
             seq,
             bytes,
             event: Arc::clone(&event),
         });
         self.bytes += bytes;
-        let mut evicted = (0, 0);
-        while self.entries.len() > limits.history
-            || (self.bytes > limits.history_bytes && self.entries.len() > 1)
-        {
-            if let Some(freed) = self.evict_oldest() {
-                evicted = (evicted.0 + 1, evicted.1 + freed);
-            }
-        }
+        let evicted = self.trim(limits, forms);
         Appended {
             event,
             bytes,
@@ -112,10 +113,25 @@ impl LogState {
         }
     }
 
-    /// Drops the oldest entry; returns its bytes. A log shrunk far below what it once held
-    /// gives the room back.
+    /// Evicts the oldest events (never the newest) until `limits` allow what is left, counting
+    /// the forms made on them; how many it evicted, and their bytes.
+    fn trim(&mut self, limits: LogLimits, forms: &FormBytes) -> (usize, usize) {
+        let mut evicted = (0, 0);
+        while self.entries.len() > limits.history
+            || (self.bytes + forms.held() > limits.history_bytes && self.entries.len() > 1)
+        {
+            if let Some(freed) = self.evict_oldest() {
+                evicted = (evicted.0 + 1, evicted.1 + freed);
+            }
+        }
+        evicted
+    }
+
+    /// Drops the oldest entry; returns its bytes (its forms are given back as it is let go). A
+    /// log shrunk far below what it once held gives the room back.
     fn evict_oldest(&mut self) -> Option<usize> {
         let entry = self.entries.pop_front()?;
+        entry.event.let_go();
         self.bytes -= entry.bytes;
         if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
             self.entries.shrink_to(self.entries.len() * 2);
@@ -129,9 +145,18 @@ impl LogState {
 pub(crate) struct Appended {
     /// The new event.
     pub event: Arc<Event>,
-    /// Bytes it holds.
+    /// Bytes it holds (forms made later are counted as they are made).
     pub bytes: usize,
     /// Events the log's own limits evicted, and their bytes.
+    pub evicted: (usize, usize),
+    /// The sequence of the oldest event held, before and after.
+    pub oldest: (Option<u64>, Option<u64>),
+}
+
+/// What trimming a log to its limits changed.
+#[derive(Debug)]
+pub(crate) struct Trimmed {
+    /// Events evicted, and their bytes.
     pub evicted: (usize, usize),
     /// The sequence of the oldest event held, before and after.
     pub oldest: (Option<u64>, Option<u64>),
@@ -174,6 +199,11 @@ fn write(state: &RwLock<LogState>) -> RwLockWriteGuard<'_, LogState> {
 impl RoomLog {
     /// An empty log of a new epoch.
     pub(crate) fn new(epoch: Epoch) -> Self {
+        Self::counting_forms_in(epoch, FormBytes::default())
+    }
+
+    /// An empty log of a new epoch whose events' forms are counted in `forms`.
+    pub(crate) fn counting_forms_in(epoch: Epoch, forms: FormBytes) -> Self {
         Self {
             epoch,
             state: RwLock::new(LogState {
@@ -183,18 +213,11 @@ impl RoomLog {
                 bytes: 0,
             }),
             appended: watch::Sender::new(()),
-            text_readers: AtomicUsize::new(0),
+            forms: Arc::new(forms),
             readers: AtomicUsize::new(0),
             last_left: Mutex::new(None),
             failure: OnceLock::new(),
         }
-    }
-
-    /// Whether appends should make WebSocket text frames now.
-    pub(crate) fn has_text_readers(&self) -> bool {
-        // SeqCst pairs with the increment in `feed`: a text reader whose position was fixed
-        // before an append read the log is seen by it.
-        self.text_readers.load(Ordering::SeqCst) > 0
     }
 
     /// Waits until the log holds `offset` (or has moved past it); false if it failed first.
@@ -240,7 +263,7 @@ impl RoomLog {
             }
             state.next_offset += 1;
             state.lamport = state.lamport.max(event.lamport);
-            let appended = state.add(event, seq, limits);
+            let appended = state.add(event, seq, limits, &self.forms);
             Appended {
                 evicted: (
                     appended.evicted.0 + evicted.0,
@@ -272,27 +295,43 @@ impl RoomLog {
             let mut state = write(&self.state);
             let lamport = merge_clock(state.lamport, draft.sender_clock)?;
             state.lamport = lamport;
-            let with_text = self.has_text_readers();
-            let event = Arc::new(Event::new(
-                EventParts {
-                    id: uuid::Uuid::now_v7(),
-                    room: room.clone(),
-                    epoch: self.epoch.clone(),
-                    user: draft.user,
-                    content: &draft.content,
-                    kind: draft.kind,
-                    offset: state.next_offset,
-                    lamport,
-                    timestamp: SystemTime::now(),
-                    traceparent: draft.traceparent.as_deref(),
-                },
-                with_text,
-            ));
+            // Kept as its `chat.Message`, as the NATS engine stores it: the gRPC doors' form,
+            // which holds the content.
+            let event = Arc::new(MessageFrame::kept_event(EventParts {
+                id: uuid::Uuid::now_v7(),
+                room: room.clone(),
+                epoch: self.epoch.clone(),
+                user: draft.user,
+                content: &draft.content,
+                kind: draft.kind,
+                offset: state.next_offset,
+                lamport,
+                timestamp: SystemTime::now(),
+                traceparent: draft.traceparent.as_deref(),
+            }));
             state.next_offset += 1;
-            state.add(event, seq, limits)
+            state.add(event, seq, limits, &self.forms)
         };
         self.appended.send_replace(());
         Ok(appended)
+    }
+
+    /// Evicts what `limits` no longer allow: forms made since the last append can take a log
+    /// past its bytes.
+    pub(crate) fn trim(&self, limits: LogLimits) -> Trimmed {
+        let mut state = write(&self.state);
+        let before = state.oldest_seq();
+        let evicted = state.trim(limits, &self.forms);
+        Trimmed {
+            evicted,
+            oldest: (before, state.oldest_seq()),
+        }
+    }
+
+    /// Runs `settle` after each form made on an event it holds (an engine trimming the log and
+    /// its budget to their limits).
+    pub(crate) fn settle_forms_with(&self, settle: impl Fn() + Send + Sync + 'static) {
+        self.forms.settle_with(settle);
     }
 
     /// Evicts the oldest event if it is append number `seq` (otherwise the log moved on).
@@ -310,7 +349,10 @@ impl RoomLog {
 
     /// What it holds now.
     pub(crate) fn held(&self) -> Held {
-        let state = read(&self.state);
+        self.held_in(&read(&self.state))
+    }
+
+    fn held_in(&self, state: &LogState) -> Held {
         let offsets = if state.entries.is_empty() {
             (0, 0)
         } else {
@@ -318,9 +360,22 @@ impl RoomLog {
         };
         Held {
             events: state.entries.len(),
-            bytes: state.bytes,
+            bytes: state.bytes + self.forms.held(),
             offsets,
             oldest_seq: state.oldest_seq(),
+        }
+    }
+
+    /// Lets go of every event (the log is dropped): the forms made on them are given back now
+    /// and those made later are charged to nobody. Returns what it held besides those forms.
+    pub(crate) fn let_go_all(&self) -> Held {
+        let state = read(&self.state);
+        for entry in &state.entries {
+            entry.event.let_go();
+        }
+        Held {
+            bytes: state.bytes,
+            ..self.held_in(&state)
         }
     }
 
@@ -336,13 +391,11 @@ impl RoomLog {
 
     /// A feed of `room`'s log from `start`, as one of at most `max_readers` (refused with
     /// RESOURCE_EXHAUSTED when the room is full). `ticket` lives as long as the feed (an engine
-    /// keeps its room with it). With `text_frames`, appends make WebSocket text frames while it
-    /// lasts.
+    /// keeps its room with it).
     pub(crate) fn feed(
         self: &Arc<Self>,
         room: &RoomName,
         start: &StartAt,
-        text_frames: bool,
         max_readers: usize,
         ticket: impl Any + Send,
     ) -> Result<Feed, ChatError> {
@@ -356,16 +409,11 @@ impl RoomLog {
                 ))
             })?;
         // From here on the cursor owns the reader's place; its Drop gives it back.
-        if text_frames {
-            self.text_readers.fetch_add(1, Ordering::SeqCst);
-        }
-        // From here on the cursor owns one unit of `text_readers`; its Drop gives it back.
         let mut cursor = Cursor {
             changes: self.appended.subscribe(),
             log: Arc::clone(self),
             next: 0,
             batch: VecDeque::new(),
-            text_frames,
             _ticket: Box::new(ticket),
         };
         let (next, opening) = {
@@ -425,8 +473,6 @@ struct Cursor {
     changes: watch::Receiver<()>,
     /// Events copied out of the log but not yet handed on; reused between batches.
     batch: VecDeque<Arc<Event>>,
-    /// Counted in the log's `text_readers`.
-    text_frames: bool,
     _ticket: Box<dyn Any + Send>,
 }
 
@@ -487,9 +533,6 @@ impl Cursor {
 
 impl Drop for Cursor {
     fn drop(&mut self) {
-        if self.text_frames {
-            self.log.text_readers.fetch_sub(1, Ordering::SeqCst);
-        }
         // Noted before the place is given back: a room seen without readers has its time.
         *super::lock(&self.log.last_left) = Some(Instant::now());
         self.log.readers.fetch_sub(1, Ordering::AcqRel);

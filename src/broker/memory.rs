@@ -28,6 +28,7 @@ use super::{
 use crate::{
     error::ChatError,
     event::Event,
+    event::FormBytes,
     lookalike::{self, LookIndex},
     room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
@@ -68,8 +69,8 @@ struct Inner {
 
 /// What every room's history adds up to, and the figures.
 struct Budget {
-    /// Bytes held by every room's log.
-    held_bytes: AtomicUsize,
+    /// Bytes held by every room's log (forms made on their events are added as they are made).
+    held_bytes: Arc<AtomicUsize>,
     /// Events held by every room's log.
     held_events: AtomicUsize,
     /// Rooms held.
@@ -106,6 +107,9 @@ impl Room {
     }
 }
 
+/// The sequence of a room's oldest event, before and after a change.
+type Oldest = (Option<u64>, Option<u64>);
+
 impl Budget {
     /// Records that a room's oldest event changed from `before` to `after`.
     fn oldest_moved(&self, room: &Weak<Room>, before: Option<u64>, after: Option<u64>) {
@@ -125,7 +129,7 @@ impl Budget {
 impl Drop for Room {
     /// A dropped room (idle, or the whole engine) gives its history back to the budget.
     fn drop(&mut self) {
-        let held = self.log.held();
+        let held = self.log.let_go_all();
         let budget = &self.budget;
         budget.held_bytes.fetch_sub(held.bytes, Ordering::Relaxed);
         budget.held_events.fetch_sub(held.events, Ordering::Relaxed);
@@ -143,7 +147,7 @@ impl MemoryBroker {
                 config,
                 rooms: Mutex::new(HashMap::new()),
                 budget: Arc::new(Budget {
-                    held_bytes: AtomicUsize::new(0),
+                    held_bytes: Arc::new(AtomicUsize::new(0)),
                     held_events: AtomicUsize::new(0),
                     rooms: AtomicUsize::new(0),
                     next_seq: AtomicU64::new(0),
@@ -199,13 +203,22 @@ impl MemoryBroker {
                     )));
                 }
                 let room = Arc::new(Room {
-                    log: Arc::new(RoomLog::new(Epoch::random())),
+                    log: Arc::new(RoomLog::counting_forms_in(
+                        Epoch::random(),
+                        FormBytes::counted_in(Arc::clone(&self.inner.budget.held_bytes)),
+                    )),
                     usage: Mutex::new(Usage {
                         members: BTreeMap::new(),
                         looks: LookIndex::default(),
                         last_active: Instant::now(),
                     }),
                     budget: Arc::clone(&self.inner.budget),
+                });
+                let (broker, trimmed) = (Arc::downgrade(&self.inner), Arc::downgrade(&room));
+                room.log.settle_forms_with(move || {
+                    if let (Some(inner), Some(room)) = (broker.upgrade(), trimmed.upgrade()) {
+                        MemoryBroker { inner }.trim(&room);
+                    }
                 });
                 rooms.insert(name.clone(), Arc::clone(&room));
                 self.inner
@@ -234,26 +247,40 @@ impl MemoryBroker {
         name: &RoomName,
         draft: Draft,
     ) -> Result<Appended, ChatError> {
-        let config = &self.inner.config;
         let budget = &self.inner.budget;
-        let limits = LogLimits {
-            history: config.history,
-            history_bytes: config.room_history_bytes,
-        };
         let seq = budget.next_seq.fetch_add(1, Ordering::Relaxed);
-        let appended = room.log.append(name, draft, seq, limits)?;
+        let appended = room.log.append(name, draft, seq, self.limits())?;
         budget.appended.fetch_add(1, Ordering::Relaxed);
         budget
             .held_bytes
             .fetch_add(appended.bytes, Ordering::Relaxed);
         budget.held_events.fetch_add(1, Ordering::Relaxed);
-        let (evicted, freed) = appended.evicted;
-        budget.held_bytes.fetch_sub(freed, Ordering::Relaxed);
-        budget.held_events.fetch_sub(evicted, Ordering::Relaxed);
-        let (before, after) = appended.oldest;
-        budget.oldest_moved(&Arc::downgrade(room), before, after);
-        self.evict_over_budget();
+        self.evicted(room, appended.evicted, appended.oldest);
         Ok(appended)
+    }
+
+    /// Trims `room`'s log to its limits (after a form was made on one of its events), then the
+    /// budget.
+    fn trim(&self, room: &Arc<Room>) {
+        let trimmed = room.log.trim(self.limits());
+        self.evicted(room, trimmed.evicted, trimmed.oldest);
+    }
+
+    /// Takes what `room`'s log evicted out of the budget, then evicts what the budget no longer
+    /// allows.
+    fn evicted(&self, room: &Arc<Room>, (events, bytes): (usize, usize), oldest: Oldest) {
+        let budget = &self.inner.budget;
+        budget.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        budget.held_events.fetch_sub(events, Ordering::Relaxed);
+        budget.oldest_moved(&Arc::downgrade(room), oldest.0, oldest.1);
+        self.evict_over_budget();
+    }
+
+    fn limits(&self) -> LogLimits {
+        LogLimits {
+            history: self.inner.config.history,
+            history_bytes: self.inner.config.room_history_bytes,
+        }
     }
 
     /// Evicts the oldest events of any room until all of history fits `history_bytes`.
@@ -283,7 +310,6 @@ impl MemoryBroker {
         name: &RoomName,
         start: &StartAt,
         open: Open,
-        text_frames: bool,
     ) -> Result<Option<Feed>, ChatError> {
         if open == Open::Existing && self.held(name).is_none() {
             return Ok(None);
@@ -294,7 +320,7 @@ impl MemoryBroker {
         })?;
         let max = self.inner.config.max_subscribers_per_room;
         let log = Arc::clone(&room.log);
-        log.feed(name, start, text_frames, max, room).map(Some)
+        log.feed(name, start, max, room).map(Some)
     }
 
     fn enter_room(
@@ -401,9 +427,8 @@ impl Broker for MemoryBroker {
         room: &'a RoomName,
         start: StartAt,
         open: Open,
-        text_frames: bool,
     ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>> {
-        std::future::ready(self.open_feed(room, &start, open, text_frames)).boxed()
+        std::future::ready(self.open_feed(room, &start, open)).boxed()
     }
 
     fn enter<'a>(
@@ -490,7 +515,7 @@ mod tests {
     async fn held(broker: &MemoryBroker, name: &RoomName) -> Vec<Arc<Event>> {
         let count = broker.held(name).map_or(0, |room| room.log.held().events);
         let feed = broker
-            .subscribe(name, StartAt::Last(1000), Open::Create, false)
+            .subscribe(name, StartAt::Last(1000), Open::Create)
             .await
             .ok()
             .flatten()
@@ -528,7 +553,7 @@ mod tests {
         let broker = broker(usize::MAX, 3 * one + one / 2);
         let general = room("general");
         let mut feed = broker
-            .subscribe(&general, StartAt::Live, Open::Create, false)
+            .subscribe(&general, StartAt::Live, Open::Create)
             .await
             .ok()
             .flatten()
@@ -574,7 +599,7 @@ mod tests {
         let before = broker.publish(&idle, say("x")).await.expect("publish");
         broker.publish(&busy, say("x")).await.expect("publish");
         let _watching = broker
-            .subscribe(&busy, StartAt::Live, Open::Create, false)
+            .subscribe(&busy, StartAt::Live, Open::Create)
             .await
             .ok()
             .flatten()
@@ -603,39 +628,76 @@ mod tests {
         assert_ne!(after.epoch, before.epoch, "a new log");
     }
 
+    /// A door's form in a test: a kilobyte, made when first asked for.
+    #[derive(Clone)]
+    struct Kilobyte(bytes::Bytes);
+
+    impl crate::event::WireForm for Kilobyte {
+        // Not the slot of the frame every event is kept with.
+        const SLOT: usize = 1;
+
+        fn encode(_: &Event) -> Self {
+            Self(bytes::Bytes::from(vec![0; 1024]))
+        }
+
+        fn held_bytes(&self) -> usize {
+            crate::event::allocation(self.0.len())
+        }
+    }
+
     #[tokio::test]
-    async fn text_frames_are_made_at_append_only_while_a_text_reader_is_subscribed() {
-        let broker = broker(usize::MAX, usize::MAX);
+    async fn forms_made_after_an_append_are_counted_and_evict_what_no_longer_fits_at_once() {
         let general = room("general");
-        let plain = broker
-            .publish(&general, say("before"))
+        let plain = broker(usize::MAX, usize::MAX)
+            .publish(&general, say("x"))
             .await
-            .expect("publish");
-        let reader = broker
-            .subscribe(&general, StartAt::Live, Open::Create, true)
+            .expect("publish")
+            .held_bytes();
+        let form = crate::event::allocation(std::mem::size_of::<Kilobyte>()) + 1024;
+        // Room for three events and one form.
+        let broker = broker(usize::MAX, 3 * plain + form);
+        let mut reader = broker
+            .subscribe(&general, StartAt::Live, Open::Create)
             .await
             .ok()
             .flatten()
             .expect("subscribe");
-        let with_text = broker
-            .publish(&general, say("before"))
-            .await
-            .expect("publish");
-        // Frames of the same content differ by a byte or two (timestamps), which the allocator's
-        // size classes (16 bytes apart at this size) can round either way.
-        let text = crate::event::allocation(with_text.text_frame().len()) as i64;
-        let extra = |event: &Event| event.held_bytes() as i64 - plain.held_bytes() as i64;
-        assert!(
-            (extra(&with_text) - text).abs() <= 16,
-            "{}",
-            extra(&with_text)
+        for text in ["1", "2", "3"] {
+            broker.publish(&general, say(text)).await.expect("publish");
+        }
+        assert_eq!(broker.figures().history_bytes, 3 * plain as u64);
+        let mut next = async || match reader.events.next().await {
+            Some(Ok(Delivery::Event(event))) => event,
+            other => panic!("{other:?}"),
+        };
+        let (first, second) = (next().await, next().await);
+        let _ = first.form::<Kilobyte>();
+        assert_eq!(
+            broker.figures().history_bytes,
+            (3 * plain + form) as u64,
+            "counted when made"
         );
-        drop(reader);
-        let after = broker
-            .publish(&general, say("before"))
-            .await
-            .expect("publish");
-        assert!(extra(&after).abs() <= 16, "{}", extra(&after));
+        let held = |broker: &MemoryBroker| broker.held(&general).expect("held").log.held();
+        assert_eq!(held(&broker).offsets, (1, 3), "it still fits");
+        let _ = second.form::<Kilobyte>();
+        assert_eq!(
+            held(&broker).offsets,
+            (2, 3),
+            "a form that does not fit evicts the oldest at once"
+        );
+        assert_eq!(
+            broker.figures().history_bytes,
+            (2 * plain + form) as u64,
+            "the evicted event's form given back with it"
+        );
+        broker.publish(&general, say("4")).await.expect("publish");
+        assert_eq!(held(&broker).offsets, (2, 4));
+        let _ = first.form::<Kilobyte>();
+        assert_eq!(
+            broker.figures().history_bytes,
+            (3 * plain + form) as u64,
+            "nothing charged for an event no longer held"
+        );
     }
 
     #[tokio::test]
@@ -644,7 +706,7 @@ mod tests {
         let (busy, idle, present) = (room("busy"), room("idle"), room("present"));
         broker.publish(&idle, say("x")).await.expect("publish");
         let _watching = broker
-            .subscribe(&busy, StartAt::Live, Open::Create, false)
+            .subscribe(&busy, StartAt::Live, Open::Create)
             .await
             .ok()
             .flatten()

@@ -168,15 +168,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Starts reading `room`'s log at `start` (creating the room on first use, unless `open`
     /// says it must exist: then `None` when the engine holds no such room). The position is fixed
-    /// when this returns, so an event published afterwards is always delivered. With
-    /// `text_frames`, events appended while the subscription lasts are made with their WebSocket
-    /// text frame.
+    /// when this returns, so an event published afterwards is always delivered.
     fn subscribe<'a>(
         &'a self,
         room: &'a RoomName,
         start: StartAt,
         open: Open,
-        text_frames: bool,
     ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>>;
 
     /// Records a session of `user` in `room` as `entry` says (creating the room on first use);

@@ -419,21 +419,18 @@ mod tests {
     use crate::room::EventKind;
 
     fn event(kind: EventKind) -> Outgoing {
-        Outgoing::Event(Arc::new(event::Event::new(
-            event::EventParts {
-                id: uuid::Uuid::now_v7(),
-                room: RoomName::parse("room", "general").unwrap(),
-                epoch: crate::room::Epoch::random(),
-                user: UserName::parse("user", "alice").unwrap(),
-                content: "hello",
-                kind,
-                offset: 3,
-                lamport: 42,
-                timestamp: SystemTime::now(),
-                traceparent: None,
-            },
-            false,
-        )))
+        Outgoing::Event(Arc::new(event::Event::new(event::EventParts {
+            id: uuid::Uuid::now_v7(),
+            room: RoomName::parse("room", "general").unwrap(),
+            epoch: crate::room::Epoch::random(),
+            user: UserName::parse("user", "alice").unwrap(),
+            content: "hello",
+            kind,
+            offset: 3,
+            lamport: 42,
+            timestamp: SystemTime::now(),
+            traceparent: None,
+        })))
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Messages sent pre-encoded, so a room event is encoded once for all its subscribers.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 use prost::{
     DecodeError, Message,
     encoding::{DecodeContext, WireType},
 };
 
 use crate::{
+    chat_message::MessageFrame,
     event::Event,
-    protocol::{PREFIX as GRPC_PREFIX, put_prefix},
+    protocol::{self, PREFIX as GRPC_PREFIX},
 };
 
 /// A protobuf message already encoded, kept with its gRPC message prefix: a response body can send
@@ -17,14 +18,14 @@ use crate::{
 pub struct Encoded(Bytes);
 
 impl Encoded {
-    /// A room event's shared `chat.Message` frame.
+    /// A room event's `chat.Message` frame, shared by every subscriber of the gRPC doors.
     pub fn event(event: &Event) -> Self {
-        Self(event.frame().clone())
+        Self(event.form::<MessageFrame>().framed().clone())
     }
 
     /// Encodes `message` now (for one-off notices).
     pub fn of<M: Message>(message: &M) -> Self {
-        Self(frame(message))
+        Self(protocol::framed(message))
     }
 
     /// The message as one uncompressed gRPC length-prefixed message; shared, not copied.
@@ -37,17 +38,6 @@ impl Default for Encoded {
     fn default() -> Self {
         Self::of(&())
     }
-}
-
-/// `message` encoded after its gRPC prefix, in one allocation.
-fn frame<M: Message>(message: &M) -> Bytes {
-    let length = message.encoded_len();
-    let mut framed = BytesMut::with_capacity(GRPC_PREFIX + length);
-    put_prefix(&mut framed, length);
-    message
-        .encode(&mut framed)
-        .expect("the buffer was sized from encoded_len");
-    framed.freeze()
 }
 
 /// These are only ever sent, never received: decoding (which the trait requires) skips every field.

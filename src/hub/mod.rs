@@ -140,8 +140,7 @@ impl Hub {
         let places = caller.enter(Some(room))?;
         let place = self.subscription_place()?;
         self.admit(caller, room)?;
-        let text_frames = door == FrontDoor::WebSocket;
-        let feed = rules::subscribe(&*self.inner.broker, room, start, text_frames).await?;
+        let feed = rules::subscribe(&*self.inner.broker, room, start).await?;
         match &feed.opening {
             Some(Opening::Gap(_)) => self.inner.metrics.replay_gaps.increment(1),
             Some(Opening::Reset(_)) => self.inner.metrics.replay_resets.increment(1),

@@ -16,7 +16,6 @@ pub async fn subscribe(
     broker: &dyn Broker,
     room: &RoomName,
     start: StartAt,
-    text_frames: bool,
 ) -> Result<Feed, ChatError> {
     let beyond_a_missing_log = match start {
         StartAt::Offset {
@@ -30,7 +29,7 @@ pub async fn subscribe(
         None => Open::Create,
     };
     match (
-        broker.subscribe(room, start, open, text_frames).await?,
+        broker.subscribe(room, start, open).await?,
         beyond_a_missing_log,
     ) {
         (Some(feed), _) => Ok(feed),

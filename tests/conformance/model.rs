@@ -329,7 +329,7 @@ impl<E: Engine> Model<E> {
                 }
             }
         };
-        let result = rules::subscribe(&*self.broker(), &name, asked.clone(), false).await;
+        let result = rules::subscribe(&*self.broker(), &name, asked.clone()).await;
         // What the model expects: where the reader starts and how, or OUT_OF_RANGE.
         let held = self.logs[room].is_some();
         let expected: Result<(u64, Option<Opening>), u64> = match (&start, &saved) {

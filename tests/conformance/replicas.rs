@@ -27,7 +27,7 @@ async fn publishers_on_two_replicas_get_one_order_that_both_deliver() {
     let mut readers = Vec::new();
     for broker in &brokers {
         readers.push(
-            rules::subscribe(&**broker, &busy, StartAt::Live, false)
+            rules::subscribe(&**broker, &busy, StartAt::Live)
                 .await
                 .unwrap(),
         );
@@ -70,7 +70,7 @@ async fn presence_is_counted_over_every_replica() {
     let second = first.replica().await;
     let (a, b) = (first.broker(), second.broker());
     let general = room("general");
-    let mut observer = rules::subscribe(&*b, &general, StartAt::Live, false)
+    let mut observer = rules::subscribe(&*b, &general, StartAt::Live)
         .await
         .unwrap();
     let alice = user("Alice");
@@ -121,7 +121,7 @@ async fn first_messages_from_two_replicas_at_once_keep_the_room_in_one_epoch() {
     for n in 0..ROOMS {
         let fresh = room(&format!("fresh-{n}"));
         // A reader of the empty room reads in the epoch the bucket gives it.
-        let mut reader = rules::subscribe(&*brokers[0], &fresh, StartAt::Live, false)
+        let mut reader = rules::subscribe(&*brokers[0], &fresh, StartAt::Live)
             .await
             .unwrap();
         let mut firsts = JoinSet::new();

@@ -60,7 +60,7 @@ async fn publish_numbered(broker: &dyn Broker, room: &RoomName, count: u64) -> E
 }
 
 async fn subscribe(broker: &dyn Broker, room: &RoomName, start: StartAt) -> Feed {
-    rules::subscribe(broker, room, start, false).await.unwrap()
+    rules::subscribe(broker, room, start).await.unwrap()
 }
 
 /// The feed's next item, which must come within [`PATIENCE`].
@@ -394,10 +394,7 @@ pub async fn a_room_that_lost_its_log_resets_saved_positions<E: Engine>() {
 
 /// The error subscribing at `start` fails with.
 async fn refused_feed(broker: &dyn Broker, room: &RoomName, start: StartAt) -> ChatError {
-    rules::subscribe(broker, room, start, false)
-        .await
-        .err()
-        .unwrap()
+    rules::subscribe(broker, room, start).await.err().unwrap()
 }
 
 fn assert_out_of_range(error: ChatError, asked: u64, next_offset: u64) {
@@ -705,7 +702,7 @@ pub async fn rooms_subscribers_and_history_bytes_are_bounded<E: Engine>() {
         "2 rooms",
     );
     full(
-        rules::subscribe(&*broker, &c, StartAt::Live, false)
+        rules::subscribe(&*broker, &c, StartAt::Live)
             .await
             .err()
             .unwrap(),
@@ -721,7 +718,7 @@ pub async fn rooms_subscribers_and_history_bytes_are_bounded<E: Engine>() {
     let first = subscribe(&*broker, &a, StartAt::Live).await;
     let _second = subscribe(&*broker, &a, StartAt::Live).await;
     full(
-        rules::subscribe(&*broker, &a, StartAt::Live, false)
+        rules::subscribe(&*broker, &a, StartAt::Live)
             .await
             .err()
             .unwrap(),

@@ -87,11 +87,10 @@ impl Broker for FailingBroker {
         room: &'a RoomName,
         start: StartAt,
         open: Open,
-        text_frames: bool,
     ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>> {
         async move {
             self.refuse()?;
-            let Some(mut feed) = self.inner.subscribe(room, start, open, text_frames).await? else {
+            let Some(mut feed) = self.inner.subscribe(room, start, open).await? else {
                 return Ok(None);
             };
             let mut failed = self.failed.subscribe();

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Connected, epochs, wire};
 use crate::{
     broker::log::RoomLog,
+    chat_message::MessageFrame,
     error::ChatError,
     event::{Event, EventParts},
     room::{Draft, Epoch, RoomName, merge_clock},
@@ -117,21 +118,18 @@ impl Appender {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
             let next = self.next_position(state).await?;
-            let event = Event::new(
-                EventParts {
-                    id,
-                    room: self.room.clone(),
-                    epoch: next.epoch.clone(),
-                    user: draft.user.clone(),
-                    content: &draft.content,
-                    kind: draft.kind,
-                    offset: next.offset,
-                    lamport: merge_clock(next.lamport, draft.sender_clock)?,
-                    timestamp,
-                    traceparent: draft.traceparent.as_deref(),
-                },
-                false,
-            );
+            let event = MessageFrame::kept_event(EventParts {
+                id,
+                room: self.room.clone(),
+                epoch: next.epoch.clone(),
+                user: draft.user.clone(),
+                content: &draft.content,
+                kind: draft.kind,
+                offset: next.offset,
+                lamport: merge_clock(next.lamport, draft.sender_clock)?,
+                timestamp,
+                traceparent: draft.traceparent.as_deref(),
+            });
             match self.publish(&event, next.expected).await {
                 Published::Stored(sequence) => {
                     self.appended.fetch_add(1, Ordering::Relaxed);

@@ -187,13 +187,8 @@ impl Follower {
                 self.room
             ));
         };
-        let event = wire::decode(
-            &self.room,
-            headers,
-            &message.payload,
-            self.log.has_text_readers(),
-        )
-        .map_err(|error| format!("room {}: {error}", self.room))?;
+        let event = wire::decode(&self.room, headers, &message.payload)
+            .map_err(|error| format!("room {}: {error}", self.room))?;
         if event.epoch != *self.log.epoch() {
             return Err(format!(
                 "the log of room {} restarted (epoch {})",

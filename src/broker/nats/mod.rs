@@ -309,6 +309,12 @@ impl NatsBroker {
             history: config.history,
             history_bytes: config.room_history_bytes,
         };
+        let trimmed = Arc::downgrade(&log);
+        log.settle_forms_with(move || {
+            if let Some(log) = trimmed.upgrade() {
+                log.trim(limits);
+            }
+        });
         let stop = self.inner.stop.child_token();
         let (ready, is_ready) = oneshot::channel();
         self.inner.tasks.spawn(
@@ -442,7 +448,6 @@ impl NatsBroker {
         name: &RoomName,
         start: StartAt,
         open: Open,
-        text_frames: bool,
     ) -> Result<Option<Feed>, ChatError> {
         let Some(room) = self.caught_up(name, open == Open::Create).await? else {
             return Ok(None);
@@ -450,7 +455,7 @@ impl NatsBroker {
         lock(&room.usage).last_active = Instant::now();
         let max = self.inner.config.max_subscribers_per_room;
         let log = Arc::clone(&room.log);
-        log.feed(name, &start, text_frames, max, room).map(Some)
+        log.feed(name, &start, max, room).map(Some)
     }
 
     async fn enter_room(
@@ -802,9 +807,8 @@ impl Broker for NatsBroker {
         room: &'a RoomName,
         start: StartAt,
         open: Open,
-        text_frames: bool,
     ) -> BoxFuture<'a, Result<Option<Feed>, ChatError>> {
-        self.open_feed(room, start, open, text_frames).boxed()
+        self.open_feed(room, start, open).boxed()
     }
 
     fn enter<'a>(

@@ -1,6 +1,5 @@
-//! An event as JetStream stores it: the `chat.Message` the event encodes (its frame without the
-//! gRPC prefix) as the payload, and the room's position in headers, which appends and lookups
-//! read without decoding the payload.
+//! An event as JetStream stores it: its `chat.Message` as the payload, and the room's position in
+//! headers, which appends and lookups read without decoding the payload.
 
 use std::{sync::Arc, time::SystemTime};
 
@@ -9,9 +8,9 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::{
+    chat_message::MessageFrame,
     event::{Event, EventParts},
     proto::{Message, MessageType},
-    protocol::PREFIX as GRPC_PREFIX,
     room::{Epoch, EventKind, RoomName, UserName},
 };
 
@@ -46,7 +45,7 @@ pub(super) fn encode(event: &Event) -> (HeaderMap, Bytes) {
     headers.insert(EPOCH, event.epoch.as_str());
     headers.insert(LAMPORT, event.lamport.to_string().as_str());
     headers.insert(MESSAGE_ID, event.id.to_string().as_str());
-    (headers, event.frame().slice(GRPC_PREFIX..))
+    (headers, event.form::<MessageFrame>().message())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, String> {
@@ -76,12 +75,11 @@ pub(super) fn position(sequence: u64, headers: &HeaderMap) -> Result<Position, S
     })
 }
 
-/// The event a stored message of `room` holds; `with_text_frame` as in [`Event::new`].
+/// The event a stored message of `room` holds.
 pub(super) fn decode(
     room: &RoomName,
     headers: &HeaderMap,
     payload: &[u8],
-    with_text_frame: bool,
 ) -> Result<Arc<Event>, String> {
     let at = position(0, headers)?;
     let message = Message::decode(payload).map_err(|error| format!("stored message: {error}"))?;
@@ -96,6 +94,7 @@ pub(super) fn decode(
         .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let traceparent = (!message.traceparent.is_empty()).then_some(message.traceparent.as_str());
+    // The stored bytes are what the gRPC doors send: kept, not encoded again.
     let parts = EventParts {
         id,
         room: room.clone(),
@@ -108,13 +107,7 @@ pub(super) fn decode(
         timestamp,
         traceparent,
     };
-    // The stored bytes are what every door sends; encoded again only if some other writer stored
-    // the message in another field order.
-    let event = match Event::from_message(parts.clone(), payload, with_text_frame) {
-        Some(event) => event,
-        None => Event::new(parts, with_text_frame),
-    };
-    Ok(Arc::new(event))
+    Ok(Arc::new(MessageFrame::stored_event(parts, payload)))
 }
 
 /// [`decode`] of a message read from the stream by sequence or subject.
@@ -122,5 +115,5 @@ pub(super) fn decode_stored(
     room: &RoomName,
     message: &StreamMessage,
 ) -> Result<Arc<Event>, String> {
-    decode(room, &message.headers, &message.payload, false)
+    decode(room, &message.headers, &message.payload)
 }

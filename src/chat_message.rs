@@ -1,0 +1,230 @@
+//! An event as a `chat.Message`: what the gRPC doors send and both engines keep (the NATS engine
+//! stores it), the one place that maps the room model onto that message.
+//!
+//! The content is written as the message's last field, so that the event's content is the tail
+//! of its frame: held once, in the bytes every gRPC subscriber shares.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::{
+    Message as _,
+    encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len},
+};
+
+use crate::{
+    event::{Event, EventParts, WireForm, allocation, shown_content},
+    proto::{Message, MessageType},
+    protocol::{self, PREFIX},
+    room::EventKind,
+};
+
+/// Field number of `content` in `chat.Message`.
+const CONTENT_FIELD: u32 = 3;
+
+impl From<EventKind> for MessageType {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Chat => Self::Chat,
+            EventKind::Join => Self::Join,
+            EventKind::Leave => Self::Leave,
+        }
+    }
+}
+
+impl TryFrom<MessageType> for EventKind {
+    /// The type, which no event of a log has (a server notice).
+    type Error = MessageType;
+
+    fn try_from(kind: MessageType) -> Result<Self, MessageType> {
+        match kind {
+            MessageType::Chat => Ok(Self::Chat),
+            MessageType::Join => Ok(Self::Join),
+            MessageType::Leave => Ok(Self::Leave),
+            other => Err(other),
+        }
+    }
+}
+
+/// An event's `chat.Message` after its gRPC message prefix, content last: the form every
+/// subscriber of the gRPC doors shares, and, without the prefix, what the NATS engine stores.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageFrame(Bytes);
+
+impl MessageFrame {
+    /// The event of `parts` as the engines keep it: with its frame, whose tail is its content.
+    pub(crate) fn kept_event(parts: EventParts<'_>) -> Event {
+        let (frame, content_start) = Self::encode_parts(&parts);
+        let content = frame.slice(content_start..);
+        Event::sharing(parts, content, Self(frame))
+    }
+
+    /// The event of `parts` stored as `message` (a frame of [`MessageFrame::kept_event`] without
+    /// its prefix): those bytes are kept as its frame, not encoded again, and its content is
+    /// their tail (copied only if another writer put the content elsewhere).
+    pub(crate) fn stored_event(parts: EventParts<'_>, message: &[u8]) -> Event {
+        let frame = Self(protocol::framed_bytes(message));
+        let content = shown_content(&parts);
+        let mut field = BytesMut::new();
+        put_content_key(content.len(), &mut field);
+        let tail = frame.0.len() - content.len();
+        if frame.0.ends_with(content.as_bytes()) && frame.0[..tail].ends_with(&field) {
+            let content = frame.0.slice(tail..);
+            return Event::sharing(parts, content, frame);
+        }
+        Event::new(parts).with_form(frame)
+    }
+
+    /// The message after its gRPC prefix: shared, not copied.
+    pub(crate) fn framed(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The message alone: shared, not copied.
+    pub(crate) fn message(&self) -> Bytes {
+        self.0.slice(PREFIX..)
+    }
+
+    /// The frame of `parts`, and where its content starts.
+    fn encode_parts(parts: &EventParts<'_>) -> (Bytes, usize) {
+        let content = shown_content(parts);
+        // Every field but the content, which goes last so that it is one slice of the frame.
+        let head = Message {
+            id: parts.id.to_string(),
+            user: parts.user.to_string(),
+            content: String::new(),
+            room: parts.room.to_string(),
+            timestamp: Some(parts.timestamp.into()),
+            r#type: MessageType::from(parts.kind) as i32,
+            offset: parts.offset,
+            lamport: parts.lamport,
+            missed: 0,
+            traceparent: parts.traceparent.unwrap_or_default().to_owned(),
+            epoch: parts.epoch.to_string(),
+            ..Message::default()
+        };
+        let length = head.encoded_len()
+            + key_len(CONTENT_FIELD)
+            + encoded_len_varint(content.len() as u64)
+            + content.len();
+        let mut frame = BytesMut::with_capacity(PREFIX + length);
+        protocol::put_prefix(&mut frame, length);
+        head.encode(&mut frame)
+            .expect("the buffer was sized from encoded_len");
+        put_content_key(content.len(), &mut frame);
+        let content_start = frame.len();
+        frame.put_slice(content.as_bytes());
+        (frame.freeze(), content_start)
+    }
+}
+
+/// The key and length of a content field of `length` bytes.
+fn put_content_key(length: usize, buf: &mut impl BufMut) {
+    encode_key(CONTENT_FIELD, WireType::LengthDelimited, buf);
+    encode_varint(length as u64, buf);
+}
+
+impl WireForm for MessageFrame {
+    const SLOT: usize = 0;
+
+    /// The frame of an event made without one (the engines make theirs with the event).
+    fn encode(event: &Event) -> Self {
+        Self(Self::encode_parts(&event.parts()).0)
+    }
+
+    fn held_bytes(&self) -> usize {
+        allocation(self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::room::{Epoch, RoomName, UserName};
+
+    fn parts(kind: EventKind) -> EventParts<'static> {
+        EventParts {
+            id: uuid::Uuid::now_v7(),
+            room: RoomName::parse("room", "general").unwrap(),
+            epoch: Epoch::random(),
+            user: UserName::parse("user", "Zoë").unwrap(),
+            content: "héllo \"world\"",
+            kind,
+            offset: 7,
+            lamport: 9,
+            timestamp: SystemTime::now(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        }
+    }
+
+    fn decoded(frame: &MessageFrame) -> Message {
+        let framed = frame.framed();
+        assert_eq!(framed[0], 0, "not compressed");
+        let length = u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(length, framed.len() - PREFIX);
+        Message::decode(frame.message()).unwrap()
+    }
+
+    #[test]
+    fn the_frame_carries_every_field_and_ends_with_the_content() {
+        let event = MessageFrame::kept_event(parts(EventKind::Chat));
+        let frame = event.form::<MessageFrame>();
+        let message = decoded(&frame);
+        assert_eq!(message.content, "héllo \"world\"");
+        assert_eq!(message.r#type, MessageType::Chat as i32);
+        assert_eq!((message.offset, message.lamport), (7, 9));
+        assert_eq!(message.id, event.id.to_string());
+        assert_eq!(message.user, "Zoë");
+        assert_eq!(message.room, "general");
+        assert_eq!(message.epoch, event.epoch.as_str());
+        assert!(message.traceparent.starts_with("00-0af7"));
+        assert_eq!(event.content(), "héllo \"world\"");
+        let tail = frame.framed().len() - event.content_bytes().len();
+        assert_eq!(
+            event.content_bytes().as_ptr(),
+            frame.framed()[tail..].as_ptr(),
+            "the content is the frame's tail, held once"
+        );
+        assert_eq!(
+            decoded(&MessageFrame::encode(&event)),
+            message,
+            "made again, the same message"
+        );
+    }
+
+    #[test]
+    fn presence_reads_as_an_announcement() {
+        let event = MessageFrame::kept_event(parts(EventKind::Join));
+        let message = decoded(&event.form::<MessageFrame>());
+        assert_eq!(message.r#type, MessageType::Join as i32);
+        assert_eq!(message.content, "Zoë joined");
+        assert_eq!(event.content(), "Zoë joined");
+    }
+
+    #[test]
+    fn a_stored_message_is_kept_as_it_was_stored() {
+        let kept = MessageFrame::kept_event(parts(EventKind::Chat));
+        let stored = kept.form::<MessageFrame>().message();
+        let again = MessageFrame::stored_event(parts(EventKind::Chat), &stored);
+        assert_eq!(
+            again.form::<MessageFrame>().framed(),
+            kept.form::<MessageFrame>().framed(),
+            "the same bytes, not a new encoding"
+        );
+        assert_eq!(again.content(), "héllo \"world\"");
+        assert_eq!(again.held_bytes(), kept.held_bytes());
+        // Content that is not the message's last field (another writer's field order).
+        let reordered = Message {
+            content: "héllo \"world\"".into(),
+            epoch: "e".into(),
+            ..Message::default()
+        };
+        let other = MessageFrame::stored_event(parts(EventKind::Chat), &reordered.encode_to_vec());
+        assert_eq!(other.content(), "héllo \"world\"");
+        assert_eq!(
+            Message::decode(other.form::<MessageFrame>().message()).unwrap(),
+            reordered,
+            "still the stored bytes"
+        );
+    }
+}
