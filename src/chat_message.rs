@@ -137,24 +137,11 @@ impl WireForm for MessageFrame {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
-    use crate::room::{Epoch, RoomName, UserName};
+    use crate::event::test_parts;
 
     fn parts(kind: EventKind) -> EventParts<'static> {
-        EventParts {
-            id: uuid::Uuid::now_v7(),
-            room: RoomName::parse("room", "general").unwrap(),
-            epoch: Epoch::random(),
-            user: UserName::parse("user", "Zoë").unwrap(),
-            content: "héllo \"world\"",
-            kind,
-            offset: 7,
-            lamport: 9,
-            timestamp: SystemTime::now(),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-        }
+        test_parts(kind, "héllo \"world\"")
     }
 
     fn decoded(frame: &MessageFrame) -> Message {

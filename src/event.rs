@@ -324,23 +324,29 @@ impl Event {
     }
 }
 
+/// The parts of an event for tests: Zoë's, in `general` at offset 7 and clock 9, traced.
+#[cfg(test)]
+pub(crate) fn test_parts(kind: EventKind, content: &str) -> EventParts<'_> {
+    EventParts {
+        id: uuid::Uuid::now_v7(),
+        room: RoomName::parse("room", "general").expect("a valid name"),
+        epoch: Epoch::random(),
+        user: UserName::parse("user", "Zoë").expect("a valid name"),
+        content,
+        kind,
+        offset: 7,
+        lamport: 9,
+        timestamp: SystemTime::now(),
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parts(content: &str) -> EventParts<'_> {
-        EventParts {
-            id: uuid::Uuid::now_v7(),
-            room: RoomName::parse("room", "general").unwrap(),
-            epoch: Epoch::random(),
-            user: UserName::parse("user", "Zoë").unwrap(),
-            content,
-            kind: EventKind::Chat,
-            offset: 7,
-            lamport: 9,
-            timestamp: SystemTime::now(),
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-        }
+        test_parts(EventKind::Chat, content)
     }
 
     /// A door's form in a test: the content, upper-cased, made and counted once.

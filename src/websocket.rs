@@ -574,27 +574,11 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
-    use crate::{
-        event::EventParts,
-        room::{Epoch, UserName},
-    };
+    use crate::event::test_parts;
 
     fn event(kind: EventKind) -> Event {
-        Event::new(EventParts {
-            id: uuid::Uuid::now_v7(),
-            room: RoomName::parse("room", "general").unwrap(),
-            epoch: Epoch::random(),
-            user: UserName::parse("user", "Zoë").unwrap(),
-            content: "héllo \"world\"",
-            kind,
-            offset: 7,
-            lamport: 9,
-            timestamp: SystemTime::now(),
-            traceparent: None,
-        })
+        Event::new(test_parts(kind, "héllo \"world\""))
     }
 
     fn json(form: &TextForm) -> serde_json::Value {

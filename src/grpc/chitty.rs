@@ -411,8 +411,6 @@ impl prost::Message for Outgoing {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use prost::Message as _;
 
     use super::*;
@@ -420,16 +418,9 @@ mod tests {
 
     fn event(kind: EventKind) -> Outgoing {
         Outgoing::Event(Arc::new(event::Event::new(event::EventParts {
-            id: uuid::Uuid::now_v7(),
-            room: RoomName::parse("room", "general").unwrap(),
-            epoch: crate::room::Epoch::random(),
             user: UserName::parse("user", "alice").unwrap(),
-            content: "hello",
-            kind,
-            offset: 3,
             lamport: 42,
-            timestamp: SystemTime::now(),
-            traceparent: None,
+            ..event::test_parts(kind, "hello")
         })))
     }
 
