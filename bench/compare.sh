@@ -22,7 +22,7 @@ rounds=${2:-1}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-port=50651
+port=20651
 ws_port=8651
 # 10,000 sockets each side of loopback, in this shell's processes only.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -27,18 +27,18 @@ load_paced=(--subscribers 500 --connections 10 --messages 2000 --rate 200)
 load_saturated=(--subscribers 500 --connections 10 --messages 2000)
 for round in $(seq "$rounds"); do
   echo "round $round: memory" >&2
-  serve 50751
-  run memory-paced --addr http://127.0.0.1:50751 "${load_paced[@]}"
-  run memory-saturated --addr http://127.0.0.1:50751 "${load_saturated[@]}"
+  serve 20751
+  run memory-paced --addr http://127.0.0.1:20751 "${load_paced[@]}"
+  run memory-saturated --addr http://127.0.0.1:20751 "${load_saturated[@]}"
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 
   echo "round $round: nats" >&2
   rm -rf "$work/nats"
   "$nats_server" -js -sd "$work/nats" -a 127.0.0.1 -p 14322 >/dev/null 2>&1 &
   wait_port 14322
-  serve 50761 --engine nats --nats-url nats://127.0.0.1:14322
-  serve 50762 --engine nats --nats-url nats://127.0.0.1:14322
-  spread=(--addr http://127.0.0.1:50761 --subscribe-addr http://127.0.0.1:50761,http://127.0.0.1:50762)
+  serve 20761 --engine nats --nats-url nats://127.0.0.1:14322
+  serve 20762 --engine nats --nats-url nats://127.0.0.1:14322
+  spread=(--addr http://127.0.0.1:20761 --subscribe-addr http://127.0.0.1:20761,http://127.0.0.1:20762)
   run nats-paced "${spread[@]}" "${load_paced[@]}"
   run nats-saturated "${spread[@]}" "${load_saturated[@]}"
   kill $(jobs -p); wait 2>/dev/null || true

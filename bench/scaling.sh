@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 server=$1
 out=${2:-bench/results/scaling-$server.jsonl}
 mkdir -p "$(dirname "$out")"
-port=50652
+port=20652
 ws_port=8652
 bin=target/release/grpc-chat
 cargo build --release --quiet

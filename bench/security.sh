@@ -41,12 +41,12 @@ run() { # label bench-args...
 unlimited=(--publish-rate 0 --call-rate 0)
 for round in $(seq "$rounds"); do
   echo "round $round" >&2
-  serve 50851
-  run open --addr http://127.0.0.1:50851
-  serve 50852 --jwt-hmac-secret-file "$work/hmac" "${unlimited[@]}"
-  run hs256 --addr http://127.0.0.1:50852 --token "$hs256"
-  serve 50853 --jwt-public-keys "$work/rsa.pub.pem" "${unlimited[@]}"
-  run rs256 --addr http://127.0.0.1:50853 --token "$rs256"
-  serve 50854 --tls-cert "$work/tls.crt" --tls-key "$work/tls.key"
-  run tls --addr https://127.0.0.1:50854 --tls-ca "$work/tls.crt"
+  serve 20851
+  run open --addr http://127.0.0.1:20851
+  serve 20852 --jwt-hmac-secret-file "$work/hmac" "${unlimited[@]}"
+  run hs256 --addr http://127.0.0.1:20852 --token "$hs256"
+  serve 20853 --jwt-public-keys "$work/rsa.pub.pem" "${unlimited[@]}"
+  run rs256 --addr http://127.0.0.1:20853 --token "$rs256"
+  serve 20854 --tls-cert "$work/tls.crt" --tls-key "$work/tls.key"
+  run tls --addr https://127.0.0.1:20854 --tls-ca "$work/tls.crt"
 done
