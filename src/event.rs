@@ -265,8 +265,9 @@ impl Event {
         self.traceparent.as_deref()
     }
 
-    /// The door form `F` of this event: made now by the first caller, shared after.
-    pub(crate) fn form<F: WireForm>(&self) -> F {
+    /// The door form `F` of this event: made now by the first caller, shared after (borrowed, so
+    /// that a delivery takes only the reference it sends).
+    pub(crate) fn form<F: WireForm>(&self) -> Cow<'_, F> {
         let made = self.forms[F::SLOT].get_or_init(|| {
             let form = F::encode(self);
             self.charge(allocation(mem::size_of::<F>()) + form.held_bytes());
@@ -275,8 +276,7 @@ impl Event {
         // Two forms in one slot would be a mistake of the slot numbers (the server checks them
         // apart when it is compiled); even then the door gets its form, made again.
         made.downcast_ref::<F>()
-            .cloned()
-            .unwrap_or_else(|| F::encode(self))
+            .map_or_else(|| Cow::Owned(F::encode(self)), Cow::Borrowed)
     }
 
     /// Bytes this event keeps allocated: its content, its forms made so far and its bookkeeping.

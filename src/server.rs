@@ -183,7 +183,6 @@ impl App {
             tasks,
             config,
         };
-        monitoring.spawn_upkeep(&app.tasks, app.drain.token().clone());
         app.broker.start();
         app.spawn_admin(listeners.admin, &monitoring);
         let hub = Hub::new(

@@ -417,10 +417,15 @@ impl WireForm for TextForm {
     }
 }
 
+/// The text frame `event` is sent as: made by the first delivery, shared by the rest.
+pub fn event_text(event: &Event) -> Utf8Bytes {
+    event.form::<TextForm>().0.clone()
+}
+
 /// Bytes a delivery's frame takes.
 fn frame_bytes(delivery: &Step<Result<Delivery, ChatError>>) -> usize {
     match delivery {
-        Step::Item(Ok(Delivery::Event(event))) => event.form::<TextForm>().0.len(),
+        Step::Item(Ok(Delivery::Event(event))) => event_text(event).len(),
         _ => 0,
     }
 }
@@ -469,7 +474,7 @@ async fn deliver_batch(
         match delivery {
             Step::Item(Ok(Delivery::Event(event))) => {
                 bounded(
-                    socket.feed(Message::Text(event.form::<TextForm>().0)),
+                    socket.feed(Message::Text(event_text(&event))),
                     state,
                     draining,
                 )

@@ -8,12 +8,16 @@ use grpc_chat::{
     auth::{Auth, Caller},
     config::ServeConfig,
     event::{Event, EventParts},
-    grpc::convert::{self, Command},
+    grpc::{
+        Encoded,
+        convert::{self, Command},
+    },
     monitoring::Monitoring,
     proto::{Message, MetricsRequest, SendMessageRequest, SubscribeRequest},
     protocol::PREFIX as GRPC_PREFIX,
     room::{self, Epoch, EventKind, RoomName, UserName},
     text_frame::TextFrame,
+    websocket::event_text,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
@@ -58,29 +62,27 @@ fuzz_target!(|data: &[u8]| {
     let _ = MetricsRequest::decode(data);
 });
 
-/// The event made of what passed: its frame decodes to the same message, content included, and
-/// its WebSocket text frame parses back to the same author and content.
+/// The event made of what passed: its gRPC frame decodes to the same message, content included,
+/// and its WebSocket text frame parses back to the same author and content.
 fn round_trip(room: RoomName, user: UserName, content: &str) {
-    let event = Event::new(
-        EventParts {
-            id: uuid::Uuid::nil(),
-            room,
-            epoch: Epoch::random(),
-            user: user.clone(),
-            content,
-            kind: EventKind::Chat,
-            offset: 1,
-            lamport: 1,
-            timestamp: SystemTime::UNIX_EPOCH,
-            traceparent: None,
-        },
-        true,
-    );
-    let decoded = Message::decode(&event.frame()[GRPC_PREFIX..]).expect("the frame decodes");
+    let event = Event::new(EventParts {
+        id: uuid::Uuid::nil(),
+        room,
+        epoch: Epoch::random(),
+        user: user.clone(),
+        content,
+        kind: EventKind::Chat,
+        offset: 1,
+        lamport: 1,
+        timestamp: SystemTime::UNIX_EPOCH,
+        traceparent: None,
+    });
+    let frame = Encoded::event(&event);
+    let decoded = Message::decode(&frame.framed()[GRPC_PREFIX..]).expect("the frame decodes");
     assert_eq!(decoded.content, content);
     assert_eq!(decoded.user, user.as_str());
     assert_eq!(event.content(), content);
-    let text = event.text_frame();
+    let text = event_text(&event);
     let frame = TextFrame::parse(&text).expect("the text frame parses");
     assert_eq!(
         (frame.author.as_str(), frame.content.as_str()),

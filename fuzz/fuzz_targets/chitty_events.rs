@@ -36,21 +36,18 @@ fuzz_target!(|data: &[u8]| {
     if room::check_content("message.message", &text, 4096).is_err() {
         return;
     }
-    let outgoing = ChittyOutgoing::Event(Arc::new(Event::new(
-        EventParts {
-            id: uuid::Uuid::nil(),
-            room: RoomName::parse("room", "general").expect("a valid room"),
-            epoch: Epoch::random(),
-            user,
-            content: &text,
-            kind: EventKind::Chat,
-            offset: 1,
-            lamport: clock + 1,
-            timestamp: SystemTime::UNIX_EPOCH,
-            traceparent: None,
-        },
-        false,
-    )));
+    let outgoing = ChittyOutgoing::Event(Arc::new(Event::new(EventParts {
+        id: uuid::Uuid::nil(),
+        room: RoomName::parse("room", "general").expect("a valid room"),
+        epoch: Epoch::random(),
+        user,
+        content: &text,
+        kind: EventKind::Chat,
+        offset: 1,
+        lamport: clock + 1,
+        timestamp: SystemTime::UNIX_EPOCH,
+        traceparent: None,
+    })));
     let bytes = outgoing.encode_to_vec();
     assert_eq!(bytes.len(), outgoing.encoded_len());
     let written = ChatMessage::decode(bytes.as_slice()).expect("the message decodes");

@@ -1,21 +1,25 @@
-//! The registry's figures kept as values, beside the Prometheus recorder, for `StreamMetrics`.
-//!
-//! Every metric is registered with both ([`Both`]): the Prometheus recorder
-//! renders `/metrics`, and [`Figures`] holds the same counters, gauges and histograms as numbers
-//! that a stream reads directly, instead of rendering text and parsing it back. Histograms fold
-//! each sample into the same buckets the exporter uses ([`names::buckets_of`]), so both read the
-//! same series; their memory is their buckets, whether or not anyone reads them.
+//! The server's metrics registry: every counter, gauge and histogram kept as numbers, which
+//! `/metrics` renders as Prometheus text (with `metrics-exporter-prometheus`'s own formatting)
+//! and `StreamMetrics` reads as they are, so the two always agree and nobody parses text back.
+//! Histograms fold each sample into fixed buckets ([`names::buckets_of`]): their memory is their
+//! buckets, whoever reads them and however often.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
+use indexmap::IndexMap;
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use metrics_exporter_prometheus::PrometheusRecorder;
+use metrics_exporter_prometheus::{
+    LabelSet,
+    formatting::{sanitize_metric_name, write_help_line, write_metric_line, write_type_line},
+};
 use metrics_util::registry::{Registry, Storage};
 
 use super::names;
@@ -31,17 +35,75 @@ pub struct Series {
     pub value: f64,
 }
 
-/// Every metric of one server as numbers; cheap to clone (one registry shared).
-#[derive(Clone)]
+/// Every metric of one server as numbers, and their descriptions.
 pub(crate) struct Figures {
-    registry: Arc<Registry<Key, FigureStorage>>,
+    registry: Registry<Key, FigureStorage>,
+    /// Help text and unit by metric name, as first described. A `std` mutex: held to insert or
+    /// to copy out, never across an `.await`.
+    descriptions: Mutex<HashMap<String, (SharedString, Option<Unit>)>>,
 }
 
 impl Figures {
     pub(crate) fn new() -> Self {
         Self {
-            registry: Arc::new(Registry::new(FigureStorage)),
+            registry: Registry::new(FigureStorage),
+            descriptions: Mutex::default(),
         }
+    }
+
+    /// Every series in the Prometheus text format: per metric its `# HELP` and `# TYPE` lines
+    /// and its series, metrics by name.
+    pub(crate) fn render(&self) -> String {
+        let no_global_labels = IndexMap::new();
+        let labels = |key: &Key| LabelSet::from_key_and_global(key, &no_global_labels);
+        let mut counters = BTreeMap::<String, Vec<(LabelSet, u64)>>::new();
+        self.registry.visit_counters(|key, counter| {
+            let value = counter.load(Ordering::Acquire);
+            by_name(&mut counters, key).push((labels(key), value));
+        });
+        let mut gauges = BTreeMap::<String, Vec<(LabelSet, f64)>>::new();
+        self.registry.visit_gauges(|key, gauge| {
+            let value = f64::from_bits(gauge.load(Ordering::Acquire));
+            by_name(&mut gauges, key).push((labels(key), value));
+        });
+        let mut histograms = BTreeMap::<String, Vec<(LabelSet, Arc<Buckets>)>>::new();
+        self.registry.visit_histograms(|key, histogram| {
+            by_name(&mut histograms, key).push((labels(key), Arc::clone(histogram)));
+        });
+        let descriptions = self
+            .descriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut text = String::new();
+        let head = |text: &mut String, name: &str, kind: &str| {
+            if let Some((help, _)) = descriptions.get(name) {
+                write_help_line(text, name, None, None, help);
+            }
+            write_type_line(text, name, None, None, kind);
+        };
+        for (name, series) in &counters {
+            head(&mut text, name, "counter");
+            for (labels, value) in series {
+                write_metric_line::<&str, u64>(&mut text, name, None, labels, None, *value, None);
+            }
+            text.push('\n');
+        }
+        for (name, series) in &gauges {
+            head(&mut text, name, "gauge");
+            for (labels, value) in series {
+                write_metric_line::<&str, f64>(&mut text, name, None, labels, None, *value, None);
+            }
+            text.push('\n');
+        }
+        for (name, series) in &histograms {
+            head(&mut text, name, "histogram");
+            for (labels, buckets) in series {
+                buckets.write(&mut text, name, labels);
+            }
+            text.push('\n');
+        }
+        text
     }
 
     /// Every series as `/metrics` shows it, in no particular order.
@@ -77,11 +139,33 @@ impl Series {
     }
 }
 
+/// The series of `key`'s metric name in `map`.
+fn by_name<'a, T>(map: &'a mut BTreeMap<String, Vec<T>>, key: &Key) -> &'a mut Vec<T> {
+    map.entry(sanitize_metric_name(key.name())).or_default()
+}
+
+impl Figures {
+    fn describe(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.descriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(sanitize_metric_name(name.as_str()))
+            .or_insert((help, unit));
+    }
+}
+
 impl Recorder for Figures {
-    // Descriptions are the Prometheus recorder's; a stream sends names and values only.
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
+
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
+
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         Counter::from_arc(self.registry.get_or_create_counter(key, Arc::clone))
@@ -93,88 +177,6 @@ impl Recorder for Figures {
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::from_arc(self.registry.get_or_create_histogram(key, Arc::clone))
-    }
-}
-
-/// The Prometheus recorder and the figures as one recorder: each handle it gives updates both.
-/// (`metrics-util`'s fanout would do, but it is not `Send`, and a server's registry is shared
-/// across threads.)
-pub(crate) struct Both {
-    pub(crate) prometheus: PrometheusRecorder,
-    pub(crate) figures: Figures,
-}
-
-impl Recorder for Both {
-    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
-        self.prometheus.describe_counter(name, unit, help);
-    }
-
-    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
-        self.prometheus.describe_gauge(name, unit, help);
-    }
-
-    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
-        self.prometheus.describe_histogram(name, unit, help);
-    }
-
-    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(Pair(
-            self.prometheus.register_counter(key, metadata),
-            self.figures.register_counter(key, metadata),
-        )))
-    }
-
-    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(Arc::new(Pair(
-            self.prometheus.register_gauge(key, metadata),
-            self.figures.register_gauge(key, metadata),
-        )))
-    }
-
-    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(Arc::new(Pair(
-            self.prometheus.register_histogram(key, metadata),
-            self.figures.register_histogram(key, metadata),
-        )))
-    }
-}
-
-/// One metric's handle in each recorder.
-struct Pair<T>(T, T);
-
-impl CounterFn for Pair<Counter> {
-    fn increment(&self, value: u64) {
-        self.0.increment(value);
-        self.1.increment(value);
-    }
-
-    fn absolute(&self, value: u64) {
-        self.0.absolute(value);
-        self.1.absolute(value);
-    }
-}
-
-impl GaugeFn for Pair<Gauge> {
-    fn increment(&self, value: f64) {
-        self.0.increment(value);
-        self.1.increment(value);
-    }
-
-    fn decrement(&self, value: f64) {
-        self.0.decrement(value);
-        self.1.decrement(value);
-    }
-
-    fn set(&self, value: f64) {
-        self.0.set(value);
-        self.1.set(value);
-    }
-}
-
-impl HistogramFn for Pair<Histogram> {
-    fn record(&self, value: f64) {
-        self.0.record(value);
-        self.1.record(value);
     }
 }
 
@@ -236,6 +238,38 @@ impl Buckets {
         let sum = f64::from_bits(self.sum.load(Ordering::Acquire));
         series.push(Series::of(key, "_sum", sum));
         series.push(Series::of(key, "_count", count));
+    }
+}
+
+impl Buckets {
+    /// Its lines in the Prometheus text format, as series `name` with `labels`.
+    fn write(&self, text: &mut String, name: &str, labels: &LabelSet) {
+        let mut below = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            below += count.load(Ordering::Acquire);
+            write_metric_line(
+                text,
+                name,
+                Some("bucket"),
+                labels,
+                Some(("le", bound)),
+                below,
+                None,
+            );
+        }
+        let count = self.count.load(Ordering::Acquire);
+        let sum = f64::from_bits(self.sum.load(Ordering::Acquire));
+        write_metric_line(
+            text,
+            name,
+            Some("bucket"),
+            labels,
+            Some(("le", "+Inf")),
+            count,
+            None,
+        );
+        write_metric_line::<&str, f64>(text, name, Some("sum"), labels, None, sum, None);
+        write_metric_line::<&str, u64>(text, name, Some("count"), labels, None, count, None);
     }
 }
 
@@ -315,5 +349,47 @@ mod tests {
             labelled.labels,
             vec![("front_door".to_owned(), "grpc".to_owned())]
         );
+    }
+
+    #[test]
+    fn the_text_says_what_the_numbers_say() {
+        let figures = Figures::new();
+        let metadata = Metadata::new("test", metrics::Level::INFO, None);
+        figures.describe_counter(
+            names::RATE_LIMITED.name.into(),
+            None,
+            "Refused \"calls\".".into(),
+        );
+        let limited = Key::from_parts(
+            names::RATE_LIMITED.name,
+            vec![metrics::Label::new("limit", "a \"quoted\" one")],
+        );
+        figures.register_counter(&limited, &metadata).increment(3);
+        let publish = Key::from_parts(names::PUBLISH_SECONDS.name, vec![]);
+        figures
+            .register_histogram(&publish, &metadata)
+            .record(0.0001);
+        let text = figures.render();
+        let name = names::RATE_LIMITED.name;
+        assert!(
+            text.contains(&format!(
+                "# HELP {name} Refused \"calls\".\n# TYPE {name} counter\n{name}{{limit=\"a \\\"quoted\\\" one\"}} 3\n"
+            )),
+            "{text}"
+        );
+        let name = names::PUBLISH_SECONDS.name;
+        for line in [
+            format!("# TYPE {name} histogram"),
+            format!("{name}_bucket{{le=\"0.00005\"}} 0"),
+            format!("{name}_bucket{{le=\"0.0001\"}} 1"),
+            format!("{name}_bucket{{le=\"+Inf\"}} 1"),
+            format!("{name}_sum 0.0001"),
+            format!("{name}_count 1"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 }

@@ -11,33 +11,24 @@ mod figures;
 pub(crate) mod names;
 mod rpc;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use chat::{ChatMetrics, FrontDoor, OpenSubscription};
 pub use connections::{ClosedBy, ListenerMetrics, OpenConnection, RefusedBy};
 pub use figures::Series;
 pub use rpc::RpcLayer;
 
-use figures::{Both, Figures};
+use figures::Figures;
 use names::{Def, Kind};
-
-/// How often histogram samples are folded into their buckets.
-const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// Updates gauges from their source just before a scrape.
 type Collector = Box<dyn Fn() + Send + Sync>;
 
 /// The registry of one server; cheap to share behind an `Arc`.
 pub struct Monitoring {
-    recorder: Both,
-    handle: PrometheusHandle,
+    recorder: Figures,
     process: metrics_process::Collector,
     collectors: Mutex<Vec<Collector>>,
 }
@@ -45,16 +36,7 @@ pub struct Monitoring {
 impl Monitoring {
     /// A registry with every metric of [`names::ALL`] described and histogram buckets set.
     pub fn new() -> Arc<Self> {
-        let mut builder = PrometheusBuilder::new();
-        for (def, buckets) in names::HISTOGRAM_BUCKETS {
-            builder = builder
-                .set_buckets_for_metric(Matcher::Full(def.name.into()), buckets)
-                .expect("bucket lists are non-empty constants");
-        }
-        let recorder = Both {
-            prometheus: builder.build_recorder(),
-            figures: Figures::new(),
-        };
+        let recorder = Figures::new();
         for def in names::ALL {
             let (name, unit, help) = (def.name.into(), Some(def.unit), def.help.into());
             match def.kind {
@@ -66,7 +48,6 @@ impl Monitoring {
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
         Arc::new(Self {
-            handle: recorder.prometheus.handle(),
             recorder,
             process,
             collectors: Mutex::new(Vec::new()),
@@ -113,13 +94,13 @@ impl Monitoring {
     /// The whole registry in the Prometheus text format, gauges refreshed first.
     pub fn render(&self) -> String {
         self.collect();
-        self.handle.render()
+        self.recorder.render()
     }
 
     /// Every series of [`Monitoring::render`] as numbers, sorted by name and labels.
     pub fn series(&self) -> Vec<Series> {
         self.collect();
-        let mut series = self.recorder.figures.series();
+        let mut series = self.recorder.series();
         series.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
         series
     }
@@ -135,20 +116,6 @@ impl Monitoring {
             collect();
         }
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
-    }
-
-    /// Folds histogram samples into buckets every second until `shutdown`.
-    pub fn spawn_upkeep(self: &Arc<Self>, tasks: &TaskTracker, shutdown: CancellationToken) {
-        let monitoring = Arc::clone(self);
-        tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(UPKEEP_PERIOD);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticks.tick() => monitoring.handle.run_upkeep(),
-                }
-            }
-        });
     }
 }
 
