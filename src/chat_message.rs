@@ -65,9 +65,12 @@ impl MessageFrame {
         let content = shown_content(&parts);
         let mut field = BytesMut::new();
         put_content_key(content.len(), &mut field);
-        let tail = frame.0.len() - content.len();
-        if frame.0.ends_with(content.as_bytes()) && frame.0[..tail].ends_with(&field) {
-            let content = frame.0.slice(tail..);
+        let is_tail = frame
+            .0
+            .strip_suffix(content.as_bytes())
+            .is_some_and(|head| head.ends_with(&field));
+        if is_tail {
+            let content = frame.0.slice(frame.0.len() - content.len()..);
             return Event::sharing(parts, content, frame);
         }
         Event::new(parts).with_form(frame)
@@ -213,5 +216,9 @@ mod tests {
             reordered,
             "still the stored bytes"
         );
+        // A stored JOIN shorter than the announcement it shows (another writer left it empty).
+        let bare = Message::default().encode_to_vec();
+        let join = MessageFrame::stored_event(parts(EventKind::Join), &bare);
+        assert_eq!(join.content(), "Zoë joined");
     }
 }
