@@ -108,8 +108,10 @@ impl LogState {
         Appended {
             event,
             bytes,
-            evicted,
-            oldest: (before, self.oldest_seq()),
+            trimmed: Trimmed {
+                evicted,
+                oldest: (before, self.oldest_seq()),
+            },
         }
     }
 
@@ -147,10 +149,8 @@ pub(crate) struct Appended {
     pub event: Arc<Event>,
     /// Bytes it holds (forms made later are counted as they are made).
     pub bytes: usize,
-    /// Events the log's own limits evicted, and their bytes.
-    pub evicted: (usize, usize),
-    /// The sequence of the oldest event held, before and after.
-    pub oldest: (Option<u64>, Option<u64>),
+    /// What the log's own limits evicted to make room for it.
+    pub trimmed: Trimmed,
 }
 
 /// What trimming a log to its limits changed.
@@ -263,15 +263,11 @@ impl RoomLog {
             }
             state.next_offset += 1;
             state.lamport = state.lamport.max(event.lamport);
-            let appended = state.add(event, seq, limits, &self.forms);
-            Appended {
-                evicted: (
-                    appended.evicted.0 + evicted.0,
-                    appended.evicted.1 + evicted.1,
-                ),
-                oldest: (before, appended.oldest.1),
-                ..appended
-            }
+            let mut appended = state.add(event, seq, limits, &self.forms);
+            let trimmed = &mut appended.trimmed;
+            trimmed.evicted = (trimmed.evicted.0 + evicted.0, trimmed.evicted.1 + evicted.1);
+            trimmed.oldest.0 = before;
+            appended
         };
         self.appended.send_replace(());
         Some(appended)

@@ -23,12 +23,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, lock,
-    log::{Appended, LogLimits, RoomLog},
+    log::{Appended, LogLimits, RoomLog, Trimmed},
 };
 use crate::{
     error::ChatError,
-    event::Event,
-    event::FormBytes,
+    event::{Event, FormBytes},
     lookalike::{self, LookIndex},
     room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
@@ -106,9 +105,6 @@ impl Room {
         usage.members.is_empty() && self.log.unread_for(ttl, usage.last_active, now)
     }
 }
-
-/// The sequence of a room's oldest event, before and after a change.
-type Oldest = (Option<u64>, Option<u64>);
 
 impl Budget {
     /// Records that a room's oldest event changed from `before` to `after`.
@@ -255,24 +251,24 @@ impl MemoryBroker {
             .held_bytes
             .fetch_add(appended.bytes, Ordering::Relaxed);
         budget.held_events.fetch_add(1, Ordering::Relaxed);
-        self.evicted(room, appended.evicted, appended.oldest);
+        self.evicted(room, &appended.trimmed);
         Ok(appended)
     }
 
     /// Trims `room`'s log to its limits (after a form was made on one of its events), then the
     /// budget.
     fn trim(&self, room: &Arc<Room>) {
-        let trimmed = room.log.trim(self.limits());
-        self.evicted(room, trimmed.evicted, trimmed.oldest);
+        self.evicted(room, &room.log.trim(self.limits()));
     }
 
     /// Takes what `room`'s log evicted out of the budget, then evicts what the budget no longer
     /// allows.
-    fn evicted(&self, room: &Arc<Room>, (events, bytes): (usize, usize), oldest: Oldest) {
+    fn evicted(&self, room: &Arc<Room>, trimmed: &Trimmed) {
+        let ((events, bytes), (before, after)) = (trimmed.evicted, trimmed.oldest);
         let budget = &self.inner.budget;
         budget.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
         budget.held_events.fetch_sub(events, Ordering::Relaxed);
-        budget.oldest_moved(&Arc::downgrade(room), oldest.0, oldest.1);
+        budget.oldest_moved(&Arc::downgrade(room), before, after);
         self.evict_over_budget();
     }
 

@@ -222,55 +222,67 @@ impl Buckets {
         }
     }
 
+    /// What it holds now: the cumulative count at each bound, then the count and the sum. The
+    /// count is read after the buckets (and recorded after them), so it is never below them.
+    fn read(&self) -> Reading {
+        let mut below = 0;
+        let at_or_below = (self.bounds.iter().zip(&self.counts))
+            .map(|(bound, count)| {
+                below += count.load(Ordering::Acquire);
+                (*bound, below)
+            })
+            .collect();
+        Reading {
+            at_or_below,
+            count: self.count.load(Ordering::Acquire),
+            sum: f64::from_bits(self.sum.load(Ordering::Acquire)),
+        }
+    }
+
     /// `name_bucket` per bound and `+Inf`, `name_sum` and `name_count`, as the exporter writes them.
     fn push_series(&self, key: &Key, series: &mut Vec<Series>) {
-        let mut below = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            below += count.load(Ordering::Acquire);
-            let mut bucket = Series::of(key, "_bucket", below as f64);
-            bucket.labels.push(("le".to_owned(), bound.to_string()));
-            series.push(bucket);
+        let reading = self.read();
+        let bucket = |le: String, value: u64| {
+            let mut bucket = Series::of(key, "_bucket", value as f64);
+            bucket.labels.push(("le".to_owned(), le));
+            bucket
+        };
+        for (bound, below) in &reading.at_or_below {
+            series.push(bucket(bound.to_string(), *below));
         }
-        let count = self.count.load(Ordering::Acquire) as f64;
-        let mut all = Series::of(key, "_bucket", count);
-        all.labels.push(("le".to_owned(), "+Inf".to_owned()));
-        series.push(all);
-        let sum = f64::from_bits(self.sum.load(Ordering::Acquire));
-        series.push(Series::of(key, "_sum", sum));
-        series.push(Series::of(key, "_count", count));
+        series.push(bucket("+Inf".to_owned(), reading.count));
+        series.push(Series::of(key, "_sum", reading.sum));
+        series.push(Series::of(key, "_count", reading.count as f64));
     }
-}
 
-impl Buckets {
-    /// Its lines in the Prometheus text format, as series `name` with `labels`.
+    /// The same lines in the Prometheus text format, as series `name` with `labels`.
     fn write(&self, text: &mut String, name: &str, labels: &LabelSet) {
-        let mut below = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            below += count.load(Ordering::Acquire);
-            write_metric_line(
-                text,
-                name,
-                Some("bucket"),
-                labels,
-                Some(("le", bound)),
-                below,
-                None,
-            );
+        let reading = self.read();
+        let bucket = Some("bucket");
+        for (bound, below) in &reading.at_or_below {
+            write_metric_line(text, name, bucket, labels, Some(("le", bound)), below, None);
         }
-        let count = self.count.load(Ordering::Acquire);
-        let sum = f64::from_bits(self.sum.load(Ordering::Acquire));
+        let count = reading.count;
         write_metric_line(
             text,
             name,
-            Some("bucket"),
+            bucket,
             labels,
             Some(("le", "+Inf")),
             count,
             None,
         );
-        write_metric_line::<&str, f64>(text, name, Some("sum"), labels, None, sum, None);
+        write_metric_line::<&str, f64>(text, name, Some("sum"), labels, None, reading.sum, None);
         write_metric_line::<&str, u64>(text, name, Some("count"), labels, None, count, None);
     }
+}
+
+/// A histogram's figures at one moment.
+struct Reading {
+    /// Each bound with the samples at or below it.
+    at_or_below: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
 }
 
 impl HistogramFn for Buckets {

@@ -286,7 +286,7 @@ const DELIVERY_BUCKETS: &[f64] = &[
 ];
 
 /// Every histogram with its bucket bounds.
-pub(crate) const HISTOGRAM_BUCKETS: [(Def, &[f64]); 3] = [
+const HISTOGRAM_BUCKETS: [(Def, &[f64]); 3] = [
     (GRPC_HANDLING_SECONDS, HANDLING_BUCKETS),
     (DELIVERY_SECONDS, DELIVERY_BUCKETS),
     (PUBLISH_SECONDS, DELIVERY_BUCKETS),
