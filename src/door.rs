@@ -20,7 +20,7 @@ use crate::{
     event::Event,
     hub::{Hub, Participant, Subscription},
     monitoring::FrontDoor,
-    room::{Draft, RoomName, StartAt, UserName},
+    room::{Draft, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, UntilDrained},
 };
 
@@ -43,6 +43,9 @@ pub struct Said {
     pub content_field: &'static str,
     /// The author's Lamport clock (0: it keeps none).
     pub clock: u64,
+    /// The client's id for the message, which makes a retry of it return the first
+    /// acknowledgement.
+    pub key: Option<SendKey>,
 }
 
 /// Who a subscription announces in its room.
@@ -104,6 +107,7 @@ impl Kit {
             self.max_content_bytes,
         )?;
         draft.sender_clock = said.clock;
+        draft.id = said.key.map(|key| key.event_id(room, &draft.user));
         self.hub.publish(caller, room, draft).await
     }
 

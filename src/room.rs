@@ -224,6 +224,10 @@ pub struct Draft {
     pub sender_clock: u64,
     /// W3C traceparent of the call that published it, when traced.
     pub traceparent: Option<String>,
+    /// The event id it must get, when the sender fixed one ([`SendKey::event_id`]): an engine
+    /// stores at most one event of an id (within its window), and answers a second append of it
+    /// with the first.
+    pub id: Option<uuid::Uuid>,
 }
 
 impl Draft {
@@ -243,6 +247,7 @@ impl Draft {
             kind: EventKind::Chat,
             sender_clock: 0,
             traceparent: None,
+            id: None,
         })
     }
 
@@ -254,7 +259,52 @@ impl Draft {
             kind,
             sender_clock: 0,
             traceparent: None,
+            id: None,
         }
+    }
+}
+
+/// Longest client message id, in bytes.
+pub const MAX_SEND_KEY_BYTES: usize = 64;
+
+/// Namespace of the event ids of messages sent with a client message id (a UUIDv5 namespace of
+/// this service's own, fixed forever: the ids of stored messages depend on it).
+const SEND_KEY_NAMESPACE: uuid::Uuid = uuid::uuid!("6f6b1d2e-7a0c-4c8e-9a51-3c2b8f0d4e17");
+
+/// A client's id for one message it sends (an idempotency key): sending again under the same key
+/// within the window returns the first acknowledgement instead of storing a second message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SendKey(Arc<str>);
+
+impl SendKey {
+    /// `raw` as a key, checked as the field `field`: 1 to [`MAX_SEND_KEY_BYTES`] visible ASCII
+    /// characters; `None` when it is empty (the message has no key).
+    pub fn parse(field: &str, raw: &str) -> Result<Option<Self>, ChatError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.len() > MAX_SEND_KEY_BYTES || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ChatError::invalid(
+                field,
+                format!(
+                    "must be 1 to {MAX_SEND_KEY_BYTES} visible ASCII characters (no spaces), \
+                     or empty for none"
+                ),
+            ));
+        }
+        Ok(Some(Self(raw.into())))
+    }
+
+    /// The id of the event `user` sends in `room` under this key: the same on every replica and
+    /// every retry (a UUIDv5 of the three), so an engine can recognise a retry by it.
+    pub fn event_id(&self, room: &RoomName, user: &UserName) -> uuid::Uuid {
+        let name = format!("{room}\0{user}\0{}", self.0);
+        uuid::Uuid::new_v5(&SEND_KEY_NAMESPACE, name.as_bytes())
+    }
+
+    /// The key as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -381,6 +381,8 @@ async fn publish(
         content: frame.content,
         content_field: "Content",
         clock: 0,
+        // Not carried by this door yet (issue 23).
+        key: None,
     };
     state.kit.say(caller, room, said).await.map(drop)
 }

@@ -294,7 +294,7 @@ impl RoomLog {
             // Kept as its `chat.Message`, as the NATS engine stores it: the gRPC doors' form,
             // which holds the content.
             let event = Arc::new(MessageFrame::kept_event(EventParts {
-                id: uuid::Uuid::now_v7(),
+                id: draft.id.unwrap_or_else(uuid::Uuid::now_v7),
                 room: room.clone(),
                 epoch: self.epoch.clone(),
                 user: draft.user,

@@ -266,6 +266,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         .chat()
         .await?
         .send_message(SendMessageRequest {
+            client_message_id: String::new(),
             user: args.user,
             content: args.content,
             room: args.room,

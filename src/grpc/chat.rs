@@ -26,7 +26,7 @@ use crate::{
         GetRoomRequest, Message, MetricsRequest, RoomState, SendMessageRequest,
         SendMessageResponse, SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
-    room::{RoomName, StartAt, UserName},
+    room::{RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, Step},
 };
 
@@ -130,6 +130,7 @@ impl ChatService for ChatApi {
             content: request.content,
             content_field: "content",
             clock: 0,
+            key: SendKey::parse("client_message_id", &request.client_message_id)?,
         };
         let event = self.kit.say(&caller, &room, said).await?;
         Ok(Response::new(SendMessageResponse {

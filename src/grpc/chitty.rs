@@ -214,6 +214,8 @@ impl Session {
                     content: text,
                     content_field: "message.message",
                     clock,
+                    // Not carried by this door yet (issue 23).
+                    key: None,
                 };
                 self.api.kit.say(&self.caller, &self.room, said).await?;
                 Ok(Flow::Continue)

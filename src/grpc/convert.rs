@@ -51,6 +51,8 @@ pub fn command(
                 content: message.content.clone(),
                 content_field: "content",
                 clock: 0,
+                // Not carried by this door yet (issue 23).
+                key: None,
             };
             Ok(Command::Say(room, said))
         }

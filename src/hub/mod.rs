@@ -11,6 +11,7 @@
 //! and keeps the chat metrics.
 
 pub mod rules;
+mod sent;
 
 use std::{
     pin::Pin,
@@ -36,6 +37,13 @@ use crate::{
     room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
 
+/// How long a client message id is remembered: a retry within it gets the first
+/// acknowledgement. The NATS engine's duplicate window across replicas is as long.
+pub const SENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// Most client message ids remembered at once (the oldest are forgotten first): each keeps its
+/// event alive, so this bounds their memory by `MAX_SENT_KEYS` messages.
+pub const MAX_SENT_KEYS: usize = 10_000;
+
 /// Handle to the rooms; cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -52,6 +60,8 @@ struct HubInner {
     metrics_streams: Arc<AtomicUsize>,
     /// Tracks the releases of presence spawned from `Drop`, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Messages sent with a client message id, within the window.
+    sent: sent::Sent,
 }
 
 /// A position in a room: an offset in the log of an epoch.
@@ -101,6 +111,7 @@ impl Hub {
                 max_subscriptions,
                 metrics_streams: Arc::default(),
                 tasks,
+                sent: sent::Sent::new(SENT_WINDOW, MAX_SENT_KEYS),
             }),
         }
     }
@@ -117,7 +128,16 @@ impl Hub {
         self.admit(caller, room)?;
         draft.traceparent = current_traceparent();
         let started = std::time::Instant::now();
-        let event = self.inner.broker.publish(room, draft).await?;
+        let event = match draft.id {
+            Some(id) => {
+                let broker = &self.inner.broker;
+                self.inner
+                    .sent
+                    .once(id, || broker.publish(room, draft))
+                    .await?
+            }
+            None => self.inner.broker.publish(room, draft).await?,
+        };
         self.inner
             .metrics
             .publish_seconds

@@ -72,6 +72,7 @@ async fn paced_round_trips(
     for i in 0..samples {
         let started = Instant::now();
         let request = SendMessageRequest {
+            client_message_id: String::new(),
             user: user.into(),
             content: format!("ping {i}"),
             room: "quiet".into(),

@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 
+use grpc_chat::proto::SendMessageRequest;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -87,4 +88,50 @@ async fn control_characters_in_content_are_rejected() {
             .offset,
         1
     );
+}
+
+#[tokio::test]
+async fn a_send_retried_with_its_client_message_id_is_stored_once_and_answered_as_the_first() {
+    let app = spawn_app().await;
+    let send = |user: &str, key: &str, content: &str| {
+        let mut client = app.client.clone();
+        let request = SendMessageRequest {
+            client_message_id: key.into(),
+            ..send_request("general", user, content)
+        };
+        async move { client.send_message(request).await }
+    };
+    let first = send("Alice", "k-1", "hello").await.unwrap().into_inner();
+    // Retries, even with other content (the answer was lost, the client sends its copy again).
+    let retries = futures_util::future::join_all([
+        send("Alice", "k-1", "hello"),
+        send("Alice", "k-1", "hello"),
+        send("Alice", "k-1", "hello, edited before the retry"),
+    ])
+    .await;
+    for retry in retries {
+        assert_eq!(
+            retry.unwrap().into_inner(),
+            first,
+            "the first acknowledgement"
+        );
+    }
+    // The same id from someone else, or without an id, is another message.
+    let bob = send("Bob", "k-1", "hello").await.unwrap().into_inner();
+    assert_ne!(bob.message_id, first.message_id);
+    assert_eq!(bob.offset, first.offset + 1);
+    let plain = app.send("general", "Alice", "hello").await;
+    assert_eq!(plain.offset, first.offset + 2);
+
+    let status = send("Alice", "with space", "hello").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("client_message_id: must be 1 to 64"),
+        "{}",
+        status.message()
+    );
+    let status = send("Alice", &"k".repeat(65), "hello").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
 }

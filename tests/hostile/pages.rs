@@ -36,6 +36,7 @@ async fn handshake(app: &TestApp, host: &str, origin: Option<&str>) -> u16 {
 async fn grpc_web_send(app: &TestApp, host: &str, origin: &str) -> (u16, String) {
     use prost::Message as _;
     let message = grpc_chat::proto::SendMessageRequest {
+        client_message_id: String::new(),
         user: "page".into(),
         content: "from a page".into(),
         room: "room1".into(),

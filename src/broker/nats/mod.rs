@@ -799,7 +799,8 @@ impl Broker for NatsBroker {
         room: &'a RoomName,
         draft: Draft,
     ) -> BoxFuture<'a, Result<Arc<Event>, ChatError>> {
-        self.append(room, draft, None).boxed()
+        let id = draft.id;
+        self.append(room, draft, id).boxed()
     }
 
     fn subscribe<'a>(
