@@ -1,4 +1,6 @@
-//! The JSON text frame of WebSocket rooms, `{"Author": "...", "Content": "..."}`, both ways.
+//! The JSON text frame of WebSocket rooms, `{"Author": "...", "Content": "..."}`, both ways. A
+//! client may add `"ClientMessageId"`, its id for the message (a retry under the same id is
+//! stored once); the frames the server sends are the seed's two fields.
 //!
 //! Parsing follows Go's `encoding/json`, which the original rooms used: field names match without
 //! regard to ASCII case (`author`, `AUTHOR`), unknown fields are ignored, a repeated field keeps
@@ -13,6 +15,7 @@ use serde::{
 
 const AUTHOR: &str = "Author";
 const CONTENT: &str = "Content";
+const CLIENT_MESSAGE_ID: &str = "ClientMessageId";
 
 /// One frame of a WebSocket room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,6 +26,9 @@ pub struct TextFrame {
     /// What they say.
     #[serde(rename = "Content")]
     pub content: String,
+    /// The sender's id for the message, when it gave one (empty: none).
+    #[serde(rename = "ClientMessageId", skip_serializing_if = "String::is_empty")]
+    pub client_message_id: String,
 }
 
 /// The same frame, borrowed, for encoding without copying.
@@ -81,12 +87,14 @@ impl<'de> Visitor<'de> for FrameVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextFrame, A::Error> {
-        let (mut author, mut content) = (None, None);
+        let (mut author, mut content, mut client_message_id) = (None, None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key.eq_ignore_ascii_case(AUTHOR) {
                 author = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(CONTENT) {
                 content = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(CLIENT_MESSAGE_ID) {
+                client_message_id = Some(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -94,6 +102,7 @@ impl<'de> Visitor<'de> for FrameVisitor {
         Ok(TextFrame {
             author: author.ok_or_else(|| de::Error::missing_field(AUTHOR))?,
             content: content.ok_or_else(|| de::Error::missing_field(CONTENT))?,
+            client_message_id: client_message_id.unwrap_or_default(),
         })
     }
 }
@@ -120,6 +129,15 @@ mod tests {
     }
 
     #[test]
+    fn a_client_message_id_is_read_in_any_case_and_optional() {
+        let frame =
+            TextFrame::parse(r#"{"Author":"a","Content":"b","clientmessageid":"k-1"}"#).unwrap();
+        assert_eq!(frame.client_message_id, "k-1");
+        let frame = TextFrame::parse(r#"{"Author":"a","Content":"b"}"#).unwrap();
+        assert_eq!(frame.client_message_id, "");
+    }
+
+    #[test]
     fn what_is_not_the_frame_says_why() {
         for (text, why) in [
             (r#"{"Content":"b"}"#, "missing field `Author`"),
@@ -139,7 +157,8 @@ mod tests {
             TextFrame::parse(&text).unwrap(),
             TextFrame {
                 author: "a\"b".into(),
-                content: "line\nnext \u{2028}".into()
+                content: "line\nnext \u{2028}".into(),
+                client_message_id: String::new(),
             }
         );
     }

@@ -45,7 +45,7 @@ use crate::{
     hub::Delivery,
     monitoring::FrontDoor,
     net::origins::BrowserOrigins,
-    room::{EventKind, RoomName, SYSTEM_USER, StartAt},
+    room::{EventKind, RoomName, SYSTEM_USER, SendKey, StartAt},
     shutdown::{self, Drain, Ending, Step},
     text_frame::{self, TextFrame},
     woken::Woken,
@@ -381,8 +381,7 @@ async fn publish(
         content: frame.content,
         content_field: "Content",
         clock: 0,
-        // Not carried by this door yet (issue 23).
-        key: None,
+        key: SendKey::parse("ClientMessageId", &frame.client_message_id)?,
     };
     state.kit.say(caller, room, said).await.map(drop)
 }

@@ -9,7 +9,7 @@ use crate::{
     error::ChatError,
     hub::Position,
     proto::{Member, Message, MessageType, Notice, RoomState},
-    room::{Epoch, RoomName, SYSTEM_USER, StartAt, UserName},
+    room::{Epoch, RoomName, SYSTEM_USER, SendKey, StartAt, UserName},
     shutdown::Ending,
 };
 
@@ -51,8 +51,7 @@ pub fn command(
                 content: message.content.clone(),
                 content_field: "content",
                 clock: 0,
-                // Not carried by this door yet (issue 23).
-                key: None,
+                key: SendKey::parse("client_message_id", &message.client_message_id)?,
             };
             Ok(Command::Say(room, said))
         }

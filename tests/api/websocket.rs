@@ -312,3 +312,53 @@ async fn shutdown_closes_sockets_with_going_away() {
     );
     within("the drain", stopping).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_frame_sent_again_with_its_client_message_id_is_stored_once() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app, "?roomCode=once").await;
+    sockets_ready(&app, 1.0).await;
+    let keyed = json!({"Author": "alice", "Content": "keyed", "ClientMessageId": "k-1"});
+    for frame in [
+        &keyed,
+        &keyed,
+        &json!({"Author": "alice", "Content": "plain"}),
+    ] {
+        socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::new();
+    while received.last().map(String::as_str) != Some("plain") {
+        let frame = within("an echo", socket.next()).await.unwrap().unwrap();
+        let frame: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if frame["Author"] == "alice" {
+            assert_eq!(
+                frame.as_object().unwrap().len(),
+                2,
+                "the seed's fields: {frame}"
+            );
+            received.push(frame["Content"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(received, ["keyed", "plain"], "the retry was not stored");
+    // The id travels in; the frames the room sends stay the seed's two fields.
+    let stored = app.send("once", "bob", "after").await;
+    assert_eq!(stored.offset, 3);
+
+    socket
+        .send(Message::Text(
+            json!({"Author": "alice", "Content": "x", "ClientMessageId": "a b"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let (code, reason) = close_of(&mut socket).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(
+        reason.starts_with("ClientMessageId: must be 1 to 64"),
+        "{reason}"
+    );
+}
