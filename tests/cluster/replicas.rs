@@ -413,3 +413,39 @@ async fn chitty_chat_reaches_across_replicas() {
     }
     assert_eq!(lines, ["eve: from B", "Alice: from A"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_retried_on_another_replica_or_after_a_restart_is_stored_once() {
+    let nats = NatsServer::start();
+    let (mut a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let keyed = || grpc_chat::proto::SendMessageRequest {
+        client_message_id: "k-1".into(),
+        ..send_request("general", "Alice", "once")
+    };
+    let send = |addr, request| async move {
+        connect(addr)
+            .await
+            .send_message(request)
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let first = send(a.addr, keyed()).await;
+    // Someone else speaks first, so the retry is not the room's last message.
+    send(a.addr, send_request("general", "Bob", "between")).await;
+    assert_eq!(
+        send(b.addr, keyed()).await,
+        first,
+        "retried on the other replica"
+    );
+    a.terminate();
+    assert!(a.wait_exit(PATIENCE).await.success());
+    let again = replica(&nats, &[]);
+    assert_eq!(
+        send(again.addr, keyed()).await,
+        first,
+        "retried after a restart"
+    );
+    let last = send(again.addr, send_request("general", "Bob", "last")).await;
+    assert_eq!(last.offset, first.offset + 2, "one message per send");
+}
