@@ -111,6 +111,13 @@ pub struct SendArgs {
     user: String,
     /// The message text.
     content: String,
+    /// The client's id for the message: every attempt sends it, so the server stores the
+    /// message once however many attempts reach it. A fresh one by default.
+    #[arg(long)]
+    client_message_id: Option<String>,
+    /// Attempts before giving up, when the server is unreachable or does not answer in time.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    attempts: u32,
 }
 
 /// Arguments of `subscribe`.
@@ -261,18 +268,34 @@ fn print_message(message: &Message) -> io::Result<()> {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let response = args
-        .target
-        .chat()
-        .await?
-        .send_message(SendMessageRequest {
-            client_message_id: String::new(),
-            user: args.user,
-            content: args.content,
-            room: args.room,
-        })
-        .await?
-        .into_inner();
+    let request = SendMessageRequest {
+        client_message_id: args
+            .client_message_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        user: args.user,
+        content: args.content,
+        room: args.room,
+    };
+    let mut attempt = 1;
+    let response = loop {
+        let outcome = match args.target.chat().await {
+            Ok(mut client) => client
+                .send_message(request.clone())
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(anyhow::Error::from),
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(response) => break response,
+            Err(error) if attempt < args.attempts && worth_retrying(&error) => {
+                // The same id again: a send that did reach the server is not stored twice.
+                tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     say!(
         "sent id={} offset={} lamport={} epoch={}",
         response.message_id,
@@ -281,6 +304,21 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         response.epoch
     )?;
     Ok(())
+}
+
+/// Pause before the second attempt of a send; doubled before each later one.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Whether a failed send may have failed on the way (unreachable, no answer in time): then it is
+/// sent again under its id. A refusal (bad input, no permission) is final.
+fn worth_retrying(error: &anyhow::Error) -> bool {
+    match error.downcast_ref::<tonic::Status>() {
+        Some(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+        ),
+        None => true,
+    }
 }
 
 async fn room(args: RoomArgs) -> anyhow::Result<()> {

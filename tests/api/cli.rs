@@ -411,3 +411,48 @@ async fn a_minted_token_works_with_the_cli_and_a_new_secret_takes_effect_on_sigh
     let (code, _, stderr) = send(&mint("alice"), "team-a");
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn a_send_repeated_with_its_client_message_id_is_stored_once() {
+    let server = ServerProcess::start(&[]);
+    let url = server.url();
+    let send = |content: &str| {
+        let (code, stdout, stderr) = cli(&[
+            "send",
+            "--addr",
+            &url,
+            "-r",
+            "general",
+            "-u",
+            "Alice",
+            "--client-message-id",
+            "cli-1",
+            content,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let first = send("hello");
+    assert!(first.contains("offset=1"), "{first}");
+    assert_eq!(send("hello"), first, "the first acknowledgement");
+    // Without an id each send is a message of its own (a fresh id every time).
+    for offset in [2, 3] {
+        let (code, stdout, stderr) =
+            cli(&["send", "--addr", &url, "-r", "general", "-u", "Alice", "x"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(&format!("offset={offset}")), "{stdout}");
+    }
+    // Nothing listens: the attempts end with the error.
+    let (code, _, stderr) = cli(&[
+        "send",
+        "--addr",
+        "http://127.0.0.1:9",
+        "-r",
+        "general",
+        "--attempts",
+        "2",
+        "x",
+    ]);
+    assert_ne!(code, 0);
+    assert!(!stderr.is_empty());
+}
