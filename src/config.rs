@@ -14,6 +14,7 @@ use crate::{
         nats::{NatsBroker, NatsConfig, config::NatsOptions},
     },
     error::ChatError,
+    hub::{SEND_ID_BYTES, SendLimits},
     net::tls::TlsOptions,
     room::RoomName,
     telemetry::LogFormat,
@@ -199,6 +200,23 @@ pub struct ServeConfig {
     #[arg(long, env = "GRPC_CHAT_MAX_CONNECTION_AGE_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
 
+    /// How long a client message id is remembered: a send retried with it within this window
+    /// gets the first acknowledgement instead of storing the message again. The NATS engine's
+    /// duplicate window, across replicas and restarts, is as long.
+    #[arg(long, env = "GRPC_CHAT_SEND_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub send_window: Duration,
+
+    /// Memory for the client message ids remembered within the window (each takes a fixed
+    /// few hundred bytes, whatever the message; 4 MiB holds over 10,000); beyond it the oldest
+    /// ids are forgotten first.
+    #[arg(long, env = "GRPC_CHAT_SEND_IDS_BYTES", default_value = "4MiB")]
+    pub send_ids_bytes: ByteSize,
+
+    /// Client message ids remembered per user; beyond it the user's own oldest are forgotten
+    /// first, so one sender cannot push everyone else's out of the window.
+    #[arg(long, env = "GRPC_CHAT_SEND_IDS_PER_USER", default_value_t = 1000)]
+    pub send_ids_per_user: usize,
+
     /// On SIGTERM/SIGINT, how long open calls get to finish before the process exits anyway.
     #[arg(long, env = "GRPC_CHAT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -261,6 +279,7 @@ impl ServeConfig {
                 self.max_streams_per_connection as usize,
             ),
             ("--max-connections", self.max_connections.unwrap_or(1)),
+            ("--send-ids-per-user", self.send_ids_per_user),
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{flag} must be at least 1"));
@@ -288,6 +307,12 @@ impl ServeConfig {
                 ));
             }
         }
+        if self.send_ids_bytes.as_u64() < SEND_ID_BYTES as u64 {
+            return Err(format!(
+                "--send-ids-bytes ({}) must hold at least one client message id ({SEND_ID_BYTES} bytes)",
+                self.send_ids_bytes
+            ));
+        }
         if self.max_message_bytes < self.max_content_bytes + ENVELOPE_BYTES {
             return Err(format!(
                 "--max-message-bytes ({}) must be at least --max-content-bytes + {ENVELOPE_BYTES} ({}) \
@@ -309,6 +334,7 @@ impl ServeConfig {
             ("--handshake-timeout", self.handshake_timeout, "10s"),
             ("--ws-ping-interval", self.ws_ping_interval, "30s"),
             ("--room-idle-ttl", self.room_idle_ttl, "5m"),
+            ("--send-window", self.send_window, "2m"),
         ];
         if let Some((flag, _, example)) = above_zero.iter().find(|(_, value, _)| value.is_zero()) {
             return Err(format!("{flag} must be above 0s (for example {example})"));
@@ -350,6 +376,7 @@ impl ServeConfig {
             max_rooms: self.max_rooms,
             max_subscribers_per_room: self.max_subscribers_per_room,
             room_idle_ttl: self.room_idle_ttl,
+            duplicate_window: self.send_window,
             replica: format!(
                 "{}-{}",
                 self.instance_id
@@ -362,6 +389,15 @@ impl ServeConfig {
                     .collect::<String>(),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
+        }
+    }
+
+    /// How long client message ids are remembered, and how many.
+    pub fn send_limits(&self) -> SendLimits {
+        SendLimits {
+            window: self.send_window,
+            max_ids: to_usize(self.send_ids_bytes) / SEND_ID_BYTES,
+            max_ids_per_sender: self.send_ids_per_user,
         }
     }
 
@@ -398,6 +434,16 @@ mod tests {
     #[test]
     fn defaults_pass_the_checks() {
         assert_eq!(ServeConfig::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn the_default_send_memory_holds_the_documented_ids() {
+        let limits = ServeConfig::default().send_limits();
+        assert!(
+            (10_000..20_000).contains(&limits.max_ids),
+            "4 MiB holds {} ids of {SEND_ID_BYTES} bytes",
+            limits.max_ids
+        );
     }
 
     #[test]

@@ -11,13 +11,11 @@
 //! `WireForm`, made once per event and shared by the door's subscribers (the server, which
 //! wires every door, checks that each form has a slot of its own).
 
-use std::sync::Arc;
-
 use crate::{
     auth::{Caller, grants::Capability},
     broker::Entry,
     error::ChatError,
-    event::Event,
+    event::Receipt,
     hub::{Hub, Participant, Subscription},
     monitoring::FrontDoor,
     room::{Draft, RoomName, SendKey, StartAt, UserName},
@@ -98,7 +96,7 @@ impl Kit {
         caller: &Caller,
         room: &RoomName,
         said: Said,
-    ) -> Result<Arc<Event>, ChatError> {
+    ) -> Result<Receipt, ChatError> {
         caller.authorize(room, Capability::Publish)?;
         let mut draft = Draft::chat(
             said.author,

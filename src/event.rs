@@ -89,6 +89,21 @@ pub struct EventParts<'a> {
     pub traceparent: Option<&'a str>,
 }
 
+/// What a sender is told once its message is stored: where it is and what it is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The event's id.
+    pub id: uuid::Uuid,
+    /// The epoch of the log it is in.
+    pub epoch: Epoch,
+    /// Its position in that log.
+    pub offset: u64,
+    /// The room's Lamport clock after it.
+    pub lamport: u64,
+    /// Server time of the append.
+    pub timestamp: SystemTime,
+}
+
 /// One immutable entry of a room's log, shared by every subscriber through an `Arc`.
 pub struct Event {
     /// Server-assigned unique id (a UUIDv7).
@@ -187,6 +202,17 @@ impl std::fmt::Debug for Event {
 }
 
 impl Event {
+    /// What the sender of this event is told.
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            id: self.id,
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+            lamport: self.lamport,
+            timestamp: self.timestamp,
+        }
+    }
+
     /// The event `parts` describe; presence events read `X joined` / `X left`.
     pub fn new(parts: EventParts<'_>) -> Self {
         let content = match shown_content(&parts) {

@@ -188,6 +188,7 @@ impl App {
         let hub = Hub::new(
             Arc::clone(&app.broker),
             app.config.max_subscriptions,
+            app.config.send_limits(),
             &monitoring,
             app.tasks.clone(),
         );

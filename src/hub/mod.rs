@@ -32,17 +32,11 @@ use crate::{
     auth::{Caller, Places},
     broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
     error::ChatError,
-    event::Event,
+    event::Receipt,
     monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
     room::{Draft, Epoch, RoomName, StartAt, UserName},
 };
-
-/// How long a client message id is remembered: a retry within it gets the first
-/// acknowledgement. The NATS engine's duplicate window across replicas is as long.
-pub const SENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
-/// Most client message ids remembered at once (the oldest are forgotten first): each keeps its
-/// event alive, so this bounds their memory by `MAX_SENT_KEYS` messages.
-pub const MAX_SENT_KEYS: usize = 10_000;
+pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
 
 /// Handle to the rooms; cheap to clone.
 #[derive(Clone)]
@@ -74,11 +68,13 @@ pub struct Position {
 }
 
 impl Hub {
-    /// A hub over `broker` holding at most `max_subscriptions` open subscriptions, reporting into
-    /// `monitoring`; releases it spawns are tracked by `tasks`.
+    /// A hub over `broker` holding at most `max_subscriptions` open subscriptions and
+    /// remembering client message ids as `send_limits` say, reporting into `monitoring`;
+    /// releases it spawns are tracked by `tasks`.
     pub fn new(
         broker: Arc<dyn Broker>,
         max_subscriptions: usize,
+        send_limits: SendLimits,
         monitoring: &Monitoring,
         tasks: TaskTracker,
     ) -> Self {
@@ -111,7 +107,7 @@ impl Hub {
                 max_subscriptions,
                 metrics_streams: Arc::default(),
                 tasks,
-                sent: sent::Sent::new(SENT_WINDOW, MAX_SENT_KEYS),
+                sent: sent::Sent::new(send_limits),
             }),
         }
     }
@@ -123,26 +119,27 @@ impl Hub {
         caller: &Caller,
         room: &RoomName,
         mut draft: Draft,
-    ) -> Result<Arc<Event>, ChatError> {
+    ) -> Result<Receipt, ChatError> {
         caller.publish_allowed()?;
         self.admit(caller, room)?;
         draft.traceparent = current_traceparent();
         let started = std::time::Instant::now();
-        let event = match draft.id {
+        let broker = &self.inner.broker;
+        let receipt = match draft.id {
             Some(id) => {
-                let broker = &self.inner.broker;
-                self.inner
-                    .sent
-                    .once(id, || broker.publish(room, draft))
-                    .await?
+                let sender = draft.user.clone();
+                let append = || async { Ok(broker.publish(room, draft).await?.receipt()) };
+                // Boxed: held inline, its state would enlarge every idle door task that can
+                // publish (about 400 bytes per idle WebSocket).
+                Box::pin(self.inner.sent.once(&sender, id, append)).await?
             }
-            None => self.inner.broker.publish(room, draft).await?,
+            None => broker.publish(room, draft).await?.receipt(),
         };
         self.inner
             .metrics
             .publish_seconds
             .record(started.elapsed().as_secs_f64());
-        Ok(event)
+        Ok(receipt)
     }
 
     /// Opens a subscription of `caller` to `room` at `start` for a client of `door`, under the

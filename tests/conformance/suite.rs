@@ -773,6 +773,7 @@ pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<
     let hub = Hub::new(
         Arc::clone(&failing) as Arc<dyn Broker>,
         100,
+        ServeConfig::default().send_limits(),
         &Monitoring::new(),
         TaskTracker::new(),
     );

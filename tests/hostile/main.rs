@@ -21,6 +21,7 @@ mod metrics;
 mod pages;
 mod raw;
 mod release;
+mod send_ids;
 mod slots;
 mod slowloris;
 mod statuses;

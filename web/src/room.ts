@@ -43,6 +43,8 @@ export type ConnectionState =
 /** A message the person sent: pending until the server answers, then sent or failed. */
 export interface Outgoing {
   localId: number;
+  /** Sent with every try: the server stores the message once, however often it is retried. */
+  clientMessageId: string;
   text: string;
   state: "pending" | "sent" | "failed";
   reason?: string;
@@ -68,6 +70,12 @@ interface Saved {
 }
 
 let nextLocalId = 1;
+
+/** A fresh client message id: 128 random bits in hex (`crypto.randomUUID` needs HTTPS). */
+function newClientMessageId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
 
 export class Room {
   readonly name: string;
@@ -115,14 +123,19 @@ export class Room {
 
   /** Sends `text`; the outgoing message is pending until the server acknowledges it. */
   async send(text: string, retrying?: Outgoing): Promise<void> {
-    const message: Outgoing = retrying ?? { localId: nextLocalId++, text, state: "pending" };
+    const message: Outgoing = retrying ?? {
+      localId: nextLocalId++,
+      clientMessageId: newClientMessageId(),
+      text,
+      state: "pending",
+    };
     message.state = "pending";
     delete message.reason;
     this.outgoing.set(message.localId, message);
     this.events.outgoing(message);
     try {
       const response = await this.client.sendMessage(
-        { room: this.name, user: this.user, content: text },
+        { room: this.name, user: this.user, content: text, clientMessageId: message.clientMessageId },
         { signal: this.abort.signal, timeoutMs: SEND_TIMEOUT_MS },
       );
       message.state = "sent";

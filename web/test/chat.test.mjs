@@ -7,6 +7,7 @@ import { join } from "node:path";
 import {
   DESKTOP,
   Envoy,
+  PATIENCE_MS,
   PHONE,
   Server,
   cli,
@@ -86,6 +87,47 @@ describe("two people and the CLI in one room", () => {
     assert.deepEqual([...alice.problems, ...bob.problems], []);
     await alice.context().close();
     await bob.context().close();
+  });
+});
+
+describe("sending", () => {
+  test("a send whose answer was lost and is retried is stored once", async () => {
+    const server = await Server.start();
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "retries" });
+      await live(alice);
+      const bob = await person(browser, server.pageUrl, { name: "bob", rooms: "retries" });
+      await live(bob);
+      // The first SendMessage reaches the server, but its answer is lost on the way back.
+      let lost = 0;
+      await alice.route("**/chat.ChatService/SendMessage", async (route) => {
+        if (lost++ > 0) return route.continue();
+        await route.fetch();
+        await route.abort("connectionreset");
+      });
+      await say(alice, "sent once, answered late");
+      await seesMessage(bob, "sent once, answered late");
+      const failed = alice.locator(".outbox .message.failed", { hasText: "sent once, answered late" });
+      await failed.waitFor({ timeout: PATIENCE_MS });
+      await failed.getByRole("button", { name: "Retry" }).click();
+      await eventually("the retry to be acknowledged", async () => (await alice.locator(".outbox .message").count()) === 0);
+      assert.equal(lost, 2, "the page tried twice");
+      await cli(server, ["send", "-r", "retries", "-u", "carol", "after the retry"]);
+      await seesMessage(bob, "after the retry");
+      await seesMessage(alice, "after the retry");
+      for (const page of [alice, bob]) {
+        assert.deepEqual(await messageTexts(page), ["sent once, answered late", "after the retry"]);
+      }
+      await alice.screenshot({ path: join(screenshots, "retried-send.png"), animations: "disabled" });
+      assert.deepEqual(
+        alice.problems.filter((problem) => !problem.includes("ERR_CONNECTION_RESET")),
+        [],
+      );
+      await alice.context().close();
+      await bob.context().close();
+    } finally {
+      await server.stop();
+    }
   });
 });
 

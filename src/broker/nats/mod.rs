@@ -64,8 +64,6 @@ use crate::{
     room::{Draft, EventKind, RoomName, StartAt, UserName},
 };
 
-/// How long JetStream de-duplicates a retried append by its event id.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How often the stream's figures are read.
 const FIGURES_PERIOD: Duration = Duration::from_secs(1);
 /// Pause between attempts to reach NATS and set up the stream and buckets.
@@ -92,6 +90,8 @@ pub struct NatsConfig {
     pub room_idle_ttl: Duration,
     /// This replica's name in presence: unique per process.
     pub replica: String,
+    /// How long JetStream de-duplicates a retried append by its event id (the send window).
+    pub duplicate_window: Duration,
 }
 
 /// What the engine uses once NATS is reached.
@@ -738,7 +738,7 @@ async fn set_up(
             discard: DiscardPolicy::Old,
             storage,
             num_replicas: options.nats_replicas,
-            duplicate_window: DUPLICATE_WINDOW,
+            duplicate_window: config.duplicate_window,
             allow_direct: true,
             ..stream::Config::default()
         })
