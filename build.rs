@@ -106,6 +106,13 @@ const RPCS: &[Rpc] = &[
         "crate::proto::RoomState",
     ),
     rpc(
+        CHAT,
+        "DirectRoom",
+        Kind::Unary,
+        "crate::proto::DirectRoomRequest",
+        "crate::proto::DirectRoomResponse",
+    ),
+    rpc(
         CHITTY,
         "Broadcast",
         Kind::BidiStream,

@@ -109,6 +109,19 @@ impl Kit {
         self.hub.publish(caller, room, draft).await
     }
 
+    /// The direct room of `caller` (acting as the name in `user`, a door's field and its text)
+    /// and the user named in `peer`.
+    pub fn direct_room(
+        &self,
+        caller: &Caller,
+        (user_field, user): (&str, &str),
+        (peer_field, peer): (&str, &str),
+    ) -> Result<RoomName, ChatError> {
+        let me = caller.direct_name(user_field, user)?;
+        let peer = UserName::parse(peer_field, peer)?;
+        Ok(RoomName::direct(&me, &peer))
+    }
+
     /// Subscribes `caller` (coming through `door`) to `room` from `start`, announcing whom
     /// `announce` says, until `drain` starts. Reading needs the subscribe capability, and the
     /// history capability unless it starts live.

@@ -2,6 +2,7 @@
 //!
 //! Rules (also in the README):
 //! * room names: 1–64 characters from `A–Z a–z 0–9 _ - .`; rooms are created on first use;
+//!   names starting `dm.` are direct rooms, `dm.<tag>.<tag>` for a pair of users (see `DirectTag`);
 //! * user names: 1–32 characters; letters and digits of any script, space, `_ - .`; no leading or
 //!   trailing space. Only letters, digits and those three marks are allowed, so a name cannot hold
 //!   bidirectional controls (U+202E), line or paragraph separators (U+2028/9), zero-width
@@ -71,12 +72,83 @@ impl RoomName {
                 format!("may only contain A-Z, a-z, 0-9, '_', '-' and '.' (found {bad:?})"),
             ));
         }
+        if let Some(tags) = raw.strip_prefix(DIRECT_PREFIX) {
+            Self::check_direct(field, tags)?;
+        }
         Ok(Self(raw.into()))
+    }
+
+    /// The direct room of `a` and `b`: the same whichever of them asks.
+    pub fn direct(a: &UserName, b: &UserName) -> Self {
+        let mut tags = [DirectTag::of(a), DirectTag::of(b)];
+        tags.sort();
+        Self(format!("{DIRECT_PREFIX}{}.{}", tags[0].0, tags[1].0).into())
+    }
+
+    /// Whether this is a direct room: its pair's alone.
+    pub fn is_direct(&self) -> bool {
+        self.0.starts_with(DIRECT_PREFIX)
+    }
+
+    /// Whether `user` is one of the pair of this direct room (false for any other room).
+    pub fn is_direct_member(&self, user: &UserName) -> bool {
+        let Some(tags) = self.0.strip_prefix(DIRECT_PREFIX) else {
+            return false;
+        };
+        let tag = DirectTag::of(user);
+        tags.split('.').any(|member| member == tag.0)
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    fn check_direct(field: &str, tags: &str) -> Result<(), ChatError> {
+        let well_formed = |tag: &str| {
+            tag.len() == DIRECT_TAG_CHARS
+                && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        match tags.split_once('.') {
+            Some((first, second))
+                if well_formed(first) && well_formed(second) && first <= second =>
+            {
+                Ok(())
+            }
+            _ => Err(ChatError::invalid(
+                field,
+                format!(
+                    "names starting {DIRECT_PREFIX:?} are direct rooms, \
+                     {DIRECT_PREFIX}<tag>.<tag> with two ordered tags of {DIRECT_TAG_CHARS} \
+                     lowercase hex digits (ask DirectRoom for a pair's name)"
+                ),
+            )),
+        }
+    }
+}
+
+/// What names a direct room.
+const DIRECT_PREFIX: &str = "dm.";
+/// Hex digits of a direct room's member tag: 80 bits, so finding another name with someone's
+/// tag takes about 2^80 hashes.
+const DIRECT_TAG_CHARS: usize = 20;
+
+/// A user's tag in the names of their direct rooms: the first [`DIRECT_TAG_CHARS`] hex digits of
+/// the SHA-256 of `grpc-chat direct room member\0` and the name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct DirectTag(String);
+
+impl DirectTag {
+    /// The tag of `user`.
+    fn of(user: &UserName) -> Self {
+        let mut input = b"grpc-chat direct room member\0".to_vec();
+        input.extend_from_slice(user.as_str().as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        let hex: String = digest.as_ref()[..DIRECT_TAG_CHARS / 2]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Self(hex)
     }
 }
 
@@ -379,6 +451,34 @@ pub enum StartAt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_direct_room_is_named_for_its_pair_and_only_they_are_its_members() {
+        let user = |name| UserName::parse("user", name).unwrap();
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        let room = RoomName::direct(&alice, &bob);
+        assert_eq!(room, RoomName::direct(&bob, &alice));
+        assert_eq!(RoomName::parse("room", room.as_str()).unwrap(), room);
+        assert!(room.as_str().len() <= MAX_ROOM_CHARS);
+        assert!(room.is_direct());
+        assert!(room.is_direct_member(&alice) && room.is_direct_member(&bob));
+        assert!(!room.is_direct_member(&carol));
+        assert!(
+            !RoomName::parse("room", "general")
+                .unwrap()
+                .is_direct_member(&alice)
+        );
+        // Tags out of order, or not the tags' form, are no direct room.
+        let (first, second) = room.as_str()["dm.".len()..].split_once('.').unwrap();
+        for bad in [
+            format!("dm.{second}.{first}"),
+            format!("dm.{first}"),
+            format!("dm.{}.{second}", first.to_uppercase()),
+            "dm.".to_owned(),
+        ] {
+            assert!(RoomName::parse("room", &bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn room_names_follow_the_documented_charset() {

@@ -275,6 +275,9 @@ impl Caller {
     pub fn may(&self, room: &RoomName, capability: Capability) -> bool {
         match &self.identity {
             Identity::Open => true,
+            // A direct room is its pair's alone, whatever the grants say.
+            Identity::Anonymous if room.is_direct() => false,
+            Identity::User(user) if room.is_direct() => room.is_direct_member(&user.user),
             Identity::Anonymous => grants::allows(&self.auth.anonymous, room, capability),
             Identity::User(user) => grants::allows(
                 user.grants.iter().chain(&self.auth.authenticated),
@@ -296,12 +299,29 @@ impl Caller {
             Identity::Anonymous => self.auth.unauthenticated(format!(
                 "no token: to {action} room {room} send \"authorization: Bearer <JWT>\""
             )),
+            Identity::User(user) if room.is_direct() => self.auth.denied(format!(
+                "user {} may not {action} room {room}: a direct room is its two members' only",
+                user.user
+            )),
             Identity::User(user) => self.auth.denied(format!(
                 "user {} may not {action} room {room} (needs the {} capability)",
                 user.user,
                 capability.name()
             )),
         })
+    }
+
+    /// The name to act as in a direct room, given `sent` in the field `field`: as
+    /// [`Caller::name`], but a caller without a token while auth is on is nobody (UNAUTHENTICATED).
+    pub fn direct_name(&self, field: &str, sent: &str) -> Result<UserName, ChatError> {
+        match &self.identity {
+            Identity::Anonymous => Err(self.auth.unauthenticated(
+                "no token: a direct room is its two members' only, so it needs a token to say \
+                 who you are"
+                    .into(),
+            )),
+            Identity::Open | Identity::User(_) => self.name(field, sent),
+        }
     }
 
     /// The name to act as, given `sent` in the field `field`: with a token, the token's user

@@ -19,8 +19,8 @@ use tonic_health::pb::{
 use grpc_chat::{
     config::ServeConfig,
     proto::{
-        GetRoomRequest, Message, MessageType, MetricsRequest, Notice, SendMessageRequest,
-        SubscribeRequest, chat_service_client::ChatServiceClient,
+        DirectRoomRequest, GetRoomRequest, Message, MessageType, MetricsRequest, Notice,
+        SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient,
     },
 };
 
@@ -54,6 +54,8 @@ pub enum Command {
     Health(HealthArgs),
     /// Show who is in a room and which offsets its history holds.
     Room(RoomArgs),
+    /// Print the name of your direct room with another user (use it as any room's name).
+    Direct(DirectArgs),
     /// Mint an HS256 token for trying auth out, signed with the server's HMAC secret.
     Token(TokenArgs),
     /// Load-test a server speaking chat.ChatService.
@@ -156,6 +158,18 @@ pub struct RoomArgs {
     room: String,
 }
 
+/// Arguments of `direct`.
+#[derive(Debug, Args)]
+pub struct DirectArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Who you are (with a token: empty, or the token's user).
+    #[arg(long, short, default_value = "")]
+    user: String,
+    /// The other member.
+    peer: String,
+}
+
 /// Arguments of `chat`.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -229,6 +243,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Metrics(args) => metrics(args).await,
         Command::Health(args) => health(args).await,
         Command::Room(args) => room(args).await,
+        Command::Direct(args) => direct(args).await,
         Command::Token(args) => say!("{}", client::mint(&args)?).map_err(Into::into),
         Command::Bench(scenario) => crate::clients::bench::run(scenario).await,
     }
@@ -319,6 +334,16 @@ fn worth_retrying(error: &anyhow::Error) -> bool {
         ),
         None => true,
     }
+}
+
+async fn direct(args: DirectArgs) -> anyhow::Result<()> {
+    let request = DirectRoomRequest {
+        user: args.user,
+        peer: args.peer,
+    };
+    let response = args.target.chat().await?.direct_room(request).await?;
+    say!("{}", response.into_inner().room)?;
+    Ok(())
 }
 
 async fn room(args: RoomArgs) -> anyhow::Result<()> {

@@ -23,8 +23,9 @@ use crate::{
     hub::Delivery,
     monitoring::{FrontDoor, Monitoring},
     proto::{
-        GetRoomRequest, Message, MetricsRequest, RoomState, SendMessageRequest,
-        SendMessageResponse, SubscribeRequest, UploadResponse, chat_service_server::ChatService,
+        DirectRoomRequest, DirectRoomResponse, GetRoomRequest, Message, MetricsRequest, RoomState,
+        SendMessageRequest, SendMessageResponse, SubscribeRequest, UploadResponse,
+        chat_service_server::ChatService,
     },
     room::{RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, Step},
@@ -246,6 +247,20 @@ impl ChatService for ChatApi {
         caller.authorize(&room, Capability::Presence)?;
         let summary = self.kit.hub().room(&room).await?;
         Ok(Response::new(convert::room_state(&room, summary)))
+    }
+
+    async fn direct_room(
+        &self,
+        request: Request<DirectRoomRequest>,
+    ) -> Result<Response<DirectRoomResponse>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let room =
+            self.kit
+                .direct_room(&caller, ("user", &request.user), ("peer", &request.peer))?;
+        Ok(Response::new(DirectRoomResponse {
+            room: room.as_str().to_owned(),
+        }))
     }
 
     type StreamMetricsStream = ResponseStream<Encoded>;

@@ -456,3 +456,20 @@ fn a_send_repeated_with_its_client_message_id_is_stored_once() {
     assert_ne!(code, 0);
     assert!(!stderr.is_empty());
 }
+
+#[test]
+fn direct_prints_the_pair_s_room_whichever_of_them_asks() {
+    let server = ServerProcess::start(&[]);
+    let url = server.url();
+    let direct = |user: &str, peer: &str| {
+        let (code, stdout, stderr) = cli(&["direct", "--addr", &url, "-u", user, peer]);
+        assert_eq!(code, 0, "{stderr}");
+        stdout.trim().to_owned()
+    };
+    let room = direct("alice", "bob");
+    assert!(room.starts_with("dm."), "{room}");
+    assert_eq!(direct("bob", "alice"), room);
+    let (code, stdout, stderr) = cli(&["send", "--addr", &url, "-r", &room, "-u", "alice", "hi"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("offset=1"), "{stdout}");
+}

@@ -38,6 +38,7 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
         "rpc SubscribeMessages ( .chat.SubscribeRequest ) returns ( stream .chat.Message );",
         "rpc Chat ( stream .chat.Message ) returns ( stream .chat.Message );",
         "rpc GetRoom ( .chat.GetRoomRequest ) returns ( .chat.RoomState );",
+        "rpc DirectRoom ( .chat.DirectRoomRequest ) returns ( .chat.DirectRoomResponse );",
     ] {
         assert!(description.contains(rpc), "{rpc} not in {description}");
     }

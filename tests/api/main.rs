@@ -12,6 +12,7 @@ mod bench;
 mod chat;
 mod chitty;
 mod cli;
+mod direct;
 mod engine_failure;
 mod epochs;
 mod go_client;

@@ -52,10 +52,21 @@ pub enum Refused {
     Closed(CloseCode, String),
 }
 
-/// Publishes (or, for GrpcSubscribe, subscribes) through `door` with `token` under the name
-/// `user`; Ok when the server accepted it.
+/// Publishes (or, for GrpcSubscribe, subscribes) to [`ROOM`] through `door` with `token` under
+/// the name `user`; Ok when the server accepted it.
 pub async fn attempt(
     app: &TestApp,
+    door: Door,
+    token: Option<&str>,
+    user: &str,
+) -> Result<(), Refused> {
+    attempt_in(app, ROOM, door, token, user).await
+}
+
+/// [`attempt`] in `room`.
+pub async fn attempt_in(
+    app: &TestApp,
+    room: &str,
     door: Door,
     token: Option<&str>,
     user: &str,
@@ -65,19 +76,19 @@ pub async fn attempt(
         Door::GrpcSend => app
             .new_client()
             .await
-            .send_message(with_token(send_request(ROOM, user, "hi"), token))
+            .send_message(with_token(send_request(room, user, "hi"), token))
             .await
             .map(drop)
             .map_err(refused),
         Door::GrpcWebSend => web_client(app.addr)
-            .send_message(with_token(send_request(ROOM, user, "hi"), token))
+            .send_message(with_token(send_request(room, user, "hi"), token))
             .await
             .map(drop)
             .map_err(refused),
         Door::GrpcSubscribe => {
             let request = SubscribeRequest {
                 user: user.into(),
-                ..live(ROOM)
+                ..live(room)
             };
             let mut stream = app
                 .new_client()
@@ -112,7 +123,7 @@ pub async fn attempt(
             let mut request = with_token(futures_util::stream::iter(events), token);
             request
                 .metadata_mut()
-                .insert("x-chat-room", ROOM.parse().unwrap());
+                .insert("x-chat-room", room.parse().unwrap());
             let mut replies = ChatClient::new(channel(app.addr).await)
                 .broadcast(request)
                 .await
@@ -130,7 +141,7 @@ pub async fn attempt(
             }
         }
         Door::WebSocket => {
-            let mut request = format!("ws://{}/ws?roomCode={ROOM}", app.ws_addr)
+            let mut request = format!("ws://{}/ws?roomCode={room}", app.ws_addr)
                 .into_client_request()
                 .unwrap();
             let protocols = match token {

@@ -2,16 +2,33 @@
 // connection; one composer for the room shown; unread counts in the room list and, while the
 // page is hidden, in the tab title.
 
-import type { Client } from "@connectrpc/connect";
+import { ConnectError, type Client } from "@connectrpc/connect";
 import type { ChatService } from "../gen/chat_pb.js";
 import { h, setChildren } from "./dom.js";
 import { Room, type ConnectionState, type Item, type Outgoing } from "./room.js";
 import {
   maxContentBytes,
+  nameProblem,
   roomProblem,
   showRoomsInAddress,
   type Identity,
 } from "./settings.js";
+
+/** Where the other members of direct rooms are kept (localStorage: a room's name says no name). */
+const PEERS_KEY = "grpc-chat.direct-peers";
+
+/** The direct rooms' other members saved in this browser. */
+function savedPeers(): Record<string, string> {
+  try {
+    const saved: unknown = JSON.parse(localStorage.getItem(PEERS_KEY) ?? "{}");
+    if (typeof saved !== "object" || saved === null) return {};
+    return Object.fromEntries(
+      Object.entries(saved).filter((entry): entry is [string, string] => typeof entry[1] === "string"),
+    );
+  } catch {
+    return {};
+  }
+}
 
 /** Consecutive messages of one person this close together share one name line. */
 const GROUPING_MS = 5 * 60_000;
@@ -58,6 +75,17 @@ export class ChatApp {
     spellcheck: "false",
   });
   private readonly joinError = h("p.field-error", { role: "alert" });
+  private readonly directInput = h("input", {
+    name: "peer",
+    placeholder: "Message someone",
+    "aria-label": "Message someone",
+    maxlength: "32",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  private readonly directError = h("p.field-error", { role: "alert" });
+  /** The other member of each direct room this browser opened, by room name. */
+  private readonly peers: Record<string, string> = savedPeers();
   private readonly title = h("h1.room-title");
   private readonly status = h("span.status", { role: "status" });
   private readonly membersButton = h(
@@ -98,6 +126,7 @@ export class ChatApp {
       this.composerHint,
     );
     const joinForm = h("form.join-room", {}, this.joinInput, this.joinError);
+    const directForm = h("form.join-room.direct", {}, this.directInput, this.directError);
     const me = h(
       "footer.me",
       {},
@@ -110,7 +139,7 @@ export class ChatApp {
       h(
         "div.app",
         {},
-        h("aside.sidebar", {}, h("div.brand", {}, logo(), "grpc-chat"), this.roomList, joinForm, me),
+        h("aside.sidebar", {}, h("div.brand", {}, logo(), "grpc-chat"), this.roomList, joinForm, directForm, me),
         h(
           "main.conversation",
           {},
@@ -132,6 +161,10 @@ export class ChatApp {
       this.joinInput.value = "";
       this.open(name);
       this.show(name);
+    });
+    directForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.openDirect(this.directInput.value.trim());
     });
     me.querySelector("button")?.addEventListener("click", () => this.signOut());
     composer.addEventListener("submit", (event) => {
@@ -186,18 +219,45 @@ export class ChatApp {
     }
   }
 
+  /** Opens the direct room with `peer`, which the server names for the pair. */
+  private async openDirect(peer: string): Promise<void> {
+    const problem = peer === this.identity.name ? "That is you." : nameProblem(peer);
+    this.directError.textContent = problem ?? "";
+    if (problem) return;
+    try {
+      const { room } = await this.client.directRoom({ user: this.identity.token ? "" : this.identity.name, peer });
+      const limit = this.rooms.has(room) ? null : this.roomLimitProblem();
+      this.directError.textContent = limit ?? "";
+      if (limit) return;
+      this.peers[room] = peer;
+      localStorage.setItem(PEERS_KEY, JSON.stringify(this.peers));
+      this.directInput.value = "";
+      this.open(room);
+      this.show(room);
+    } catch (error) {
+      this.directError.textContent = error instanceof ConnectError ? error.rawMessage : String(error);
+    }
+  }
+
+  /** How a room is called here: `@peer` for a direct room, `#name` for the others. */
+  private label(name: string): string {
+    const peer = this.peers[name];
+    return peer !== undefined ? `@${peer}` : name.startsWith("dm.") ? "@(direct)" : `#${name}`;
+  }
+
   private open(name: string): void {
     if (this.rooms.has(name)) return;
-    const log = h("div.log", { role: "log", "aria-label": `Messages in ${name}` });
+    const label = this.label(name);
+    const log = h("div.log", { role: "log", "aria-label": `Messages in ${label}` });
     const outbox = h("div.outbox");
     const scroller = h("div.scroller", { tabindex: "0" }, log, outbox);
     const badge = h("span.badge", { hidden: true });
-    const close = h("span.close", { role: "button", "aria-label": `Leave ${name}`, title: `Leave ${name}` }, "×");
+    const close = h("span.close", { role: "button", "aria-label": `Leave ${label}`, title: `Leave ${label}` }, "×");
     const tab = h(
       "button.room-tab",
       { type: "button", "data-room": name },
       h("span.dot", { "aria-hidden": "true" }),
-      h("span.room-name", {}, `#${name}`),
+      h("span.room-name", {}, label),
       badge,
       close,
     );
@@ -275,8 +335,7 @@ export class ChatApp {
       other.tab.toggleAttribute("aria-current", other === shown);
     }
     setChildren(this.conversation, shown.scroller);
-    this.title.textContent = `#${name}`;
-    this.input.placeholder = `Message #${name}`;
+    this.input.placeholder = `Message ${this.label(name)}`;
     this.input.value = shown.draft;
     this.checkDraft();
     this.markRead(shown);
@@ -439,8 +498,9 @@ export class ChatApp {
   }
 
   private updateTitle(): void {
-    const room = this.current ? `#${this.current.room.name} · ` : "";
-    this.title.textContent = this.current ? `#${this.current.room.name}` : "";
+    const label = this.current ? this.label(this.current.room.name) : "";
+    const room = label ? `${label} · ` : "";
+    this.title.textContent = label;
     document.title = `${document.hidden && this.hiddenUnread ? `(${this.hiddenUnread}) ` : ""}${room}grpc-chat`;
   }
 

@@ -131,6 +131,46 @@ describe("sending", () => {
   });
 });
 
+describe("direct conversations", () => {
+  test("two people open their direct room from either side and talk in it", async () => {
+    const server = await Server.start();
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "lobby" });
+      await live(alice);
+      const bob = await person(browser, server.pageUrl, { name: "Bób Ørsted", rooms: "lobby" });
+      await live(bob);
+      await alice.getByLabel("Message someone").fill("Bób Ørsted");
+      await alice.getByLabel("Message someone").press("Enter");
+      await alice.locator(".room-tab[aria-current] .room-name", { hasText: "@Bób Ørsted" }).waitFor();
+      await live(alice);
+      await say(alice, "just between us");
+      await bob.getByLabel("Message someone").fill("alice");
+      await bob.getByLabel("Message someone").press("Enter");
+      await bob.locator(".room-tab[aria-current] .room-name", { hasText: "@alice" }).waitFor();
+      await seesMessage(bob, "just between us");
+      await say(bob, "agreed");
+      await seesMessage(alice, "agreed");
+      assert.equal(await alice.locator(".room-title").textContent(), "@Bób Ørsted");
+      const room = await alice.locator(".room-tab[aria-current]").getAttribute("data-room");
+      assert.match(room, /^dm\.[0-9a-f]{20}\.[0-9a-f]{20}$/);
+      assert.equal(await bob.locator(".room-tab[aria-current]").getAttribute("data-room"), room);
+      // The lobby did not hear it.
+      await alice.locator('.room-tab[data-room="lobby"]').click();
+      assert.deepEqual(await messageTexts(alice), []);
+      // A name that is no one's is said next to the field.
+      await bob.getByLabel("Message someone").fill("System");
+      await bob.getByLabel("Message someone").press("Enter");
+      await bob.locator(".direct .field-error", { hasText: "reserved" }).waitFor();
+      await bob.screenshot({ path: join(screenshots, "direct-conversation.png"), animations: "disabled" });
+      assert.deepEqual([...alice.problems, ...bob.problems], []);
+      await alice.context().close();
+      await bob.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("resuming", () => {
   test("a page reloaded mid-conversation resumes with nothing lost or repeated", async () => {
     const server = await Server.start();
