@@ -102,6 +102,15 @@ impl MessageFrame {
             missed: 0,
             traceparent: parts.traceparent.unwrap_or_default().to_owned(),
             epoch: parts.epoch.to_string(),
+            reply_to: parts.reply.map_or(0, |reply| reply.offset),
+            reply_author: parts
+                .reply
+                .map(|reply| reply.author.to_string())
+                .unwrap_or_default(),
+            reply_preview: parts
+                .reply
+                .map(|reply| reply.preview.to_string())
+                .unwrap_or_default(),
             ..Message::default()
         };
         let length = head.encoded_len()
@@ -141,7 +150,10 @@ impl WireForm for MessageFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::test_parts;
+    use crate::{
+        event::test_parts,
+        room::{Reply, UserName},
+    };
 
     fn parts(kind: EventKind) -> EventParts<'static> {
         test_parts(kind, "héllo \"world\"")
@@ -179,6 +191,32 @@ mod tests {
             decoded(&MessageFrame::encode(&event)),
             message,
             "made again, the same message"
+        );
+    }
+
+    #[test]
+    fn a_reply_carries_what_it_answers_and_is_stored_with_it() {
+        let reply = Reply::quoting(3, UserName::parse("user", "Ann").unwrap(), "the question");
+        let event = MessageFrame::kept_event(EventParts {
+            reply: Some(&reply),
+            ..parts(EventKind::Chat)
+        });
+        let message = decoded(&event.form::<MessageFrame>());
+        assert_eq!(message.reply_to, 3);
+        assert_eq!(message.reply_author, "Ann");
+        assert_eq!(message.reply_preview, "the question");
+        assert_eq!(event.reply(), Some(&reply));
+        assert_eq!(
+            event.content(),
+            "héllo \"world\"",
+            "the content is still the tail"
+        );
+        let plain =
+            decoded(&MessageFrame::kept_event(parts(EventKind::Chat)).form::<MessageFrame>());
+        assert_eq!(
+            (plain.reply_to, plain.reply_author.as_str()),
+            (0, ""),
+            "not a reply"
         );
     }
 

@@ -18,7 +18,7 @@ use crate::{
     event::Receipt,
     hub::{Hub, Participant, Subscription},
     monitoring::FrontDoor,
-    room::{Draft, RoomName, SendKey, StartAt, UserName},
+    room::{Draft, Reply, ReplyTo, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, UntilDrained},
 };
 
@@ -44,6 +44,8 @@ pub struct Said {
     /// The client's id for the message, which makes a retry of it return the first
     /// acknowledgement.
     pub key: Option<SendKey>,
+    /// The message it answers, when it is a reply.
+    pub reply_to: Option<ReplyTo>,
 }
 
 /// Who a subscription announces in its room.
@@ -106,6 +108,15 @@ impl Kit {
         )?;
         draft.sender_clock = said.clock;
         draft.id = said.key.map(|key| key.event_id(room, &draft.user));
+        if let Some(target) = said.reply_to {
+            // Quoted from the log, never from the client: a reply cannot misquote anyone.
+            let answered = self.hub.message_at(caller, room, target).await?;
+            draft.reply = Some(Reply::quoting(
+                answered.offset,
+                answered.user.clone(),
+                answered.content(),
+            ));
+        }
         self.hub.publish(caller, room, draft).await
     }
 

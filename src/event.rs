@@ -19,7 +19,7 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::room::{Epoch, EventKind, RoomName, UserName};
+use crate::room::{Epoch, EventKind, Reply, RoomName, UserName};
 
 /// How many doors keep a form on events (see [`WireForm::SLOT`]).
 pub(crate) const FORM_SLOTS: usize = 2;
@@ -87,6 +87,8 @@ pub struct EventParts<'a> {
     pub timestamp: SystemTime,
     /// W3C traceparent of the call that published it, when traced.
     pub traceparent: Option<&'a str>,
+    /// The message it answers, when it is a reply.
+    pub reply: Option<&'a Reply>,
 }
 
 /// What a sender is told once its message is stored: where it is and what it is called.
@@ -124,6 +126,8 @@ pub struct Event {
     pub timestamp: SystemTime,
     /// W3C traceparent of the call that published it, when traced.
     traceparent: Option<Box<str>>,
+    /// The message it answers, when it is a reply.
+    reply: Option<Box<Reply>>,
     /// The chat text, or `X joined` / `X left` (UTF-8).
     content: Bytes,
     /// Heap it holds besides its forms (the content is a form's when it is a slice of one).
@@ -231,8 +235,12 @@ impl Event {
 
     fn with_content(parts: EventParts<'_>, content: Bytes, content_bytes: usize) -> Self {
         let traceparent: Option<Box<str>> = parts.traceparent.map(Box::from);
+        let reply = parts.reply.map(|reply| Box::new(reply.clone()));
         let own_bytes = content_bytes
             + traceparent.as_ref().map_or(0, |t| allocation(t.len()))
+            + reply.as_ref().map_or(0, |reply| {
+                allocation(mem::size_of::<Reply>()) + allocation(reply.preview.len())
+            })
             + EVENT_OVERHEAD;
         Self {
             id: parts.id,
@@ -244,6 +252,7 @@ impl Event {
             lamport: parts.lamport,
             timestamp: parts.timestamp,
             traceparent,
+            reply,
             content,
             own_bytes,
             forms: Default::default(),
@@ -273,6 +282,7 @@ impl Event {
             lamport: self.lamport,
             timestamp: self.timestamp,
             traceparent: self.traceparent(),
+            reply: self.reply(),
         }
     }
 
@@ -289,6 +299,11 @@ impl Event {
     /// The W3C traceparent of the call that published it, when traced.
     pub fn traceparent(&self) -> Option<&str> {
         self.traceparent.as_deref()
+    }
+
+    /// The message it answers, when it is a reply.
+    pub fn reply(&self) -> Option<&Reply> {
+        self.reply.as_deref()
     }
 
     /// The door form `F` of this event: made now by the first caller, shared after (borrowed, so
@@ -364,6 +379,7 @@ pub(crate) fn test_parts(kind: EventKind, content: &str) -> EventParts<'_> {
         lamport: 9,
         timestamp: SystemTime::now(),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        reply: None,
     }
 }
 

@@ -300,6 +300,8 @@ pub struct Draft {
     /// stores at most one event of an id (within its window), and answers a second append of it
     /// with the first.
     pub id: Option<uuid::Uuid>,
+    /// The message it answers, when it is a reply.
+    pub reply: Option<Reply>,
 }
 
 impl Draft {
@@ -320,6 +322,7 @@ impl Draft {
             sender_clock: 0,
             traceparent: None,
             id: None,
+            reply: None,
         })
     }
 
@@ -332,6 +335,74 @@ impl Draft {
             sender_clock: 0,
             traceparent: None,
             id: None,
+            reply: None,
+        }
+    }
+}
+
+/// Most characters of a message a reply quotes; longer ones are cut and end with `…`.
+pub const REPLY_PREVIEW_CHARS: usize = 140;
+
+/// What a reply says of the message it answers: enough to read when that has left history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The answered message's offset, in the reply's own epoch.
+    pub offset: u64,
+    /// Who wrote it.
+    pub author: UserName,
+    /// Its first [`REPLY_PREVIEW_CHARS`] characters.
+    pub preview: Box<str>,
+}
+
+impl Reply {
+    /// A reply to the message at `offset` by `author` that says `content`.
+    pub fn quoting(offset: u64, author: UserName, content: &str) -> Self {
+        let preview = match content.char_indices().nth(REPLY_PREVIEW_CHARS) {
+            None => content.into(),
+            Some((cut, _)) => {
+                let kept = content[..cut].char_indices().nth(REPLY_PREVIEW_CHARS - 1);
+                let end = kept.map_or(cut, |(at, _)| at);
+                format!("{}…", &content[..end]).into()
+            }
+        };
+        Self {
+            offset,
+            author,
+            preview,
+        }
+    }
+}
+
+/// Where a reply points, as a client names it: an offset in the log of an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The door's name for the field that carried the offset, for errors.
+    pub field: &'static str,
+    /// The answered message's offset.
+    pub offset: u64,
+    /// The epoch of its log, when the client says (else the room's current one).
+    pub epoch: Option<Epoch>,
+}
+
+impl ReplyTo {
+    /// What a door's fields `(offset_field, offset)` and `(epoch_field, epoch)` ask: nothing for
+    /// offset 0, which an epoch may not come with.
+    pub fn parse(
+        (offset_field, offset): (&'static str, u64),
+        (epoch_field, epoch): (&str, &str),
+    ) -> Result<Option<Self>, ChatError> {
+        let epoch = Epoch::parse(epoch_field, epoch)?;
+        match (offset, epoch) {
+            (0, None) => Ok(None),
+            (0, Some(_)) => Err(ChatError::invalid(
+                epoch_field,
+                format!("names the epoch of {offset_field}, which is not set"),
+            )),
+            (offset, epoch) => Ok(Some(Self {
+                field: offset_field,
+                offset,
+                epoch,
+            })),
         }
     }
 }
@@ -451,6 +522,39 @@ pub enum StartAt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_quotes_at_most_its_preview_s_characters() {
+        let zoe = UserName::parse("user", "Zoë").unwrap();
+        assert_eq!(&*Reply::quoting(3, zoe.clone(), "short").preview, "short");
+        let exact = "é".repeat(REPLY_PREVIEW_CHARS);
+        assert_eq!(*Reply::quoting(3, zoe.clone(), &exact).preview, *exact);
+        let long = format!("{exact}and more");
+        let preview = Reply::quoting(3, zoe, &long).preview;
+        assert_eq!(preview.chars().count(), REPLY_PREVIEW_CHARS);
+        assert!(preview.ends_with("é…"), "{preview}");
+    }
+
+    #[test]
+    fn a_reply_to_names_an_offset_and_may_name_its_epoch() {
+        let offset = |n| ("reply_to", n);
+        assert_eq!(
+            ReplyTo::parse(offset(0), ("reply_to_epoch", "")).unwrap(),
+            None
+        );
+        let to = ReplyTo::parse(offset(4), ("reply_to_epoch", "Ab3dE9xQ"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((to.offset, to.epoch.unwrap().as_str()), (4, "Ab3dE9xQ"));
+        let error = ReplyTo::parse(offset(0), ("reply_to_epoch", "Ab3dE9xQ")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("reply_to_epoch: names the epoch"),
+            "{error}"
+        );
+        assert!(ReplyTo::parse(offset(4), ("reply_to_epoch", "not an epoch!")).is_err());
+    }
 
     #[test]
     fn a_direct_room_is_named_for_its_pair_and_only_they_are_its_members() {

@@ -1,6 +1,8 @@
 //! The JSON text frame of WebSocket rooms, `{"Author": "...", "Content": "..."}`, both ways. A
 //! client may add `"ClientMessageId"`, its id for the message (a retry under the same id is
-//! stored once); the frames the server sends are the seed's two fields.
+//! stored once), and `"ReplyTo"` (with `"ReplyToEpoch"`) to answer a message; the frames the
+//! server sends are the seed's two fields, and on a reply also `"ReplyTo"`, `"ReplyAuthor"` and
+//! `"ReplyPreview"` (fields a client of the two ignores, as JSON parsers do).
 //!
 //! Parsing follows Go's `encoding/json`, which the original rooms used: field names match without
 //! regard to ASCII case (`author`, `AUTHOR`), unknown fields are ignored, a repeated field keeps
@@ -13,9 +15,13 @@ use serde::{
     de::{self, IgnoredAny, MapAccess, Visitor},
 };
 
+use crate::room::Reply;
+
 const AUTHOR: &str = "Author";
 const CONTENT: &str = "Content";
 const CLIENT_MESSAGE_ID: &str = "ClientMessageId";
+const REPLY_TO: &str = "ReplyTo";
+const REPLY_TO_EPOCH: &str = "ReplyToEpoch";
 
 /// One frame of a WebSocket room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,15 +35,31 @@ pub struct TextFrame {
     /// The sender's id for the message, when it gave one (empty: none).
     #[serde(rename = "ClientMessageId", skip_serializing_if = "String::is_empty")]
     pub client_message_id: String,
+    /// The offset of the message it answers (0: none).
+    #[serde(rename = "ReplyTo", skip_serializing_if = "is_zero")]
+    pub reply_to: u64,
+    /// The epoch of `reply_to`'s log, when the sender gave it (empty: none).
+    #[serde(rename = "ReplyToEpoch", skip_serializing_if = "String::is_empty")]
+    pub reply_to_epoch: String,
 }
 
-/// The same frame, borrowed, for encoding without copying.
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// A frame the server sends, borrowed, for encoding without copying.
 #[derive(Serialize)]
 struct Borrowed<'a> {
     #[serde(rename = "Author")]
     author: &'a str,
     #[serde(rename = "Content")]
     content: &'a str,
+    #[serde(rename = "ReplyTo", skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
+    #[serde(rename = "ReplyAuthor", skip_serializing_if = "Option::is_none")]
+    reply_author: Option<&'a str>,
+    #[serde(rename = "ReplyPreview", skip_serializing_if = "Option::is_none")]
+    reply_preview: Option<&'a str>,
 }
 
 impl TextFrame {
@@ -46,11 +68,18 @@ impl TextFrame {
         serde_json::from_str(text)
     }
 
-    /// The JSON of a frame from `author` saying `content`, in an allocation of its own size (it
-    /// is kept in history, where a grown buffer's spare capacity would be waste).
-    pub fn encode(author: &str, content: &str) -> String {
-        let mut json = serde_json::to_string(&Borrowed { author, content })
-            .expect("two strings always serialize");
+    /// The JSON of a frame from `author` saying `content` (answering `reply`), in an allocation
+    /// of its own size (it is kept in history, where a grown buffer's spare capacity would be
+    /// waste).
+    pub fn encode(author: &str, content: &str, reply: Option<&Reply>) -> String {
+        let frame = Borrowed {
+            author,
+            content,
+            reply_to: reply.map(|reply| reply.offset),
+            reply_author: reply.map(|reply| reply.author.as_str()),
+            reply_preview: reply.map(|reply| &*reply.preview),
+        };
+        let mut json = serde_json::to_string(&frame).expect("strings and numbers serialize");
         json.shrink_to_fit();
         json
     }
@@ -88,6 +117,7 @@ impl<'de> Visitor<'de> for FrameVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextFrame, A::Error> {
         let (mut author, mut content, mut client_message_id) = (None, None, None);
+        let (mut reply_to, mut reply_to_epoch) = (None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key.eq_ignore_ascii_case(AUTHOR) {
                 author = Some(map.next_value()?);
@@ -95,6 +125,10 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 content = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(CLIENT_MESSAGE_ID) {
                 client_message_id = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(REPLY_TO) {
+                reply_to = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(REPLY_TO_EPOCH) {
+                reply_to_epoch = Some(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -103,6 +137,8 @@ impl<'de> Visitor<'de> for FrameVisitor {
             author: author.ok_or_else(|| de::Error::missing_field(AUTHOR))?,
             content: content.ok_or_else(|| de::Error::missing_field(CONTENT))?,
             client_message_id: client_message_id.unwrap_or_default(),
+            reply_to: reply_to.unwrap_or_default(),
+            reply_to_epoch: reply_to_epoch.unwrap_or_default(),
         })
     }
 }
@@ -110,6 +146,7 @@ impl<'de> Visitor<'de> for FrameVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::UserName;
 
     #[test]
     fn field_names_match_in_any_ascii_case_and_unknown_ones_are_ignored() {
@@ -152,14 +189,37 @@ mod tests {
 
     #[test]
     fn encoding_escapes_and_round_trips() {
-        let text = TextFrame::encode("a\"b", "line\nnext \u{2028}");
+        let text = TextFrame::encode("a\"b", "line\nnext \u{2028}", None);
+        assert_eq!(
+            text,
+            "{\"Author\":\"a\\\"b\",\"Content\":\"line\\nnext \u{2028}\"}"
+        );
         assert_eq!(
             TextFrame::parse(&text).unwrap(),
             TextFrame {
                 author: "a\"b".into(),
                 content: "line\nnext \u{2028}".into(),
                 client_message_id: String::new(),
+                reply_to: 0,
+                reply_to_epoch: String::new(),
             }
+        );
+    }
+
+    #[test]
+    fn a_reply_is_read_and_written_with_its_fields() {
+        let frame = TextFrame::parse(r#"{"Author":"a","Content":"b","replyto":7}"#).unwrap();
+        assert_eq!((frame.reply_to, frame.reply_to_epoch.as_str()), (7, ""));
+        let reply = Reply::quoting(7, UserName::parse("user", "Zoë").unwrap(), "the original");
+        let text = TextFrame::encode("a", "b", Some(&reply));
+        assert_eq!(
+            text,
+            r#"{"Author":"a","Content":"b","ReplyTo":7,"ReplyAuthor":"Zoë","ReplyPreview":"the original"}"#
+        );
+        let error = TextFrame::parse(r#"{"Author":"a","Content":"b","ReplyTo":"7"}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("invalid type: string"),
+            "{error}"
         );
     }
 }

@@ -45,7 +45,7 @@ use crate::{
     hub::Delivery,
     monitoring::FrontDoor,
     net::origins::BrowserOrigins,
-    room::{EventKind, RoomName, SYSTEM_USER, SendKey, StartAt},
+    room::{EventKind, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt},
     shutdown::{self, Drain, Ending, Step},
     text_frame::{self, TextFrame},
     woken::Woken,
@@ -382,6 +382,10 @@ async fn publish(
         content_field: "Content",
         clock: 0,
         key: SendKey::parse("ClientMessageId", &frame.client_message_id)?,
+        reply_to: ReplyTo::parse(
+            ("ReplyTo", frame.reply_to),
+            ("ReplyToEpoch", &frame.reply_to_epoch),
+        )?,
     };
     state.kit.say(caller, room, said).await.map(drop)
 }
@@ -410,7 +414,7 @@ impl WireForm for TextForm {
             EventKind::Chat => event.user.as_str(),
             EventKind::Join | EventKind::Leave => SYSTEM_USER,
         };
-        Self(TextFrame::encode(author, event.content()).into())
+        Self(TextFrame::encode(author, event.content(), event.reply()).into())
     }
 
     fn held_bytes(&self) -> usize {

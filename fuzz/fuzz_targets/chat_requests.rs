@@ -76,6 +76,7 @@ fn round_trip(room: RoomName, user: UserName, content: &str) {
         lamport: 1,
         timestamp: SystemTime::UNIX_EPOCH,
         traceparent: None,
+        reply: None,
     });
     let frame = Encoded::event(&event);
     let decoded = Message::decode(&frame.framed()[GRPC_PREFIX..]).expect("the frame decodes");

@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         lamport: clock + 1,
         timestamp: SystemTime::UNIX_EPOCH,
         traceparent: None,
+        reply: None,
     })));
     let bytes = outgoing.encode_to_vec();
     assert_eq!(bytes.len(), outgoing.encoded_len());

@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = UserName::parse("Author", &frame.author);
     let _ = room::check_content("Content", &frame.content, 4096);
-    let encoded = TextFrame::encode(&frame.author, &frame.content);
+    // The server writes the two fields every client reads (a reply's come from the log).
+    let encoded = TextFrame::encode(&frame.author, &frame.content, None);
     let again = TextFrame::parse(&encoded).expect("an encoded frame parses");
-    assert_eq!(again, frame);
+    assert_eq!((again.author, again.content), (frame.author, frame.content));
 });

@@ -304,6 +304,7 @@ impl RoomLog {
                 lamport,
                 timestamp: SystemTime::now(),
                 traceparent: draft.traceparent.as_deref(),
+                reply: draft.reply.as_ref(),
             }));
             state.next_offset += 1;
             state.add(event, seq, limits, &self.forms)

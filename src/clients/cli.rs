@@ -120,6 +120,12 @@ pub struct SendArgs {
     /// Attempts before giving up, when the server is unreachable or does not answer in time.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     attempts: u32,
+    /// Make it a reply to the message at this offset of the room.
+    #[arg(long)]
+    reply_to: Option<u64>,
+    /// The epoch of `--reply-to`'s log (refused if the room's is another).
+    #[arg(long, requires = "reply_to")]
+    reply_to_epoch: Option<String>,
 }
 
 /// Arguments of `subscribe`.
@@ -271,6 +277,17 @@ fn print_message(message: &Message) -> io::Result<()> {
         )
     } else if message.r#type == MessageType::System as i32 {
         say!("[{}] * {}", message.room, message.content)
+    } else if message.reply_to > 0 {
+        say!(
+            "[{} #{}] {} (re #{} {}: {}): {}",
+            message.room,
+            message.offset,
+            message.user,
+            message.reply_to,
+            message.reply_author,
+            message.reply_preview,
+            message.content
+        )
     } else {
         say!(
             "[{} #{}] {}: {}",
@@ -290,6 +307,8 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         user: args.user,
         content: args.content,
         room: args.room,
+        reply_to: args.reply_to.unwrap_or(0),
+        reply_to_epoch: args.reply_to_epoch.unwrap_or_default(),
     };
     let mut attempt = 1;
     let response = loop {

@@ -27,7 +27,7 @@ use crate::{
         SendMessageRequest, SendMessageResponse, SubscribeRequest, UploadResponse,
         chat_service_server::ChatService,
     },
-    room::{RoomName, SendKey, StartAt, UserName},
+    room::{ReplyTo, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, Step},
 };
 
@@ -132,6 +132,10 @@ impl ChatService for ChatApi {
             content_field: "content",
             clock: 0,
             key: SendKey::parse("client_message_id", &request.client_message_id)?,
+            reply_to: ReplyTo::parse(
+                ("reply_to", request.reply_to),
+                ("reply_to_epoch", &request.reply_to_epoch),
+            )?,
         };
         let event = self.kit.say(&caller, &room, said).await?;
         Ok(Response::new(SendMessageResponse {

@@ -9,7 +9,7 @@ use crate::{
     error::ChatError,
     hub::Position,
     proto::{Member, Message, MessageType, Notice, RoomState},
-    room::{Epoch, RoomName, SYSTEM_USER, SendKey, StartAt, UserName},
+    room::{Epoch, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt, UserName},
     shutdown::Ending,
 };
 
@@ -52,6 +52,10 @@ pub fn command(
                 content_field: "content",
                 clock: 0,
                 key: SendKey::parse("client_message_id", &message.client_message_id)?,
+                reply_to: ReplyTo::parse(
+                    ("reply_to", message.reply_to),
+                    ("reply_to_epoch", &message.reply_to_epoch),
+                )?,
             };
             Ok(Command::Say(room, said))
         }

@@ -32,9 +32,9 @@ use crate::{
     auth::{Caller, Places},
     broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
     error::ChatError,
-    event::Receipt,
+    event::{Event, Receipt},
     monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
-    room::{Draft, Epoch, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, ReplyTo, RoomName, StartAt, UserName},
 };
 pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
 
@@ -140,6 +140,25 @@ impl Hub {
             .publish_seconds
             .record(started.elapsed().as_secs_f64());
         Ok(receipt)
+    }
+
+    /// The chat message `target` names in `room`, which `caller` acts on (see
+    /// [`rules::message_at`]); reading it opens the room like any read, under the caller's rate.
+    pub async fn message_at(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        target: ReplyTo,
+    ) -> Result<Arc<Event>, ChatError> {
+        self.admit(caller, room)?;
+        rules::message_at(
+            &*self.inner.broker,
+            room,
+            target.field,
+            target.offset,
+            target.epoch,
+        )
+        .await
     }
 
     /// Opens a subscription of `caller` to `room` at `start` for a client of `door`, under the

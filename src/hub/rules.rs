@@ -3,11 +3,64 @@
 //! decide what that means for a room. The hub goes through them, and the engine conformance
 //! suite checks them on every engine.
 
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
 use crate::{
-    broker::{Broker, Entry, Feed, Lease, Open},
+    broker::{Broker, Delivery, Entry, Feed, Lease, Open, Opening},
     error::ChatError,
-    room::{Draft, EventKind, RoomName, StartAt, UserName},
+    event::Event,
+    room::{Draft, Epoch, EventKind, RoomName, StartAt, UserName},
 };
+
+/// The chat message at `offset` of `room`'s log (of `epoch`, when given), which an operation
+/// named by the door's field `field` is about. A message that has left history, a log of another
+/// epoch, or an event that is no chat message is FAILED_PRECONDITION saying so; an offset past
+/// the end is out of range.
+pub async fn message_at(
+    broker: &dyn Broker,
+    room: &RoomName,
+    field: &str,
+    offset: u64,
+    epoch: Option<Epoch>,
+) -> Result<Arc<Event>, ChatError> {
+    let refused = |why: String| ChatError::FailedPrecondition(format!("{field}: {why}"));
+    let start = StartAt::Offset { offset, epoch };
+    let feed = broker
+        .subscribe(room, start, Open::Existing)
+        .await
+        .map_err(|error| error.offset_in(field))?;
+    let Some(mut feed) = feed else {
+        return Err(refused(format!("room {room} holds no messages")));
+    };
+    match feed.opening {
+        Some(Opening::Gap(gap)) => {
+            return Err(refused(format!(
+                "message {offset} has left the room's history (the oldest held is {})",
+                gap.resume_from
+            )));
+        }
+        Some(Opening::Reset(reset)) => {
+            return Err(refused(format!(
+                "the room's log was reset: its epoch is {} now",
+                reset.epoch
+            )));
+        }
+        None => {}
+    }
+    match feed.events.next().await {
+        Some(Ok(Delivery::Event(event))) if event.offset == offset => match event.kind {
+            EventKind::Chat => Ok(event),
+            _ => Err(refused(format!(
+                "offset {offset} is an announcement of who came or left, not a message"
+            ))),
+        },
+        _ => Err(refused(format!(
+            "message {offset} has left the room's history"
+        ))),
+    }
+}
 
 /// Starts reading `room` at `start`. A replay past the start of a room the engine does not
 /// hold (and whose epoch the reader does not name) is out of range and creates nothing: there is

@@ -72,10 +72,8 @@ async fn paced_round_trips(
     for i in 0..samples {
         let started = Instant::now();
         let request = SendMessageRequest {
-            client_message_id: String::new(),
-            user: user.into(),
             content: format!("ping {i}"),
-            room: "quiet".into(),
+            ..send_request("quiet", user, "")
         };
         client
             .send_message(with_token(request, token))

@@ -473,3 +473,47 @@ fn direct_prints_the_pair_s_room_whichever_of_them_asks() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("offset=1"), "{stdout}");
 }
+
+#[test]
+fn send_replies_and_subscribe_shows_what_a_reply_answers() {
+    let server = ServerProcess::start(&[]);
+    let url = server.url();
+    let send = |args: &[&str]| {
+        let (code, stdout, stderr) =
+            cli(&[&["send", "--addr", &url, "-r", "general"], args].concat());
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    send(&["-u", "alice", "which release?"]);
+    send(&["-u", "bob", "--reply-to", "1", "1.4"]);
+    let (code, stdout, stderr) = cli(&[
+        "subscribe",
+        "--addr",
+        &url,
+        "-r",
+        "general",
+        "--from-offset",
+        "1",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("[general #2] bob (re #1 alice: which release?): 1.4"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = cli(&[
+        "send",
+        "--addr",
+        &url,
+        "-r",
+        "general",
+        "-u",
+        "bob",
+        "--reply-to",
+        "7",
+        "x",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("reply_to"), "{stderr}");
+}

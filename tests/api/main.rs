@@ -24,6 +24,7 @@ mod metrics;
 mod ordering;
 mod presence;
 mod prometheus;
+mod replies;
 mod send_message;
 mod shutdown;
 mod slow_consumer;

@@ -69,6 +69,14 @@ fn frame(author: &str, content: &str) -> Value {
     json!({"Author": author, "Content": content})
 }
 
+/// Sends `frame` as a text frame.
+async fn send_json(socket: &mut Socket, frame: &Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
 /// Waits until the room has `count` WebSocket subscribers, so nothing sent earlier is missed.
 pub async fn sockets_ready(app: &TestApp, count: f64) {
     within("sockets to subscribe", async {
@@ -324,10 +332,7 @@ async fn a_frame_sent_again_with_its_client_message_id_is_stored_once() {
         &keyed,
         &json!({"Author": "alice", "Content": "plain"}),
     ] {
-        socket
-            .send(Message::Text(frame.to_string().into()))
-            .await
-            .unwrap();
+        send_json(&mut socket, frame).await;
     }
     let mut received = Vec::new();
     while received.last().map(String::as_str) != Some("plain") {
@@ -347,18 +352,62 @@ async fn a_frame_sent_again_with_its_client_message_id_is_stored_once() {
     let stored = app.send("once", "bob", "after").await;
     assert_eq!(stored.offset, 3);
 
-    socket
-        .send(Message::Text(
-            json!({"Author": "alice", "Content": "x", "ClientMessageId": "a b"})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .unwrap();
+    send_json(
+        &mut socket,
+        &json!({"Author": "alice", "Content": "x", "ClientMessageId": "a b"}),
+    )
+    .await;
     let (code, reason) = close_of(&mut socket).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(
         reason.starts_with("ClientMessageId: must be 1 to 64"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn a_frame_can_answer_a_message_and_replies_come_with_their_quote() {
+    let app = spawn_app().await;
+    let mut socket = connect(&app, "?roomCode=replies").await;
+    sockets_ready(&app, 1.0).await;
+    let original = app.send("replies", "bob", "which release?").await;
+    let answer = json!({"Author": "alice", "Content": "1.4", "replyto": original.offset});
+    send_json(&mut socket, &answer).await;
+    let quoted = loop {
+        let frame = within("the reply's echo", socket.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let frame: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        if frame["Content"] == "1.4" {
+            break frame;
+        }
+        assert_eq!(frame.as_object().unwrap().len(), 2, "not a reply: {frame}");
+    };
+    assert_eq!(
+        quoted,
+        json!({"Author": "alice", "Content": "1.4", "ReplyTo": original.offset,
+               "ReplyAuthor": "bob", "ReplyPreview": "which release?"})
+    );
+    // Stored as a reply for every door.
+    let mut replay = app
+        .subscribe_with(grpc_chat::proto::SubscribeRequest {
+            from_offset: original.offset + 1,
+            ..live("replies")
+        })
+        .await;
+    let stored = next(&mut replay).await;
+    assert_eq!(
+        (stored.reply_to, stored.reply_author.as_str()),
+        (original.offset, "bob")
+    );
+
+    send_json(
+        &mut socket,
+        &json!({"Author": "alice", "Content": "x", "ReplyTo": 99}),
+    )
+    .await;
+    let (code, reason) = close_of(&mut socket).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.starts_with("ReplyTo: "), "{reason}");
 }

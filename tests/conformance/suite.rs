@@ -16,7 +16,7 @@ use grpc_chat::{
     event::Event,
     hub::Hub,
     monitoring::{FrontDoor, Monitoring},
-    room::{Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, Reply, RoomName, StartAt, UserName},
 };
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
@@ -879,5 +879,87 @@ pub async fn a_session_whose_join_is_not_stored_is_not_present<E: Engine>() {
         .await
         .unwrap();
     rules::release(&*engine.broker(), lease).await;
+    engine.close().await;
+}
+
+pub async fn a_message_is_found_by_its_offset_and_a_reply_keeps_its_quote<E: Engine>() {
+    let engine: E = engine(|config| config.history = 6).await;
+    let broker = engine.broker();
+    let general = room("general");
+    let precondition = |result: Result<Arc<Event>, ChatError>| match result {
+        Err(ChatError::FailedPrecondition(reason)) => reason,
+        other => panic!(
+            "not FAILED_PRECONDITION: {:?}",
+            other.map(|event| event.offset)
+        ),
+    };
+    assert!(
+        precondition(rules::message_at(&*broker, &general, "reply_to", 1, None).await)
+            .starts_with("reply_to: room general holds no messages")
+    );
+    let joined = broker
+        .publish(&general, Draft::presence(user("Bob"), EventKind::Join))
+        .await
+        .unwrap();
+    let epoch = publish_numbered(&*broker, &general, 5).await;
+    let found = rules::message_at(&*broker, &general, "reply_to", 4, Some(epoch.clone()))
+        .await
+        .unwrap();
+    assert_eq!((found.offset, found.content()), (4, "m3"));
+    // An announcement, another epoch and what is not there yet are refused.
+    let cases = [
+        (joined.offset, None, "reply_to: offset 1 is an announcement"),
+        (
+            5,
+            Epoch::parse("epoch", "another1").unwrap(),
+            "reply_to: the room's log was reset",
+        ),
+    ];
+    for (offset, epoch, reason) in cases {
+        let refusal =
+            precondition(rules::message_at(&*broker, &general, "reply_to", offset, epoch).await);
+        assert!(refusal.starts_with(reason), "{refusal}");
+    }
+    match rules::message_at(&*broker, &general, "reply_to", 9, None).await {
+        Err(ChatError::OffsetOutOfRange {
+            field, requested, ..
+        }) => {
+            assert_eq!((field.as_deref(), requested), (Some("reply_to"), 9));
+        }
+        other => panic!("not out of range: {:?}", other.map(|event| event.offset)),
+    }
+
+    // A reply is stored, replayed and delivered live with its quote, which outlives the original.
+    let mut live = subscribe(&*broker, &general, StartAt::Live).await;
+    let mut draft = say("Carol", "an answer");
+    draft.reply = Some(Reply::quoting(
+        found.offset,
+        found.user.clone(),
+        found.content(),
+    ));
+    let reply = broker.publish(&general, draft).await.unwrap();
+    let delivered = next_event(&mut live).await;
+    assert_eq!(delivered.reply(), reply.reply());
+    publish_numbered(&*broker, &general, 4).await;
+    let mut replay = subscribe(
+        &*broker,
+        &general,
+        StartAt::Offset {
+            offset: reply.offset,
+            epoch: Some(epoch),
+        },
+    )
+    .await;
+    let replayed = next_event(&mut replay).await;
+    let quote = replayed.reply().expect("still a reply");
+    assert_eq!(
+        (quote.offset, quote.author.as_str(), &*quote.preview),
+        (4, "Alice", "m3")
+    );
+    let gone = precondition(rules::message_at(&*broker, &general, "reply_to", 4, None).await);
+    assert!(
+        gone.starts_with("reply_to: message 4 has left the room's history (the oldest held is 6)"),
+        "{gone}"
+    );
     engine.close().await;
 }

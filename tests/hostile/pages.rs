@@ -35,13 +35,7 @@ async fn handshake(app: &TestApp, host: &str, origin: Option<&str>) -> u16 {
 /// A gRPC-Web SendMessage with `Host: host` and `Origin: origin`.
 async fn grpc_web_send(app: &TestApp, host: &str, origin: &str) -> (u16, String) {
     use prost::Message as _;
-    let message = grpc_chat::proto::SendMessageRequest {
-        client_message_id: String::new(),
-        user: "page".into(),
-        content: "from a page".into(),
-        room: "room1".into(),
-    }
-    .encode_to_vec();
+    let message = send_request("room1", "page", "from a page").encode_to_vec();
     let mut body = vec![0];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(&message);

@@ -83,10 +83,10 @@ pub fn presence(kind: MessageType, room: &str, user: &str) -> Message {
 /// A `SendMessageRequest`.
 pub fn send_request(room: &str, user: &str, content: &str) -> SendMessageRequest {
     SendMessageRequest {
-        client_message_id: String::new(),
         user: user.into(),
         content: content.into(),
         room: room.into(),
+        ..SendMessageRequest::default()
     }
 }
 

@@ -5,7 +5,7 @@
 import { ConnectError, type Client } from "@connectrpc/connect";
 import type { ChatService } from "../gen/chat_pb.js";
 import { h, setChildren } from "./dom.js";
-import { Room, type ConnectionState, type Item, type Outgoing } from "./room.js";
+import { Room, type ConnectionState, type Item, type Outgoing, type Quote } from "./room.js";
 import {
   maxContentBytes,
   nameProblem,
@@ -55,6 +55,8 @@ interface Shown {
   members: { user: string; sessions: number }[];
   unread: number;
   draft: string;
+  /** The message the composer's next send answers, if any. */
+  replyTo?: Quote;
   last: Item | null;
   pending: Map<number, HTMLElement>;
 }
@@ -108,6 +110,7 @@ export class ChatApp {
   });
   private readonly sendButton = h("button.send", { type: "submit" }, "Send");
   private readonly composerHint = h("p.composer-hint", { "aria-live": "polite" });
+  private readonly replying = h("div.replying", { hidden: true, "aria-live": "polite" });
   private readonly jumpButton = h("button.jump", { type: "button", hidden: true }, "New messages ↓");
   private statusTimer: number | undefined;
 
@@ -122,6 +125,7 @@ export class ChatApp {
     const composer = h(
       "form.composer",
       {},
+      this.replying,
       h("div.composer-row", {}, this.input, this.sendButton),
       this.composerHint,
     );
@@ -338,6 +342,7 @@ export class ChatApp {
     this.input.placeholder = `Message ${this.label(name)}`;
     this.input.value = shown.draft;
     this.checkDraft();
+    this.renderReplying();
     this.markRead(shown);
     this.renderMembers();
     this.renderStatus();
@@ -402,10 +407,41 @@ export class ChatApp {
         continued
           ? null
           : h("div.meta", {}, avatar(item.user), h("span.author", {}, item.user), timeElement(date)),
+        item.reply ? quote(item.reply) : null,
         h("div.text", {}, item.text),
         own ? h("div.state", {}, "Sent") : null,
+        this.replyButton(shown, item),
       ),
     );
+  }
+
+  /** A button that makes the next message a reply to `item`. */
+  private replyButton(shown: Shown, item: Item): HTMLButtonElement {
+    const button = h("button.link.reply", { type: "button", "aria-label": `Reply to ${item.user}` }, "Reply");
+    button.addEventListener("click", () => {
+      shown.replyTo = { offset: item.offset, user: item.user, preview: preview(item.text) };
+      this.renderReplying();
+      this.input.focus();
+    });
+    return button;
+  }
+
+  /** Shows what the composer answers, if anything, with a way to stop answering it. */
+  private renderReplying(): void {
+    const replyTo = this.current?.replyTo;
+    if (!replyTo) {
+      setChildren(this.replying);
+      this.replying.hidden = true;
+      return;
+    }
+    const cancel = h("button.link", { type: "button", "aria-label": "Stop replying" }, "×");
+    cancel.addEventListener("click", () => {
+      if (this.current) delete this.current.replyTo;
+      this.renderReplying();
+      this.input.focus();
+    });
+    setChildren(this.replying, h("span", {}, "Replying to "), quote(replyTo), cancel);
+    this.replying.hidden = false;
   }
 
   private renderOutgoing(shown: Shown, message: Outgoing): void {
@@ -427,7 +463,7 @@ export class ChatApp {
               `Not sent: ${message.reason ?? "unknown error"} `,
               retryButton(() => void shown.room.send(message.text, message)),
             );
-    setChildren(element, h("div.text", {}, message.text), state);
+    setChildren(element, message.replyTo ? quote(message.replyTo) : null, h("div.text", {}, message.text), state);
     if (shown === this.current) this.scrollToEnd(shown);
   }
 
@@ -521,7 +557,10 @@ export class ChatApp {
     if (!this.current || text.trim() === "" || !this.checkDraft()) return;
     this.input.value = "";
     this.checkDraft();
-    void this.current.room.send(text);
+    const replyTo = this.current.replyTo;
+    delete this.current.replyTo;
+    this.renderReplying();
+    void this.current.room.send(text, undefined, replyTo);
   }
 
   private toggleMembers(force?: boolean): void {
@@ -579,6 +618,19 @@ export function avatar(name: string): HTMLElement {
 
 export function logo(): HTMLElement {
   return h("span.logo", { "aria-hidden": "true" });
+}
+
+/** Most characters of a message the composer shows while replying (the server quotes its own). */
+const PREVIEW_CHARS = 140;
+
+function preview(text: string): string {
+  const chars = [...text];
+  return chars.length > PREVIEW_CHARS ? `${chars.slice(0, PREVIEW_CHARS - 1).join("")}…` : text;
+}
+
+/** The quoted message of a reply: who wrote it and how it began, as text. */
+function quote(replyTo: Quote): HTMLElement {
+  return h("blockquote.quote", {}, h("span.quote-author", {}, replyTo.user), " ", h("span.quote-text", {}, replyTo.preview));
 }
 
 function retryButton(retry: () => void): HTMLButtonElement {

@@ -32,6 +32,15 @@ export interface Item {
   time: number;
   /** Position in the room's log (as a decimal string; 0 for notices). */
   offset: string;
+  /** On a reply: what it answers, as the server quoted it. */
+  reply?: Quote;
+}
+
+/** The message a reply answers: its offset, author and first characters. */
+export interface Quote {
+  offset: string;
+  user: string;
+  preview: string;
 }
 
 export type ConnectionState =
@@ -43,6 +52,8 @@ export type ConnectionState =
 /** A message the person sent: pending until the server answers, then sent or failed. */
 export interface Outgoing {
   localId: number;
+  /** The message it answers, when it is a reply. */
+  replyTo?: Quote;
   /** Sent with every try: the server stores the message once, however often it is retried. */
   clientMessageId: string;
   text: string;
@@ -122,12 +133,13 @@ export class Room {
   }
 
   /** Sends `text`; the outgoing message is pending until the server acknowledges it. */
-  async send(text: string, retrying?: Outgoing): Promise<void> {
+  async send(text: string, retrying?: Outgoing, replyTo?: Quote): Promise<void> {
     const message: Outgoing = retrying ?? {
       localId: nextLocalId++,
       clientMessageId: newClientMessageId(),
       text,
       state: "pending",
+      ...(replyTo ? { replyTo } : {}),
     };
     message.state = "pending";
     delete message.reason;
@@ -135,7 +147,14 @@ export class Room {
     this.events.outgoing(message);
     try {
       const response = await this.client.sendMessage(
-        { room: this.name, user: this.user, content: text, clientMessageId: message.clientMessageId },
+        {
+          room: this.name,
+          user: this.user,
+          content: text,
+          clientMessageId: message.clientMessageId,
+          replyTo: BigInt(message.replyTo?.offset ?? "0"),
+          replyToEpoch: message.replyTo ? this.epoch : "",
+        },
         { signal: this.abort.signal, timeoutMs: SEND_TIMEOUT_MS },
       );
       message.state = "sent";
@@ -243,6 +262,9 @@ export class Room {
       time,
       offset: message.offset.toString(),
     };
+    if (message.replyTo > 0n) {
+      item.reply = { offset: message.replyTo.toString(), user: message.replyAuthor, preview: message.replyPreview };
+    }
     for (const [localId, outgoing] of this.outgoing) {
       if (outgoing.id === message.id) {
         this.outgoing.delete(localId);

@@ -131,6 +131,54 @@ describe("sending", () => {
   });
 });
 
+describe("replies", () => {
+  test("a reply shows what it answers, for everyone and after a reload", async () => {
+    const server = await Server.start();
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "release" });
+      await live(alice);
+      const bob = await person(browser, server.pageUrl, { name: "bob", rooms: "release" });
+      await live(bob);
+      await say(alice, "Which release has the fix?");
+      await seesMessage(bob, "Which release has the fix?");
+      const asked = bob.locator(".log .message", { hasText: "Which release has the fix?" });
+      await asked.hover();
+      await asked.getByRole("button", { name: "Reply to alice" }).click();
+      await bob.locator(".replying .quote", { hasText: "Which release has the fix?" }).waitFor();
+      await say(bob, "1.4, out since Monday");
+      await bob.locator(".replying").waitFor({ state: "hidden" });
+      for (const page of [alice, bob]) {
+        const answer = page.locator(".log .message", { hasText: "1.4, out since Monday" });
+        await answer.waitFor({ timeout: PATIENCE_MS });
+        assert.equal(await answer.locator(".quote-author").textContent(), "alice");
+        assert.equal(await answer.locator(".quote-text").textContent(), "Which release has the fix?");
+      }
+      // Markup in a quote is text, as in a message.
+      await say(alice, "<b>bold?</b>");
+      await seesMessage(bob, "<b>bold?</b>");
+      const markup = bob.locator(".log .message", { hasText: "<b>bold?</b>" });
+      await markup.hover();
+      await markup.getByRole("button", { name: "Reply to alice" }).click();
+      await say(bob, "no");
+      const quoted = alice.locator(".log .message", { hasText: "no" }).locator(".quote-text");
+      await quoted.waitFor({ timeout: PATIENCE_MS });
+      assert.equal(await quoted.textContent(), "<b>bold?</b>");
+      assert.equal(await alice.locator(".log .quote b").count(), 0);
+      await alice.screenshot({ path: join(screenshots, "replies.png"), animations: "disabled" });
+      // A reload replays the room: the reply still shows what it answers.
+      await alice.reload();
+      await live(alice);
+      const again = alice.locator(".log .message", { hasText: "1.4, out since Monday" }).locator(".quote-text");
+      assert.equal(await again.textContent(), "Which release has the fix?");
+      assert.deepEqual([...alice.problems, ...bob.problems], []);
+      await alice.context().close();
+      await bob.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("direct conversations", () => {
   test("two people open their direct room from either side and talk in it", async () => {
     const server = await Server.start();

@@ -129,6 +129,7 @@ impl Appender {
                 lamport: merge_clock(next.lamport, draft.sender_clock)?,
                 timestamp,
                 traceparent: draft.traceparent.as_deref(),
+                reply: draft.reply.as_ref(),
             });
             match self.publish(&event, next.expected).await {
                 Published::Stored(sequence) => {

@@ -11,7 +11,7 @@ use crate::{
     chat_message::MessageFrame,
     event::{Event, EventParts},
     proto::{Message, MessageType},
-    room::{Epoch, EventKind, RoomName, UserName},
+    room::{Epoch, EventKind, Reply, RoomName, UserName},
 };
 
 /// The room offset of a stored message.
@@ -94,6 +94,15 @@ pub(super) fn decode(
         .and_then(|timestamp| SystemTime::try_from(timestamp).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let traceparent = (!message.traceparent.is_empty()).then_some(message.traceparent.as_str());
+    let reply = match message.reply_to {
+        0 => None,
+        offset => Some(Reply {
+            offset,
+            author: UserName::parse("reply_author", &message.reply_author)
+                .map_err(|error| error.to_string())?,
+            preview: message.reply_preview.as_str().into(),
+        }),
+    };
     // The stored bytes are what the gRPC doors send: kept, not encoded again.
     let parts = EventParts {
         id,
@@ -106,6 +115,7 @@ pub(super) fn decode(
         lamport: at.lamport,
         timestamp,
         traceparent,
+        reply: reply.as_ref(),
     };
     Ok(Arc::new(MessageFrame::stored_event(parts, payload)))
 }

@@ -332,10 +332,10 @@ fn spawn_grpc_publishers(
                     let room = room_of(publisher, seq, messages, rooms);
                     let prefix = header(publisher, seq);
                     let request = SendMessageRequest {
-                        client_message_id: String::new(),
                         user: format!("publisher-{publisher}"),
                         content: padded(&prefix, size),
                         room: format!("bench-{room}"),
+                        ..SendMessageRequest::default()
                     };
                     let sent = Instant::now();
                     match client.send_message(request).await {

@@ -84,10 +84,10 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<Report> {
         .map(|i| {
             let mut client = ChatServiceClient::new(channels[i % channels.len()].clone());
             let request = SendMessageRequest {
-                client_message_id: String::new(),
                 user: "bench".into(),
                 content: content.clone(),
                 room: room_name(i % args.rooms),
+                ..SendMessageRequest::default()
             };
             let last = &last_offsets[i % args.rooms];
             async move {

@@ -19,10 +19,10 @@ pub async fn run(args: UnaryArgs) -> anyhow::Result<Report> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let request = SendMessageRequest {
-        client_message_id: String::new(),
         user: "bench".into(),
         content: padded("unary", args.size),
         room: "bench-unary".into(),
+        ..SendMessageRequest::default()
     };
     let workers: Vec<_> = (0..args.concurrency)
         .map(|i| {

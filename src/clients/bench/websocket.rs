@@ -67,7 +67,7 @@ async fn open(request: &Request) -> anyhow::Result<Socket> {
 
 /// The room frame from `author` saying `content`.
 fn text(author: &str, content: &str) -> Message {
-    Message::Text(Utf8Bytes::from(TextFrame::encode(author, content)))
+    Message::Text(Utf8Bytes::from(TextFrame::encode(author, content, None)))
 }
 
 /// Sends warm-up frames to every room (one socket each) until `done` is cancelled.
