@@ -109,8 +109,9 @@ impl Kit {
         draft.sender_clock = said.clock;
         draft.id = said.key.map(|key| key.event_id(room, &draft.user));
         if let Some(target) = said.reply_to {
-            // Quoted from the log, never from the client: a reply cannot misquote anyone.
-            let answered = self.hub.message_at(caller, room, target).await?;
+            // Quoted from the log, never from the client: a reply cannot misquote anyone. Boxed:
+            // held inline, the read's state would enlarge every idle door task that can publish.
+            let answered = Box::pin(self.hub.message_at(caller, room, target)).await?;
             draft.reply = Some(Reply::quoting(
                 answered.offset,
                 answered.user.clone(),

@@ -387,7 +387,8 @@ async fn publish(
             ("ReplyToEpoch", &frame.reply_to_epoch),
         )?,
     };
-    state.kit.say(caller, room, said).await.map(drop)
+    // Boxed: held inline, a publish's state would be part of every idle socket's task.
+    Box::pin(state.kit.say(caller, room, said)).await.map(drop)
 }
 
 pin_project_lite::pin_project! {
