@@ -49,6 +49,17 @@ pub async fn message_at(
         }
         None => {}
     }
+    // The feed may start at the end, where it would wait for the next append: past the last
+    // message is out of range here (the feed opened the room, so its summary is current).
+    let last = broker.room(room).await?.last_offset;
+    if offset > last {
+        return Err(ChatError::OffsetOutOfRange {
+            field: Some(field.into()),
+            room: room.to_string(),
+            requested: offset,
+            next: last + 1,
+        });
+    }
     match feed.events.next().await {
         Some(Ok(Delivery::Event(event))) if event.offset == offset => match event.kind {
             EventKind::Chat => Ok(event),

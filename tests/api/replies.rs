@@ -152,6 +152,12 @@ async fn a_reply_to_what_cannot_be_answered_is_refused_with_why() {
             Code::OutOfRange,
             "reply_to",
         ),
+        // The next offset: nothing there yet, and nothing to wait for.
+        (
+            reply("general", "Bob", "x", first.offset + 1, ""),
+            Code::OutOfRange,
+            "reply_to",
+        ),
         (
             reply("general", "Bob", "x", first.offset, "another1"),
             Code::FailedPrecondition,
@@ -174,6 +180,9 @@ async fn a_reply_to_what_cannot_be_answered_is_refused_with_why() {
         ),
     ];
     for (request, code, phrase) in cases {
+        // A refusal is prompt: a reply that waited for its target would miss this deadline.
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(PATIENCE);
         let status = client.send_message(request).await.unwrap_err();
         assert_status(&status, code, &[phrase]);
     }

@@ -8,7 +8,9 @@
 //!   it missed and where history resumes (never a silent skip, never a repeat);
 //! * a saved position resumes exactly where it was, with a gap notice if part of it left history
 //!   and a reset notice (the new epoch, from the oldest message) if the log it belongs to is gone;
-//! * a log that is lost (dropped room, restart of a non-durable engine) comes back in a new epoch.
+//! * a log that is lost (dropped room, restart of a non-durable engine) comes back in a new epoch;
+//! * a reply quotes the message it answers while that is in history, and every reader gets the
+//!   quote with it; a reply to what left history or is not there yet is refused.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -18,7 +20,7 @@ use grpc_chat::{
     broker::{Broker, Delivery, Feed, FeedError, Gap, Opening, Reset},
     config::ServeConfig,
     error::ChatError,
-    room::{Epoch, RoomName, StartAt},
+    room::{Epoch, Reply, RoomName, StartAt},
 };
 use proptest::{
     prelude::*,
@@ -49,6 +51,8 @@ enum Start {
 #[derive(Debug, Clone)]
 enum Op {
     Publish(usize),
+    /// Answer the message at this offset of the room.
+    Reply(usize, u64),
     Subscribe(usize, Start),
     /// Read up to this many of what a reader has waiting.
     Read(Index, usize),
@@ -68,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         6 => (0..ROOMS).prop_map(Op::Publish),
+        2 => (0..ROOMS, 1..15u64).prop_map(|(room, offset)| Op::Reply(room, offset)),
         3 => (0..ROOMS, start).prop_map(|(room, start)| Op::Subscribe(room, start)),
         4 => (any::<Index>(), 1..10usize).prop_map(|(reader, n)| Op::Read(reader, n)),
         2 => any::<Index>().prop_map(Op::Disconnect),
@@ -116,12 +121,30 @@ macro_rules! ensure {
     };
 }
 
+/// Separates a reply's content from its quote where the model writes both as one.
+const QUOTE: &str = "\u{1}re ";
+
+/// What a reader should see of `event`: its content, and a reply's quote.
+fn shown(event: &grpc_chat::event::Event) -> String {
+    match event.reply() {
+        None => event.content().to_owned(),
+        Some(reply) => format!(
+            "{}{QUOTE}{} {}: {}",
+            event.content(),
+            reply.offset,
+            reply.author,
+            reply.preview
+        ),
+    }
+}
+
 /// One log of a room as the model holds it.
 struct Log {
     /// Which of the room's logs this is; the engine's epoch for it once seen.
     generation: u32,
     epoch: Option<Epoch>,
-    /// Everything ever appended, by offset - 1.
+    /// Everything ever appended, by offset - 1: its content, and for a reply [`QUOTE`] and
+    /// what it quotes.
     contents: Vec<String>,
 }
 
@@ -229,6 +252,7 @@ impl<E: Engine> Model<E> {
     async fn apply(&mut self, op: Op) -> Result<(), String> {
         match op {
             Op::Publish(room) => self.publish(room).await,
+            Op::Reply(room, offset) => self.reply(room, offset).await,
             Op::Subscribe(room, start) => self.subscribe(room, start).await,
             Op::Read(reader, n) => {
                 if self.readers.is_empty() {
@@ -296,6 +320,59 @@ impl<E: Engine> Model<E> {
         );
         log.contents.push(content);
         self.check_epoch(room, &event.epoch)
+    }
+
+    async fn reply(&mut self, room: usize, offset: u64) -> Result<(), String> {
+        let name = self.names[room].clone();
+        let found = rules::message_at(&*self.broker(), &name, "reply_to", offset, None).await;
+        let expected = self.logs[room]
+            .as_ref()
+            .map(|log| (log.first(), log.next()));
+        match (found, expected) {
+            (Err(ChatError::FailedPrecondition(_)), None) => Ok(()),
+            (Err(ChatError::OffsetOutOfRange { next, .. }), Some((_, expected)))
+                if offset >= expected =>
+            {
+                ensure!(
+                    next == expected,
+                    "reply to {offset}: next {next}, not {expected}"
+                );
+                Ok(())
+            }
+            (Err(ChatError::FailedPrecondition(_)), Some((first, _))) if offset < first => Ok(()),
+            (Ok(answered), Some((first, next))) if (first..next).contains(&offset) => {
+                let log = self.logs[room].as_ref().expect("held");
+                let wanted = log.contents[(offset - 1) as usize].clone();
+                let plain = wanted.split(QUOTE).next().expect("split yields one");
+                ensure!(
+                    answered.offset == offset && answered.content() == plain,
+                    "reply to {offset} found {} {:?}, not {plain:?}",
+                    answered.offset,
+                    answered.content()
+                );
+                self.published += 1;
+                let content = format!("reply {}", self.published);
+                let mut draft = suite::say("Alice", &content);
+                draft.reply = Some(Reply::quoting(offset, answered.user.clone(), plain));
+                let event = self
+                    .broker()
+                    .publish(&name, draft)
+                    .await
+                    .map_err(|error| format!("publish a reply: {error}"))?;
+                let log = self.log(room);
+                ensure!(
+                    event.offset == log.next(),
+                    "a reply acked at {}",
+                    event.offset
+                );
+                log.contents.push(shown(&event));
+                self.check_epoch(room, &event.epoch)
+            }
+            (actual, expected) => Err(format!(
+                "reply to {offset}: {:?} where the log holds {expected:?} (first, next)",
+                actual.map(|event| event.offset)
+            )),
+        }
     }
 
     async fn subscribe(&mut self, room: usize, start: Start) -> Result<(), String> {
@@ -452,10 +529,10 @@ impl<E: Engine> Model<E> {
             match item {
                 Some(Ok(Delivery::Event(event))) => {
                     ensure!(
-                        event.offset == expected_next && event.content() == wanted,
+                        event.offset == expected_next && shown(&event) == wanted,
                         "got offset {} {:?}, expected {expected_next} {wanted:?}",
                         event.offset,
-                        event.content()
+                        shown(&event)
                     );
                     reader.next += 1;
                 }
