@@ -449,3 +449,52 @@ async fn a_send_retried_on_another_replica_or_after_a_restart_is_stored_once() {
     let last = send(again.addr, send_request("general", "Bob", "last")).await;
     assert_eq!(last.offset, first.offset + 2, "one message per send");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_quotes_a_message_sent_through_another_replica_and_both_deliver_it() {
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut on_a = subscribe_on(&mut connect(a.addr).await, live("general")).await;
+    let question = connect(b.addr)
+        .await
+        .send_message(send_request("general", "Alice", "who is on call?"))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = connect(a.addr)
+        .await
+        .send_message(grpc_chat::proto::SendMessageRequest {
+            reply_to: question.offset,
+            reply_to_epoch: question.epoch.clone(),
+            ..send_request("general", "Bob", "I am")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.offset, question.offset + 1);
+    let mut on_b = subscribe_on(
+        &mut connect(b.addr).await,
+        SubscribeRequest {
+            from_offset: answer.offset,
+            ..live("general")
+        },
+    )
+    .await;
+    let live_copy = loop {
+        let message = next(&mut on_a).await;
+        if message.content == "I am" {
+            break message;
+        }
+    };
+    let replayed = next(&mut on_b).await;
+    for message in [live_copy, replayed] {
+        assert_eq!(
+            (
+                message.reply_to,
+                message.reply_author.as_str(),
+                message.reply_preview.as_str()
+            ),
+            (question.offset, "Alice", "who is on call?")
+        );
+    }
+}
