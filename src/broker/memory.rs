@@ -444,6 +444,21 @@ impl Broker for MemoryBroker {
         std::future::ready(Ok(self.summary(room))).boxed()
     }
 
+    fn room_names<'a>(
+        &'a self,
+        after: Option<&'a RoomName>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RoomName>, ChatError>> {
+        let mut names: Vec<RoomName> = lock(&self.inner.rooms)
+            .keys()
+            .filter(|name| after.is_none_or(|after| *name > after))
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        names.truncate(limit);
+        std::future::ready(Ok(names)).boxed()
+    }
+
     fn holds(&self, room: &RoomName) -> bool {
         self.held(room).is_some()
     }

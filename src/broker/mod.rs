@@ -193,6 +193,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Who is in `room` now and which positions its log holds.
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>>;
 
+    /// The names of the rooms that exist, in name order, after `after`, at most `limit` of them
+    /// (an engine in another process: every room with a log there, held here or not).
+    fn room_names<'a>(
+        &'a self,
+        after: Option<&'a RoomName>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RoomName>, ChatError>>;
+
     /// Whether `room` is open here now, so that using it opens nothing (an engine in another
     /// process: whether this replica follows it); cheap.
     fn holds(&self, room: &RoomName) -> bool;

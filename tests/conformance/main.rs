@@ -39,6 +39,7 @@ macro_rules! conform {
                 an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position,
                 a_session_whose_join_is_not_stored_is_not_present,
                 a_message_is_found_by_its_offset_and_a_reply_keeps_its_quote,
+                the_rooms_that_exist_are_listed_by_name_in_pages,
             );
 
             #[test]

@@ -963,3 +963,30 @@ pub async fn a_message_is_found_by_its_offset_and_a_reply_keeps_its_quote<E: Eng
     );
     engine.close().await;
 }
+
+pub async fn the_rooms_that_exist_are_listed_by_name_in_pages<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let names = ["b", "a", "c.d", "a_x", "a.b"];
+    for name in names {
+        publish(&*broker, &room(name), "hello").await;
+    }
+    let listed = |after: Option<&str>, limit| {
+        let broker = Arc::clone(&broker);
+        let after = after.map(room);
+        async move {
+            broker
+                .room_names(after.as_ref(), limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(None, 10).await, ["a", "a.b", "a_x", "b", "c.d"]);
+    assert_eq!(listed(None, 2).await, ["a", "a.b"]);
+    assert_eq!(listed(Some("a.b"), 2).await, ["a_x", "b"]);
+    assert_eq!(listed(Some("c.d"), 2).await, Vec::<String>::new());
+    engine.close().await;
+}

@@ -127,6 +127,18 @@ impl Broker for FailingBroker {
         self.inner.release(lease)
     }
 
+    fn room_names<'a>(
+        &'a self,
+        after: Option<&'a RoomName>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RoomName>, ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.room_names(after, limit).await
+        }
+        .boxed()
+    }
+
     fn holds(&self, room: &RoomName) -> bool {
         self.inner.holds(room)
     }

@@ -508,6 +508,25 @@ impl NatsBroker {
         })
     }
 
+    /// [`Broker::room_names`]: the rooms bucket has a key per room whose log exists.
+    async fn names_of_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> Result<Vec<RoomName>, ChatError> {
+        let connected = self.connected().await?;
+        let mut keys = connected.rooms.keys().await.map_err(unavailable)?;
+        let mut names = Vec::new();
+        while let Some(key) = futures_util::StreamExt::next(&mut keys).await {
+            let key = key.map_err(unavailable)?;
+            let name = subject::room_of(&key).filter(|name| after.is_none_or(|after| name > after));
+            names.extend(name);
+        }
+        names.sort_unstable();
+        names.truncate(limit);
+        Ok(names)
+    }
+
     async fn summary(&self, name: &RoomName) -> Result<RoomSummary, ChatError> {
         let connected = self.connected().await?;
         let timeout = self.inner.config.options.nats_request_timeout;
@@ -827,6 +846,14 @@ impl Broker for NatsBroker {
 
     fn room<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RoomSummary, ChatError>> {
         self.summary(room).boxed()
+    }
+
+    fn room_names<'a>(
+        &'a self,
+        after: Option<&'a RoomName>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RoomName>, ChatError>> {
+        self.names_of_rooms(after, limit).boxed()
     }
 
     fn holds(&self, room: &RoomName) -> bool {
