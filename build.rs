@@ -113,6 +113,13 @@ const RPCS: &[Rpc] = &[
         "crate::proto::DirectRoomResponse",
     ),
     rpc(
+        CHAT,
+        "ListRooms",
+        Kind::Unary,
+        "crate::proto::ListRoomsRequest",
+        "crate::proto::RoomDirectory",
+    ),
+    rpc(
         CHITTY,
         "Broadcast",
         Kind::BidiStream,

@@ -13,7 +13,7 @@
 
 use crate::{
     auth::{Caller, grants::Capability},
-    broker::Entry,
+    broker::{Entry, RoomSummary},
     error::ChatError,
     event::Receipt,
     hub::{Hub, Participant, Subscription},
@@ -46,6 +46,20 @@ pub struct Said {
     pub key: Option<SendKey>,
     /// The message it answers, when it is a reply.
     pub reply_to: Option<ReplyTo>,
+}
+
+/// Rooms a directory page has when the client does not say.
+pub(crate) const DIRECTORY_PAGE: usize = 50;
+/// Most rooms a directory page may have.
+pub(crate) const MAX_DIRECTORY_PAGE: usize = 100;
+
+/// A page of the room directory.
+#[derive(Debug)]
+pub struct Directory {
+    /// The rooms, in name order, with what the engine knows of each.
+    pub rooms: Vec<(RoomName, RoomSummary)>,
+    /// Where the next page starts; `None` when every room was listed.
+    pub next: Option<RoomName>,
 }
 
 /// Who a subscription announces in its room.
@@ -132,6 +146,41 @@ impl Kit {
         let me = caller.direct_name(user_field, user)?;
         let peer = UserName::parse(peer_field, peer)?;
         Ok(RoomName::direct(&me, &peer))
+    }
+
+    /// A page of the room directory for `caller`, from a door's fields: the name it acts as for
+    /// its direct rooms (`user`: empty means the token's user, or none without a token), the page
+    /// size (0: [`DIRECTORY_PAGE`], at most [`MAX_DIRECTORY_PAGE`]) and the previous page's token.
+    pub async fn directory(
+        &self,
+        caller: &Caller,
+        (user_field, user): (&str, &str),
+        (size_field, size): (&str, u32),
+        (token_field, token): (&str, &str),
+    ) -> Result<Directory, ChatError> {
+        let user = match (user.is_empty(), caller.user()) {
+            (true, own) => own.cloned(),
+            (false, _) => Some(caller.name(user_field, user)?),
+        };
+        let size = match size as usize {
+            0 => DIRECTORY_PAGE,
+            size if size > MAX_DIRECTORY_PAGE => {
+                return Err(ChatError::invalid(
+                    size_field,
+                    format!("must be at most {MAX_DIRECTORY_PAGE} (got {size})"),
+                ));
+            }
+            size => size,
+        };
+        let after = match token {
+            "" => None,
+            token => Some(RoomName::parse(token_field, token)?),
+        };
+        let (rooms, next) = self
+            .hub
+            .directory(caller, user.as_ref(), after, size)
+            .await?;
+        Ok(Directory { rooms, next })
     }
 
     /// Subscribes `caller` (coming through `door`) to `room` from `start`, announcing whom

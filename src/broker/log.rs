@@ -345,6 +345,14 @@ impl RoomLog {
     }
 
     /// What it holds now.
+    /// When its newest event held was appended; `None` when it holds none.
+    pub(crate) fn last_appended(&self) -> Option<SystemTime> {
+        read(&self.state)
+            .entries
+            .back()
+            .map(|entry| entry.event.timestamp)
+    }
+
     pub(crate) fn held(&self) -> Held {
         self.held_in(&read(&self.state))
     }

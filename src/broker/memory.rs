@@ -384,6 +384,7 @@ impl MemoryBroker {
             epoch: Some(room.log.epoch().clone()),
             first_offset: held.offsets.0,
             last_offset: held.offsets.1,
+            last_activity: room.log.last_appended(),
             members,
         }
     }

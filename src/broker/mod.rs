@@ -129,6 +129,8 @@ pub struct RoomSummary {
     pub first_offset: u64,
     /// See `first_offset`.
     pub last_offset: u64,
+    /// When its newest message was appended; `None` when it holds none.
+    pub last_activity: Option<std::time::SystemTime>,
     /// Named participants present and their sessions, by name.
     pub members: Vec<(UserName, u32)>,
 }

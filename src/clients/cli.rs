@@ -4,7 +4,7 @@ use std::{
     io::{self, Write},
     path::PathBuf,
     process::ExitCode,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, bail};
@@ -19,8 +19,8 @@ use tonic_health::pb::{
 use grpc_chat::{
     config::ServeConfig,
     proto::{
-        DirectRoomRequest, GetRoomRequest, Message, MessageType, MetricsRequest, Notice,
-        SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient,
+        DirectRoomRequest, GetRoomRequest, ListRoomsRequest, Message, MessageType, MetricsRequest,
+        Notice, SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient,
     },
 };
 
@@ -56,6 +56,8 @@ pub enum Command {
     Room(RoomArgs),
     /// Print the name of your direct room with another user (use it as any room's name).
     Direct(DirectArgs),
+    /// List the rooms you may read, with who is there and when each was last written to.
+    Rooms(RoomsArgs),
     /// Mint an HS256 token for trying auth out, signed with the server's HMAC secret.
     Token(TokenArgs),
     /// Load-test a server speaking chat.ChatService.
@@ -176,6 +178,19 @@ pub struct DirectArgs {
     peer: String,
 }
 
+/// Arguments of `rooms`.
+#[derive(Debug, Args)]
+pub struct RoomsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Who you are, for your direct rooms (with a token: empty, or the token's user).
+    #[arg(long, short, default_value = "")]
+    user: String,
+    /// Rooms per request (1 to 100); every page is printed.
+    #[arg(long, default_value_t = 50)]
+    page_size: u32,
+}
+
 /// Arguments of `chat`.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -250,6 +265,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health(args).await,
         Command::Room(args) => room(args).await,
         Command::Direct(args) => direct(args).await,
+        Command::Rooms(args) => rooms(args).await,
         Command::Token(args) => say!("{}", client::mint(&args)?).map_err(Into::into),
         Command::Bench(scenario) => crate::clients::bench::run(scenario).await,
     }
@@ -363,6 +379,38 @@ async fn direct(args: DirectArgs) -> anyhow::Result<()> {
     let response = args.target.chat().await?.direct_room(request).await?;
     say!("{}", response.into_inner().room)?;
     Ok(())
+}
+
+async fn rooms(args: RoomsArgs) -> anyhow::Result<()> {
+    let mut client = args.target.chat().await?;
+    let mut page_token = String::new();
+    loop {
+        let request = ListRoomsRequest {
+            page_size: args.page_size,
+            page_token,
+            user: args.user.clone(),
+        };
+        let page = client.list_rooms(request).await?.into_inner();
+        for room in &page.rooms {
+            let last = room
+                .last_activity
+                .and_then(|time| SystemTime::try_from(time).ok())
+                .map(|time| humantime::format_rfc3339_seconds(time).to_string())
+                .unwrap_or_else(|| "never".into());
+            let plural = if room.members == 1 { "" } else { "s" };
+            say!(
+                "{}: {} member{plural} here, last offset {} (epoch {}), last message {last}",
+                room.room,
+                room.members,
+                room.last_offset,
+                room.epoch
+            )?;
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 async fn room(args: RoomArgs) -> anyhow::Result<()> {

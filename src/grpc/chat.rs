@@ -23,9 +23,9 @@ use crate::{
     hub::Delivery,
     monitoring::{FrontDoor, Monitoring},
     proto::{
-        DirectRoomRequest, DirectRoomResponse, GetRoomRequest, Message, MetricsRequest, RoomState,
-        SendMessageRequest, SendMessageResponse, SubscribeRequest, UploadResponse,
-        chat_service_server::ChatService,
+        DirectRoomRequest, DirectRoomResponse, GetRoomRequest, ListRoomsRequest, Message,
+        MetricsRequest, RoomDirectory, RoomState, SendMessageRequest, SendMessageResponse,
+        SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
     room::{ReplyTo, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, Step},
@@ -265,6 +265,24 @@ impl ChatService for ChatApi {
         Ok(Response::new(DirectRoomResponse {
             room: room.as_str().to_owned(),
         }))
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<ListRoomsRequest>,
+    ) -> Result<Response<RoomDirectory>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let directory = self
+            .kit
+            .directory(
+                &caller,
+                ("user", &request.user),
+                ("page_size", request.page_size),
+                ("page_token", &request.page_token),
+            )
+            .await?;
+        Ok(Response::new(convert::room_directory(directory)))
     }
 
     type StreamMetricsStream = ResponseStream<Encoded>;

@@ -5,10 +5,10 @@ use std::time::SystemTime;
 use crate::{
     auth::Caller,
     broker::{Opening, Reset, RoomSummary},
-    door::Said,
+    door::{Directory, Said},
     error::ChatError,
     hub::Position,
-    proto::{Member, Message, MessageType, Notice, RoomState},
+    proto::{Member, Message, MessageType, Notice, RoomDirectory, RoomListing, RoomState},
     room::{Epoch, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt, UserName},
     shutdown::Ending,
 };
@@ -179,6 +179,31 @@ pub fn closing_notice(room: &RoomName, position: &Position, ending: Ending) -> M
                 position.epoch
             ),
         )
+    }
+}
+
+/// What `ListRooms` answers for `directory`.
+pub fn room_directory(directory: Directory) -> RoomDirectory {
+    RoomDirectory {
+        rooms: directory
+            .rooms
+            .into_iter()
+            .map(|(room, summary)| RoomListing {
+                room: room.to_string(),
+                members: u32::try_from(summary.members.len()).unwrap_or(u32::MAX),
+                epoch: summary
+                    .epoch
+                    .as_ref()
+                    .map(Epoch::to_string)
+                    .unwrap_or_default(),
+                last_offset: summary.last_offset,
+                last_activity: summary.last_activity.map(Into::into),
+            })
+            .collect(),
+        next_page_token: directory
+            .next
+            .map(|room| room.to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -28,8 +28,11 @@ use tokio_util::task::TaskTracker;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use crate::broker::Delivery;
+
+/// Most room names one directory page looks at, whatever the caller may read of them.
+pub const DIRECTORY_SCAN: usize = 1000;
 use crate::{
-    auth::{Caller, Places},
+    auth::{Caller, Places, grants::Capability},
     broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
     error::ChatError,
     event::{Event, Receipt},
@@ -140,6 +143,51 @@ impl Hub {
             .publish_seconds
             .record(started.elapsed().as_secs_f64());
         Ok(receipt)
+    }
+
+    /// A page of the rooms `caller` may read, acting as `user` for direct rooms: at most `size`
+    /// rooms after `after`, in name order, with their summaries, and where the next page starts
+    /// (`None` when none is left). At most [`DIRECTORY_SCAN`] names are looked at per page, so a
+    /// page may come back short with a next page to ask for.
+    pub async fn directory(
+        &self,
+        caller: &Caller,
+        user: Option<&UserName>,
+        after: Option<RoomName>,
+        size: usize,
+    ) -> Result<(Vec<(RoomName, RoomSummary)>, Option<RoomName>), ChatError> {
+        let broker = &self.inner.broker;
+        let (mut listed, mut cursor, mut scanned) = (Vec::new(), after, 0);
+        let visible = |room: &RoomName| {
+            caller.may(room, Capability::Subscribe)
+                && (!room.is_direct() || user.is_some_and(|user| room.is_direct_member(user)))
+        };
+        'pages: loop {
+            let names = broker.room_names(cursor.as_ref(), size).await?;
+            if names.is_empty() {
+                cursor = None;
+                break;
+            }
+            for name in names {
+                scanned += 1;
+                cursor = Some(name.clone());
+                if visible(&name) {
+                    listed.push(name);
+                    if listed.len() == size {
+                        break 'pages;
+                    }
+                }
+            }
+            if scanned >= DIRECTORY_SCAN {
+                break;
+            }
+        }
+        let mut rooms = Vec::with_capacity(listed.len());
+        for name in listed {
+            let summary = broker.room(&name).await?;
+            rooms.push((name, summary));
+        }
+        Ok((rooms, cursor))
     }
 
     /// The chat message `target` names in `room`, which `caller` acts on (see

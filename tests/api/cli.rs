@@ -517,3 +517,24 @@ fn send_replies_and_subscribe_shows_what_a_reply_answers() {
     assert_ne!(code, 0);
     assert!(stderr.contains("reply_to"), "{stderr}");
 }
+
+#[test]
+fn rooms_lists_every_page_of_the_directory() {
+    let server = ServerProcess::start(&[]);
+    let url = server.url();
+    for room in ["general", "random", "support"] {
+        let (code, _, stderr) = cli(&["send", "--addr", &url, "-r", room, "-u", "alice", "hi"]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (code, stdout, stderr) = cli(&["rooms", "--addr", &url, "--page-size", "2"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (line, room) in lines.iter().zip(["general", "random", "support"]) {
+        assert!(
+            line.starts_with(&format!("{room}: 0 members here, last offset 1 (epoch ")),
+            "{line}"
+        );
+        assert!(!line.ends_with("last message never"), "{line}");
+    }
+}

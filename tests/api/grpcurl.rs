@@ -39,6 +39,7 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
         "rpc Chat ( stream .chat.Message ) returns ( stream .chat.Message );",
         "rpc GetRoom ( .chat.GetRoomRequest ) returns ( .chat.RoomState );",
         "rpc DirectRoom ( .chat.DirectRoomRequest ) returns ( .chat.DirectRoomResponse );",
+        "rpc ListRooms ( .chat.ListRoomsRequest ) returns ( .chat.RoomDirectory );",
     ] {
         assert!(description.contains(rpc), "{rpc} not in {description}");
     }

@@ -13,6 +13,7 @@ mod chat;
 mod chitty;
 mod cli;
 mod direct;
+mod directory;
 mod engine_failure;
 mod epochs;
 mod go_client;

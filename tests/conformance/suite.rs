@@ -632,6 +632,7 @@ pub async fn who_is_here_lists_members_sessions_and_positions<E: Engine>() {
             epoch: epoch.clone(),
             first_offset: 1,
             last_offset: 5,
+            last_activity: summary.last_activity,
             members: vec![(alice.clone(), 2), (bob.clone(), 1)],
         }
     );
@@ -988,5 +989,12 @@ pub async fn the_rooms_that_exist_are_listed_by_name_in_pages<E: Engine>() {
     assert_eq!(listed(None, 2).await, ["a", "a.b"]);
     assert_eq!(listed(Some("a.b"), 2).await, ["a_x", "b"]);
     assert_eq!(listed(Some("c.d"), 2).await, Vec::<String>::new());
+    // Each knows when it was last written to.
+    let before = std::time::SystemTime::now() - Duration::from_secs(60);
+    let last = broker.room(&room("b")).await.unwrap().last_activity;
+    assert!(last.is_some_and(|last| last > before), "{last:?}");
+    let quiet = room("quiet");
+    let _reader = subscribe(&*broker, &quiet, StartAt::Live).await;
+    assert_eq!(broker.room(&quiet).await.unwrap().last_activity, None);
     engine.close().await;
 }

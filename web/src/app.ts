@@ -3,7 +3,8 @@
 // page is hidden, in the tab title.
 
 import { ConnectError, type Client } from "@connectrpc/connect";
-import type { ChatService } from "../gen/chat_pb.js";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { ChatService, RoomListing } from "../gen/chat_pb.js";
 import { h, setChildren } from "./dom.js";
 import { Room, type ConnectionState, type Item, type Outgoing, type Quote } from "./room.js";
 import {
@@ -29,6 +30,9 @@ function savedPeers(): Record<string, string> {
     return {};
   }
 }
+
+/** Rooms the directory asks for at a time. */
+const DIRECTORY_PAGE = 50;
 
 /** Consecutive messages of one person this close together share one name line. */
 const GROUPING_MS = 5 * 60_000;
@@ -86,6 +90,7 @@ export class ChatApp {
     spellcheck: "false",
   });
   private readonly directError = h("p.field-error", { role: "alert" });
+  private readonly findButton = h("button.link.find-rooms", { type: "button" }, "Find rooms");
   /** The other member of each direct room this browser opened, by room name. */
   private readonly peers: Record<string, string> = savedPeers();
   private readonly title = h("h1.room-title");
@@ -143,7 +148,7 @@ export class ChatApp {
       h(
         "div.app",
         {},
-        h("aside.sidebar", {}, h("div.brand", {}, logo(), "grpc-chat"), this.roomList, joinForm, directForm, me),
+        h("aside.sidebar", {}, h("div.brand", {}, logo(), "grpc-chat"), this.roomList, joinForm, directForm, this.findButton, me),
         h(
           "main.conversation",
           {},
@@ -170,6 +175,7 @@ export class ChatApp {
       event.preventDefault();
       void this.openDirect(this.directInput.value.trim());
     });
+    this.findButton.addEventListener("click", () => void this.showDirectory());
     me.querySelector("button")?.addEventListener("click", () => this.signOut());
     composer.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -241,6 +247,62 @@ export class ChatApp {
     } catch (error) {
       this.directError.textContent = error instanceof ConnectError ? error.rawMessage : String(error);
     }
+  }
+
+  /** Shows the rooms this person may read, a page at a time, in place of the conversation. */
+  private async showDirectory(): Promise<void> {
+    const list = h("ul.directory-list", { "aria-label": "Rooms you can join" });
+    const more = h("button.link.more", { type: "button", hidden: true }, "More rooms");
+    const note = h("p.directory-note", { role: "status" }, "Loading…");
+    const back = h("button.link", { type: "button" }, "Back to the conversation");
+    back.addEventListener("click", () => {
+      if (this.current) this.show(this.current.room.name);
+    });
+    setChildren(
+      this.conversation,
+      h("section.directory", {}, h("div.directory-head", {}, h("h2", {}, "Rooms you can join"), back), note, list, more),
+    );
+    this.title.textContent = "Find rooms";
+    let pageToken = "";
+    const load = async (): Promise<void> => {
+      try {
+        const user = this.identity.token ? "" : this.identity.name;
+        const page = await this.client.listRooms({ pageSize: DIRECTORY_PAGE, pageToken, user });
+        for (const room of page.rooms) list.append(this.directoryEntry(room));
+        pageToken = page.nextPageToken;
+        more.hidden = pageToken === "";
+        note.textContent = list.childElementCount ? "" : "No rooms yet: join one by its name.";
+      } catch (error) {
+        note.textContent = `Could not list the rooms: ${error instanceof ConnectError ? error.rawMessage : String(error)}`;
+      }
+    };
+    more.addEventListener("click", () => void load());
+    await load();
+    back.focus();
+  }
+
+  /** One room of the directory: a button that opens it, with who is there and when it was used. */
+  private directoryEntry(room: RoomListing): HTMLElement {
+    const here = `${room.members} here`;
+    const last = room.lastActivity
+      ? `last message ${dayLabel(timestampDate(room.lastActivity))}, ${timeFormat.format(timestampDate(room.lastActivity))}`
+      : "no messages yet";
+    const open = h(
+      "button.directory-room",
+      { type: "button", "data-room": room.room },
+      h("span.room-name", {}, this.label(room.room)),
+      h("span.directory-meta", {}, `${here} · ${last}`),
+    );
+    open.addEventListener("click", () => {
+      const problem = this.rooms.has(room.room) ? null : this.roomLimitProblem();
+      if (problem) {
+        open.append(h("span.field-error", { role: "alert" }, ` ${problem}`));
+        return;
+      }
+      this.open(room.room);
+      this.show(room.room);
+    });
+    return h("li", {}, open);
   }
 
   /** How a room is called here: `@peer` for a direct room, `#name` for the others. */

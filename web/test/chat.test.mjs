@@ -179,6 +179,38 @@ describe("replies", () => {
   });
 });
 
+describe("the room directory", () => {
+  test("lists the rooms there are and opens one", async () => {
+    const server = await Server.start();
+    try {
+      for (const room of ["design", "releases", "support"]) {
+        await cli(server, ["send", "-r", room, "-u", "carol", `welcome to ${room}`]);
+      }
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "lobby" });
+      await live(alice);
+      await alice.getByRole("button", { name: "Find rooms" }).click();
+      const list = alice.getByRole("list", { name: "Rooms you can join" });
+      await list.locator(".directory-room", { hasText: "#support" }).waitFor({ timeout: PATIENCE_MS });
+      assert.deepEqual(await list.locator(".room-name").allTextContents(), [
+        "#design",
+        "#lobby",
+        "#releases",
+        "#support",
+      ]);
+      assert.match(await list.locator('[data-room="lobby"] .directory-meta').textContent(), /^1 here · /);
+      assert.match(await list.locator('[data-room="releases"] .directory-meta').textContent(), /^0 here · last message /);
+      await alice.screenshot({ path: join(screenshots, "room-directory.png"), animations: "disabled" });
+      await list.locator('[data-room="releases"]').click();
+      await alice.locator(".room-tab[aria-current] .room-name", { hasText: "#releases" }).waitFor();
+      await seesMessage(alice, "welcome to releases");
+      assert.deepEqual(alice.problems, []);
+      await alice.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("direct conversations", () => {
   test("two people open their direct room from either side and talk in it", async () => {
     const server = await Server.start();

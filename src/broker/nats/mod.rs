@@ -532,11 +532,13 @@ impl NatsBroker {
         let timeout = self.inner.config.options.nats_request_timeout;
         let key = subject::token(name);
         let subject = self.subject(&key);
-        let last = last_position(&connected, &subject, timeout).await?;
+        let last = last_stored(&connected, &subject, timeout).await?;
         let first = match &last {
             Some(_) => first_position(&connected, &subject, timeout).await?,
             None => None,
         };
+        let last_activity = last.as_ref().map(|(_, stored)| *stored);
+        let last = last.map(|(position, _)| position);
         let epoch = match &last {
             Some(last) => Some(last.epoch.clone()),
             None => epochs::for_reader(&connected.rooms, &key, false)
@@ -548,6 +550,7 @@ impl NatsBroker {
             epoch,
             first_offset: first.map_or(0, |first| first.offset),
             last_offset: last.map_or(0, |last| last.offset),
+            last_activity,
             members,
         })
     }
@@ -635,8 +638,26 @@ async fn last_position(
     subject: &str,
     timeout: Duration,
 ) -> Result<Option<wire::Position>, ChatError> {
+    Ok(last_stored(connected, subject, timeout)
+        .await?
+        .map(|(position, _)| position))
+}
+
+/// The position of the room's newest stored message and when it was stored; `None` when it
+/// holds none.
+async fn last_stored(
+    connected: &Connected,
+    subject: &str,
+    timeout: Duration,
+) -> Result<Option<(wire::Position, std::time::SystemTime)>, ChatError> {
     let last = connected.stream.get_last_raw_message_by_subject(subject);
-    stored_position(subject, tokio::time::timeout(timeout, last).await)
+    match tokio::time::timeout(timeout, last).await {
+        Ok(Ok(message)) => {
+            let stored = std::time::SystemTime::from(message.time);
+            Ok(stored_position(subject, Ok(Ok(message)))?.map(|position| (position, stored)))
+        }
+        other => stored_position(subject, other).map(|_| None),
+    }
 }
 
 /// The position of the room's oldest stored message; `None` when it holds none.
