@@ -53,6 +53,7 @@ pub mod auth;
 pub mod broker;
 mod chat_message;
 pub mod config;
+mod digest;
 mod door;
 pub mod error;
 pub mod event;

@@ -50,11 +50,7 @@ impl Asset {
         content_type: &'static str,
         [body, gzipped]: [&'static [u8]; 2],
     ) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, body);
-        let hash: String = digest.as_ref()[..6]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let hash = crate::digest::sha256_hex(&[body], 6);
         Self {
             name: format!("{stem}.{hash}.{extension}"),
             content_type,

@@ -141,14 +141,8 @@ struct DirectTag(String);
 impl DirectTag {
     /// The tag of `user`.
     fn of(user: &UserName) -> Self {
-        let mut input = b"grpc-chat direct room member\0".to_vec();
-        input.extend_from_slice(user.as_str().as_bytes());
-        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-        let hex: String = digest.as_ref()[..DIRECT_TAG_CHARS / 2]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        Self(hex)
+        let input: [&[u8]; 2] = [b"grpc-chat direct room member\0", user.as_str().as_bytes()];
+        Self(crate::digest::sha256_hex(&input, DIRECT_TAG_CHARS / 2))
     }
 }
 
@@ -357,13 +351,11 @@ pub struct Reply {
 impl Reply {
     /// A reply to the message at `offset` by `author` that says `content`.
     pub fn quoting(offset: u64, author: UserName, content: &str) -> Self {
-        let preview = match content.char_indices().nth(REPLY_PREVIEW_CHARS) {
-            None => content.into(),
-            Some((cut, _)) => {
-                let kept = content[..cut].char_indices().nth(REPLY_PREVIEW_CHARS - 1);
-                let end = kept.map_or(cut, |(at, _)| at);
-                format!("{}…", &content[..end]).into()
-            }
+        let preview = if content.chars().nth(REPLY_PREVIEW_CHARS).is_none() {
+            content.into()
+        } else {
+            let kept: String = content.chars().take(REPLY_PREVIEW_CHARS - 1).collect();
+            format!("{kept}…").into()
         };
         Self {
             offset,
@@ -562,6 +554,11 @@ mod tests {
         let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
         let room = RoomName::direct(&alice, &bob);
         assert_eq!(room, RoomName::direct(&bob, &alice));
+        // Stored rooms are named so: the name of a pair never changes.
+        assert_eq!(
+            room.as_str(),
+            "dm.9250fe54dd25cbd09105.e2b77eb029303a8292f6"
+        );
         assert_eq!(RoomName::parse("room", room.as_str()).unwrap(), room);
         assert!(room.as_str().len() <= MAX_ROOM_CHARS);
         assert!(room.is_direct());

@@ -182,6 +182,15 @@ pub fn closing_notice(room: &RoomName, position: &Position, ending: Ending) -> M
     }
 }
 
+/// The epoch of a room's log as the API writes it: empty for a room the engine does not hold.
+fn epoch_text(summary: &RoomSummary) -> String {
+    summary
+        .epoch
+        .as_ref()
+        .map(Epoch::to_string)
+        .unwrap_or_default()
+}
+
 /// What `ListRooms` answers for `directory`.
 pub fn room_directory(directory: Directory) -> RoomDirectory {
     RoomDirectory {
@@ -191,11 +200,7 @@ pub fn room_directory(directory: Directory) -> RoomDirectory {
             .map(|(room, summary)| RoomListing {
                 room: room.to_string(),
                 members: u32::try_from(summary.members.len()).unwrap_or(u32::MAX),
-                epoch: summary
-                    .epoch
-                    .as_ref()
-                    .map(Epoch::to_string)
-                    .unwrap_or_default(),
+                epoch: epoch_text(&summary),
                 last_offset: summary.last_offset,
                 last_activity: summary.last_activity.map(Into::into),
             })
@@ -211,11 +216,7 @@ pub fn room_directory(directory: Directory) -> RoomDirectory {
 pub fn room_state(room: &RoomName, summary: RoomSummary) -> RoomState {
     RoomState {
         room: room.to_string(),
-        epoch: summary
-            .epoch
-            .as_ref()
-            .map(Epoch::to_string)
-            .unwrap_or_default(),
+        epoch: epoch_text(&summary),
         first_offset: summary.first_offset,
         last_offset: summary.last_offset,
         members: summary

@@ -28,9 +28,6 @@ use tokio_util::task::TaskTracker;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use crate::broker::Delivery;
-
-/// Most room names one directory page looks at, whatever the caller may read of them.
-pub const DIRECTORY_SCAN: usize = 1000;
 use crate::{
     auth::{Caller, Places, grants::Capability},
     broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
@@ -40,6 +37,9 @@ use crate::{
     room::{Draft, Epoch, ReplyTo, RoomName, StartAt, UserName},
 };
 pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
+
+/// Most room names one directory page looks at, whatever the caller may read of them.
+pub const DIRECTORY_SCAN: usize = 1000;
 
 /// Handle to the rooms; cheap to clone.
 #[derive(Clone)]

@@ -2,11 +2,11 @@
 // connection; one composer for the room shown; unread counts in the room list and, while the
 // page is hidden, in the tab title.
 
-import { ConnectError, type Client } from "@connectrpc/connect";
+import type { Client } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ChatService, RoomListing } from "../gen/chat_pb.js";
 import { h, setChildren } from "./dom.js";
-import { Room, type ConnectionState, type Item, type Outgoing, type Quote } from "./room.js";
+import { Room, describe, type ConnectionState, type Item, type Outgoing, type Quote } from "./room.js";
 import {
   maxContentBytes,
   nameProblem,
@@ -245,7 +245,7 @@ export class ChatApp {
       this.open(room);
       this.show(room);
     } catch (error) {
-      this.directError.textContent = error instanceof ConnectError ? error.rawMessage : String(error);
+      this.directError.textContent = describe(error);
     }
   }
 
@@ -273,7 +273,7 @@ export class ChatApp {
         more.hidden = pageToken === "";
         note.textContent = list.childElementCount ? "" : "No rooms yet: join one by its name.";
       } catch (error) {
-        note.textContent = `Could not list the rooms: ${error instanceof ConnectError ? error.rawMessage : String(error)}`;
+        note.textContent = `Could not list the rooms: ${describe(error)}`;
       }
     };
     more.addEventListener("click", () => void load());

@@ -651,13 +651,9 @@ async fn last_stored(
     timeout: Duration,
 ) -> Result<Option<(wire::Position, std::time::SystemTime)>, ChatError> {
     let last = connected.stream.get_last_raw_message_by_subject(subject);
-    match tokio::time::timeout(timeout, last).await {
-        Ok(Ok(message)) => {
-            let stored = std::time::SystemTime::from(message.time);
-            Ok(stored_position(subject, Ok(Ok(message)))?.map(|position| (position, stored)))
-        }
-        other => stored_position(subject, other).map(|_| None),
-    }
+    stored_message(subject, tokio::time::timeout(timeout, last).await)?
+        .map(|message| Ok((position(&message)?, message.time.into())))
+        .transpose()
 }
 
 /// The position of the room's oldest stored message; `None` when it holds none.
@@ -669,21 +665,26 @@ async fn first_position(
     let first = connected
         .stream
         .get_first_raw_message_by_subject(subject, 1);
-    stored_position(subject, tokio::time::timeout(timeout, first).await)
+    stored_message(subject, tokio::time::timeout(timeout, first).await)?
+        .map(|message| position(&message))
+        .transpose()
 }
 
-/// The position a lookup of one of `subject`'s messages found, if any.
-fn stored_position(
+/// The message a lookup of one of `subject`'s messages found, if any.
+fn stored_message(
     subject: &str,
     found: Result<Result<StreamMessage, LastRawMessageError>, tokio::time::error::Elapsed>,
-) -> Result<Option<wire::Position>, ChatError> {
+) -> Result<Option<StreamMessage>, ChatError> {
     match found.map_err(|_| unavailable("NATS did not answer in time"))? {
-        Ok(message) => Ok(Some(
-            wire::position(message.sequence, &message.headers).map_err(unavailable)?,
-        )),
+        Ok(message) => Ok(Some(message)),
         Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(error) => Err(unavailable(format!("reading {subject}: {error}"))),
     }
+}
+
+/// The position a stored message's headers give.
+fn position(message: &StreamMessage) -> Result<wire::Position, ChatError> {
+    wire::position(message.sequence, &message.headers).map_err(unavailable)
 }
 
 fn storage(storage: Storage) -> StorageType {
