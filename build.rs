@@ -120,6 +120,20 @@ const RPCS: &[Rpc] = &[
         "crate::proto::RoomDirectory",
     ),
     rpc(
+        CHAT,
+        "MarkRead",
+        Kind::Unary,
+        "crate::proto::MarkReadRequest",
+        "crate::proto::ReadState",
+    ),
+    rpc(
+        CHAT,
+        "GetReadState",
+        Kind::Unary,
+        "crate::proto::GetReadStateRequest",
+        "crate::proto::ReadState",
+    ),
+    rpc(
         CHITTY,
         "Broadcast",
         Kind::BidiStream,

@@ -217,6 +217,12 @@ pub struct ServeConfig {
     #[arg(long, env = "GRPC_CHAT_SEND_IDS_PER_USER", default_value_t = 1000)]
     pub send_ids_per_user: usize,
 
+    /// Memory for read markers (one per user and room read, a few hundred bytes each): the
+    /// memory engine forgets the least recently moved beyond it; the NATS engine's bucket of
+    /// markers holds at most this much, and refuses new markers with RESOURCE_EXHAUSTED when full.
+    #[arg(long, env = "GRPC_CHAT_READ_MARKERS_BYTES", default_value = "64MiB")]
+    pub read_markers_bytes: ByteSize,
+
     /// On SIGTERM/SIGINT, how long open calls get to finish before the process exits anyway.
     #[arg(long, env = "GRPC_CHAT_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -377,6 +383,7 @@ impl ServeConfig {
             max_subscribers_per_room: self.max_subscribers_per_room,
             room_idle_ttl: self.room_idle_ttl,
             duplicate_window: self.send_window,
+            read_markers_bytes: self.read_markers_bytes.as_u64(),
             replica: format!(
                 "{}-{}",
                 self.instance_id
@@ -418,6 +425,7 @@ impl ServeConfig {
             max_rooms: self.max_rooms,
             max_subscribers_per_room: self.max_subscribers_per_room,
             room_idle_ttl: self.room_idle_ttl,
+            read_markers_bytes: to_usize(self.read_markers_bytes),
         }
     }
 }

@@ -13,12 +13,12 @@
 
 use crate::{
     auth::{Caller, grants::Capability},
-    broker::{Entry, RoomSummary},
+    broker::Entry,
     error::ChatError,
     event::Receipt,
-    hub::{Hub, Participant, Subscription},
+    hub::{Hub, Listing, MarkAt, Participant, ReadState, Reading, Subscription},
     monitoring::FrontDoor,
-    room::{Draft, Reply, ReplyTo, RoomName, SendKey, StartAt, UserName},
+    room::{Draft, Epoch, Reply, ReplyTo, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, UntilDrained},
 };
 
@@ -56,8 +56,8 @@ pub(crate) const MAX_DIRECTORY_PAGE: usize = 100;
 /// A page of the room directory.
 #[derive(Debug)]
 pub struct Directory {
-    /// The rooms, in name order, with what the engine knows of each.
-    pub rooms: Vec<(RoomName, RoomSummary)>,
+    /// The rooms, in name order, with what the engine knows of each and the caller's reading.
+    pub rooms: Vec<Listing>,
     /// Where the next page starts; `None` when every room was listed.
     pub next: Option<RoomName>,
 }
@@ -183,7 +183,88 @@ impl Kit {
         Ok(Directory { rooms, next })
     }
 
-    /// Subscribes `caller` (coming through `door`) to `room` from `start`, announcing whom
+    /// Whose read marker a call of `caller` is about: the name in the door's field `user` (as
+    /// [`Caller::name`]), or for an empty one the caller's own user.
+    fn reader(&self, caller: &Caller, (field, user): (&str, &str)) -> Result<UserName, ChatError> {
+        match (user.is_empty(), caller.user()) {
+            (true, Some(own)) => Ok(own.clone()),
+            (true, None) => Err(ChatError::invalid(
+                field,
+                "names whose read marker it is (required without a token)",
+            )),
+            (false, _) => caller.name(field, user),
+        }
+    }
+
+    /// The reading of `room` by `caller` (acting as the name in the door's field `user`), which
+    /// needs the subscribe capability there.
+    pub async fn read_state(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        user: (&str, &str),
+    ) -> Result<ReadState, ChatError> {
+        caller.authorize(room, Capability::Subscribe)?;
+        let reader = self.reader(caller, user)?;
+        self.hub.read_state(room, &reader).await
+    }
+
+    /// Moves the read marker of `caller` (acting as the name in the door's field `user`) in
+    /// `room` to the offset in the door's field `offset` (at least 1) of the log of the epoch
+    /// in `epoch` (empty: the room's current one); needs the subscribe capability there.
+    pub async fn mark_read(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        user: (&str, &str),
+        (offset_field, offset): (&'static str, u64),
+        (epoch_field, epoch): (&str, &str),
+    ) -> Result<ReadState, ChatError> {
+        if offset == 0 {
+            return Err(ChatError::invalid(
+                offset_field,
+                "must be at least 1 (the last offset read)",
+            ));
+        }
+        let at = MarkAt {
+            field: offset_field,
+            offset: Some(offset),
+            epoch: Epoch::parse(epoch_field, epoch)?,
+        };
+        self.mark(caller, room, user, at).await
+    }
+
+    /// Moves the read marker of `caller` (acting as the name in the door's field `user`) in
+    /// `room` to the room's newest message, as asked in the door's field `field` (a door whose
+    /// messages carry no offsets).
+    pub async fn mark_all_read(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        user: (&str, &str),
+        field: &'static str,
+    ) -> Result<ReadState, ChatError> {
+        let at = MarkAt {
+            field,
+            offset: None,
+            epoch: None,
+        };
+        self.mark(caller, room, user, at).await
+    }
+
+    async fn mark(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        user: (&str, &str),
+        at: MarkAt,
+    ) -> Result<ReadState, ChatError> {
+        caller.authorize(room, Capability::Subscribe)?;
+        let reader = self.reader(caller, user)?;
+        Box::pin(self.hub.mark_read(caller, room, &reader, at)).await
+    }
+
+    /// Subscribes `caller` (coming through `door`) to `room` as `reading` says, announcing whom
     /// `announce` says, until `drain` starts. Reading needs the subscribe capability, and the
     /// history capability unless it starts live.
     pub async fn join(
@@ -191,10 +272,12 @@ impl Kit {
         caller: &Caller,
         room: &RoomName,
         announce: Announce,
-        start: StartAt,
+        reading: impl Into<Reading>,
         door: FrontDoor,
         drain: &Drain,
     ) -> Result<Joined, ChatError> {
+        let reading = reading.into();
+        let start = &reading.start;
         caller.authorize(room, Capability::Subscribe)?;
         if !matches!(start, StartAt::Live) {
             caller.authorize(room, Capability::History)?;
@@ -227,7 +310,7 @@ impl Kit {
         });
         let subscription = self
             .hub
-            .subscribe(caller, room, participant, start, door)
+            .subscribe(caller, room, participant, reading, door)
             .await?;
         Ok(drain.until(subscription))
     }

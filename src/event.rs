@@ -83,6 +83,8 @@ pub struct EventParts<'a> {
     pub offset: u64,
     /// The room's Lamport clock after this event.
     pub lamport: u64,
+    /// Chat messages in the log up to and including this event ([`Event::messages`]).
+    pub messages: u64,
     /// Server time of the append.
     pub timestamp: SystemTime,
     /// W3C traceparent of the call that published it, when traced.
@@ -122,6 +124,9 @@ pub struct Event {
     pub offset: u64,
     /// The room's Lamport clock after this event: `max(room, sender) + 1`.
     pub lamport: u64,
+    /// Chat messages in the log of its epoch up to and including this event, announcements not
+    /// counted: how many are unread after a read marker is a difference of two of these.
+    pub messages: u64,
     /// Server time of the append.
     pub timestamp: SystemTime,
     /// W3C traceparent of the call that published it, when traced.
@@ -250,6 +255,7 @@ impl Event {
             kind: parts.kind,
             offset: parts.offset,
             lamport: parts.lamport,
+            messages: parts.messages,
             timestamp: parts.timestamp,
             traceparent,
             reply,
@@ -280,6 +286,7 @@ impl Event {
             kind: self.kind,
             offset: self.offset,
             lamport: self.lamport,
+            messages: self.messages,
             timestamp: self.timestamp,
             traceparent: self.traceparent(),
             reply: self.reply(),
@@ -377,6 +384,7 @@ pub(crate) fn test_parts(kind: EventKind, content: &str) -> EventParts<'_> {
         kind,
         offset: 7,
         lamport: 9,
+        messages: 5,
         timestamp: SystemTime::now(),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         reply: None,

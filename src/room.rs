@@ -365,6 +365,26 @@ impl Reply {
     }
 }
 
+/// Where a user has read a room up to: the last offset read in a log of an epoch, with how many
+/// chat messages that log held up to it (so that unread counts are a difference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadMarker {
+    /// The epoch of the log it is a position of.
+    pub epoch: Epoch,
+    /// The last offset read.
+    pub offset: u64,
+    /// Chat messages in that log up to and including `offset` ([`crate::event::Event::messages`]).
+    pub messages: u64,
+}
+
+impl ReadMarker {
+    /// Whether storing `self` over `stored` moves the marker: only forward in one log; a marker
+    /// of another epoch (the room's log restarted) is replaced.
+    pub fn moves(&self, stored: Option<&ReadMarker>) -> bool {
+        stored.is_none_or(|stored| stored.epoch != self.epoch || stored.offset < self.offset)
+    }
+}
+
 /// Where a reply points, as a client names it: an offset in the log of an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyTo {

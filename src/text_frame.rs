@@ -4,6 +4,10 @@
 //! server sends are the seed's two fields, and on a reply also `"ReplyTo"`, `"ReplyAuthor"` and
 //! `"ReplyPreview"` (fields a client of the two ignores, as JSON parsers do).
 //!
+//! A client may also send `{"Read": true}` (with an `"Author"` where it has no token): it has
+//! read the room up to now. A socket that asked for signals gets `{"Read": {"User": ...,
+//! "Unread": N}}` when its user's read marker moves on another session.
+//!
 //! Parsing follows Go's `encoding/json`, which the original rooms used: field names match without
 //! regard to ASCII case (`author`, `AUTHOR`), unknown fields are ignored, a repeated field keeps
 //! its last value; both fields must be present and be strings.
@@ -22,6 +26,52 @@ const CONTENT: &str = "Content";
 const CLIENT_MESSAGE_ID: &str = "ClientMessageId";
 const REPLY_TO: &str = "ReplyTo";
 const REPLY_TO_EPOCH: &str = "ReplyToEpoch";
+const READ: &str = "Read";
+
+/// What a client's frame asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Say something.
+    Say(TextFrame),
+    /// The author (empty: the token's user) has read the room up to now.
+    Read {
+        /// Who.
+        author: String,
+    },
+}
+
+impl Inbound {
+    /// Parses a client's frame; the error says what was wrong.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let fields: Fields = serde_json::from_str(text)?;
+        if fields.read == Some(true) && fields.content.is_none() {
+            return Ok(Self::Read {
+                author: fields.author.unwrap_or_default(),
+            });
+        }
+        fields.into_frame().map(Self::Say)
+    }
+}
+
+/// The frame the server sends a socket that listens when its user's read marker moved.
+pub fn read_signal(user: &str, unread: u64) -> String {
+    #[derive(Serialize)]
+    struct Read<'a> {
+        #[serde(rename = "User")]
+        user: &'a str,
+        #[serde(rename = "Unread")]
+        unread: u64,
+    }
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "Read")]
+        read: Read<'a>,
+    }
+    serde_json::to_string(&Frame {
+        read: Read { user, unread },
+    })
+    .expect("strings and numbers serialize")
+}
 
 /// One frame of a WebSocket room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,6 +152,42 @@ pub fn auth_token(text: &str) -> Option<String> {
 
 impl<'de> Deserialize<'de> for TextFrame {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Fields::deserialize(deserializer)?
+            .into_frame()
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The fields a client's frame has, each found or not.
+#[derive(Default)]
+struct Fields {
+    author: Option<String>,
+    content: Option<String>,
+    client_message_id: Option<String>,
+    reply_to: Option<u64>,
+    reply_to_epoch: Option<String>,
+    read: Option<bool>,
+}
+
+impl Fields {
+    fn into_frame(self) -> Result<TextFrame, serde_json::Error> {
+        use serde::de::Error as _;
+        Ok(TextFrame {
+            author: self
+                .author
+                .ok_or_else(|| serde_json::Error::missing_field(AUTHOR))?,
+            content: self
+                .content
+                .ok_or_else(|| serde_json::Error::missing_field(CONTENT))?,
+            client_message_id: self.client_message_id.unwrap_or_default(),
+            reply_to: self.reply_to.unwrap_or_default(),
+            reply_to_epoch: self.reply_to_epoch.unwrap_or_default(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(FrameVisitor)
     }
 }
@@ -109,37 +195,32 @@ impl<'de> Deserialize<'de> for TextFrame {
 struct FrameVisitor;
 
 impl<'de> Visitor<'de> for FrameVisitor {
-    type Value = TextFrame;
+    type Value = Fields;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(r#"an object {"Author": "...", "Content": "..."}"#)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextFrame, A::Error> {
-        let (mut author, mut content, mut client_message_id) = (None, None, None);
-        let (mut reply_to, mut reply_to_epoch) = (None, None);
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key.eq_ignore_ascii_case(AUTHOR) {
-                author = Some(map.next_value()?);
+                fields.author = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(CONTENT) {
-                content = Some(map.next_value()?);
+                fields.content = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(CLIENT_MESSAGE_ID) {
-                client_message_id = Some(map.next_value()?);
+                fields.client_message_id = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(REPLY_TO) {
-                reply_to = Some(map.next_value()?);
+                fields.reply_to = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(REPLY_TO_EPOCH) {
-                reply_to_epoch = Some(map.next_value()?);
+                fields.reply_to_epoch = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(READ) {
+                fields.read = Some(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(TextFrame {
-            author: author.ok_or_else(|| de::Error::missing_field(AUTHOR))?,
-            content: content.ok_or_else(|| de::Error::missing_field(CONTENT))?,
-            client_message_id: client_message_id.unwrap_or_default(),
-            reply_to: reply_to.unwrap_or_default(),
-            reply_to_epoch: reply_to_epoch.unwrap_or_default(),
-        })
+        Ok(fields)
     }
 }
 
@@ -172,6 +253,35 @@ mod tests {
         assert_eq!(frame.client_message_id, "k-1");
         let frame = TextFrame::parse(r#"{"Author":"a","Content":"b"}"#).unwrap();
         assert_eq!(frame.client_message_id, "");
+    }
+
+    #[test]
+    fn a_read_frame_needs_no_content_and_a_chat_frame_still_needs_both() {
+        assert_eq!(
+            Inbound::parse(r#"{"read":true}"#).unwrap(),
+            Inbound::Read {
+                author: String::new()
+            }
+        );
+        assert_eq!(
+            Inbound::parse(r#"{"Read":true,"Author":"bob"}"#).unwrap(),
+            Inbound::Read {
+                author: "bob".into()
+            }
+        );
+        let said = Inbound::parse(r#"{"Read":true,"Author":"a","Content":"b"}"#).unwrap();
+        assert!(matches!(said, Inbound::Say(frame) if frame.content == "b"));
+        for (text, why) in [
+            (r#"{"Read":false}"#, "missing field `Author`"),
+            (r#"{"Read":"yes"}"#, "invalid type: string"),
+        ] {
+            let error = Inbound::parse(text).unwrap_err().to_string();
+            assert!(error.contains(why), "{text}: {error}");
+        }
+        assert_eq!(
+            read_signal("Zoë", 3),
+            r#"{"Read":{"User":"Zoë","Unread":3}}"#
+        );
     }
 
     #[test]

@@ -38,16 +38,17 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
+    broker::Signal,
     door::{Announce, Kit, Said},
     error::ChatError,
     event::{Event, WireForm, allocation},
     grpc,
-    hub::Delivery,
+    hub::{Delivery, Reading},
     monitoring::FrontDoor,
     net::origins::BrowserOrigins,
     room::{EventKind, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt},
     shutdown::{self, Drain, Ending, Step},
-    text_frame::{self, TextFrame},
+    text_frame::{self, Inbound, TextFrame},
     woken::Woken,
 };
 
@@ -146,6 +147,7 @@ async fn upgrade(
         _ => state.auth.caller_of(&headers, &extensions),
     };
     let room_code = query.get("roomCode").cloned();
+    let signals = query.get("signals").cloned();
     let tasks = state.tasks.clone();
     let max = state.config.max_message_bytes;
     upgrade
@@ -159,7 +161,9 @@ async fn upgrade(
         // the maximum.
         .write_buffer_size(WRITE_BUFFER_BYTES.min(2 * max))
         .max_write_buffer_size(4 * max)
-        .on_upgrade(move |socket| tasks.track_future(session(socket, room_code, caller, state)))
+        .on_upgrade(move |socket| {
+            tasks.track_future(session(socket, (room_code, signals), caller, state))
+        })
 }
 
 /// Why a session ends.
@@ -175,23 +179,42 @@ enum End {
 /// The drain signal of one session, registered once for its whole life.
 type Draining<'a> = Pin<&'a mut shutdown::Draining>;
 
+/// Whether the query's `signals` asks for the room's signals (absent: no).
+fn signals_asked(signals: Option<&str>) -> Result<bool, End> {
+    match signals {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(End::Close(
+            close_code::POLICY,
+            format!("signals query parameter: must be 1 or 0 (got {other:?})"),
+        )),
+    }
+}
+
 async fn session(
     mut socket: WebSocket,
-    room_code: Option<String>,
+    (room_code, signals): (Option<String>, Option<String>),
     caller: Result<Caller, ChatError>,
     state: WsState,
 ) {
     let mut draining = std::pin::pin!(state.shutdown.wait());
-    let end = match (room_code, caller) {
-        (_, Err(error)) => refusal(&error),
-        (None, _) => End::Close(
+    let end = match (room_code, caller, signals_asked(signals.as_deref())) {
+        (_, Err(error), _) => refusal(&error),
+        (None, _, _) => End::Close(
             close_code::POLICY,
             "missing roomCode query parameter".into(),
         ),
-        (Some(raw), Ok(caller)) => match RoomName::parse("roomCode", &raw) {
+        (_, _, Err(end)) => end,
+        (Some(raw), Ok(caller), Ok(signals)) => match RoomName::parse("roomCode", &raw) {
             Err(error) => End::Close(close_code::POLICY, error.to_string()),
             Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
-                Ok(caller) => serve_room(&mut socket, room, &caller, &state, &mut draining).await,
+                Ok(caller) => {
+                    let reading = Reading {
+                        start: StartAt::Live,
+                        signals,
+                    };
+                    serve_room(&mut socket, (room, reading), &caller, &state, &mut draining).await
+                }
                 Err(end) => end,
             },
         },
@@ -272,7 +295,7 @@ async fn authenticated(
 
 async fn serve_room(
     socket: &mut WebSocket,
-    room: RoomName,
+    (room, reading): (RoomName, Reading),
     caller: &Caller,
     state: &WsState,
     draining: &mut Draining<'_>,
@@ -286,7 +309,7 @@ async fn serve_room(
             caller,
             &room,
             Announce::Own,
-            StartAt::Live,
+            reading,
             FrontDoor::WebSocket,
             &session,
         )
@@ -349,15 +372,23 @@ async fn receive(
 ) -> Result<(), End> {
     match frame {
         Some(Ok(Message::Text(text))) => {
-            let frame = TextFrame::parse(text.as_str()).map_err(|error| {
+            let frame = Inbound::parse(text.as_str()).map_err(|error| {
                 End::Close(
                     close_code::INVALID,
                     format!(r#"expected {{"Author": "...", "Content": "..."}}: {error}"#),
                 )
             })?;
-            publish(frame, room, caller, state)
-                .await
-                .map_err(|error| refusal(&error))
+            let done = match frame {
+                Inbound::Say(frame) => publish(frame, room, caller, state).await,
+                Inbound::Read { author } => {
+                    let read = state
+                        .kit
+                        .mark_all_read(caller, room, ("Author", &author), "Read");
+                    // Boxed, as a publish is.
+                    Box::pin(read).await.map(drop)
+                }
+            };
+            done.map_err(|error| refusal(&error))
         }
         Some(Ok(Message::Binary(_))) => Err(End::Close(
             close_code::UNSUPPORTED,
@@ -485,6 +516,14 @@ async fn deliver_batch(
                     draining,
                 )
                 .await?;
+            }
+            Step::Item(Ok(Delivery::Signal(signal))) => {
+                let text = match &*signal {
+                    Signal::Read { user, unread, .. } => {
+                        text_frame::read_signal(user.as_str(), *unread)
+                    }
+                };
+                bounded(socket.feed(Message::Text(text.into())), state, draining).await?;
             }
             // The seed's rooms have no positions to resume from.
             Step::Item(Ok(Delivery::Reset(_))) => {}

@@ -33,6 +33,8 @@ use crate::{
 
 /// Publish rate per identity when auth is on and none is set, per second.
 const DEFAULT_PUBLISH_RATE: u32 = 20;
+/// Read markers and typing signals per identity per second when auth is on and none is set.
+const DEFAULT_SIGNAL_RATE: u32 = 5;
 /// New calls per connection per second when auth is on and none is set.
 const DEFAULT_CALL_RATE: u32 = 100;
 /// Rooms one connection may read at once when auth is on and none is set.
@@ -65,6 +67,11 @@ pub struct LimitOptions {
     /// Messages an identity may publish at once above the rate (default: twice the rate).
     #[arg(long, env = "GRPC_CHAT_PUBLISH_BURST")]
     pub publish_burst: Option<u32>,
+
+    /// Read markers moved and typing signals sent by one identity per second, sustained (bursts
+    /// of twice that); 0 turns the limit off. Default: 5 with auth on, off without.
+    #[arg(long, env = "GRPC_CHAT_SIGNAL_RATE")]
+    pub signal_rate: Option<u32>,
 
     /// New calls (streams, requests, WebSockets) one connection may start per second; 0 turns
     /// the limit off. Default: 100 with auth on, off without.
@@ -155,9 +162,17 @@ enum Limit {
     Rooms,
     RoomOpens,
     Subscriptions,
+    Signals,
 }
 
-const LIMITS: [&str; 5] = ["publish", "calls", "rooms", "room_opens", "subscriptions"];
+const LIMITS: [&str; 6] = [
+    "publish",
+    "calls",
+    "rooms",
+    "room_opens",
+    "subscriptions",
+    "signals",
+];
 
 /// The subscriptions each identity holds now, in all, per room, and to no room (metrics).
 #[derive(Debug, Default)]
@@ -183,6 +198,7 @@ struct SubscriptionCaps {
 pub struct Limits {
     publish: Option<(Rate, DefaultKeyedRateLimiter<RateKey>)>,
     room_opens: Option<(Rate, DefaultKeyedRateLimiter<RateKey>)>,
+    signals: Option<(Rate, DefaultKeyedRateLimiter<RateKey>)>,
     calls: Option<Rate>,
     max_rooms: Option<usize>,
     subscription_caps: SubscriptionCaps,
@@ -216,6 +232,11 @@ impl Limits {
         Arc::new(Self {
             publish: keyed(publish),
             room_opens: keyed(room_opens),
+            signals: keyed(Rate::of(
+                options.signal_rate,
+                None,
+                auth_on.then_some(DEFAULT_SIGNAL_RATE),
+            )),
             calls: Rate::of(
                 options.call_rate,
                 None,
@@ -265,6 +286,18 @@ impl Limits {
         self.check_rate(&self.publish, key, Limit::Publish, |rate| {
             format!(
                 "publish rate limit: at most {} messages per second for {key} (bursts of {})",
+                rate.per_second, rate.burst
+            )
+        })
+    }
+
+    /// Refuses a signal (a read marker moved, typing) by `key` beyond its rate, saying when to
+    /// retry.
+    pub fn signal(&self, key: &RateKey) -> Result<(), ChatError> {
+        self.check_rate(&self.signals, key, Limit::Signals, |rate| {
+            format!(
+                "signal rate limit: at most {} read markers or typing signals per second for \
+                 {key} (bursts of {})",
                 rate.per_second, rate.burst
             )
         })
@@ -372,7 +405,7 @@ impl Limits {
     /// Forgets identities whose limiters are full again, every few seconds until `stop`, so
     /// the limiters hold only identities that published or opened rooms lately.
     pub async fn forget_idle(self: Arc<Self>, stop: CancellationToken) {
-        let limiters: Vec<_> = [&self.publish, &self.room_opens]
+        let limiters: Vec<_> = [&self.publish, &self.room_opens, &self.signals]
             .into_iter()
             .flatten()
             .map(|(_, limiter)| limiter)
@@ -541,6 +574,7 @@ mod tests {
         LimitOptions {
             publish_rate: None,
             publish_burst: None,
+            signal_rate: None,
             call_rate: None,
             max_rooms_per_connection: None,
             room_open_rate: None,

@@ -365,6 +365,14 @@ impl Caller {
         }
     }
 
+    /// Refuses a signal of the caller (a read marker moved, typing) beyond its rate.
+    pub fn signal_allowed(&self) -> Result<(), ChatError> {
+        match self.rate_key() {
+            Some(key) => self.auth.limits.signal(&key),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses opening `room`, which the server does not hold open, beyond the caller's rate.
     pub fn open_room_allowed(&self, room: &RoomName) -> Result<(), ChatError> {
         match self.rate_key() {

@@ -18,14 +18,14 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset};
+use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset, Signal};
 use crate::{
     chat_message::MessageFrame,
     error::ChatError,
     event::{Event, EventParts, FormBytes},
-    room::{Draft, Epoch, RoomName, StartAt, merge_clock},
+    room::{Draft, Epoch, EventKind, RoomName, StartAt, merge_clock},
 };
 
 /// Most events a cursor copies out of the log per lock.
@@ -59,12 +59,21 @@ pub(crate) struct RoomLog {
     /// Set when the engine can no longer keep the log (a cache that lost its source): every
     /// cursor ends with it once it has read what the log holds.
     failure: OnceLock<String>,
+    /// Signals about the room that no log keeps, to its readers that listen; made when the
+    /// first listens, so that rooms nobody listens to pay nothing for them.
+    signals: OnceLock<broadcast::Sender<Arc<Signal>>>,
 }
+
+/// Signals a room's listener may fall behind by before it misses the oldest: they say what is
+/// happening now, so a listener that far behind only needs the newest.
+const SIGNAL_QUEUE: usize = 64;
 
 struct LogState {
     entries: VecDeque<Entry>,
     next_offset: u64,
     lamport: u64,
+    /// Chat messages up to the newest event ([`Event::messages`]).
+    messages: u64,
     /// Sum of the entries' `bytes` (their forms are counted in the log's `forms`).
     bytes: usize,
 }
@@ -182,6 +191,8 @@ pub(crate) struct Held {
     pub offsets: (u64, u64),
     /// The sequence of the oldest event.
     pub oldest_seq: Option<u64>,
+    /// Chat messages in the log up to its newest event ([`Event::messages`]; 0 when empty).
+    pub messages: u64,
 }
 
 fn read(state: &RwLock<LogState>) -> RwLockReadGuard<'_, LogState> {
@@ -210,6 +221,7 @@ impl RoomLog {
                 entries: VecDeque::new(),
                 next_offset: 1,
                 lamport: 0,
+                messages: 0,
                 bytes: 0,
             }),
             appended: watch::Sender::new(()),
@@ -217,6 +229,7 @@ impl RoomLog {
             readers: AtomicUsize::new(0),
             last_left: Mutex::new(None),
             failure: OnceLock::new(),
+            signals: OnceLock::new(),
         }
     }
 
@@ -263,6 +276,7 @@ impl RoomLog {
             }
             state.next_offset += 1;
             state.lamport = state.lamport.max(event.lamport);
+            state.messages = event.messages;
             let mut appended = state.add(event, seq, limits, &self.forms);
             let trimmed = &mut appended.trimmed;
             trimmed.evicted = (trimmed.evicted.0 + evicted.0, trimmed.evicted.1 + evicted.1);
@@ -291,6 +305,7 @@ impl RoomLog {
             let mut state = write(&self.state);
             let lamport = merge_clock(state.lamport, draft.sender_clock)?;
             state.lamport = lamport;
+            state.messages += u64::from(draft.kind == EventKind::Chat);
             // Kept as its `chat.Message`, as the NATS engine stores it: the gRPC doors' form,
             // which holds the content.
             let event = Arc::new(MessageFrame::kept_event(EventParts {
@@ -302,6 +317,7 @@ impl RoomLog {
                 kind: draft.kind,
                 offset: state.next_offset,
                 lamport,
+                messages: state.messages,
                 timestamp: SystemTime::now(),
                 traceparent: draft.traceparent.as_deref(),
                 reply: draft.reply.as_ref(),
@@ -344,7 +360,6 @@ impl RoomLog {
         })
     }
 
-    /// What it holds now.
     /// When its newest event held was appended; `None` when it holds none.
     pub(crate) fn last_appended(&self) -> Option<SystemTime> {
         read(&self.state)
@@ -353,8 +368,24 @@ impl RoomLog {
             .map(|entry| entry.event.timestamp)
     }
 
+    /// What it holds now.
     pub(crate) fn held(&self) -> Held {
         self.held_in(&read(&self.state))
+    }
+
+    /// Passes `signal` to the room's listeners, if any listens.
+    pub(crate) fn signal(&self, signal: Arc<Signal>) {
+        if let Some(listeners) = self.signals.get() {
+            // Nobody listening now is fine: a signal is about the moment.
+            let _ = listeners.send(signal);
+        }
+    }
+
+    /// The room's signals from now on.
+    pub(crate) fn signals(&self) -> broadcast::Receiver<Arc<Signal>> {
+        self.signals
+            .get_or_init(|| broadcast::channel(SIGNAL_QUEUE).0)
+            .subscribe()
     }
 
     fn held_in(&self, state: &LogState) -> Held {
@@ -368,6 +399,11 @@ impl RoomLog {
             bytes: state.bytes + self.forms.held(),
             offsets,
             oldest_seq: state.oldest_seq(),
+            messages: if state.entries.is_empty() {
+                0
+            } else {
+                state.messages
+            },
         }
     }
 

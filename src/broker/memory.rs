@@ -22,14 +22,15 @@ use futures_util::{FutureExt, future::BoxFuture};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, lock,
+    Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, Signal, Signals, lock,
     log::{Appended, LogLimits, RoomLog, Trimmed},
+    markers::ReadMarkers,
 };
 use crate::{
     error::ChatError,
     event::{Event, FormBytes},
     lookalike::{self, LookIndex},
-    room::{Draft, Epoch, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, ReadMarker, RoomName, StartAt, UserName},
 };
 
 /// Sizes and limits of the memory engine.
@@ -47,6 +48,8 @@ pub struct MemoryConfig {
     pub max_subscribers_per_room: usize,
     /// A room with no subscribers and no activity for this long is dropped, history included.
     pub room_idle_ttl: Duration,
+    /// Bytes of read markers kept; the least recently moved go first.
+    pub read_markers_bytes: usize,
 }
 
 /// The embedded engine; cheap to clone.
@@ -61,6 +64,9 @@ struct Inner {
     /// across an `.await`.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
     budget: Arc<Budget>,
+    /// Where each user has read each room up to (kept when the room is dropped: its next log
+    /// has another epoch, which the marker then does not count in).
+    markers: ReadMarkers,
     /// The janitor's task, and its stop, in [`Broker::shutdown`].
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -140,6 +146,7 @@ impl MemoryBroker {
     pub fn new(config: MemoryConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                markers: ReadMarkers::new(config.read_markers_bytes),
                 config,
                 rooms: Mutex::new(HashMap::new()),
                 budget: Arc::new(Budget {
@@ -385,6 +392,7 @@ impl MemoryBroker {
             first_offset: held.offsets.0,
             last_offset: held.offsets.1,
             last_activity: room.log.last_appended(),
+            messages: held.messages,
             members,
         }
     }
@@ -460,6 +468,38 @@ impl Broker for MemoryBroker {
         std::future::ready(Ok(names)).boxed()
     }
 
+    fn read_marker<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+    ) -> BoxFuture<'a, Result<Option<ReadMarker>, ChatError>> {
+        std::future::ready(Ok(self.inner.markers.get(user, room))).boxed()
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        marker: ReadMarker,
+    ) -> BoxFuture<'a, Result<ReadMarker, ChatError>> {
+        std::future::ready(Ok(self.inner.markers.mark(user, room, marker))).boxed()
+    }
+
+    fn signal<'a>(
+        &'a self,
+        room: &'a RoomName,
+        signal: Signal,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
+        if let Some(room) = self.held(room) {
+            room.log.signal(Arc::new(signal));
+        }
+        std::future::ready(Ok(())).boxed()
+    }
+
+    fn signals(&self, room: &RoomName) -> Option<Signals> {
+        self.held(room).map(|room| room.log.signals())
+    }
+
     fn holds(&self, room: &RoomName) -> bool {
         self.held(room).is_some()
     }
@@ -502,6 +542,7 @@ mod tests {
             max_rooms: 10,
             max_subscribers_per_room: 10,
             room_idle_ttl: Duration::from_secs(60),
+            read_markers_bytes: 1 << 20,
         })
     }
 

@@ -10,17 +10,19 @@
 //! another process reuses as its local cache.
 
 pub(crate) mod log;
+mod markers;
 pub mod memory;
 pub mod nats;
 
 use std::sync::Arc;
 
 use futures_util::{future::BoxFuture, stream::BoxStream};
+use tokio::sync::broadcast;
 
 use crate::{
     error::ChatError,
     event::Event,
-    room::{Draft, Epoch, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, ReadMarker, RoomName, StartAt, UserName},
 };
 
 /// Messages a reader asked for that are no longer in history.
@@ -58,6 +60,9 @@ pub enum Delivery {
     Event(Arc<Event>),
     /// The log restarted under the reader (an engine that can lose a log says so).
     Reset(Reset),
+    /// A signal about the room for the reader (only to a subscription that listens for them;
+    /// never from an engine's feed).
+    Signal(Arc<Signal>),
 }
 
 /// Why a feed ends.
@@ -131,9 +136,39 @@ pub struct RoomSummary {
     pub last_offset: u64,
     /// When its newest message was appended; `None` when it holds none.
     pub last_activity: Option<std::time::SystemTime>,
+    /// Chat messages in its log up to the newest held ([`Event::messages`]; 0 when it holds
+    /// none).
+    pub messages: u64,
     /// Named participants present and their sessions, by name.
     pub members: Vec<(UserName, u32)>,
 }
+
+/// Something said about a room that no log keeps: passed at once to whoever listens to the room
+/// on every replica, and gone after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// `user`'s read marker moved, for the user's other sessions in the room.
+    Read {
+        /// Whose marker.
+        user: UserName,
+        /// Where it is now.
+        marker: ReadMarker,
+        /// Chat messages after it when it moved.
+        unread: u64,
+    },
+}
+
+impl Signal {
+    /// Who it is about.
+    pub fn user(&self) -> &UserName {
+        match self {
+            Self::Read { user, .. } => user,
+        }
+    }
+}
+
+/// A room's signals as one of its readers hears them (see [`Broker::signals`]).
+pub type Signals = broadcast::Receiver<Arc<Signal>>;
 
 /// Figures an engine reports about itself, kept up to date as it goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,6 +237,34 @@ pub trait Broker: Send + Sync + 'static {
         after: Option<&'a RoomName>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<RoomName>, ChatError>>;
+
+    /// `user`'s read marker in `room`, if it set one (in whatever epoch).
+    fn read_marker<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+    ) -> BoxFuture<'a, Result<Option<ReadMarker>, ChatError>>;
+
+    /// Stores `marker` as `user`'s in `room` when it moves the stored one
+    /// ([`ReadMarker::moves`]: only forward, or into another epoch), atomically across replicas;
+    /// returns the marker stored after.
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        marker: ReadMarker,
+    ) -> BoxFuture<'a, Result<ReadMarker, ChatError>>;
+
+    /// Passes `signal` to the listeners of `room` on every replica; nothing keeps it.
+    fn signal<'a>(
+        &'a self,
+        room: &'a RoomName,
+        signal: Signal,
+    ) -> BoxFuture<'a, Result<(), ChatError>>;
+
+    /// The signals of `room` from now on, for one of its readers; `None` when the room is not
+    /// open here (a reader opens it first).
+    fn signals(&self, room: &RoomName) -> Option<Signals>;
 
     /// Whether `room` is open here now, so that using it opens nothing (an engine in another
     /// process: whether this replica follows it); cheap.

@@ -19,8 +19,9 @@ use tonic_health::pb::{
 use grpc_chat::{
     config::ServeConfig,
     proto::{
-        DirectRoomRequest, GetRoomRequest, ListRoomsRequest, Message, MessageType, MetricsRequest,
-        Notice, SendMessageRequest, SubscribeRequest, chat_service_client::ChatServiceClient,
+        DirectRoomRequest, GetReadStateRequest, GetRoomRequest, ListRoomsRequest, MarkReadRequest,
+        Message, MessageType, MetricsRequest, Notice, SendMessageRequest, SubscribeRequest,
+        chat_service_client::ChatServiceClient,
     },
 };
 
@@ -58,6 +59,9 @@ pub enum Command {
     Direct(DirectArgs),
     /// List the rooms you may read, with who is there and when each was last written to.
     Rooms(RoomsArgs),
+    /// Show how far you have read a room and how many messages are unread, or (with --offset)
+    /// mark it read up to an offset.
+    Read(ReadArgs),
     /// Mint an HS256 token for trying auth out, signed with the server's HMAC secret.
     Token(TokenArgs),
     /// Load-test a server speaking chat.ChatService.
@@ -191,6 +195,25 @@ pub struct RoomsArgs {
     page_size: u32,
 }
 
+/// Arguments of `read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The room.
+    #[arg(long, short)]
+    room: String,
+    /// Who you are (with a token: empty, or the token's user).
+    #[arg(long, short, default_value = "")]
+    user: String,
+    /// Mark the room read up to this offset (its marker never moves back).
+    #[arg(long)]
+    offset: Option<u64>,
+    /// The epoch --offset belongs to (as printed with the messages).
+    #[arg(long, default_value = "", requires = "offset")]
+    epoch: String,
+}
+
 /// Arguments of `chat`.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -266,6 +289,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Room(args) => room(args).await,
         Command::Direct(args) => direct(args).await,
         Command::Rooms(args) => rooms(args).await,
+        Command::Read(args) => read(args).await,
         Command::Token(args) => say!("{}", client::mint(&args)?).map_err(Into::into),
         Command::Bench(scenario) => crate::clients::bench::run(scenario).await,
     }
@@ -399,11 +423,13 @@ async fn rooms(args: RoomsArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "never".into());
             let plural = if room.members == 1 { "" } else { "s" };
             say!(
-                "{}: {} member{plural} here, last offset {} (epoch {}), last message {last}",
+                "{}: {} member{plural} here, last offset {} (epoch {}), last message {last}, \
+                 {} unread",
                 room.room,
                 room.members,
                 room.last_offset,
-                room.epoch
+                room.epoch,
+                room.unread
             )?;
         }
         if page.next_page_token.is_empty() {
@@ -411,6 +437,38 @@ async fn rooms(args: RoomsArgs) -> anyhow::Result<()> {
         }
         page_token = page.next_page_token;
     }
+}
+
+async fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let mut client = args.target.chat().await?;
+    let state = match args.offset {
+        Some(offset) => {
+            let request = MarkReadRequest {
+                room: args.room,
+                user: args.user,
+                offset,
+                epoch: args.epoch,
+            };
+            client.mark_read(request).await?
+        }
+        None => {
+            let request = GetReadStateRequest {
+                room: args.room,
+                user: args.user,
+            };
+            client.get_read_state(request).await?
+        }
+    }
+    .into_inner();
+    say!(
+        "{}: read up to {} of {} (epoch {}), {} unread",
+        state.room,
+        state.read_offset,
+        state.last_offset,
+        state.epoch,
+        state.unread
+    )?;
+    Ok(())
 }
 
 async fn room(args: RoomArgs) -> anyhow::Result<()> {
@@ -450,6 +508,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             from_offset: args.from_offset,
             last: args.last,
             epoch: args.epoch,
+            signals: false,
         })
         .await?
         .into_inner();

@@ -20,12 +20,13 @@ use crate::{
     auth::{Auth, Caller, grants::Capability},
     door::{Announce, Joined, Kit, Said},
     error::ChatError,
-    hub::Delivery,
+    hub::{Delivery, Reading},
     monitoring::{FrontDoor, Monitoring},
     proto::{
-        DirectRoomRequest, DirectRoomResponse, GetRoomRequest, ListRoomsRequest, Message,
-        MetricsRequest, RoomDirectory, RoomState, SendMessageRequest, SendMessageResponse,
-        SubscribeRequest, UploadResponse, chat_service_server::ChatService,
+        DirectRoomRequest, DirectRoomResponse, GetReadStateRequest, GetRoomRequest,
+        ListRoomsRequest, MarkReadRequest, Message, MetricsRequest, ReadState, RoomDirectory,
+        RoomState, SendMessageRequest, SendMessageResponse, SubscribeRequest, UploadResponse,
+        chat_service_server::ChatService,
     },
     room::{ReplyTo, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, Step},
@@ -168,9 +169,13 @@ impl ChatService for ChatApi {
             field: "user",
             sent: request.user,
         };
+        let reading = Reading {
+            start,
+            signals: request.signals,
+        };
         let subscription = self
             .kit
-            .join(&caller, &room, announce, start, door, &drain)
+            .join(&caller, &room, announce, reading, door, &drain)
             .await
             .map_err(|error| error.offset_in(convert::FROM_OFFSET_FIELD))?;
         // Popped from the end: the welcome first, then how the replay opens.
@@ -208,8 +213,8 @@ impl ChatService for ChatApi {
             };
             let outcome = match convert::command(&message, &caller, false) {
                 Ok(Command::Say(room, said)) => self.kit.say(&caller, &room, said).await.map(drop),
-                Ok(Command::Join(..) | Command::Leave(..)) => {
-                    unreachable!("presence not allowed")
+                Ok(Command::Join(..) | Command::Leave(..) | Command::Read(..)) => {
+                    unreachable!("presence and markers not allowed")
                 }
                 Err(error) => Err(error),
             };
@@ -265,6 +270,40 @@ impl ChatService for ChatApi {
         Ok(Response::new(DirectRoomResponse {
             room: room.as_str().to_owned(),
         }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<MarkReadRequest>,
+    ) -> Result<Response<ReadState>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let room = RoomName::parse("room", &request.room)?;
+        let state = self
+            .kit
+            .mark_read(
+                &caller,
+                &room,
+                ("user", &request.user),
+                ("offset", request.offset),
+                ("epoch", &request.epoch),
+            )
+            .await?;
+        Ok(Response::new(convert::read_state(&room, state)))
+    }
+
+    async fn get_read_state(
+        &self,
+        request: Request<GetReadStateRequest>,
+    ) -> Result<Response<ReadState>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let room = RoomName::parse("room", &request.room)?;
+        let state = self
+            .kit
+            .read_state(&caller, &room, ("user", &request.user))
+            .await?;
+        Ok(Response::new(convert::read_state(&room, state)))
     }
 
     async fn list_rooms(
@@ -372,6 +411,10 @@ impl ChatSession {
                             yield Ok(Encoded::of(&convert::reset_notice(&room, &reset)));
                             continue;
                         }
+                        Step::Item(Ok(Delivery::Signal(signal))) => {
+                            yield Ok(Encoded::of(&convert::signal_message(&room, &signal)));
+                            continue;
+                        }
                         Step::Item(Err(error)) => {
                             yield Err(error.into());
                             break;
@@ -430,12 +473,25 @@ impl ChatSession {
         match convert::command(message, &self.caller, true)? {
             Command::Say(room, said) => {
                 let user = said.author.clone();
-                self.join(&room, &user, StartAt::Live).await?;
+                self.join(&room, &user, StartAt::Live.into()).await?;
                 let event = self.api.kit.say(&self.caller, &room, said).await?;
                 self.unacked.insert(room, event.offset);
                 Ok(None)
             }
-            Command::Join(room, user, start) => self.join(&room, &user, start).await,
+            Command::Join(room, user, reading) => self.join(&room, &user, reading).await,
+            Command::Read(room, user, offset, epoch) => {
+                self.api
+                    .kit
+                    .mark_read(
+                        &self.caller,
+                        &room,
+                        ("user", user.as_str()),
+                        (convert::READ_OFFSET_FIELD, offset),
+                        ("epoch", &epoch),
+                    )
+                    .await?;
+                Ok(None)
+            }
             Command::Leave(room) => {
                 // Dropping the subscription releases the presence, and the engine announces it.
                 self.joined.remove(&room);
@@ -445,14 +501,14 @@ impl ChatSession {
         }
     }
 
-    /// Subscribes to `room` from `start`, unless already joined, as `user` when the caller may
-    /// be present there (else unannounced); returns the notice its replay opens with, if it did
-    /// not open where asked.
+    /// Subscribes to `room` as `reading` says, unless already joined, as `user` when the caller
+    /// may be present there (else unannounced); returns the notice its replay opens with, if it
+    /// did not open where asked.
     async fn join(
         &mut self,
         room: &RoomName,
         user: &UserName,
-        start: StartAt,
+        reading: Reading,
     ) -> Result<Option<Message>, ChatError> {
         if self.joined.contains_key(room) {
             return Ok(None);
@@ -470,7 +526,7 @@ impl ChatSession {
                 &self.caller,
                 room,
                 Announce::IfAllowed(user.clone()),
-                start,
+                reading,
                 FrontDoor::Grpc,
                 &self.drain,
             )
@@ -540,6 +596,9 @@ impl Stream for RoomFeed {
             Step::Item(Ok(Delivery::Event(event))) => Ok(Encoded::event(&event)),
             Step::Item(Ok(Delivery::Reset(reset))) => {
                 Ok(Encoded::of(&convert::reset_notice(this.room, &reset)))
+            }
+            Step::Item(Ok(Delivery::Signal(signal))) => {
+                Ok(Encoded::of(&convert::signal_message(this.room, &signal)))
             }
             Step::Item(Err(error)) => {
                 *this.phase = Phase::Done;

@@ -136,8 +136,8 @@ impl Session {
                             continue;
                         }
                         // Chitty-Chat has no positions to resume from: a restarted log is news
-                        // to nobody.
-                        Some(Step::Item(Ok(Delivery::Reset(_)))) => continue,
+                        // to nobody (and it never asks for signals).
+                        Some(Step::Item(Ok(Delivery::Reset(_) | Delivery::Signal(_)))) => continue,
                         Some(Step::Item(Err(error))) => {
                             yield Err(error.into());
                             break;

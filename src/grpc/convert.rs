@@ -4,10 +4,10 @@ use std::time::SystemTime;
 
 use crate::{
     auth::Caller,
-    broker::{Opening, Reset, RoomSummary},
+    broker::{Opening, Reset, RoomSummary, Signal},
     door::{Directory, Said},
     error::ChatError,
-    hub::Position,
+    hub::{Position, ReadState, Reading},
     proto::{Member, Message, MessageType, Notice, RoomDirectory, RoomListing, RoomState},
     room::{Epoch, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt, UserName},
     shutdown::Ending,
@@ -20,11 +20,17 @@ const NOTICE_ID: &str = "system";
 pub enum Command {
     /// Publish what was said to `room`.
     Say(RoomName, Said),
-    /// Join `room` as the named user, reading from `start` (Chat only).
-    Join(RoomName, UserName, StartAt),
+    /// Join `room` as the named user, reading as `Reading` says (Chat only).
+    Join(RoomName, UserName, Reading),
     /// Leave `room` (Chat only).
     Leave(RoomName),
+    /// Move the sender's read marker in `room` to the offset in the log of the epoch (Chat
+    /// only; an empty epoch: the room's current one).
+    Read(RoomName, UserName, u64, String),
 }
+
+/// The field of a READ that names the last offset read.
+pub const READ_OFFSET_FIELD: &str = "read_offset";
 
 /// The field of `SubscribeMessages` that names where to resume the room.
 pub const FROM_OFFSET_FIELD: &str = "from_offset";
@@ -62,12 +68,21 @@ pub fn command(
         MessageType::Join if allow_presence => Ok(Command::Join(
             room,
             caller.name("user", &message.user)?,
-            start_at(message.offset, 0, &message.epoch, JOIN_OFFSET_FIELD)?,
+            Reading {
+                start: start_at(message.offset, 0, &message.epoch, JOIN_OFFSET_FIELD)?,
+                signals: message.signals,
+            },
         )),
         MessageType::Leave if allow_presence => Ok(Command::Leave(room)),
-        MessageType::Join | MessageType::Leave => Err(ChatError::invalid(
+        MessageType::Read if allow_presence => Ok(Command::Read(
+            room,
+            caller.name("user", &message.user)?,
+            message.read_offset,
+            message.epoch.clone(),
+        )),
+        MessageType::Join | MessageType::Leave | MessageType::Read => Err(ChatError::invalid(
             "type",
-            "only CHAT messages can be uploaded; JOIN and LEAVE are for the Chat stream",
+            "only CHAT messages can be uploaded; JOIN, LEAVE and READ are for the Chat stream",
         )),
         MessageType::System => Err(ChatError::invalid(
             "type",
@@ -111,6 +126,28 @@ fn notice(room: &RoomName, kind: Notice, content: String) -> Message {
         r#type: MessageType::System as i32,
         notice: kind as i32,
         ..Message::default()
+    }
+}
+
+/// What a subscriber that listens is sent for `signal` in `room`.
+pub fn signal_message(room: &RoomName, signal: &Signal) -> Message {
+    match signal {
+        Signal::Read {
+            user,
+            marker,
+            unread,
+        } => Message {
+            id: "read".into(),
+            user: user.to_string(),
+            room: room.to_string(),
+            timestamp: Some(SystemTime::now().into()),
+            r#type: MessageType::Read as i32,
+            epoch: marker.epoch.to_string(),
+            read_offset: marker.offset,
+            unread: *unread,
+            content: format!("read up to {} ({unread} unread)", marker.offset),
+            ..Message::default()
+        },
     }
 }
 
@@ -197,18 +234,39 @@ pub fn room_directory(directory: Directory) -> RoomDirectory {
         rooms: directory
             .rooms
             .into_iter()
-            .map(|(room, summary)| RoomListing {
-                room: room.to_string(),
-                members: u32::try_from(summary.members.len()).unwrap_or(u32::MAX),
-                epoch: epoch_text(&summary),
-                last_offset: summary.last_offset,
-                last_activity: summary.last_activity.map(Into::into),
+            .map(|listing| {
+                let summary = &listing.summary;
+                let read = listing.read.as_ref();
+                RoomListing {
+                    room: listing.room.to_string(),
+                    members: u32::try_from(summary.members.len()).unwrap_or(u32::MAX),
+                    epoch: epoch_text(summary),
+                    last_offset: summary.last_offset,
+                    last_activity: summary.last_activity.map(Into::into),
+                    unread: read.map_or(0, |read| read.unread),
+                    read_offset: read.map_or(0, |read| read.read_offset),
+                }
             })
             .collect(),
         next_page_token: directory
             .next
             .map(|room| room.to_string())
             .unwrap_or_default(),
+    }
+}
+
+/// What `MarkRead` and `GetReadState` answer for `room`.
+pub fn read_state(room: &RoomName, state: ReadState) -> crate::proto::ReadState {
+    crate::proto::ReadState {
+        room: room.to_string(),
+        epoch: state
+            .epoch
+            .as_ref()
+            .map(Epoch::to_string)
+            .unwrap_or_default(),
+        read_offset: state.read_offset,
+        unread: state.unread,
+        last_offset: state.last_offset,
     }
 }
 

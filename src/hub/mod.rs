@@ -10,6 +10,7 @@
 //! for the notices that end streams, stamps published messages with the caller's trace context,
 //! and keeps the chat metrics.
 
+mod read;
 pub mod rules;
 mod sent;
 
@@ -24,18 +25,20 @@ use std::{
 
 use futures_util::Stream;
 use opentelemetry::trace::TraceContextExt;
+use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::task::TaskTracker;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use crate::broker::Delivery;
 use crate::{
     auth::{Caller, Places, grants::Capability},
-    broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary},
+    broker::{Broker, Entry, EventStream, FeedError, Lease, Opening, RoomSummary, Signal},
     error::ChatError,
     event::{Event, Receipt},
     monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
     room::{Draft, Epoch, ReplyTo, RoomName, StartAt, UserName},
 };
+pub use read::{MarkAt, ReadState};
 pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
 
 /// Most room names one directory page looks at, whatever the caller may read of them.
@@ -59,6 +62,17 @@ struct HubInner {
     tasks: TaskTracker,
     /// Messages sent with a client message id, within the window.
     sent: sent::Sent,
+}
+
+/// A room in the directory.
+#[derive(Debug)]
+pub struct Listing {
+    /// Its name.
+    pub room: RoomName,
+    /// What the engine knows of it.
+    pub summary: RoomSummary,
+    /// The reading of the user the directory is for, when it names one.
+    pub read: Option<ReadState>,
 }
 
 /// A position in a room: an offset in the log of an epoch.
@@ -145,17 +159,18 @@ impl Hub {
         Ok(receipt)
     }
 
-    /// A page of the rooms `caller` may read, acting as `user` for direct rooms: at most `size`
-    /// rooms after `after`, in name order, with their summaries, and where the next page starts
-    /// (`None` when none is left). At most [`DIRECTORY_SCAN`] names are looked at per page, so a
-    /// page may come back short with a next page to ask for.
+    /// A page of the rooms `caller` may read, acting as `user` for direct rooms and read
+    /// markers: at most `size` rooms after `after`, in name order, with their summaries and the
+    /// user's reading of each, and where the next page starts (`None` when none is left). At most
+    /// [`DIRECTORY_SCAN`] names are looked at per page, so a page may come back short with a next
+    /// page to ask for.
     pub async fn directory(
         &self,
         caller: &Caller,
         user: Option<&UserName>,
         after: Option<RoomName>,
         size: usize,
-    ) -> Result<(Vec<(RoomName, RoomSummary)>, Option<RoomName>), ChatError> {
+    ) -> Result<(Vec<Listing>, Option<RoomName>), ChatError> {
         let broker = &self.inner.broker;
         let (mut listed, mut cursor, mut scanned) = (Vec::new(), after, 0);
         let visible = |room: &RoomName| {
@@ -183,9 +198,20 @@ impl Hub {
             }
         }
         let mut rooms = Vec::with_capacity(listed.len());
-        for name in listed {
-            let summary = broker.room(&name).await?;
-            rooms.push((name, summary));
+        for room in listed {
+            let summary = broker.room(&room).await?;
+            let read = match user {
+                Some(user) => {
+                    let marker = broker.read_marker(&room, user).await?;
+                    Some(ReadState::of(&summary, marker.as_ref()))
+                }
+                None => None,
+            };
+            rooms.push(Listing {
+                room,
+                summary,
+                read,
+            });
         }
         Ok((rooms, cursor))
     }
@@ -209,18 +235,21 @@ impl Hub {
         .await
     }
 
-    /// Opens a subscription of `caller` to `room` at `start` for a client of `door`, under the
-    /// caps and, when the room is not open, the caller's room-opening rate. A named participant
-    /// enters the room (the engine announces its first session with a JOIN, which the
-    /// subscription itself also receives) and leaves when the subscription is dropped.
+    /// Opens a subscription of `caller` to `room` as `reading` says for a client of `door`,
+    /// under the caps and, when the room is not open, the caller's room-opening rate. A named
+    /// participant enters the room (the engine announces its first session with a JOIN, which the
+    /// subscription itself also receives) and leaves when the subscription is dropped. Its
+    /// reader is the participant, or else the caller's own user.
     pub async fn subscribe(
         &self,
         caller: &Caller,
         room: &RoomName,
         participant: Option<Participant<'_>>,
-        start: StartAt,
+        reading: impl Into<Reading>,
         door: FrontDoor,
     ) -> Result<Subscription, ChatError> {
+        let reading = reading.into();
+        let start = reading.start;
         let places = caller.enter(Some(room))?;
         let place = self.subscription_place()?;
         self.admit(caller, room)?;
@@ -247,7 +276,20 @@ impl Hub {
             }
             None => None,
         };
+        let reader = participant
+            .map(|participant| participant.user)
+            .or(caller.user());
+        let listening = match reader {
+            Some(reader) if reading.signals => self.inner.broker.signals(room).map(|signals| {
+                Box::new(Listening {
+                    reader: reader.clone(),
+                    signals: BroadcastStream::new(signals),
+                })
+            }),
+            _ => None,
+        };
         Ok(Subscription {
+            listening,
             opening: feed.opening,
             position: Position {
                 epoch: feed.epoch.clone(),
@@ -339,6 +381,40 @@ impl Drop for Place {
     }
 }
 
+/// How a subscription reads its room.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// Where it starts.
+    pub start: StartAt,
+    /// Whether it also delivers the room's signals for its reader (its own read marker moving).
+    pub signals: bool,
+}
+
+impl From<StartAt> for Reading {
+    /// Reading from `start`, without signals.
+    fn from(start: StartAt) -> Self {
+        Self {
+            start,
+            signals: false,
+        }
+    }
+}
+
+/// A subscription's reader and the room's signals it hears.
+struct Listening {
+    reader: UserName,
+    signals: BroadcastStream<Arc<Signal>>,
+}
+
+impl Listening {
+    /// Whether the reader is told of `signal`: its own read marker moving.
+    fn hears(&self, signal: &Signal) -> bool {
+        match signal {
+            Signal::Read { user, .. } => *user == self.reader,
+        }
+    }
+}
+
 /// A named subscriber, announced to the room.
 #[derive(Debug, Clone, Copy)]
 pub struct Participant<'a> {
@@ -406,6 +482,8 @@ pub struct Subscription {
     /// Where reading would resume: after the last event delivered, or where the feed started.
     position: Position,
     events: EventStream,
+    /// The room's signals for its reader, when it listens (boxed: most subscriptions do not).
+    listening: Option<Box<Listening>>,
     metrics: Arc<ChatMetrics>,
     /// Deliveries so far, for sampling their latency.
     deliveries: u64,
@@ -444,6 +522,20 @@ impl Stream for Subscription {
     type Item = Result<Delivery, ChatError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Signals first: they are few (each identity's are rate-limited), and a busy room's
+        // events, always ready, would otherwise keep them waiting.
+        while let Some(listening) = self.listening.as_mut() {
+            match Pin::new(&mut listening.signals).poll_next(cx) {
+                Poll::Ready(Some(Ok(signal))) if listening.hears(&signal) => {
+                    return Poll::Ready(Some(Ok(Delivery::Signal(signal))));
+                }
+                // Not for this reader, or some missed while it was behind: they were about
+                // moments gone.
+                Poll::Ready(Some(_)) => {}
+                Poll::Ready(None) => self.listening = None,
+                Poll::Pending => break,
+            }
+        }
         let item = std::task::ready!(self.events.as_mut().poll_next(cx));
         Poll::Ready(item.map(|next| match next {
             Ok(Delivery::Event(event)) => {
@@ -456,6 +548,7 @@ impl Stream for Subscription {
                 };
                 Ok(Delivery::Event(event))
             }
+            Ok(Delivery::Signal(signal)) => Ok(Delivery::Signal(signal)),
             Ok(Delivery::Reset(reset)) => {
                 self.metrics.replay_resets.increment(1);
                 self.epoch = reset.epoch.clone();

@@ -25,6 +25,7 @@ mod metrics;
 mod ordering;
 mod presence;
 mod prometheus;
+mod read_markers;
 mod replies;
 mod send_message;
 mod shutdown;

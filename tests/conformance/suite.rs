@@ -9,14 +9,16 @@ use grpc_chat::hub::rules;
 use grpc_chat::{
     broker::{
         Broker, Delivery, EngineFigures, Entry, Feed, FeedError, Gap, Lease, Opening, Reset,
-        RoomSummary,
+        RoomSummary, Signal,
     },
     config::ServeConfig,
     error::{ChatError, EPOCH_METADATA, RESUME_FROM_METADATA},
     event::Event,
-    hub::Hub,
+    hub::{Hub, MarkAt, Participant, ReadState, Reading, Subscription},
     monitoring::{FrontDoor, Monitoring},
-    room::{Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, Reply, RoomName, StartAt, UserName},
+    room::{
+        Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, ReadMarker, Reply, RoomName, StartAt, UserName,
+    },
 };
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
@@ -633,6 +635,7 @@ pub async fn who_is_here_lists_members_sessions_and_positions<E: Engine>() {
             first_offset: 1,
             last_offset: 5,
             last_activity: summary.last_activity,
+            messages: 3,
             members: vec![(alice.clone(), 2), (bob.clone(), 1)],
         }
     );
@@ -996,5 +999,174 @@ pub async fn the_rooms_that_exist_are_listed_by_name_in_pages<E: Engine>() {
     let quiet = room("quiet");
     let _reader = subscribe(&*broker, &quiet, StartAt::Live).await;
     assert_eq!(broker.room(&quiet).await.unwrap().last_activity, None);
+    engine.close().await;
+}
+
+/// The next signal `subscription` delivers, skipping the room's events.
+async fn next_signal(subscription: &mut Subscription) -> Signal {
+    loop {
+        let item = tokio::time::timeout(PATIENCE, subscription.next())
+            .await
+            .expect("no signal came in time")
+            .expect("the subscription ended");
+        match item {
+            Ok(Delivery::Signal(signal)) => return (*signal).clone(),
+            Ok(_) => {}
+            Err(error) => panic!("the subscription failed: {error}"),
+        }
+    }
+}
+
+pub async fn read_markers_move_forward_count_messages_and_reach_the_user_s_sessions<E: Engine>() {
+    let engine: E = engine(|config| config.history = 8).await;
+    let broker = engine.broker();
+    let hub = Hub::new(
+        Arc::clone(&broker),
+        100,
+        ServeConfig::default().send_limits(),
+        &Monitoring::new(),
+        TaskTracker::new(),
+    );
+    let monitoring = Monitoring::new();
+    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &monitoring)
+        .unwrap()
+        .caller(None, &http::Extensions::new())
+        .unwrap();
+    let general = room("general");
+    let (alice, bob, carol) = (user("Alice"), user("Bob"), user("Carol"));
+    let at = |offset: u64| MarkAt {
+        field: "offset",
+        offset: Some(offset),
+        epoch: None,
+    };
+    let none = hub.mark_read(&caller, &general, &alice, at(1)).await;
+    assert!(
+        matches!(&none, Err(ChatError::FailedPrecondition(why)) if why == "offset: room general holds no messages"),
+        "{none:?}"
+    );
+    // Offsets 1 (Bob's JOIN) to 5; four chat messages.
+    broker
+        .publish(&general, Draft::presence(bob.clone(), EventKind::Join))
+        .await
+        .unwrap();
+    let epoch = publish_numbered(&*broker, &general, 4).await;
+    let state = hub.read_state(&general, &alice).await.unwrap();
+    assert_eq!(
+        state,
+        ReadState {
+            epoch: Some(epoch.clone()),
+            read_offset: 0,
+            unread: 4,
+            last_offset: 5
+        }
+    );
+    // Two sessions of Alice's (her JOIN is offset 6) and one of Bob's (his at 7) listen.
+    let listening = |user: &UserName| {
+        let (hub, caller, general, user) = (&hub, &caller, &general, user.clone());
+        async move {
+            let participant = Participant {
+                user: &user,
+                entry: Entry::Shared,
+                clock: 0,
+            };
+            let reading = Reading {
+                start: StartAt::Live,
+                signals: true,
+            };
+            hub.subscribe(caller, general, Some(participant), reading, FrontDoor::Grpc)
+                .await
+                .unwrap()
+        }
+    };
+    let (mut phone, mut laptop) = (listening(&alice).await, listening(&alice).await);
+    let mut bobs = listening(&bob).await;
+
+    let state = hub
+        .mark_read(&caller, &general, &alice, at(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (state.read_offset, state.unread, state.last_offset),
+        (3, 2, 7)
+    );
+    let moved = |offset, messages, unread| Signal::Read {
+        user: alice.clone(),
+        marker: ReadMarker {
+            epoch: epoch.clone(),
+            offset,
+            messages,
+        },
+        unread,
+    };
+    for session in [&mut phone, &mut laptop] {
+        assert_eq!(next_signal(session).await, moved(3, 2, 2));
+    }
+    // Never back: the marker stays, and nobody is told.
+    let state = hub
+        .mark_read(&caller, &general, &alice, at(2))
+        .await
+        .unwrap();
+    assert_eq!((state.read_offset, state.unread), (3, 2));
+    // Up to the newest, Bob's JOIN: nothing unread.
+    let state = hub
+        .mark_read(&caller, &general, &alice, at(7))
+        .await
+        .unwrap();
+    assert_eq!((state.read_offset, state.unread), (7, 0));
+    assert_eq!(next_signal(&mut phone).await, moved(7, 4, 0));
+    assert_eq!(
+        broker.read_marker(&general, &alice).await.unwrap(),
+        Some(ReadMarker {
+            epoch: epoch.clone(),
+            offset: 7,
+            messages: 4
+        })
+    );
+    // Bob hears only his own marker.
+    hub.mark_read(&caller, &general, &bob, at(5)).await.unwrap();
+    assert!(matches!(next_signal(&mut bobs).await, Signal::Read { user, .. } if user == bob));
+
+    // Past the end, and another epoch, are refused.
+    match hub.mark_read(&caller, &general, &alice, at(8)).await {
+        Err(ChatError::OffsetOutOfRange {
+            field,
+            requested,
+            next,
+            ..
+        }) => assert_eq!((field.as_deref(), requested, next), (Some("offset"), 8, 8)),
+        other => panic!("not out of range: {other:?}"),
+    }
+    let elsewhere = MarkAt {
+        epoch: Epoch::parse("epoch", "another1").unwrap(),
+        ..at(2)
+    };
+    let refused = hub.mark_read(&caller, &general, &alice, elsewhere).await;
+    assert!(
+        matches!(&refused, Err(ChatError::FailedPrecondition(why)) if why.starts_with("offset: the room's log was reset")),
+        "{refused:?}"
+    );
+
+    // Six more messages (offsets 8 to 13) push offsets 1 to 5 out of history (6, Alice's JOIN,
+    // to 13 held): a marker behind history counts from the oldest held.
+    publish_numbered(&*broker, &general, 6).await;
+    let state = hub
+        .mark_read(&caller, &general, &carol, at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (state.read_offset, state.unread, state.last_offset),
+        (2, 6, 13)
+    );
+    let state = hub.read_state(&general, &alice).await.unwrap();
+    assert_eq!((state.read_offset, state.unread), (7, 6));
+
+    // The directory gives each room's count for the user it is for.
+    let (listed, _) = hub
+        .directory(&caller, Some(&alice), None, 10)
+        .await
+        .unwrap();
+    let read = listed[0].read.as_ref().unwrap();
+    assert_eq!((read.read_offset, read.unread), (7, 6));
+    drop((phone, laptop, bobs));
     engine.close().await;
 }

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture, stream};
 use grpc_chat::{
-    broker::{Broker, EngineFigures, Entered, Entry, Feed, FeedError, Lease, Open, RoomSummary},
+    broker::{
+        Broker, EngineFigures, Entered, Entry, Feed, FeedError, Lease, Open, RoomSummary, Signal,
+        Signals,
+    },
     error::ChatError,
     event::Event,
-    room::{Draft, RoomName, StartAt, UserName},
+    room::{Draft, ReadMarker, RoomName, StartAt, UserName},
 };
 use tokio::sync::watch;
 
@@ -137,6 +140,47 @@ impl Broker for FailingBroker {
             self.inner.room_names(after, limit).await
         }
         .boxed()
+    }
+
+    fn read_marker<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+    ) -> BoxFuture<'a, Result<Option<ReadMarker>, ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.read_marker(room, user).await
+        }
+        .boxed()
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        marker: ReadMarker,
+    ) -> BoxFuture<'a, Result<ReadMarker, ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.mark_read(room, user, marker).await
+        }
+        .boxed()
+    }
+
+    fn signal<'a>(
+        &'a self,
+        room: &'a RoomName,
+        signal: Signal,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
+        async move {
+            self.refuse()?;
+            self.inner.signal(room, signal).await
+        }
+        .boxed()
+    }
+
+    fn signals(&self, room: &RoomName) -> Option<Signals> {
+        self.inner.signals(room)
     }
 
     fn holds(&self, room: &RoomName) -> bool {

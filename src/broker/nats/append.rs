@@ -27,7 +27,7 @@ use crate::{
     chat_message::MessageFrame,
     error::ChatError,
     event::{Event, EventParts},
-    room::{Draft, Epoch, RoomName, merge_clock},
+    room::{Draft, Epoch, EventKind, RoomName, merge_clock},
 };
 
 /// Attempts of one append before it fails with UNAVAILABLE (each lost to another replica's).
@@ -127,6 +127,7 @@ impl Appender {
                 kind: draft.kind,
                 offset: next.offset,
                 lamport: merge_clock(next.lamport, draft.sender_clock)?,
+                messages: next.messages + u64::from(draft.kind == EventKind::Chat),
                 timestamp,
                 traceparent: draft.traceparent.as_deref(),
                 reply: draft.reply.as_ref(),
@@ -182,6 +183,7 @@ impl Appender {
                 epoch: last.epoch.clone(),
                 offset: last.offset + 1,
                 lamport: last.lamport,
+                messages: last.messages,
                 expected: last.sequence,
             });
         }
@@ -196,6 +198,7 @@ impl Appender {
             epoch,
             offset: 1,
             lamport: 0,
+            messages: 0,
             expected: 0,
         })
     }
@@ -294,6 +297,8 @@ struct Next {
     offset: u64,
     /// The room's Lamport time before the message.
     lamport: u64,
+    /// Chat messages in the room's log before it.
+    messages: u64,
     /// The stream sequence of the room's last message (0: none).
     expected: u64,
 }
@@ -324,6 +329,7 @@ fn position_of(event: &Event, sequence: u64) -> wire::Position {
         sequence,
         offset: event.offset,
         lamport: event.lamport,
+        messages: event.messages,
         epoch: event.epoch.clone(),
         id: event.id.to_string(),
     }

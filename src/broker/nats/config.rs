@@ -77,6 +77,10 @@ pub struct NatsOptions {
     )]
     pub nats_presence_bucket: String,
 
+    /// The key-value bucket of read markers (created if missing).
+    #[arg(long, env = "GRPC_CHAT_NATS_READ_BUCKET", default_value = "chat-read")]
+    pub nats_read_bucket: String,
+
     /// The key-value bucket where each replica says it is alive (created if missing).
     #[arg(
         long,
@@ -119,6 +123,7 @@ impl NatsOptions {
             ("--nats-rooms-bucket", &self.nats_rooms_bucket),
             ("--nats-presence-bucket", &self.nats_presence_bucket),
             ("--nats-replicas-bucket", &self.nats_replicas_bucket),
+            ("--nats-read-bucket", &self.nats_read_bucket),
         ] {
             if name.is_empty()
                 || !name

@@ -23,7 +23,9 @@ mod append;
 pub mod config;
 mod epochs;
 mod follow;
+mod markers;
 mod presence;
+mod signals;
 pub(crate) mod subject;
 mod wire;
 
@@ -44,7 +46,7 @@ use async_nats::{
         stream::{self, DiscardPolicy, LastRawMessageError, LastRawMessageErrorKind, StorageType},
     },
 };
-use futures_util::{FutureExt, future::BoxFuture};
+use futures_util::{FutureExt, StreamExt, future::BoxFuture};
 use tokio::sync::{OnceCell, mpsc, oneshot, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -55,13 +57,13 @@ use self::{
     presence::{Change, Presence},
 };
 use super::{
-    Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, lock,
+    Broker, EngineFigures, Entered, Entry, Feed, Lease, Open, RoomSummary, Signal, Signals, lock,
     log::{LogLimits, RoomLog},
 };
 use crate::{
     error::ChatError,
     event::Event,
-    room::{Draft, EventKind, RoomName, StartAt, UserName},
+    room::{Draft, EventKind, ReadMarker, RoomName, StartAt, UserName},
 };
 
 /// How often the stream's figures are read.
@@ -92,6 +94,8 @@ pub struct NatsConfig {
     pub replica: String,
     /// How long JetStream de-duplicates a retried append by its event id (the send window).
     pub duplicate_window: Duration,
+    /// Bytes the bucket of read markers may hold.
+    pub read_markers_bytes: u64,
 }
 
 /// What the engine uses once NATS is reached.
@@ -101,6 +105,7 @@ pub struct Connected {
     stream: stream::Stream,
     rooms: kv::Store,
     presence: Presence,
+    markers: kv::Store,
 }
 
 /// The NATS JetStream engine; cheap to clone.
@@ -549,7 +554,8 @@ impl NatsBroker {
         Ok(RoomSummary {
             epoch,
             first_offset: first.map_or(0, |first| first.offset),
-            last_offset: last.map_or(0, |last| last.offset),
+            last_offset: last.as_ref().map_or(0, |last| last.offset),
+            messages: last.map_or(0, |last| last.messages),
             last_activity,
             members,
         })
@@ -574,6 +580,9 @@ impl NatsBroker {
         self.inner
             .connected
             .send_replace(Some(Arc::clone(&connected)));
+        self.inner
+            .tasks
+            .spawn(self.clone().pass_on_signals(Arc::clone(&connected)));
         let ttl = self.inner.config.options.nats_presence_ttl;
         let mut heartbeats = tokio::time::interval(presence::heartbeat_period(ttl));
         let mut sweeps = tokio::time::interval(ttl / 2);
@@ -608,6 +617,49 @@ impl NatsBroker {
                 }
             }
         }
+    }
+
+    /// Passes the signals of every replica to the listeners of the rooms held here, until the
+    /// engine stops (the client subscribes again by itself after a reconnection).
+    async fn pass_on_signals(self, connected: Arc<Connected>) {
+        let stop = self.inner.stop.clone();
+        let prefix = format!("{}.signal.", self.inner.config.options.nats_subject_prefix);
+        let mut signals = loop {
+            match connected.client.subscribe(format!("{prefix}*")).await {
+                Ok(signals) => break signals,
+                Err(error) => tracing::warn!(%error, "cannot listen to room signals yet"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(CONNECT_RETRY) => {}
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = signals.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let room = message
+                .subject
+                .as_str()
+                .strip_prefix(&prefix)
+                .and_then(subject::room_of);
+            let log = room.and_then(|room| self.held_log(&room));
+            if let Some((log, signal)) = log.zip(signals::decode(&message.payload)) {
+                log.signal(Arc::new(signal));
+            }
+        }
+    }
+
+    /// The log of `room` if it is open here.
+    fn held_log(&self, room: &RoomName) -> Option<Arc<RoomLog>> {
+        lock(&self.inner.rooms)
+            .get(room)
+            .and_then(|slot| slot.room.get())
+            .map(|room| Arc::clone(&room.log))
     }
 
     /// Announces the LEAVEs of sessions whose replica died.
@@ -742,7 +794,13 @@ async fn connect(
         .await
         .map_err(|error| format!("connecting to NATS: {error}"))?;
     let jetstream = jetstream::new(client.clone());
-    let (stream, rooms, members, replicas) = set_up(&jetstream, config).await?;
+    let Buckets {
+        stream,
+        rooms,
+        members,
+        replicas,
+        markers,
+    } = set_up(&jetstream, config).await?;
     let presence = Presence {
         members,
         replicas,
@@ -759,15 +817,22 @@ async fn connect(
         stream,
         rooms,
         presence,
+        markers,
     })
+}
+
+/// The stream and buckets the engine works with.
+struct Buckets {
+    stream: stream::Stream,
+    rooms: kv::Store,
+    members: kv::Store,
+    replicas: kv::Store,
+    markers: kv::Store,
 }
 
 /// Creates the stream and the buckets, or updates the stream's limits to the configured ones
 /// (idempotent: run again after a reconnection, in case NATS lost them).
-async fn set_up(
-    jetstream: &jetstream::Context,
-    config: &NatsConfig,
-) -> Result<(stream::Stream, kv::Store, kv::Store, kv::Store), String> {
+async fn set_up(jetstream: &jetstream::Context, config: &NatsConfig) -> Result<Buckets, String> {
     let options = &config.options;
     let storage = storage(options.nats_storage);
     jetstream
@@ -812,7 +877,21 @@ async fn set_up(
         bucket(&options.nats_replicas_bucket, options.nats_presence_ttl),
     )
     .await?;
-    Ok((stream, rooms, members, replicas))
+    let markers = open_bucket(
+        jetstream,
+        kv::Config {
+            max_bytes: i64::try_from(config.read_markers_bytes).unwrap_or(i64::MAX),
+            ..bucket(&options.nats_read_bucket, Duration::ZERO)
+        },
+    )
+    .await?;
+    Ok(Buckets {
+        stream,
+        rooms,
+        members,
+        replicas,
+        markers,
+    })
 }
 
 async fn open_bucket(
@@ -876,6 +955,59 @@ impl Broker for NatsBroker {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<RoomName>, ChatError>> {
         self.names_of_rooms(after, limit).boxed()
+    }
+
+    fn read_marker<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+    ) -> BoxFuture<'a, Result<Option<ReadMarker>, ChatError>> {
+        async move {
+            let connected = self.connected().await?;
+            let timeout = self.inner.config.options.nats_request_timeout;
+            markers::get(&connected.markers, &markers::key(room, user), timeout).await
+        }
+        .boxed()
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a UserName,
+        marker: ReadMarker,
+    ) -> BoxFuture<'a, Result<ReadMarker, ChatError>> {
+        async move {
+            let connected = self.connected().await?;
+            let timeout = self.inner.config.options.nats_request_timeout;
+            let key = markers::key(room, user);
+            markers::mark(&connected.markers, &key, marker, timeout).await
+        }
+        .boxed()
+    }
+
+    fn signal<'a>(
+        &'a self,
+        room: &'a RoomName,
+        signal: Signal,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
+        async move {
+            let connected = self.connected().await?;
+            let subject = format!(
+                "{}.signal.{}",
+                self.inner.config.options.nats_subject_prefix,
+                subject::token(room)
+            );
+            connected
+                .client
+                .publish(subject, signals::encode(&signal))
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn signals(&self, room: &RoomName) -> Option<Signals> {
+        self.held_log(room).map(|log| log.signals())
     }
 
     fn holds(&self, room: &RoomName) -> bool {

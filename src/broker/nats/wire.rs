@@ -20,6 +20,9 @@ const OFFSET: &str = "Chat-Offset";
 const EPOCH: &str = "Chat-Epoch";
 /// The room's Lamport time after it.
 const LAMPORT: &str = "Chat-Lamport";
+/// Chat messages in the room's log up to it ([`Event::messages`]). Messages stored before it
+/// was written count every event (they were taken for chat messages).
+const MESSAGES: &str = "Chat-Messages";
 /// JetStream's de-duplication id: the event id.
 pub(super) const MESSAGE_ID: &str = "Nats-Msg-Id";
 
@@ -32,6 +35,8 @@ pub(super) struct Position {
     pub offset: u64,
     /// The room's Lamport time after it.
     pub lamport: u64,
+    /// Chat messages in the room's log up to it.
+    pub messages: u64,
     /// The epoch of the room's log.
     pub epoch: Epoch,
     /// Its event id.
@@ -44,6 +49,7 @@ pub(super) fn encode(event: &Event) -> (HeaderMap, Bytes) {
     headers.insert(OFFSET, event.offset.to_string().as_str());
     headers.insert(EPOCH, event.epoch.as_str());
     headers.insert(LAMPORT, event.lamport.to_string().as_str());
+    headers.insert(MESSAGES, event.messages.to_string().as_str());
     headers.insert(MESSAGE_ID, event.id.to_string().as_str());
     (headers, event.form::<MessageFrame>().message())
 }
@@ -63,10 +69,16 @@ fn number(headers: &HeaderMap, name: &str) -> Result<u64, String> {
 
 /// The position a stored message's headers give.
 pub(super) fn position(sequence: u64, headers: &HeaderMap) -> Result<Position, String> {
+    let offset = number(headers, OFFSET)?;
+    let messages = match headers.get(MESSAGES) {
+        Some(_) => number(headers, MESSAGES)?,
+        None => offset,
+    };
     Ok(Position {
         sequence,
-        offset: number(headers, OFFSET)?,
+        offset,
         lamport: number(headers, LAMPORT)?,
+        messages,
         epoch: Epoch::parse("epoch", header(headers, EPOCH)?)
             .ok()
             .flatten()
@@ -113,6 +125,7 @@ pub(super) fn decode(
         kind,
         offset: at.offset,
         lamport: at.lamport,
+        messages: at.messages,
         timestamp,
         traceparent,
         reply: reply.as_ref(),
