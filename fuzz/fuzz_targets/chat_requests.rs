@@ -74,6 +74,7 @@ fn round_trip(room: RoomName, user: UserName, content: &str) {
         kind: EventKind::Chat,
         offset: 1,
         lamport: 1,
+        messages: 1,
         timestamp: SystemTime::UNIX_EPOCH,
         traceparent: None,
         reply: None,

@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         kind: EventKind::Chat,
         offset: 1,
         lamport: clock + 1,
+        messages: 1,
         timestamp: SystemTime::UNIX_EPOCH,
         traceparent: None,
         reply: None,
