@@ -283,6 +283,7 @@ export class ChatApp {
 
   /** One room of the directory: a button that opens it, with who is there and when it was used. */
   private directoryEntry(room: RoomListing): HTMLElement {
+    const unread = room.unread > 0n ? ` · ${room.unread} unread` : "";
     const here = `${room.members} here`;
     const last = room.lastActivity
       ? `last message ${dayLabel(timestampDate(room.lastActivity))}, ${timeFormat.format(timestampDate(room.lastActivity))}`
@@ -291,7 +292,7 @@ export class ChatApp {
       "button.directory-room",
       { type: "button", "data-room": room.room },
       h("span.room-name", {}, this.label(room.room)),
-      h("span.directory-meta", {}, `${here} · ${last}`),
+      h("span.directory-meta", {}, `${here} · ${last}${unread}`),
     );
     open.addEventListener("click", () => {
       const problem = this.rooms.has(room.room) ? null : this.roomLimitProblem();
@@ -335,7 +336,10 @@ export class ChatApp {
       if (event.key === "Delete" || event.key === "Backspace") this.leave(name);
     });
     scroller.addEventListener("scroll", () => {
-      if (this.current?.scroller === scroller && nearEnd(scroller)) this.jumpButton.hidden = true;
+      if (this.current?.scroller === scroller && nearEnd(scroller)) {
+        this.jumpButton.hidden = true;
+        this.markRead(this.current);
+      }
     });
     const shown: Shown = {
       room: undefined as unknown as Room,
@@ -365,6 +369,7 @@ export class ChatApp {
         shown.members = members;
         if (shown === this.current) this.renderMembers();
       },
+      read: (unread) => this.readElsewhere(shown, unread),
     });
     this.rooms.set(name, shown);
     this.order.push(name);
@@ -425,17 +430,26 @@ export class ChatApp {
     for (const item of items) {
       this.renderItem(shown, item);
       const news = !replayed && item.kind === "chat" && item.user !== this.identity.name;
-      if (news && (shown !== this.current || document.hidden)) {
-        shown.unread += 1;
-        if (document.hidden) this.hiddenUnread += 1;
-      }
+      if (news && document.hidden) this.hiddenUnread += 1;
     }
+    if (shown !== this.current || document.hidden) shown.unread = shown.room.unread();
     this.renderBadge(shown);
     this.updateTitle();
     if (shown === this.current) {
-      if (follow || replayed) this.scrollToEnd(shown);
-      else this.jumpButton.hidden = false;
+      if (follow || replayed) {
+        this.scrollToEnd(shown);
+        this.markRead(shown);
+      } else this.jumpButton.hidden = false;
     }
+  }
+
+  /** The server says how much of `shown` is unread for this person (another tab or device read
+   * on, or this one did): the badge follows, unless the room is in view, where it is read. */
+  private readElsewhere(shown: Shown, unread: number): void {
+    if (shown === this.current && !document.hidden) return;
+    shown.unread = unread;
+    this.renderBadge(shown);
+    this.updateTitle();
   }
 
   private renderItem(shown: Shown, item: Item): void {
@@ -590,9 +604,11 @@ export class ChatApp {
     shown.badge.textContent = shown.unread > 99 ? "99+" : String(shown.unread);
   }
 
+  /** `shown` is in view: everything in it is read, here and on this person's other devices. */
   private markRead(shown: Shown): void {
     shown.unread = 0;
     this.renderBadge(shown);
+    if (!document.hidden) shown.room.markRead();
   }
 
   private updateTitle(): void {

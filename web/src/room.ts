@@ -19,6 +19,8 @@ const PRESENCE_REFRESH_MS = 150;
 const CLOCK_SKEW_MS = 2_000;
 /** A SendMessage that has not been answered in this long has failed. */
 const SEND_TIMEOUT_MS = 10_000;
+/** A read marker that could not be stored is tried again after this long. */
+const MARK_RETRY_MS = 1_000;
 
 export type ItemKind = "chat" | "join" | "leave" | "notice";
 
@@ -71,6 +73,8 @@ export interface RoomEvents {
   delivered(localId: number): void;
   connection(state: ConnectionState): void;
   members(members: { user: string; sessions: number }[]): void;
+  /** Where this person has read the room up to moved (here or on another device). */
+  read(unread: number): void;
 }
 
 /** What a room keeps across a reload of the page (in sessionStorage). */
@@ -98,6 +102,15 @@ export class Room {
   private readonly abort = new AbortController();
   private presenceTimer: number | undefined;
   private retryNow: (() => void) | undefined;
+  /** The last offset read, as the server keeps it for this person (every device's). */
+  private readOffset = 0n;
+  /** The server's count of unread messages, and the offset this page had then: what counts
+   * when the page does not hold every message after the marker. */
+  private serverUnread = { count: 0, at: 0n };
+  /** A marker being stored, and whether another is wanted once it is. */
+  private marking = false;
+  private markAgain = false;
+  private markTimer: number | undefined;
 
   constructor(
     name: string,
@@ -124,6 +137,7 @@ export class Room {
   close(): void {
     this.abort.abort();
     window.clearTimeout(this.presenceTimer);
+    window.clearTimeout(this.markTimer);
     sessionStorage.removeItem(storageKey(this.name));
   }
 
@@ -174,6 +188,55 @@ export class Room {
     }
   }
 
+  /** Marks everything received so far read, for every device of this person. */
+  markRead(): void {
+    if (this.lastOffset <= this.readOffset || this.epoch === "") return;
+    if (this.marking) {
+      this.markAgain = true;
+      return;
+    }
+    this.marking = true;
+    const offset = this.lastOffset;
+    void this.client
+      .markRead({ room: this.name, user: this.user, offset, epoch: this.epoch }, { signal: this.abort.signal })
+      .then(
+        (state) => this.readState(state.epoch, state.readOffset, Number(state.unread)),
+        () => {
+          // Over the rate, or the server away: the marker is stored on a later try.
+          window.clearTimeout(this.markTimer);
+          this.markTimer = window.setTimeout(() => this.markRead(), MARK_RETRY_MS);
+        },
+      )
+      .finally(() => {
+        this.marking = false;
+        if (this.markAgain) {
+          this.markAgain = false;
+          this.markRead();
+        }
+      });
+  }
+
+  /** The server's word on where this person has read up to. */
+  private readState(epoch: string, readOffset: bigint, unread: number): void {
+    if (epoch !== this.epoch) return;
+    if (readOffset > this.readOffset) this.readOffset = readOffset;
+    this.serverUnread = { count: unread, at: this.lastOffset };
+    this.events.read(this.unread());
+  }
+
+  /** Chat messages after where this person has read up to: counted in what the page holds
+   * when it holds them all (a marker and a message may arrive in either order), else the
+   * server's count plus what came since. */
+  unread(): number {
+    const after = (offset: bigint): number =>
+      this.items.filter((item) => item.kind === "chat" && BigInt(item.offset) > offset).length;
+    const first = this.items.find((item) => item.kind !== "notice");
+    const holdsAll = first !== undefined && BigInt(first.offset) <= this.readOffset + 1n;
+    if (holdsAll || this.serverUnread.at === 0n) return after(this.readOffset);
+    const since = this.serverUnread.at > this.readOffset ? this.serverUnread.at : this.readOffset;
+    return this.serverUnread.count + after(since);
+  }
+
   private async follow(): Promise<void> {
     let attempt = 0;
     while (!this.abort.signal.aborted) {
@@ -181,8 +244,8 @@ export class Room {
       try {
         const resuming = this.lastOffset > 0n && this.epoch !== "";
         const request = resuming
-          ? { room: this.name, user: this.user, fromOffset: this.lastOffset + 1n, epoch: this.epoch }
-          : { room: this.name, user: this.user, last: OPENING_HISTORY };
+          ? { room: this.name, user: this.user, fromOffset: this.lastOffset + 1n, epoch: this.epoch, signals: true }
+          : { room: this.name, user: this.user, last: OPENING_HISTORY, signals: true };
         // What was sent before this subscription opened is history, not news.
         const openedAt = Date.now() - CLOCK_SKEW_MS;
         for await (const message of this.client.subscribeMessages(request, {
@@ -190,9 +253,15 @@ export class Room {
         })) {
           if (message.notice === Notice.WELCOME) {
             attempt = 0;
+            if (message.epoch !== this.epoch) this.readOffset = 0n;
             this.epoch = message.epoch;
             this.setConnection({ state: "live" });
             this.refreshMembers(0);
+            void this.fetchReadState();
+            continue;
+          }
+          if (message.type === MessageType.READ) {
+            this.readState(message.epoch, message.readOffset, Number(message.unread));
             continue;
           }
           this.receive(message, openedAt);
@@ -244,11 +313,13 @@ export class Room {
       if (message.notice === Notice.RESET) {
         this.epoch = message.epoch;
         this.lastOffset = 0n;
+        this.readOffset = 0n;
       }
       this.add({ kind: "notice", id: "", user: "", text, time, offset: "0" }, replayed);
       return;
     }
     if (message.epoch === this.epoch && message.offset <= this.lastOffset) return;
+    if (message.epoch !== this.epoch) this.readOffset = 0n;
     this.epoch = message.epoch;
     this.lastOffset = message.offset;
     const kind: ItemKind =
@@ -279,6 +350,16 @@ export class Room {
     if (this.items.length > KEPT_ITEMS) this.items.splice(0, this.items.length - KEPT_ITEMS);
     save(this.name, { epoch: this.epoch, lastOffset: this.lastOffset.toString(), items: this.items });
     this.events.added([item], replayed);
+  }
+
+  /** Asks where this person has read up to (on (re)connecting: other devices may have read on). */
+  private async fetchReadState(): Promise<void> {
+    try {
+      const state = await this.client.getReadState({ room: this.name, user: this.user }, { signal: this.abort.signal });
+      this.readState(state.epoch, state.readOffset, Number(state.unread));
+    } catch {
+      // Asked again on the next reconnect; the page's own count stands meanwhile.
+    }
   }
 
   private setConnection(state: ConnectionState): void {

@@ -251,6 +251,50 @@ describe("direct conversations", () => {
   });
 });
 
+describe("read state", () => {
+  test("two tabs of one person share what is read, and the unread counts follow", async () => {
+    const server = await Server.start();
+    try {
+      await cli(server, ["send", "-r", "news", "-u", "bob", "first"]);
+      const tabA = await person(browser, server.pageUrl, { name: "alice", rooms: "lobby,news" });
+      await live(tabA);
+      const newsBadge = tabA.locator(".room-tab[data-room=news] .badge");
+      await eventually("one unread in news", async () => (await newsBadge.textContent()) === "1");
+      await cli(server, ["send", "-r", "news", "-u", "bob", "second"]);
+      await eventually("two unread in news", async () => (await newsBadge.textContent()) === "2");
+      // Alice reads the news in another tab: the first tab's count goes with it.
+      const tabB = await tabA.context().newPage();
+      tabB.problems = [];
+      tabB.on("pageerror", (error) => tabB.problems.push(`error: ${error.message}`));
+      await tabB.goto(`${server.pageUrl}#news`);
+      await live(tabB);
+      await seesMessage(tabB, "second");
+      await eventually("the first tab's news read", async () => await newsBadge.isHidden());
+      // What comes while the other tab shows the room is read there, and not counted here.
+      await cli(server, ["send", "-r", "news", "-u", "bob", "third"]);
+      await seesMessage(tabB, "third");
+      await eventually("the server to keep it read", async () => {
+        const state = await cli(server, ["read", "-r", "news", "-u", "alice"]);
+        return state.includes("0 unread");
+      });
+      assert.equal(await newsBadge.isHidden(), true);
+      // The directory counts for Alice: nothing in the news, a message in a room she never read.
+      await cli(server, ["send", "-r", "sports", "-u", "bob", "kick-off at eight"]);
+      await tabB.getByRole("button", { name: "Find rooms" }).click();
+      const list = tabB.getByRole("list", { name: "Rooms you can join" });
+      await list.locator(".directory-room", { hasText: "#sports" }).waitFor({ timeout: PATIENCE_MS });
+      assert.doesNotMatch(await list.locator('[data-room="news"] .directory-meta').textContent(), /unread/);
+      assert.match(await list.locator('[data-room="sports"] .directory-meta').textContent(), / · 1 unread$/);
+      await tabB.screenshot({ path: join(screenshots, "read-state-directory.png"), animations: "disabled" });
+      await tabA.screenshot({ path: join(screenshots, "read-state-two-tabs.png"), animations: "disabled" });
+      assert.deepEqual([...tabA.problems, ...tabB.problems], []);
+      await tabA.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("resuming", () => {
   test("a page reloaded mid-conversation resumes with nothing lost or repeated", async () => {
     const server = await Server.start();
