@@ -498,3 +498,68 @@ async fn a_reply_quotes_a_message_sent_through_another_replica_and_both_deliver_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_marker_moved_on_one_replica_is_heard_and_read_on_the_other() {
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    for text in ["one", "two", "three"] {
+        connect(a.addr)
+            .await
+            .send_message(send_request("general", "Bob", text))
+            .await
+            .unwrap();
+    }
+    // Alice's phone listens on replica B (its JOIN is offset 4).
+    let mut phone = subscribe_on(
+        &mut connect(b.addr).await,
+        SubscribeRequest {
+            user: "Alice".into(),
+            signals: true,
+            ..live("general")
+        },
+    )
+    .await;
+    let mark = |offset| grpc_chat::proto::MarkReadRequest {
+        room: "general".into(),
+        user: "Alice".into(),
+        offset,
+        epoch: String::new(),
+    };
+    // Her laptop, on replica A, has read two.
+    let state = connect(a.addr)
+        .await
+        .mark_read(mark(2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((state.read_offset, state.unread), (2, 1));
+    let read = loop {
+        let message = next(&mut phone).await;
+        if message.r#type == grpc_chat::proto::MessageType::Read as i32 {
+            break message;
+        }
+    };
+    assert_eq!(
+        (read.user.as_str(), read.read_offset, read.unread),
+        ("Alice", 2, 1)
+    );
+    // Replica B reads the same marker, and moves it only forward.
+    let on_b = connect(b.addr)
+        .await
+        .get_read_state(grpc_chat::proto::GetReadStateRequest {
+            room: "general".into(),
+            user: "Alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((on_b.read_offset, on_b.unread, on_b.last_offset), (2, 1, 4));
+    let back = connect(b.addr)
+        .await
+        .mark_read(mark(1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.read_offset, 2);
+}

@@ -10,7 +10,10 @@
 //!   and a reset notice (the new epoch, from the oldest message) if the log it belongs to is gone;
 //! * a log that is lost (dropped room, restart of a non-durable engine) comes back in a new epoch;
 //! * a reply quotes the message it answers while that is in history, and every reader gets the
-//!   quote with it; a reply to what left history or is not there yet is refused.
+//!   quote with it; a reply to what left history or is not there yet is refused;
+//! * a room counts the chat messages of its log; a read marker only moves forward in one log,
+//!   follows a new one, and survives what the engine keeps (a non-durable engine's restart
+//!   forgets it).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -20,7 +23,7 @@ use grpc_chat::{
     broker::{Broker, Delivery, Feed, FeedError, Gap, Opening, Reset},
     config::ServeConfig,
     error::ChatError,
-    room::{Epoch, Reply, RoomName, StartAt},
+    room::{Epoch, ReadMarker, Reply, RoomName, StartAt},
 };
 use proptest::{
     prelude::*,
@@ -58,6 +61,8 @@ enum Op {
     Read(Index, usize),
     /// The reader goes away, saving its position.
     Disconnect(Index),
+    /// Mark the room read up to this offset of its current log.
+    MarkRead(usize, u64),
     EvictIdle,
     Restart,
 }
@@ -76,6 +81,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..ROOMS, start).prop_map(|(room, start)| Op::Subscribe(room, start)),
         4 => (any::<Index>(), 1..10usize).prop_map(|(reader, n)| Op::Read(reader, n)),
         2 => any::<Index>().prop_map(Op::Disconnect),
+        2 => (0..ROOMS, 1..15u64).prop_map(|(room, offset)| Op::MarkRead(room, offset)),
         1 => Just(Op::EvictIdle),
         1 => Just(Op::Restart),
     ]
@@ -186,6 +192,8 @@ struct Model<E> {
     readers: Vec<Reader>,
     saved: Vec<Saved>,
     published: u64,
+    /// The reader's marker in each room, as the engine must keep it.
+    markers: Vec<Option<ReadMarker>>,
 }
 
 async fn run<E: Engine>(ops: Vec<Op>) -> Result<(), String> {
@@ -205,6 +213,7 @@ async fn run<E: Engine>(ops: Vec<Op>) -> Result<(), String> {
         readers: Vec::new(),
         saved: Vec::new(),
         published: 0,
+        markers: vec![None; ROOMS],
     };
     for op in ops {
         model.apply(op).await?;
@@ -269,6 +278,7 @@ impl<E: Engine> Model<E> {
                 self.save(&reader);
                 Ok(())
             }
+            Op::MarkRead(room, offset) => self.mark_read(room, offset).await,
             Op::EvictIdle => {
                 self.engine.evict_idle();
                 if !E::DURABLE {
@@ -288,6 +298,7 @@ impl<E: Engine> Model<E> {
                 self.engine.restart().await;
                 if !E::DURABLE {
                     self.logs.iter_mut().for_each(|log| *log = None);
+                    self.markers.iter_mut().for_each(|marker| *marker = None);
                 }
                 Ok(())
             }
@@ -301,6 +312,47 @@ impl<E: Engine> Model<E> {
             offset: reader.next,
             epoch: reader.feed.epoch.clone(),
         });
+    }
+
+    /// Marks `room` read up to `offset` (every event of the model is a chat message, so the
+    /// count up to it is the offset), after checking the room's count of chat messages.
+    async fn mark_read(&mut self, room: usize, offset: u64) -> Result<(), String> {
+        let (name, broker) = (self.names[room].clone(), self.broker());
+        let summary = broker
+            .room(&name)
+            .await
+            .map_err(|error| format!("room: {error}"))?;
+        let Some(epoch) = summary.epoch.clone().filter(|_| summary.last_offset > 0) else {
+            return Ok(());
+        };
+        ensure!(
+            summary.messages == summary.last_offset,
+            "the room counts {} messages up to offset {}",
+            summary.messages,
+            summary.last_offset
+        );
+        let reader = suite::user("Reader");
+        let marker = ReadMarker {
+            epoch,
+            offset,
+            messages: offset,
+        };
+        let expected = match &self.markers[room] {
+            Some(kept) if kept.epoch == marker.epoch && kept.offset >= offset => kept.clone(),
+            _ => marker.clone(),
+        };
+        let stored = broker
+            .mark_read(&name, &reader, marker)
+            .await
+            .map_err(|error| format!("mark_read: {error}"))?;
+        ensure!(stored == expected, "marker {stored:?}, not {expected:?}");
+        let read = broker
+            .read_marker(&name, &reader)
+            .await
+            .map_err(|error| format!("read_marker: {error}"))?;
+        ensure!(read.as_ref() == Some(&expected), "read back {read:?}");
+        self.markers[room] = Some(expected);
+        Ok(())
     }
 
     async fn publish(&mut self, room: usize) -> Result<(), String> {
