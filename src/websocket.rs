@@ -147,7 +147,8 @@ async fn upgrade(
         _ => state.auth.caller_of(&headers, &extensions),
     };
     let room_code = query.get("roomCode").cloned();
-    let signals = query.get("signals").cloned();
+    // Read here, so that the session keeps one byte for it, not the text.
+    let signals = signals_asked(query.get("signals").map(String::as_str));
     let tasks = state.tasks.clone();
     let max = state.config.max_message_bytes;
     upgrade
@@ -179,41 +180,38 @@ enum End {
 /// The drain signal of one session, registered once for its whole life.
 type Draining<'a> = Pin<&'a mut shutdown::Draining>;
 
-/// Whether the query's `signals` asks for the room's signals (absent: no).
-fn signals_asked(signals: Option<&str>) -> Result<bool, End> {
+/// Whether the query's `signals` asks for the room's signals (absent: no); `None` when it is
+/// neither yes nor no.
+fn signals_asked(signals: Option<&str>) -> Option<bool> {
     match signals {
-        None | Some("0" | "false") => Ok(false),
-        Some("1" | "true") => Ok(true),
-        Some(other) => Err(End::Close(
-            close_code::POLICY,
-            format!("signals query parameter: must be 1 or 0 (got {other:?})"),
-        )),
+        None | Some("0" | "false") => Some(false),
+        Some("1" | "true") => Some(true),
+        Some(_) => None,
     }
 }
 
 async fn session(
     mut socket: WebSocket,
-    (room_code, signals): (Option<String>, Option<String>),
+    (room_code, signals): (Option<String>, Option<bool>),
     caller: Result<Caller, ChatError>,
     state: WsState,
 ) {
     let mut draining = std::pin::pin!(state.shutdown.wait());
-    let end = match (room_code, caller, signals_asked(signals.as_deref())) {
+    let end = match (room_code, caller, signals) {
         (_, Err(error), _) => refusal(&error),
         (None, _, _) => End::Close(
             close_code::POLICY,
             "missing roomCode query parameter".into(),
         ),
-        (_, _, Err(end)) => end,
-        (Some(raw), Ok(caller), Ok(signals)) => match RoomName::parse("roomCode", &raw) {
+        (_, _, None) => End::Close(
+            close_code::POLICY,
+            "signals query parameter: must be 1 or 0".into(),
+        ),
+        (Some(raw), Ok(caller), Some(signals)) => match RoomName::parse("roomCode", &raw) {
             Err(error) => End::Close(close_code::POLICY, error.to_string()),
             Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
                 Ok(caller) => {
-                    let reading = Reading {
-                        start: StartAt::Live,
-                        signals,
-                    };
-                    serve_room(&mut socket, (room, reading), &caller, &state, &mut draining).await
+                    serve_room(&mut socket, (room, signals), &caller, &state, &mut draining).await
                 }
                 Err(end) => end,
             },
@@ -295,7 +293,7 @@ async fn authenticated(
 
 async fn serve_room(
     socket: &mut WebSocket,
-    (room, reading): (RoomName, Reading),
+    (room, signals): (RoomName, bool),
     caller: &Caller,
     state: &WsState,
     draining: &mut Draining<'_>,
@@ -309,7 +307,10 @@ async fn serve_room(
             caller,
             &room,
             Announce::Own,
-            reading,
+            Reading {
+                start: StartAt::Live,
+                signals,
+            },
             FrontDoor::WebSocket,
             &session,
         )
@@ -380,13 +381,16 @@ async fn receive(
             })?;
             let done = match frame {
                 Inbound::Say(frame) => publish(frame, room, caller, state).await,
-                Inbound::Read { author } => {
-                    let read = state
-                        .kit
-                        .mark_all_read(caller, room, ("Author", &author), "Read");
-                    // Boxed, as a publish is.
-                    Box::pin(read).await.map(drop)
-                }
+                // Boxed, as a publish is (and made inside the box: a future held in a local
+                // until the box takes it would be kept in every idle socket's task too).
+                Inbound::Read { author } => Box::pin(state.kit.mark_all_read(
+                    caller,
+                    room,
+                    ("Author", &author),
+                    "Read",
+                ))
+                .await
+                .map(drop),
             };
             done.map_err(|error| refusal(&error))
         }

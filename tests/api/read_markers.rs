@@ -216,6 +216,14 @@ async fn what_cannot_be_marked_is_refused_with_why() {
         (state.read_offset, state.unread, state.epoch.as_str()),
         (0, 1, sent.epoch.as_str())
     );
+    // A socket asks for signals with 1 (or true) and 0 (or false), nothing else.
+    let mut socket = crate::websocket::connect(&app, "?roomCode=general&signals=maybe").await;
+    let (code, reason) = crate::websocket::close_of(&mut socket).await;
+    assert_eq!(
+        code,
+        tungstenite::protocol::frame::coding::CloseCode::Policy
+    );
+    assert_eq!(reason, "signals query parameter: must be 1 or 0");
     // UploadMessages carries chat messages only.
     let upload = app
         .new_client()
