@@ -134,6 +134,13 @@ const RPCS: &[Rpc] = &[
         "crate::proto::ReadState",
     ),
     rpc(
+        CHAT,
+        "SetTyping",
+        Kind::Unary,
+        "crate::proto::SetTypingRequest",
+        "crate::proto::SetTypingResponse",
+    ),
+    rpc(
         CHITTY,
         "Broadcast",
         Kind::BidiStream,

@@ -264,6 +264,21 @@ impl Kit {
         Box::pin(self.hub.mark_read(caller, room, &reader, at)).await
     }
 
+    /// Tells everyone else in `room` that `caller` (acting as the name in the door's field
+    /// `user`) is typing, or stopped; needs the publish capability there (typing is for those
+    /// who may speak).
+    pub async fn typing(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        (user_field, user): (&str, &str),
+        typing: bool,
+    ) -> Result<(), ChatError> {
+        caller.authorize(room, Capability::Publish)?;
+        let typist = caller.name(user_field, user)?;
+        Box::pin(self.hub.typing(caller, room, &typist, typing)).await
+    }
+
     /// Subscribes `caller` (coming through `door`) to `room` as `reading` says, announcing whom
     /// `announce` says, until `drain` starts. Reading needs the subscribe capability, and the
     /// history capability unless it starts live.

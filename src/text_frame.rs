@@ -5,8 +5,10 @@
 //! `"ReplyPreview"` (fields a client of the two ignores, as JSON parsers do).
 //!
 //! A client may also send `{"Read": true}` (with an `"Author"` where it has no token): it has
-//! read the room up to now. A socket that asked for signals gets `{"Read": {"User": ...,
-//! "Unread": N}}` when its user's read marker moves on another session.
+//! read the room up to now; and `{"Typing": true}` or `{"Typing": false}`: it is typing, or
+//! stopped. A socket that asked for signals gets `{"Read": {"User": ..., "Unread": N}}` when its
+//! user's read marker moves on another session, and `{"Typing": {"User": ..., "Typing": true}}`
+//! when someone else is typing (or stopped).
 //!
 //! Parsing follows Go's `encoding/json`, which the original rooms used: field names match without
 //! regard to ASCII case (`author`, `AUTHOR`), unknown fields are ignored, a repeated field keeps
@@ -27,6 +29,7 @@ const CLIENT_MESSAGE_ID: &str = "ClientMessageId";
 const REPLY_TO: &str = "ReplyTo";
 const REPLY_TO_EPOCH: &str = "ReplyToEpoch";
 const READ: &str = "Read";
+const TYPING: &str = "Typing";
 
 /// What a client's frame asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,19 +41,54 @@ pub enum Inbound {
         /// Who.
         author: String,
     },
+    /// The author (empty: the token's user) is typing, or stopped.
+    Typing {
+        /// Who.
+        author: String,
+        /// Whether typing now.
+        typing: bool,
+    },
 }
 
 impl Inbound {
     /// Parses a client's frame; the error says what was wrong.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let fields: Fields = serde_json::from_str(text)?;
-        if fields.read == Some(true) && fields.content.is_none() {
-            return Ok(Self::Read {
-                author: fields.author.unwrap_or_default(),
-            });
+        if fields.content.is_none() {
+            if let Some(typing) = fields.typing {
+                return Ok(Self::Typing {
+                    author: fields.author.unwrap_or_default(),
+                    typing,
+                });
+            }
+            if fields.read == Some(true) {
+                return Ok(Self::Read {
+                    author: fields.author.unwrap_or_default(),
+                });
+            }
         }
         fields.into_frame().map(Self::Say)
     }
+}
+
+/// The frame the server sends a socket that listens when someone else is typing (or stopped).
+pub fn typing_signal(user: &str, typing: bool) -> String {
+    #[derive(Serialize)]
+    struct Typing<'a> {
+        #[serde(rename = "User")]
+        user: &'a str,
+        #[serde(rename = "Typing")]
+        typing: bool,
+    }
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "Typing")]
+        typing: Typing<'a>,
+    }
+    serde_json::to_string(&Frame {
+        typing: Typing { user, typing },
+    })
+    .expect("strings and booleans serialize")
 }
 
 /// The frame the server sends a socket that listens when its user's read marker moved.
@@ -167,6 +205,7 @@ struct Fields {
     reply_to: Option<u64>,
     reply_to_epoch: Option<String>,
     read: Option<bool>,
+    typing: Option<bool>,
 }
 
 impl Fields {
@@ -216,6 +255,8 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 fields.reply_to_epoch = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(READ) {
                 fields.read = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(TYPING) {
+                fields.typing = Some(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -281,6 +322,18 @@ mod tests {
         assert_eq!(
             read_signal("Zoë", 3),
             r#"{"Read":{"User":"Zoë","Unread":3}}"#
+        );
+        assert_eq!(
+            Inbound::parse(r#"{"typing":false,"Author":"bob"}"#).unwrap(),
+            Inbound::Typing {
+                author: "bob".into(),
+                typing: false
+            }
+        );
+        assert!(Inbound::parse(r#"{"Typing":"yes"}"#).is_err());
+        assert_eq!(
+            typing_signal("Zoë", true),
+            r#"{"Typing":{"User":"Zoë","Typing":true}}"#
         );
     }
 

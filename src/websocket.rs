@@ -391,6 +391,9 @@ async fn receive(
                 ))
                 .await
                 .map(drop),
+                Inbound::Typing { author, typing } => {
+                    Box::pin(state.kit.typing(caller, room, ("Author", &author), typing)).await
+                }
             };
             done.map_err(|error| refusal(&error))
         }
@@ -525,6 +528,9 @@ async fn deliver_batch(
                 let text = match &*signal {
                     Signal::Read { user, unread, .. } => {
                         text_frame::read_signal(user.as_str(), *unread)
+                    }
+                    Signal::Typing { user, typing } => {
+                        text_frame::typing_signal(user.as_str(), *typing)
                     }
                 };
                 bounded(socket.feed(Message::Text(text.into())), state, draining).await?;

@@ -156,13 +156,20 @@ pub enum Signal {
         /// Chat messages after it when it moved.
         unread: u64,
     },
+    /// `user` is typing in the room (or stopped): for everyone else there.
+    Typing {
+        /// Who.
+        user: UserName,
+        /// Whether typing now; false when it stopped.
+        typing: bool,
+    },
 }
 
 impl Signal {
     /// Who it is about.
     pub fn user(&self) -> &UserName {
         match self {
-            Self::Read { user, .. } => user,
+            Self::Read { user, .. } | Self::Typing { user, .. } => user,
         }
     }
 }

@@ -158,6 +158,9 @@ pub struct SubscribeArgs {
     /// Exit after this many room messages (notices not counted); 0 follows forever.
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Also print who is typing and, with --user (or a token), where you have read up to.
+    #[arg(long)]
+    signals: bool,
 }
 
 /// Arguments of `room`.
@@ -315,7 +318,10 @@ fn print_message(message: &Message) -> io::Result<()> {
             message.content,
             message.epoch
         )
-    } else if message.r#type == MessageType::System as i32 {
+    } else if message.r#type == MessageType::System as i32
+        || message.r#type == MessageType::Typing as i32
+        || message.r#type == MessageType::Read as i32
+    {
         say!("[{}] * {}", message.room, message.content)
     } else if message.reply_to > 0 {
         say!(
@@ -508,7 +514,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             from_offset: args.from_offset,
             last: args.last,
             epoch: args.epoch,
-            signals: false,
+            signals: args.signals,
         })
         .await?
         .into_inner();

@@ -25,8 +25,8 @@ use crate::{
     proto::{
         DirectRoomRequest, DirectRoomResponse, GetReadStateRequest, GetRoomRequest,
         ListRoomsRequest, MarkReadRequest, Message, MetricsRequest, ReadState, RoomDirectory,
-        RoomState, SendMessageRequest, SendMessageResponse, SubscribeRequest, UploadResponse,
-        chat_service_server::ChatService,
+        RoomState, SendMessageRequest, SendMessageResponse, SetTypingRequest, SetTypingResponse,
+        SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
     room::{ReplyTo, RoomName, SendKey, StartAt, UserName},
     shutdown::{Drain, Step},
@@ -213,8 +213,13 @@ impl ChatService for ChatApi {
             };
             let outcome = match convert::command(&message, &caller, false) {
                 Ok(Command::Say(room, said)) => self.kit.say(&caller, &room, said).await.map(drop),
-                Ok(Command::Join(..) | Command::Leave(..) | Command::Read(..)) => {
-                    unreachable!("presence and markers not allowed")
+                Ok(
+                    Command::Join(..)
+                    | Command::Leave(..)
+                    | Command::Read(..)
+                    | Command::Typing(..),
+                ) => {
+                    unreachable!("only CHAT messages are allowed")
                 }
                 Err(error) => Err(error),
             };
@@ -290,6 +295,19 @@ impl ChatService for ChatApi {
             )
             .await?;
         Ok(Response::new(convert::read_state(&room, state)))
+    }
+
+    async fn set_typing(
+        &self,
+        request: Request<SetTypingRequest>,
+    ) -> Result<Response<SetTypingResponse>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let room = RoomName::parse("room", &request.room)?;
+        self.kit
+            .typing(&caller, &room, ("user", &request.user), request.typing)
+            .await?;
+        Ok(Response::new(SetTypingResponse {}))
     }
 
     async fn get_read_state(
@@ -489,6 +507,14 @@ impl ChatSession {
                         (convert::READ_OFFSET_FIELD, offset),
                         ("epoch", &epoch),
                     )
+                    .await?;
+                Ok(None)
+            }
+            Command::Typing(room, user, typing) => {
+                let said = ("user", user.as_str());
+                self.api
+                    .kit
+                    .typing(&self.caller, &room, said, typing)
                     .await?;
                 Ok(None)
             }

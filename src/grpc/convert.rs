@@ -27,6 +27,8 @@ pub enum Command {
     /// Move the sender's read marker in `room` to the offset in the log of the epoch (Chat
     /// only; an empty epoch: the room's current one).
     Read(RoomName, UserName, u64, String),
+    /// Say whether the sender is typing in `room` (Chat only).
+    Typing(RoomName, String, bool),
 }
 
 /// The field of a READ that names the last offset read.
@@ -80,10 +82,16 @@ pub fn command(
             message.read_offset,
             message.epoch.clone(),
         )),
-        MessageType::Join | MessageType::Leave | MessageType::Read => Err(ChatError::invalid(
-            "type",
-            "only CHAT messages can be uploaded; JOIN, LEAVE and READ are for the Chat stream",
-        )),
+        MessageType::Typing if allow_presence => {
+            Ok(Command::Typing(room, message.user.clone(), message.typing))
+        }
+        MessageType::Join | MessageType::Leave | MessageType::Read | MessageType::Typing => {
+            Err(ChatError::invalid(
+                "type",
+                "only CHAT messages can be uploaded; JOIN, LEAVE, READ and TYPING are for the \
+                 Chat stream",
+            ))
+        }
         MessageType::System => Err(ChatError::invalid(
             "type",
             "SYSTEM messages come from the server only",
@@ -146,6 +154,20 @@ pub fn signal_message(room: &RoomName, signal: &Signal) -> Message {
             read_offset: marker.offset,
             unread: *unread,
             content: format!("read up to {} ({unread} unread)", marker.offset),
+            ..Message::default()
+        },
+        Signal::Typing { user, typing } => Message {
+            id: "typing".into(),
+            user: user.to_string(),
+            room: room.to_string(),
+            timestamp: Some(SystemTime::now().into()),
+            r#type: MessageType::Typing as i32,
+            typing: *typing,
+            content: if *typing {
+                format!("{user} is typing")
+            } else {
+                format!("{user} stopped typing")
+            },
             ..Message::default()
         },
     }

@@ -13,6 +13,7 @@
 mod read;
 pub mod rules;
 mod sent;
+mod typing;
 
 use std::{
     pin::Pin,
@@ -40,6 +41,7 @@ use crate::{
 };
 pub use read::{MarkAt, ReadState};
 pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
+pub use typing::{TYPING_HEARTBEAT, TYPING_TIMEOUT};
 
 /// Most room names one directory page looks at, whatever the caller may read of them.
 pub const DIRECTORY_SCAN: usize = 1000;
@@ -279,14 +281,14 @@ impl Hub {
         let reader = participant
             .map(|participant| participant.user)
             .or(caller.user());
-        let listening = match reader {
-            Some(reader) if reading.signals => self.inner.broker.signals(room).map(|signals| {
+        let listening = match reading.signals {
+            true => self.inner.broker.signals(room).map(|signals| {
                 Box::new(Listening {
-                    reader: reader.clone(),
+                    reader: reader.cloned(),
                     signals: BroadcastStream::new(signals),
                 })
             }),
-            _ => None,
+            false => None,
         };
         Ok(Subscription {
             listening,
@@ -386,7 +388,8 @@ impl Drop for Place {
 pub struct Reading {
     /// Where it starts.
     pub start: StartAt,
-    /// Whether it also delivers the room's signals for its reader (its own read marker moving).
+    /// Whether it also delivers the room's signals for its reader: its own read marker moving
+    /// (for a named reader), others typing.
     pub signals: bool,
 }
 
@@ -400,17 +403,20 @@ impl From<StartAt> for Reading {
     }
 }
 
-/// A subscription's reader and the room's signals it hears.
+/// A subscription's reader (if named) and the room's signals it hears.
 struct Listening {
-    reader: UserName,
+    reader: Option<UserName>,
     signals: BroadcastStream<Arc<Signal>>,
 }
 
 impl Listening {
-    /// Whether the reader is told of `signal`: its own read marker moving.
+    /// Whether the reader is told of `signal`: its own read marker moving, and everyone else's
+    /// typing.
     fn hears(&self, signal: &Signal) -> bool {
+        let own = self.reader.as_ref() == Some(signal.user());
         match signal {
-            Signal::Read { user, .. } => *user == self.reader,
+            Signal::Read { .. } => own,
+            Signal::Typing { .. } => !own,
         }
     }
 }

@@ -33,5 +33,6 @@ mod slow_consumer;
 mod subscribe;
 mod tls;
 mod traces;
+mod typing;
 mod upload;
 mod websocket;

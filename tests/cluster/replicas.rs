@@ -563,3 +563,43 @@ async fn a_read_marker_moved_on_one_replica_is_heard_and_read_on_the_other() {
         .into_inner();
     assert_eq!(back.read_offset, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_on_one_replica_is_heard_on_the_other_and_not_stored() {
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut on_b = subscribe_on(
+        &mut connect(b.addr).await,
+        SubscribeRequest {
+            user: "Bob".into(),
+            signals: true,
+            ..live("general")
+        },
+    )
+    .await;
+    let typing = |typing| grpc_chat::proto::SetTypingRequest {
+        room: "general".into(),
+        user: "Alice".into(),
+        typing,
+    };
+    let mut client_a = connect(a.addr).await;
+    for state in [true, false] {
+        client_a.set_typing(typing(state)).await.unwrap();
+        let heard = loop {
+            let message = next(&mut on_b).await;
+            if message.r#type == grpc_chat::proto::MessageType::Typing as i32 {
+                break message;
+            }
+        };
+        assert_eq!((heard.user.as_str(), heard.typing), ("Alice", state));
+    }
+    // Only Bob's JOIN is in the log.
+    let room = client_a
+        .get_room(grpc_chat::proto::GetRoomRequest {
+            room: "general".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(room.last_offset, 1);
+}

@@ -41,6 +41,7 @@ macro_rules! conform {
                 a_message_is_found_by_its_offset_and_a_reply_keeps_its_quote,
                 the_rooms_that_exist_are_listed_by_name_in_pages,
                 read_markers_move_forward_count_messages_and_reach_the_user_s_sessions,
+                typing_reaches_everyone_else_who_listens_and_is_never_stored,
             );
 
             #[test]

@@ -1170,3 +1170,71 @@ pub async fn read_markers_move_forward_count_messages_and_reach_the_user_s_sessi
     drop((phone, laptop, bobs));
     engine.close().await;
 }
+
+pub async fn typing_reaches_everyone_else_who_listens_and_is_never_stored<E: Engine>() {
+    let engine: E = engine(|_| {}).await;
+    let broker = engine.broker();
+    let hub = Hub::new(
+        Arc::clone(&broker),
+        100,
+        ServeConfig::default().send_limits(),
+        &Monitoring::new(),
+        TaskTracker::new(),
+    );
+    let monitoring = Monitoring::new();
+    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &monitoring)
+        .unwrap()
+        .caller(None, &http::Extensions::new())
+        .unwrap();
+    let general = room("general");
+    let (alice, bob) = (user("Alice"), user("Bob"));
+    let listening = |user: Option<&UserName>, signals: bool| {
+        let (hub, caller, general) = (&hub, &caller, &general);
+        let user = user.cloned();
+        async move {
+            let participant = user.as_ref().map(|user| Participant {
+                user,
+                entry: Entry::Shared,
+                clock: 0,
+            });
+            let reading = Reading {
+                start: StartAt::Live,
+                signals,
+            };
+            hub.subscribe(caller, general, participant, reading, FrontDoor::Grpc)
+                .await
+                .unwrap()
+        }
+    };
+    let mut alices = listening(Some(&alice), true).await;
+    let mut bobs = listening(Some(&bob), true).await;
+    let mut anonymous = listening(None, true).await;
+    let mut deaf = listening(Some(&bob), false).await;
+    let before = broker.room(&general).await.unwrap().last_offset;
+
+    hub.typing(&caller, &general, &alice, true).await.unwrap();
+    let typing = |user: &UserName, typing| Signal::Typing {
+        user: user.clone(),
+        typing,
+    };
+    assert_eq!(next_signal(&mut bobs).await, typing(&alice, true));
+    assert_eq!(next_signal(&mut anonymous).await, typing(&alice, true));
+    hub.typing(&caller, &general, &bob, false).await.unwrap();
+    // Alice hears Bob, not herself; Bob does not hear himself either.
+    assert_eq!(next_signal(&mut alices).await, typing(&bob, false));
+    hub.typing(&caller, &general, &alice, false).await.unwrap();
+    assert_eq!(next_signal(&mut bobs).await, typing(&alice, false));
+    // Nothing of it is in the log, and a subscription that did not ask hears none of it.
+    assert_eq!(broker.room(&general).await.unwrap().last_offset, before);
+    publish(&*broker, &general, "after the typing").await;
+    loop {
+        let item = tokio::time::timeout(PATIENCE, deaf.next()).await.unwrap();
+        match item {
+            Some(Ok(Delivery::Event(event))) if event.content() == "after the typing" => break,
+            Some(Ok(Delivery::Event(_))) => {}
+            other => panic!("a subscription without signals got {other:?}"),
+        }
+    }
+    drop((alices, bobs, anonymous, deaf));
+    engine.close().await;
+}

@@ -6,7 +6,16 @@ import type { Client } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ChatService, RoomListing } from "../gen/chat_pb.js";
 import { h, setChildren } from "./dom.js";
-import { Room, describe, type ConnectionState, type Item, type Outgoing, type Quote } from "./room.js";
+import {
+  Room,
+  TYPING_HEARTBEAT_MS,
+  TYPING_TIMEOUT_MS,
+  describe,
+  type ConnectionState,
+  type Item,
+  type Outgoing,
+  type Quote,
+} from "./room.js";
 import {
   maxContentBytes,
   nameProblem,
@@ -63,6 +72,8 @@ interface Shown {
   replyTo?: Quote;
   last: Item | null;
   pending: Map<number, HTMLElement>;
+  /** Who else is typing here, until when (milliseconds since the epoch). */
+  typists: Map<string, number>;
 }
 
 export class ChatApp {
@@ -116,6 +127,9 @@ export class ChatApp {
   private readonly sendButton = h("button.send", { type: "submit" }, "Send");
   private readonly composerHint = h("p.composer-hint", { "aria-live": "polite" });
   private readonly replying = h("div.replying", { hidden: true, "aria-live": "polite" });
+  private readonly typingLine = h("p.typing", { "aria-live": "polite" });
+  /** When the room shown was last told this person is typing (0: it was told they stopped). */
+  private typingSince = 0;
   private readonly jumpButton = h("button.jump", { type: "button", hidden: true }, "New messages ↓");
   private statusTimer: number | undefined;
 
@@ -130,6 +144,7 @@ export class ChatApp {
     const composer = h(
       "form.composer",
       {},
+      this.typingLine,
       this.replying,
       h("div.composer-row", {}, this.input, this.sendButton),
       this.composerHint,
@@ -187,7 +202,10 @@ export class ChatApp {
         this.sendDraft();
       }
     });
-    this.input.addEventListener("input", () => this.checkDraft());
+    this.input.addEventListener("input", () => {
+      this.checkDraft();
+      this.tellTyping(this.input.value.trim() !== "");
+    });
     this.membersButton.addEventListener("click", () => this.toggleMembers());
     this.jumpButton.addEventListener("click", () => this.scrollToEnd(this.current));
     document.addEventListener("keydown", (event) => this.shortcut(event));
@@ -200,7 +218,10 @@ export class ChatApp {
     });
     window.addEventListener("online", () => this.rooms.forEach((shown) => shown.room.reconnectNow()));
     window.addEventListener("hashchange", () => this.followAddress());
-    this.statusTimer = window.setInterval(() => this.renderStatus(), 1000);
+    this.statusTimer = window.setInterval(() => {
+      this.renderStatus();
+      this.renderTyping();
+    }, 1000);
 
     for (const name of rooms.slice(0, MAX_ROOMS)) this.open(name);
     this.show(rooms[0] ?? "general");
@@ -353,6 +374,7 @@ export class ChatApp {
       draft: "",
       last: null,
       pending: new Map(),
+      typists: new Map(),
     };
     shown.room = new Room(name, this.client, this.identity.token ? "" : this.identity.name, {
       added: (items, replayed) => this.added(shown, items, replayed),
@@ -362,6 +384,9 @@ export class ChatApp {
         shown.pending.delete(localId);
       },
       connection: () => {
+        // Typing heard before a reconnection may have stopped unheard.
+        if (shown.room.connection.state !== "live") shown.typists.clear();
+        this.renderTyping();
         this.renderStatus();
         if (shown.room.connection.state === "refused") this.refused(shown, shown.room.connection.reason);
       },
@@ -370,6 +395,11 @@ export class ChatApp {
         if (shown === this.current) this.renderMembers();
       },
       read: (unread) => this.readElsewhere(shown, unread),
+      typing: (user, typing) => {
+        if (typing) shown.typists.set(user, Date.now() + TYPING_TIMEOUT_MS);
+        else shown.typists.delete(user);
+        if (shown === this.current) this.renderTyping();
+      },
     });
     this.rooms.set(name, shown);
     this.order.push(name);
@@ -401,6 +431,7 @@ export class ChatApp {
     const shown = this.rooms.get(name);
     if (!shown) return;
     if (this.current) this.current.draft = this.input.value;
+    this.tellTyping(false);
     this.current = shown;
     for (const other of this.rooms.values()) {
       other.tab.toggleAttribute("aria-current", other === shown);
@@ -410,6 +441,7 @@ export class ChatApp {
     this.input.value = shown.draft;
     this.checkDraft();
     this.renderReplying();
+    this.renderTyping();
     this.markRead(shown);
     this.renderMembers();
     this.renderStatus();
@@ -429,6 +461,8 @@ export class ChatApp {
     const follow = nearEnd(shown.scroller);
     for (const item of items) {
       this.renderItem(shown, item);
+      // Their message is what they were typing.
+      if (item.kind === "chat") shown.typists.delete(item.user);
       const news = !replayed && item.kind === "chat" && item.user !== this.identity.name;
       if (news && document.hidden) this.hiddenUnread += 1;
     }
@@ -635,10 +669,44 @@ export class ChatApp {
     if (!this.current || text.trim() === "" || !this.checkDraft()) return;
     this.input.value = "";
     this.checkDraft();
+    this.tellTyping(false);
     const replyTo = this.current.replyTo;
     delete this.current.replyTo;
     this.renderReplying();
     void this.current.room.send(text, undefined, replyTo);
+  }
+
+  /** Tells the room shown whether this person is typing: again every few seconds while they
+   * are, once when they stop. */
+  private tellTyping(typing: boolean): void {
+    const room = this.current?.room;
+    if (!room) return;
+    const now = Date.now();
+    if (typing && now - this.typingSince >= TYPING_HEARTBEAT_MS) {
+      this.typingSince = now;
+      room.setTyping(true);
+    } else if (!typing && this.typingSince !== 0) {
+      this.typingSince = 0;
+      room.setTyping(false);
+    }
+  }
+
+  /** "… is typing" for the room shown, forgetting typists not heard from in time. */
+  private renderTyping(): void {
+    const shown = this.current;
+    if (!shown) return;
+    const now = Date.now();
+    for (const [user, until] of shown.typists) if (until <= now) shown.typists.delete(user);
+    const names = [...shown.typists.keys()].sort();
+    const [first, second] = names;
+    this.typingLine.textContent =
+      names.length === 0
+        ? ""
+        : names.length === 1
+          ? `${first} is typing…`
+          : names.length === 2
+            ? `${first} and ${second} are typing…`
+            : `${names.length} people are typing…`;
   }
 
   private toggleMembers(force?: boolean): void {

@@ -21,6 +21,10 @@ const CLOCK_SKEW_MS = 2_000;
 const SEND_TIMEOUT_MS = 10_000;
 /** A read marker that could not be stored is tried again after this long. */
 const MARK_RETRY_MS = 1_000;
+/** While this person types, the room is told at most this often. */
+export const TYPING_HEARTBEAT_MS = 3_000;
+/** Someone not heard typing for this long is taken to have stopped. */
+export const TYPING_TIMEOUT_MS = 6_000;
 
 export type ItemKind = "chat" | "join" | "leave" | "notice";
 
@@ -75,6 +79,8 @@ export interface RoomEvents {
   members(members: { user: string; sessions: number }[]): void;
   /** Where this person has read the room up to moved (here or on another device). */
   read(unread: number): void;
+  /** Someone else is typing in the room, or stopped. */
+  typing(user: string, typing: boolean): void;
 }
 
 /** What a room keeps across a reload of the page (in sessionStorage). */
@@ -188,6 +194,14 @@ export class Room {
     }
   }
 
+  /** Tells the others in the room that this person is typing, or stopped (best effort: it is
+   * about the moment, and receivers forget a typist they stop hearing from). */
+  setTyping(typing: boolean): void {
+    void this.client
+      .setTyping({ room: this.name, user: this.user, typing }, { signal: this.abort.signal })
+      .catch(() => undefined);
+  }
+
   /** Marks everything received so far read, for every device of this person. */
   markRead(): void {
     if (this.lastOffset <= this.readOffset || this.epoch === "") return;
@@ -262,6 +276,10 @@ export class Room {
           }
           if (message.type === MessageType.READ) {
             this.readState(message.epoch, message.readOffset, Number(message.unread));
+            continue;
+          }
+          if (message.type === MessageType.TYPING) {
+            this.events.typing(message.user, message.typing);
             continue;
           }
           this.receive(message, openedAt);

@@ -295,6 +295,44 @@ describe("read state", () => {
   });
 });
 
+describe("typing", () => {
+  test("who is typing shows to the others, and goes when they send, clear or vanish", async () => {
+    const server = await Server.start();
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "lobby" });
+      await live(alice);
+      const bob = await person(browser, server.pageUrl, { name: "bob", rooms: "lobby" });
+      await live(bob);
+      const typingLine = alice.locator(".typing");
+      const composer = bob.getByLabel("Message", { exact: true });
+      await composer.pressSequentially("on my way");
+      await eventually("alice to see bob typing", async () => (await typingLine.textContent()) === "bob is typing…");
+      assert.equal(await bob.locator(".typing").textContent(), "", "nobody sees themselves typing");
+      await alice.screenshot({ path: join(screenshots, "typing.png"), animations: "disabled" });
+      await composer.press("Enter");
+      await seesMessage(alice, "on my way");
+      await eventually("the line to clear once bob sent", async () => (await typingLine.textContent()) === "");
+      // Typing, then clearing the draft, says it stopped.
+      await composer.pressSequentially("hmm");
+      await eventually("bob typing again", async () => (await typingLine.textContent()) === "bob is typing…");
+      await composer.fill("");
+      await composer.dispatchEvent("input");
+      await eventually("the line to clear once bob cleared", async () => (await typingLine.textContent()) === "");
+      // A typist who vanishes mid-word is forgotten after the timeout (6 s), on the receiving side.
+      await composer.pressSequentially("gone");
+      await eventually("bob typing once more", async () => (await typingLine.textContent()) === "bob is typing…");
+      const vanished = Date.now();
+      await bob.context().close();
+      await eventually("bob forgotten", async () => (await typingLine.textContent()) === "");
+      assert.ok(Date.now() - vanished >= 4_000, "not before the timeout");
+      assert.deepEqual(alice.problems, []);
+      await alice.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("resuming", () => {
   test("a page reloaded mid-conversation resumes with nothing lost or repeated", async () => {
     const server = await Server.start();

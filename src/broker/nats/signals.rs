@@ -1,4 +1,4 @@
-//! Signals between replicas: plain NATS messages on `PREFIX.signal.<room token>`, never stored.
+//! Signals between replicas (read markers moving, typing): plain NATS messages on `PREFIX.signal.<room token>`, never stored.
 //! Every replica listens to all of them and passes each to the room's listeners if it holds the
 //! room; a replica that holds no listener of the room drops it.
 
@@ -21,6 +21,10 @@ enum Wire {
         messages: u64,
         unread: u64,
     },
+    Typing {
+        user: String,
+        typing: bool,
+    },
 }
 
 /// The payload `signal` travels as.
@@ -36,6 +40,10 @@ pub(super) fn encode(signal: &Signal) -> Bytes {
             offset: marker.offset,
             messages: marker.messages,
             unread: *unread,
+        },
+        Signal::Typing { user, typing } => Wire::Typing {
+            user: user.to_string(),
+            typing: *typing,
         },
     };
     Bytes::from(serde_json::to_vec(&wire).expect("a signal always serialises"))
@@ -59,6 +67,10 @@ pub(super) fn decode(payload: &[u8]) -> Option<Signal> {
             },
             unread,
         }),
+        Wire::Typing { user, typing } => Some(Signal::Typing {
+            user: UserName::parse("user", &user).ok()?,
+            typing,
+        }),
     }
 }
 
@@ -78,6 +90,11 @@ mod tests {
             unread: 2,
         };
         assert_eq!(decode(&encode(&signal)), Some(signal));
+        let typing = Signal::Typing {
+            user: UserName::parse("user", "Zoë").unwrap(),
+            typing: false,
+        };
+        assert_eq!(decode(&encode(&typing)), Some(typing));
         assert_eq!(decode(b"{\"kind\":\"read\"}"), None);
         assert_eq!(decode(b"\xff"), None);
     }
