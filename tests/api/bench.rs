@@ -206,3 +206,32 @@ fn a_rate_too_high_to_pace_is_refused_by_name() {
     assert!(stderr.contains("--rate"), "{stderr}");
     assert!(stderr.contains("0..=1000000"), "{stderr}");
 }
+
+#[test]
+fn the_typing_scenario_counts_every_signal_each_listener_hears() {
+    let server = ServerProcess::start(ONE_ADDRESS);
+    let figures = bench(
+        &server,
+        &[
+            "typing",
+            "--subscribers",
+            "20",
+            "--typists",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--connections",
+            "2",
+        ],
+    );
+    let sent = figures["signals_sent"];
+    assert!(sent >= 30.0, "{figures:?}");
+    assert_eq!(figures["deliveries"], sent * 20.0, "{figures:?}");
+    assert_eq!(
+        (figures["missed"], figures["subscribers_failed"]),
+        (0.0, 0.0)
+    );
+    assert!(figures["server_cpu_us_per_delivery"] > 0.0, "{figures:?}");
+}

@@ -19,6 +19,7 @@ mod history;
 mod idle;
 mod messages;
 mod report;
+mod typing;
 mod unary;
 mod websocket;
 
@@ -45,6 +46,9 @@ pub enum Scenario {
     Idle(IdleArgs),
     /// Fill rooms with messages and measure the server's memory per message held.
     History(HistoryArgs),
+    /// One room, many listeners for signals, a few typists: what a typing signal costs per
+    /// listener.
+    Typing(TypingArgs),
 }
 
 /// A front door a scenario can use.
@@ -136,6 +140,25 @@ pub struct FanoutArgs {
     ws_addr: Option<String>,
 }
 
+/// Arguments of `bench typing`.
+#[derive(Debug, Args)]
+pub struct TypingArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Listeners (SubscribeMessages asking for signals) in the room, over --connections.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Typists, each on its own connection.
+    #[arg(long, default_value_t = 4)]
+    typists: usize,
+    /// Typing signals per second each typist sends.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// How long the typists type.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
 /// Arguments of `bench idle`.
 #[derive(Debug, Args)]
 pub struct IdleArgs {
@@ -198,6 +221,7 @@ impl Scenario {
             Self::Fanout(args) | Self::Rooms(args) => &args.common,
             Self::Idle(args) => &args.common,
             Self::History(args) => &args.common,
+            Self::Typing(args) => &args.common,
         }
     }
 }
@@ -217,6 +241,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         }
         Scenario::Idle(args) => idle::run(args).await?,
         Scenario::History(args) => history::run(args).await?,
+        Scenario::Typing(args) => typing::run(args).await?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
