@@ -90,6 +90,10 @@ impl Hub {
         let refused = |why: String| ChatError::FailedPrecondition(format!("{}: {why}", at.field));
         let summary = broker.room(room).await?;
         let Some(epoch) = summary.epoch.clone().filter(|_| summary.last_offset > 0) else {
+            if at.offset.is_none() {
+                // "Everything so far" of a room without messages: nothing to mark.
+                return Ok(ReadState::of(&summary, None));
+            }
             return Err(refused(format!("room {room} holds no messages")));
         };
         if at.epoch.as_ref().is_some_and(|asked| *asked != epoch) {

@@ -216,6 +216,25 @@ async fn what_cannot_be_marked_is_refused_with_why() {
         (state.read_offset, state.unread, state.epoch.as_str()),
         (0, 1, sent.epoch.as_str())
     );
+    // A socket that has read everything of a room without messages has nothing to mark, and
+    // goes on.
+    let mut socket = crate::websocket::connect(&app, "?roomCode=empty").await;
+    crate::websocket::sockets_ready(&app, 1.0).await;
+    for frame in [
+        json!({"Read": true, "Author": "alice"}),
+        json!({"Author": "alice", "Content": "first"}),
+    ] {
+        socket
+            .send(tungstenite::Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let echo = within("the echo", socket.next()).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(echo.to_text().unwrap()).unwrap(),
+        json!({"Author": "alice", "Content": "first"})
+    );
+    drop(socket);
     // A socket asks for signals with 1 (or true) and 0 (or false), nothing else.
     let mut socket = crate::websocket::connect(&app, "?roomCode=general&signals=maybe").await;
     let (code, reason) = crate::websocket::close_of(&mut socket).await;
@@ -238,7 +257,7 @@ async fn what_cannot_be_marked_is_refused_with_why() {
     assert_status(
         &expect_err(upload),
         Code::InvalidArgument,
-        &["JOIN, LEAVE and READ are for the Chat stream"],
+        &["READ and TYPING are for the Chat stream"],
     );
 }
 
