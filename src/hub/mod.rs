@@ -41,7 +41,6 @@ use crate::{
 };
 pub use read::{MarkAt, ReadState};
 pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
-pub use typing::{TYPING_HEARTBEAT, TYPING_TIMEOUT};
 
 /// Most room names one directory page looks at, whatever the caller may read of them.
 pub const DIRECTORY_SCAN: usize = 1000;
@@ -281,15 +280,13 @@ impl Hub {
         let reader = participant
             .map(|participant| participant.user)
             .or(caller.user());
-        let listening = match reading.signals {
-            true => self.inner.broker.signals(room).map(|signals| {
-                Box::new(Listening {
-                    reader: reader.cloned(),
-                    signals: BroadcastStream::new(signals),
-                })
-            }),
-            false => None,
-        };
+        let signals = reading.signals.then(|| self.inner.broker.signals(room));
+        let listening = signals.flatten().map(|signals| {
+            Box::new(Listening {
+                reader: reader.cloned(),
+                signals: BroadcastStream::new(signals),
+            })
+        });
         Ok(Subscription {
             listening,
             opening: feed.opening,
