@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use grpc_chat::hub::rules;
 use grpc_chat::{
+    auth::Caller,
     broker::{
         Broker, Delivery, EngineFigures, Entry, Feed, FeedError, Gap, Lease, Opening, Reset,
         RoomSummary, Signal,
@@ -774,19 +775,7 @@ pub async fn figures_follow_appends_and_rooms<E: Engine>() {
 pub async fn an_engine_failure_ends_feeds_as_unavailable_with_a_resume_position<E: Engine>() {
     let engine: E = engine(|_| {}).await;
     let failing = FailingBroker::new(engine.broker());
-    let hub = Hub::new(
-        Arc::clone(&failing) as Arc<dyn Broker>,
-        100,
-        ServeConfig::default().send_limits(),
-        &Monitoring::new(),
-        TaskTracker::new(),
-    );
-    // A caller with auth off, from no socket: no limit applies to it.
-    let monitoring = Monitoring::new();
-    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &monitoring)
-        .unwrap()
-        .caller(None, &http::Extensions::new())
-        .unwrap();
+    let (hub, caller) = hub_over(Arc::clone(&failing) as Arc<dyn Broker>);
     let general = room("general");
     for i in 1..=3 {
         hub.publish(&caller, &general, say("Alice", &format!("m{i}")))
@@ -1002,6 +991,44 @@ pub async fn the_rooms_that_exist_are_listed_by_name_in_pages<E: Engine>() {
     engine.close().await;
 }
 
+/// A hub over `broker`, and a caller with auth off from no socket (no limit applies to it).
+fn hub_over(broker: Arc<dyn Broker>) -> (Hub, Caller) {
+    let hub = Hub::new(
+        broker,
+        100,
+        ServeConfig::default().send_limits(),
+        &Monitoring::new(),
+        TaskTracker::new(),
+    );
+    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &Monitoring::new())
+        .unwrap()
+        .caller(None, &http::Extensions::new())
+        .unwrap();
+    (hub, caller)
+}
+
+/// A live subscription to `room` of `user` (announced) or of nobody, listening for signals when
+/// `signals` says.
+async fn listening(
+    (hub, caller): (&Hub, &Caller),
+    room: &RoomName,
+    user: Option<&UserName>,
+    signals: bool,
+) -> Subscription {
+    let participant = user.map(|user| Participant {
+        user,
+        entry: Entry::Shared,
+        clock: 0,
+    });
+    let reading = Reading {
+        start: StartAt::Live,
+        signals,
+    };
+    hub.subscribe(caller, room, participant, reading, FrontDoor::Grpc)
+        .await
+        .unwrap()
+}
+
 /// The next signal `subscription` delivers, skipping the room's events.
 async fn next_signal(subscription: &mut Subscription) -> Signal {
     loop {
@@ -1020,18 +1047,7 @@ async fn next_signal(subscription: &mut Subscription) -> Signal {
 pub async fn read_markers_move_forward_count_messages_and_reach_the_user_s_sessions<E: Engine>() {
     let engine: E = engine(|config| config.history = 8).await;
     let broker = engine.broker();
-    let hub = Hub::new(
-        Arc::clone(&broker),
-        100,
-        ServeConfig::default().send_limits(),
-        &Monitoring::new(),
-        TaskTracker::new(),
-    );
-    let monitoring = Monitoring::new();
-    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &monitoring)
-        .unwrap()
-        .caller(None, &http::Extensions::new())
-        .unwrap();
+    let (hub, caller) = hub_over(Arc::clone(&broker));
     let general = room("general");
     let (alice, bob, carol) = (user("Alice"), user("Bob"), user("Carol"));
     let at = |offset: u64| MarkAt {
@@ -1061,25 +1077,10 @@ pub async fn read_markers_move_forward_count_messages_and_reach_the_user_s_sessi
         }
     );
     // Two sessions of Alice's (her JOIN is offset 6) and one of Bob's (his at 7) listen.
-    let listening = |user: &UserName| {
-        let (hub, caller, general, user) = (&hub, &caller, &general, user.clone());
-        async move {
-            let participant = Participant {
-                user: &user,
-                entry: Entry::Shared,
-                clock: 0,
-            };
-            let reading = Reading {
-                start: StartAt::Live,
-                signals: true,
-            };
-            hub.subscribe(caller, general, Some(participant), reading, FrontDoor::Grpc)
-                .await
-                .unwrap()
-        }
-    };
-    let (mut phone, mut laptop) = (listening(&alice).await, listening(&alice).await);
-    let mut bobs = listening(&bob).await;
+    let on = (&hub, &caller);
+    let mut phone = listening(on, &general, Some(&alice), true).await;
+    let mut laptop = listening(on, &general, Some(&alice), true).await;
+    let mut bobs = listening(on, &general, Some(&bob), true).await;
 
     let state = hub
         .mark_read(&caller, &general, &alice, at(3))
@@ -1174,42 +1175,14 @@ pub async fn read_markers_move_forward_count_messages_and_reach_the_user_s_sessi
 pub async fn typing_reaches_everyone_else_who_listens_and_is_never_stored<E: Engine>() {
     let engine: E = engine(|_| {}).await;
     let broker = engine.broker();
-    let hub = Hub::new(
-        Arc::clone(&broker),
-        100,
-        ServeConfig::default().send_limits(),
-        &Monitoring::new(),
-        TaskTracker::new(),
-    );
-    let monitoring = Monitoring::new();
-    let caller = grpc_chat::auth::Auth::new(&ServeConfig::default().auth, true, &monitoring)
-        .unwrap()
-        .caller(None, &http::Extensions::new())
-        .unwrap();
+    let (hub, caller) = hub_over(Arc::clone(&broker));
     let general = room("general");
     let (alice, bob) = (user("Alice"), user("Bob"));
-    let listening = |user: Option<&UserName>, signals: bool| {
-        let (hub, caller, general) = (&hub, &caller, &general);
-        let user = user.cloned();
-        async move {
-            let participant = user.as_ref().map(|user| Participant {
-                user,
-                entry: Entry::Shared,
-                clock: 0,
-            });
-            let reading = Reading {
-                start: StartAt::Live,
-                signals,
-            };
-            hub.subscribe(caller, general, participant, reading, FrontDoor::Grpc)
-                .await
-                .unwrap()
-        }
-    };
-    let mut alices = listening(Some(&alice), true).await;
-    let mut bobs = listening(Some(&bob), true).await;
-    let mut anonymous = listening(None, true).await;
-    let mut deaf = listening(Some(&bob), false).await;
+    let on = (&hub, &caller);
+    let mut alices = listening(on, &general, Some(&alice), true).await;
+    let mut bobs = listening(on, &general, Some(&bob), true).await;
+    let mut anonymous = listening(on, &general, None, true).await;
+    let mut deaf = listening(on, &general, Some(&bob), false).await;
     let before = broker.room(&general).await.unwrap().last_offset;
 
     hub.typing(&caller, &general, &alice, true).await.unwrap();
