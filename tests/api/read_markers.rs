@@ -287,10 +287,9 @@ async fn next_read_frame(socket: &mut crate::websocket::Socket) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn with_tokens_a_marker_is_the_token_user_s_own_and_a_socket_hears_and_moves_it() {
-    let keys = TokenKeys::generate();
-    let app = spawn_app_with(ServeConfig {
+/// A server with auth on whose identities may send one signal a second (bursts of two).
+pub async fn one_signal_a_second(keys: &TokenKeys) -> TestApp {
+    spawn_app_with(ServeConfig {
         auth: grpc_chat::auth::config::AuthOptions {
             limits: LimitOptions {
                 signal_rate: Some(1),
@@ -300,7 +299,32 @@ async fn with_tokens_a_marker_is_the_token_user_s_own_and_a_socket_hears_and_mov
         },
         ..ServeConfig::default()
     })
-    .await;
+    .await
+}
+
+/// Makes the `calls` (signals of one identity) in turn until one is refused, which must be by
+/// the signal rate and say when to retry; `unrefused` is the failure if none is.
+pub async fn assert_cut_by_the_signal_rate<T>(
+    calls: impl IntoIterator<Item = impl Future<Output = Result<T, Status>>>,
+    unrefused: &str,
+) {
+    for call in calls {
+        if let Err(status) = call.await {
+            assert_status(
+                &status,
+                Code::ResourceExhausted,
+                &["signal rate limit", "retry in"],
+            );
+            return;
+        }
+    }
+    panic!("{unrefused}");
+}
+
+#[tokio::test]
+async fn with_tokens_a_marker_is_the_token_user_s_own_and_a_socket_hears_and_moves_it() {
+    let keys = TokenKeys::generate();
+    let app = one_signal_a_second(&keys).await;
     let alice = keys.rsa_token(claims("alice", &["*:all"], json!({})));
     let bob = keys.rsa_token(claims("bob", &["*:all"], json!({})));
     let outsider = keys.rsa_token(claims("carol", &["elsewhere:all"], json!({})));
@@ -363,17 +387,6 @@ async fn with_tokens_a_marker_is_the_token_user_s_own_and_a_socket_hears_and_mov
 
     // One marker a second (bursts of two): Bob's burst is soon spent, and the refusal says when
     // to retry.
-    let mut flooded = None;
-    for offset in 3..10 {
-        if let Err(status) = mark_read(&app, Some(&bob), mark("general", "", offset)).await {
-            flooded = Some(status);
-            break;
-        }
-    }
-    let flooded = flooded.expect("a flood of markers was never refused");
-    assert_status(
-        &flooded,
-        Code::ResourceExhausted,
-        &["signal rate limit", "retry in"],
-    );
+    let marks = (3..10).map(|offset| mark_read(&app, Some(&bob), mark("general", "", offset)));
+    assert_cut_by_the_signal_rate(marks, "a flood of markers was never refused").await;
 }

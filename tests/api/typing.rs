@@ -3,16 +3,15 @@
 //! and are refused where the caller may not speak or beyond its signal rate.
 
 use futures_util::{SinkExt, StreamExt};
-use grpc_chat::{
-    auth::limits::LimitOptions,
-    config::ServeConfig,
-    proto::{Message, MessageType, SetTypingRequest, SubscribeRequest},
-};
+use grpc_chat::proto::{Message, MessageType, SetTypingRequest, SubscribeRequest};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 use tonic::Code;
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    read_markers::{assert_cut_by_the_signal_rate, one_signal_a_second},
+};
 
 fn typing(room: &str, user: &str, typing: bool) -> SetTypingRequest {
     SetTypingRequest {
@@ -159,17 +158,7 @@ async fn who_is_typing_reaches_everyone_else_listening_on_every_door_and_is_not_
 #[tokio::test]
 async fn typing_is_for_those_who_may_speak_and_within_the_signal_rate() {
     let keys = TokenKeys::generate();
-    let app = spawn_app_with(ServeConfig {
-        auth: grpc_chat::auth::config::AuthOptions {
-            limits: LimitOptions {
-                signal_rate: Some(1),
-                ..keys.options().limits
-            },
-            ..keys.options()
-        },
-        ..ServeConfig::default()
-    })
-    .await;
+    let app = one_signal_a_second(&keys).await;
     let alice = keys.rsa_token(claims("alice", &["*:all"], json!({})));
     let reader = keys.rsa_token(claims("rita", &["general:sub"], json!({})));
     let set = |token: &str, request: SetTypingRequest| {
@@ -201,19 +190,8 @@ async fn typing_is_for_those_who_may_speak_and_within_the_signal_rate() {
         .await;
     assert_eq!(expect_err(anonymous).code(), Code::Unauthenticated);
     // One signal a second, bursts of two: a burst of typing is soon cut, saying when to retry.
-    let mut flooded = None;
-    for _ in 0..10 {
-        if let Err(status) = set(&alice, typing("general", "", true)).await {
-            flooded = Some(status);
-            break;
-        }
-    }
-    let flooded = flooded.expect("a flood of typing was never refused");
-    assert_status(
-        &flooded,
-        Code::ResourceExhausted,
-        &["signal rate limit", "retry in"],
-    );
+    let bursts = (0..10).map(|_| set(&alice, typing("general", "", true)));
+    assert_cut_by_the_signal_rate(bursts, "a flood of typing was never refused").await;
     // Uploads carry chat messages only.
     let upload = app
         .new_client()
