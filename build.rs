@@ -141,6 +141,27 @@ const RPCS: &[Rpc] = &[
         "crate::proto::SetTypingResponse",
     ),
     rpc(
+        CHAT,
+        "EditMessage",
+        Kind::Unary,
+        "crate::proto::EditMessageRequest",
+        "crate::proto::ChangeResponse",
+    ),
+    rpc(
+        CHAT,
+        "DeleteMessage",
+        Kind::Unary,
+        "crate::proto::DeleteMessageRequest",
+        "crate::proto::ChangeResponse",
+    ),
+    rpc(
+        CHAT,
+        "React",
+        Kind::Unary,
+        "crate::proto::ReactRequest",
+        "crate::proto::ChangeResponse",
+    ),
+    rpc(
         CHITTY,
         "Broadcast",
         Kind::BidiStream,

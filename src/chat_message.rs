@@ -11,27 +11,31 @@ use prost::{
 };
 
 use crate::{
+    change::{Change, REACTION_USERS_SHOWN, Standing},
     event::{Event, EventParts, WireForm, allocation, shown_content},
-    proto::{Message, MessageType},
+    proto::{self, Message, MessageType},
     protocol::{self, PREFIX},
-    room::EventKind,
+    room::{EventKind, UserName},
 };
 
 /// Field number of `content` in `chat.Message`.
 const CONTENT_FIELD: u32 = 3;
 
-impl From<EventKind> for MessageType {
-    fn from(kind: EventKind) -> Self {
-        match kind {
-            EventKind::Chat => Self::Chat,
-            EventKind::Join => Self::Join,
-            EventKind::Leave => Self::Leave,
-        }
+/// The type of the `chat.Message` of an event of `kind` that makes `change`.
+fn message_type(kind: EventKind, change: Option<&Change>) -> MessageType {
+    match (kind, change) {
+        (EventKind::Join, _) => MessageType::Join,
+        (EventKind::Leave, _) => MessageType::Leave,
+        (EventKind::Change, Some(Change::Edit { .. })) => MessageType::Edit,
+        (EventKind::Change, Some(Change::Delete { .. })) => MessageType::Delete,
+        (EventKind::Change, Some(Change::React { .. })) => MessageType::Reaction,
+        // Placeholders are never sent; a change without one is not made.
+        (EventKind::Chat | EventKind::Change | EventKind::Erased, _) => MessageType::Chat,
     }
 }
 
 impl TryFrom<MessageType> for EventKind {
-    /// The type, which no event of a log has (a server notice).
+    /// The type, which no event of a log has (a server notice, a signal).
     type Error = MessageType;
 
     fn try_from(kind: MessageType) -> Result<Self, MessageType> {
@@ -39,9 +43,71 @@ impl TryFrom<MessageType> for EventKind {
             MessageType::Chat => Ok(Self::Chat),
             MessageType::Join => Ok(Self::Join),
             MessageType::Leave => Ok(Self::Leave),
+            MessageType::Edit | MessageType::Delete | MessageType::Reaction => Ok(Self::Change),
             other => Err(other),
         }
     }
+}
+
+/// The change a stored `message` of type `kind` records (its `target` and the fields of its
+/// type); `messages` is the deleted message's count, which the NATS engine keeps in a header.
+pub(crate) fn stored_change(
+    kind: MessageType,
+    message: &Message,
+    messages: u64,
+) -> Result<Option<Change>, String> {
+    let target = message.target;
+    Ok(Some(match kind {
+        MessageType::Edit => Change::Edit {
+            target,
+            version: message.version,
+        },
+        MessageType::Delete => Change::Delete {
+            target,
+            author: UserName::parse("target_user", &message.target_user)
+                .map_err(|error| error.to_string())?,
+            messages,
+        },
+        MessageType::Reaction => Change::React {
+            target,
+            key: message.reaction.as_str().into(),
+            added: !message.removed,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// The fields of `message` that say what `change` does.
+fn put_change(change: &Change, message: &mut Message) {
+    message.target = change.target();
+    match change {
+        Change::Edit { version, .. } => message.version = *version,
+        Change::Delete { author, .. } => message.target_user = author.to_string(),
+        Change::React { key, added, .. } => {
+            message.reaction = key.to_string();
+            message.removed = !added;
+        }
+    }
+}
+
+/// The fields of `message` that say what changes left of it.
+fn put_standing(standing: &Standing, message: &mut Message) {
+    message.version = standing.version;
+    message.deleted = standing.deleted;
+    message.reactions = standing
+        .reactions
+        .iter()
+        .map(|reaction| proto::Reaction {
+            key: reaction.key.to_string(),
+            count: u32::try_from(reaction.users.len()).unwrap_or(u32::MAX),
+            users: reaction
+                .users
+                .iter()
+                .take(REACTION_USERS_SHOWN)
+                .map(ToString::to_string)
+                .collect(),
+        })
+        .collect();
 }
 
 /// An event's `chat.Message` after its gRPC message prefix, content last: the form every
@@ -90,13 +156,13 @@ impl MessageFrame {
     fn encode_parts(parts: &EventParts<'_>) -> (Bytes, usize) {
         let content = shown_content(parts);
         // Every field but the content, which goes last so that it is one slice of the frame.
-        let head = Message {
+        let mut head = Message {
             id: parts.id.to_string(),
             user: parts.user.to_string(),
             content: String::new(),
             room: parts.room.to_string(),
             timestamp: Some(parts.timestamp.into()),
-            r#type: MessageType::from(parts.kind) as i32,
+            r#type: message_type(parts.kind, parts.change) as i32,
             offset: parts.offset,
             lamport: parts.lamport,
             missed: 0,
@@ -113,6 +179,12 @@ impl MessageFrame {
                 .unwrap_or_default(),
             ..Message::default()
         };
+        if let Some(change) = parts.change {
+            put_change(change, &mut head);
+        }
+        if let Some(standing) = parts.standing {
+            put_standing(standing, &mut head);
+        }
         let length = head.encoded_len()
             + key_len(CONTENT_FIELD)
             + encoded_len_varint(content.len() as u64)

@@ -14,11 +14,12 @@
 use crate::{
     auth::{Caller, grants::Capability},
     broker::Entry,
+    change::check_reaction_key,
     error::ChatError,
     event::Receipt,
-    hub::{Hub, Listing, MarkAt, Participant, ReadState, Reading, Subscription},
+    hub::{Asked, Hub, Listing, MarkAt, Participant, ReadState, Reading, Subscription},
     monitoring::FrontDoor,
-    room::{Draft, Epoch, Reply, ReplyTo, RoomName, SendKey, StartAt, UserName},
+    room::{Draft, Epoch, Reply, ReplyTo, RoomName, SendKey, StartAt, UserName, check_content},
     shutdown::{Drain, UntilDrained},
 };
 
@@ -46,6 +47,29 @@ pub struct Said {
     pub key: Option<SendKey>,
     /// The message it answers, when it is a reply.
     pub reply_to: Option<ReplyTo>,
+}
+
+/// A change to a message as a door received it.
+#[derive(Debug)]
+pub enum Changing {
+    /// A new text, from the door's field `field`.
+    Edit {
+        /// The door's name for the field that carried the text.
+        field: &'static str,
+        /// The text.
+        content: String,
+    },
+    /// Delete it.
+    Delete,
+    /// Add a reaction (or take it back), from the door's field `field`.
+    React {
+        /// The door's name for the field that carried the reaction.
+        field: &'static str,
+        /// The reaction.
+        key: String,
+        /// False to take it back.
+        added: bool,
+    },
 }
 
 /// Rooms a directory page has when the client does not say.
@@ -277,6 +301,51 @@ impl Kit {
         caller.authorize(room, Capability::Publish)?;
         let typist = caller.name(user_field, user)?;
         Box::pin(self.hub.typing(caller, room, &typist, typing)).await
+    }
+
+    /// Makes the change `changing` of `caller` (acting as the name in the door's field `user`)
+    /// to the message at the door's field `offset` (at least 1) of `room`, in the log of the
+    /// epoch in `epoch` (empty: the room's current one). Needs the publish capability there, but
+    /// for a delete by a caller with the moderate capability, who may delete anyone's. `None`
+    /// when there was nothing to change.
+    pub async fn change(
+        &self,
+        caller: &Caller,
+        room: &RoomName,
+        (user_field, user): (&str, &str),
+        (offset_field, offset): (&'static str, u64),
+        (epoch_field, epoch): (&str, &str),
+        changing: Changing,
+    ) -> Result<Option<Receipt>, ChatError> {
+        let moderating =
+            matches!(changing, Changing::Delete) && caller.may(room, Capability::Moderate);
+        if !moderating {
+            caller.authorize(room, Capability::Publish)?;
+        }
+        let actor = caller.name(user_field, user)?;
+        if offset == 0 {
+            return Err(ChatError::invalid(
+                offset_field,
+                "must be at least 1 (the offset of the message)",
+            ));
+        }
+        let target = ReplyTo {
+            field: offset_field,
+            offset,
+            epoch: Epoch::parse(epoch_field, epoch)?,
+        };
+        let asked = match changing {
+            Changing::Edit { field, content } => {
+                check_content(field, &content, self.max_content_bytes)?;
+                Asked::Edit(content)
+            }
+            Changing::Delete => Asked::Delete { moderating },
+            Changing::React { field, key, added } => {
+                check_reaction_key(field, &key)?;
+                Asked::React { key, added }
+            }
+        };
+        Box::pin(self.hub.change(caller, room, &actor, target, asked)).await
     }
 
     /// Subscribes `caller` (coming through `door`) to `room` as `reading` says, announcing whom

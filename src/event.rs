@@ -19,7 +19,10 @@ use std::{
 
 use bytes::Bytes;
 
-use crate::room::{Epoch, EventKind, Reply, RoomName, UserName};
+use crate::{
+    change::{Change, Standing},
+    room::{Epoch, EventKind, Reply, RoomName, UserName},
+};
 
 /// How many doors keep a form on events (see [`WireForm::SLOT`]).
 pub(crate) const FORM_SLOTS: usize = 2;
@@ -91,6 +94,10 @@ pub struct EventParts<'a> {
     pub traceparent: Option<&'a str>,
     /// The message it answers, when it is a reply.
     pub reply: Option<&'a Reply>,
+    /// What it changes, when it is a change.
+    pub change: Option<&'a Change>,
+    /// What changes left of it, when it is a chat message changed since it was sent.
+    pub standing: Option<&'a Standing>,
 }
 
 /// What a sender is told once its message is stored: where it is and what it is called.
@@ -133,6 +140,10 @@ pub struct Event {
     traceparent: Option<Box<str>>,
     /// The message it answers, when it is a reply.
     reply: Option<Box<Reply>>,
+    /// What it changes, when it is a change.
+    change: Option<Box<Change>>,
+    /// What changes left of it, when it is a chat message changed since it was sent.
+    standing: Option<Box<Standing>>,
     /// The chat text, or `X joined` / `X left` (UTF-8).
     content: Bytes,
     /// Heap it holds besides its forms (the content is a form's when it is a slice of one).
@@ -241,10 +252,18 @@ impl Event {
     fn with_content(parts: EventParts<'_>, content: Bytes, content_bytes: usize) -> Self {
         let traceparent: Option<Box<str>> = parts.traceparent.map(Box::from);
         let reply = parts.reply.map(|reply| Box::new(reply.clone()));
+        let change = parts.change.map(|change| Box::new(change.clone()));
+        let standing = parts.standing.map(|standing| Box::new(standing.clone()));
         let own_bytes = content_bytes
             + traceparent.as_ref().map_or(0, |t| allocation(t.len()))
             + reply.as_ref().map_or(0, |reply| {
                 allocation(mem::size_of::<Reply>()) + allocation(reply.preview.len())
+            })
+            + change.as_ref().map_or(0, |change| {
+                allocation(mem::size_of::<Change>()) + change.held_bytes()
+            })
+            + standing.as_ref().map_or(0, |standing| {
+                allocation(mem::size_of::<Standing>()) + standing.held_bytes()
             })
             + EVENT_OVERHEAD;
         Self {
@@ -259,6 +278,8 @@ impl Event {
             timestamp: parts.timestamp,
             traceparent,
             reply,
+            change,
+            standing,
             content,
             own_bytes,
             forms: Default::default(),
@@ -290,6 +311,8 @@ impl Event {
             timestamp: self.timestamp,
             traceparent: self.traceparent(),
             reply: self.reply(),
+            change: self.change(),
+            standing: self.standing(),
         }
     }
 
@@ -311,6 +334,23 @@ impl Event {
     /// The message it answers, when it is a reply.
     pub fn reply(&self) -> Option<&Reply> {
         self.reply.as_deref()
+    }
+
+    /// What it changes, when it is a change.
+    pub fn change(&self) -> Option<&Change> {
+        self.change.as_deref()
+    }
+
+    /// What changes left of it, when it is a chat message changed since it was sent.
+    pub fn standing(&self) -> Option<&Standing> {
+        self.standing.as_deref()
+    }
+
+    /// Whether a client that did not ask for changes is sent it: not a change, nor what a
+    /// delete left, nor a placeholder (which nobody is sent).
+    pub fn is_plain(&self) -> bool {
+        !matches!(self.kind, EventKind::Change | EventKind::Erased)
+            && !self.standing().is_some_and(|standing| standing.deleted)
     }
 
     /// The door form `F` of this event: made now by the first caller, shared after (borrowed, so
@@ -388,6 +428,8 @@ pub(crate) fn test_parts(kind: EventKind, content: &str) -> EventParts<'_> {
         timestamp: SystemTime::now(),
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         reply: None,
+        change: None,
+        standing: None,
     }
 }
 

@@ -21,7 +21,8 @@
 //!   cursors; [`broker::memory`] is the embedded default engine, [`broker::nats`] the NATS
 //!   JetStream one replicas share.
 //! * The room model: [`room`] (validated [`room::RoomName`] / [`room::UserName`], event kinds,
-//!   what a client asks to append, the limits on what it may send), [`lookalike`] (names compared
+//!   what a client asks to append, the limits on what it may send), [`change`] (edits,
+//!   deletes and reactions, and how a log folds them into the messages they name), [`lookalike`] (names compared
 //!   by what they look like), [`event`] (the immutable [`event::Event`] every subscriber shares,
 //!   with each door's encoding of it made once and shared), [`text_frame`] (the JSON frame of
 //!   WebSocket rooms), `chat_message` (an event as the `chat.Message` the gRPC door sends and the
@@ -51,6 +52,7 @@
 mod admin;
 pub mod auth;
 pub mod broker;
+pub mod change;
 mod chat_message;
 pub mod config;
 mod digest;

@@ -19,7 +19,7 @@ use std::{
     sync::{Arc, LazyLock},
 };
 
-use crate::{error::ChatError, lookalike::LookKeys};
+use crate::{change::Change, error::ChatError, lookalike::LookKeys};
 
 /// Longest room name, in characters.
 pub const MAX_ROOM_CHARS: usize = 64;
@@ -262,15 +262,21 @@ pub enum EventKind {
     Join,
     /// A named participant left.
     Leave,
+    /// A change to an earlier chat message ([`crate::change::Change`]: an edit, a delete, a
+    /// reaction).
+    Change,
+    /// What a log keeps at an offset whose content is gone (an erased edit, a refused change,
+    /// an event the store erased): a placeholder never delivered.
+    Erased,
 }
 
 impl EventKind {
-    /// How an announcement says what happened (`X joined`, `X left`); `None` for chat.
+    /// How an announcement says what happened (`X joined`, `X left`); `None` for the rest.
     pub fn presence_verb(self) -> Option<&'static str> {
         match self {
-            Self::Chat => None,
             Self::Join => Some("joined"),
             Self::Leave => Some("left"),
+            Self::Chat | Self::Change | Self::Erased => None,
         }
     }
 }
@@ -296,6 +302,8 @@ pub struct Draft {
     pub id: Option<uuid::Uuid>,
     /// The message it answers, when it is a reply.
     pub reply: Option<Reply>,
+    /// What it changes, when it is a change.
+    pub change: Option<Change>,
 }
 
 impl Draft {
@@ -317,7 +325,23 @@ impl Draft {
             traceparent: None,
             id: None,
             reply: None,
+            change: None,
         })
+    }
+
+    /// `change` by `user`, with `content` (an edit's new text, checked like a message's; empty
+    /// for the other changes).
+    pub fn change(user: UserName, change: Change, content: String) -> Self {
+        Self {
+            user,
+            content,
+            kind: EventKind::Change,
+            sender_clock: 0,
+            traceparent: None,
+            id: None,
+            reply: None,
+            change: Some(change),
+        }
     }
 
     /// A presence event (`Join` or `Leave`) for `user`.
@@ -330,6 +354,7 @@ impl Draft {
             traceparent: None,
             id: None,
             reply: None,
+            change: None,
         }
     }
 }

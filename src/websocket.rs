@@ -310,6 +310,7 @@ async fn serve_room(
             Reading {
                 start: StartAt::Live,
                 signals,
+                changes: false,
             },
             FrontDoor::WebSocket,
             &session,
@@ -450,7 +451,7 @@ impl WireForm for TextForm {
 
     fn encode(event: &Event) -> Self {
         let author = match event.kind {
-            EventKind::Chat => event.user.as_str(),
+            EventKind::Chat | EventKind::Change | EventKind::Erased => event.user.as_str(),
             EventKind::Join | EventKind::Leave => SYSTEM_USER,
         };
         Self(TextFrame::encode(author, event.content(), event.reply()).into())

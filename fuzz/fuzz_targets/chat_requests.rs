@@ -78,6 +78,8 @@ fn round_trip(room: RoomName, user: UserName, content: &str) {
         timestamp: SystemTime::UNIX_EPOCH,
         traceparent: None,
         reply: None,
+        change: None,
+        standing: None,
     });
     let frame = Encoded::event(&event);
     let decoded = Message::decode(&frame.framed()[GRPC_PREFIX..]).expect("the frame decodes");

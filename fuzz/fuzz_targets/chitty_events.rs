@@ -49,6 +49,8 @@ fuzz_target!(|data: &[u8]| {
         timestamp: SystemTime::UNIX_EPOCH,
         traceparent: None,
         reply: None,
+        change: None,
+        standing: None,
     })));
     let bytes = outgoing.encode_to_vec();
     assert_eq!(bytes.len(), outgoing.encoded_len());

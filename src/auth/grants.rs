@@ -3,9 +3,11 @@
 //! A grant is written `PATTERN:CAPABILITIES`, the same in the config (`--allow-anonymous`,
 //! `--allow-authenticated`), in a token's rooms claim and in `grpc-chat token --room`:
 //! `team-*:publish,subscribe`, `lobby:sub`, `*:all`. A pattern is a room name in which `*`
-//! stands for any run of characters. Capabilities: `subscribe` (`sub`), `publish` (`pub`),
-//! `history`, `presence`, or `all` (those four); and `metrics`, which is not about rooms: any grant
-//! that has it (write it `*:metrics`) lets a caller follow the server's metrics.
+//! stands for any run of characters. Capabilities: `subscribe` (`sub`), `publish` (`pub`, which
+//! also lets one edit, delete and react to one's own messages), `history`, `presence`, or `all`
+//! (those four); `moderate` (delete anyone's messages), which `all` does not include, so that no
+//! grant written before it gains it; and `metrics`, which is not about rooms: any grant that has
+//! it (write it `*:metrics`) lets a caller follow the server's metrics.
 
 use std::fmt;
 
@@ -22,6 +24,8 @@ pub enum Capability {
     History,
     /// Be announced and listed as a room's member, and see who is there.
     Presence,
+    /// Delete anyone's messages in a room.
+    Moderate,
     /// Follow the server's metrics (`StreamMetrics`); not about rooms.
     Metrics,
 }
@@ -35,11 +39,12 @@ impl Capability {
         Self::Presence,
     ];
     /// Every capability, in the order they are written.
-    const EVERY: [Self; 5] = [
+    const EVERY: [Self; 6] = [
         Self::Subscribe,
         Self::Publish,
         Self::History,
         Self::Presence,
+        Self::Moderate,
         Self::Metrics,
     ];
 
@@ -50,6 +55,7 @@ impl Capability {
             Self::Publish => "publish",
             Self::History => "history",
             Self::Presence => "presence",
+            Self::Moderate => "moderate",
             Self::Metrics => "metrics",
         }
     }
@@ -61,6 +67,7 @@ impl Capability {
             Self::Publish => "publish to",
             Self::History => "read the history of",
             Self::Presence => "be present in",
+            Self::Moderate => "moderate",
             Self::Metrics => "follow the metrics of",
         }
     }
@@ -76,6 +83,7 @@ impl Capability {
             "pub" | "publish" => Self::Publish,
             "history" => Self::History,
             "presence" => Self::Presence,
+            "moderate" => Self::Moderate,
             "metrics" => Self::Metrics,
             _ => return None,
         };

@@ -10,6 +10,7 @@
 use std::{
     any::Any,
     collections::VecDeque,
+    mem,
     sync::{
         Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicUsize, Ordering},
@@ -22,6 +23,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Delivery, EventStream, Feed, FeedError, Gap, Opening, Reset, Signal};
 use crate::{
+    change::{self, Change},
     chat_message::MessageFrame,
     error::ChatError,
     event::{Event, EventParts, FormBytes},
@@ -96,8 +98,9 @@ impl LogState {
         self.entries.front().map(|entry| entry.seq)
     }
 
-    /// Adds `event` at the end as append number `seq`, then evicts what `limits` no longer allow
-    /// (counting the forms made on what it holds).
+    /// Adds `event` at the end as append number `seq` (a change folded into the message it names
+    /// first), then evicts what `limits` no longer allow (counting the forms made on what it
+    /// holds).
     fn add(
         &mut self,
         event: Arc<Event>,
@@ -106,6 +109,10 @@ impl LogState {
         forms: &Arc<FormBytes>,
     ) -> Appended {
         let before = self.oldest_seq();
+        let (event, folded) = match event.kind {
+            EventKind::Change => self.fold(&event, forms),
+            _ => (event, Folded::default()),
+        };
         let bytes = event.keep(forms);
         self.entries.push_back(Entry {
             seq,
@@ -116,12 +123,93 @@ impl LogState {
         let evicted = self.trim(limits, forms);
         Appended {
             event,
-            bytes,
+            bytes: bytes + folded.grown,
             trimmed: Trimmed {
-                evicted,
+                evicted: (evicted.0, evicted.1 + folded.freed),
                 oldest: (before, self.oldest_seq()),
             },
+            erased: folded.erased,
         }
+    }
+
+    /// Folds `change` into the message it names (see [`change::fold`]); the change as the log
+    /// keeps it, and what folding it did to the entries held.
+    fn fold(&mut self, change: &Arc<Event>, forms: &Arc<FormBytes>) -> (Arc<Event>, Folded) {
+        let mut folded = Folded::default();
+        let Some(what) = change.change() else {
+            return (Arc::clone(change), folded);
+        };
+        let index = self.index_of(what.target());
+        let outcome = change::fold(change, index.map(|index| &*self.entries[index].event));
+        if let (Some(index), Some(target)) = (index, outcome.target) {
+            let deleted = matches!(what, Change::Delete { .. });
+            if deleted && self.entries[index].event.kind == EventKind::Chat {
+                folded.erased.push(self.entries[index].seq);
+            }
+            folded.replace(self, index, target, forms);
+            if deleted {
+                // Its edits and reactions go with it (a log rebuilt from a store that erased the
+                // message refuses them all the same).
+                let target = what.target();
+                for index in index + 1..self.entries.len() {
+                    let change = &self.entries[index];
+                    let of_it = matches!(
+                        change.event.change(),
+                        Some(Change::Edit { target: of, .. } | Change::React { target: of, .. })
+                            if *of == target
+                    );
+                    if of_it {
+                        folded.erased.push(change.seq);
+                        let placeholder = Arc::new(change::erased(&change.event));
+                        folded.replace(self, index, placeholder, forms);
+                    }
+                }
+            }
+        }
+        (outcome.change, folded)
+    }
+
+    /// Holds placeholders back to `offset`, when it is a little before the oldest event held:
+    /// where a delete (`next`) of a message the store erased leaves its tombstone, in a log that
+    /// started after it. The bytes they hold.
+    fn reach_back_to(
+        &mut self,
+        offset: u64,
+        next: &Event,
+        limits: LogLimits,
+        forms: &Arc<FormBytes>,
+    ) -> usize {
+        let front = self
+            .entries
+            .front()
+            .map_or(self.next_offset, |entry| entry.event.offset);
+        if offset >= front || front - offset >= limits.history as u64 {
+            return 0;
+        }
+        let mut bytes = 0;
+        let messages = self
+            .entries
+            .front()
+            .map_or(self.messages, |entry| entry.event.messages);
+        for at in (offset..front).rev() {
+            let placeholder = Arc::new(change::placeholder(next, at, messages));
+            let held = placeholder.keep(forms);
+            self.entries.push_front(Entry {
+                seq: 0,
+                bytes: held,
+                event: placeholder,
+            });
+            self.bytes += held;
+            bytes += held;
+        }
+        bytes
+    }
+
+    /// Where the event at `offset` is in `entries`, when held.
+    fn index_of(&self, offset: u64) -> Option<usize> {
+        let first = self.entries.front()?.event.offset;
+        let index = usize::try_from(offset.checked_sub(first)?).ok()?;
+        (index < self.entries.len()).then_some(index)
     }
 
     /// Evicts the oldest events (never the newest) until `limits` allow what is left, counting
@@ -156,10 +244,47 @@ impl LogState {
 pub(crate) struct Appended {
     /// The new event.
     pub event: Arc<Event>,
-    /// Bytes it holds (forms made later are counted as they are made).
+    /// Bytes it holds, and what a change made the message it changed grow by (forms made later
+    /// are counted as they are made).
     pub bytes: usize,
-    /// What the log's own limits evicted to make room for it.
+    /// What the log's own limits evicted to make room for it (with what a change freed of the
+    /// messages it changed).
     pub trimmed: Trimmed,
+    /// The append numbers of the events a delete erased (the message, its edits and its
+    /// reactions, never the newest event): a store that keeps them elsewhere erases them there. An
+    /// edit the log refuses is not shown but stays stored, as the newest event of a store may
+    /// be what tells where its log goes on.
+    pub erased: Vec<u64>,
+}
+
+/// What folding a change did to the entries a log holds.
+#[derive(Default)]
+struct Folded {
+    /// Bytes the entries it replaced grew by, and shrank by.
+    grown: usize,
+    freed: usize,
+    /// Append numbers of the entries whose content it erased.
+    erased: Vec<u64>,
+}
+
+impl Folded {
+    /// Replaces the entry at `index` of `state` with `event`, keeping its append number.
+    fn replace(
+        &mut self,
+        state: &mut LogState,
+        index: usize,
+        event: Arc<Event>,
+        forms: &Arc<FormBytes>,
+    ) {
+        let entry = &mut state.entries[index];
+        entry.event.let_go();
+        let bytes = event.keep(forms);
+        let old = mem::replace(&mut entry.bytes, bytes);
+        entry.event = event;
+        state.bytes = state.bytes + bytes - old;
+        self.grown += bytes;
+        self.freed += old;
+    }
 }
 
 /// What trimming a log to its limits changed.
@@ -257,22 +382,45 @@ impl RoomLog {
         self.appended.send_replace(());
     }
 
-    /// Adds `event`, made elsewhere with its offset (a cache of a log kept in another process):
-    /// an offset already held is ignored (returns `None`); one past the next means the events
-    /// between are gone, so the log restarts there and cursors behind it are told of the gap.
+    /// Adds `event`, made elsewhere with its offset (a cache of a log kept in another process),
+    /// as the store's number `seq` for it: an offset already held is ignored (returns `None`);
+    /// one past the next means the events between are gone: fewer than history holds are taken
+    /// for events the store erased (placeholders that nobody is sent); more, and the log restarts
+    /// there and cursors behind it are told of the gap.
     pub(crate) fn push(&self, event: Arc<Event>, seq: u64, limits: LogLimits) -> Option<Appended> {
         let appended = {
             let mut state = write(&self.state);
             if event.offset < state.next_offset {
                 return None;
             }
+            let mut extra_bytes = 0;
             let mut evicted = (0, 0);
             let before = state.oldest_seq();
-            if event.offset > state.next_offset {
+            let missing = event.offset - state.next_offset;
+            if missing > 0 && !state.entries.is_empty() && missing < limits.history as u64 {
+                // A few offsets missing after what it holds: events the store erased (a deleted
+                // message, its edits), kept as placeholders so that the messages before stay
+                // (and a delete can still leave its tombstone there).
+                while state.next_offset < event.offset {
+                    let offset = state.next_offset;
+                    let placeholder = change::placeholder(&event, offset, state.messages);
+                    let added = state.add(Arc::new(placeholder), 0, limits, &self.forms);
+                    evicted = (
+                        evicted.0 + added.trimmed.evicted.0,
+                        evicted.1 + added.trimmed.evicted.1,
+                    );
+                    extra_bytes += added.bytes;
+                    state.next_offset += 1;
+                }
+            } else if missing > 0 {
+                // More than history holds went: the store moved past this log.
                 while let Some(freed) = state.evict_oldest() {
                     evicted = (evicted.0 + 1, evicted.1 + freed);
                 }
                 state.next_offset = event.offset;
+            }
+            if let Some(Change::Delete { target, .. }) = event.change() {
+                extra_bytes += state.reach_back_to(*target, &event, limits, &self.forms);
             }
             state.next_offset += 1;
             state.lamport = state.lamport.max(event.lamport);
@@ -281,6 +429,7 @@ impl RoomLog {
             let trimmed = &mut appended.trimmed;
             trimmed.evicted = (trimmed.evicted.0 + evicted.0, trimmed.evicted.1 + evicted.1);
             trimmed.oldest.0 = before;
+            appended.bytes += extra_bytes;
             appended
         };
         self.appended.send_replace(());
@@ -321,6 +470,8 @@ impl RoomLog {
                 timestamp: SystemTime::now(),
                 traceparent: draft.traceparent.as_deref(),
                 reply: draft.reply.as_ref(),
+                change: draft.change.as_ref(),
+                standing: None,
             }));
             state.next_offset += 1;
             state.add(event, seq, limits, &self.forms)

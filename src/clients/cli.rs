@@ -515,6 +515,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             last: args.last,
             epoch: args.epoch,
             signals: args.signals,
+            changes: false,
         })
         .await?
         .into_inner();

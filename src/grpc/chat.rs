@@ -18,14 +18,15 @@ use super::{
 };
 use crate::{
     auth::{Auth, Caller, grants::Capability},
-    door::{Announce, Joined, Kit, Said},
+    door::{Announce, Changing, Joined, Kit, Said},
     error::ChatError,
     hub::{Delivery, Reading},
     monitoring::{FrontDoor, Monitoring},
     proto::{
-        DirectRoomRequest, DirectRoomResponse, GetReadStateRequest, GetRoomRequest,
-        ListRoomsRequest, MarkReadRequest, Message, MetricsRequest, ReadState, RoomDirectory,
-        RoomState, SendMessageRequest, SendMessageResponse, SetTypingRequest, SetTypingResponse,
+        ChangeResponse, DeleteMessageRequest, DirectRoomRequest, DirectRoomResponse,
+        EditMessageRequest, GetReadStateRequest, GetRoomRequest, ListRoomsRequest, MarkReadRequest,
+        Message, MetricsRequest, ReactRequest, ReadState, RoomDirectory, RoomState,
+        SendMessageRequest, SendMessageResponse, SetTypingRequest, SetTypingResponse,
         SubscribeRequest, UploadResponse, chat_service_server::ChatService,
     },
     room::{ReplyTo, RoomName, SendKey, StartAt, UserName},
@@ -85,6 +86,35 @@ impl ChatApi {
             })
             .map(|(_, encoded)| Ok(encoded.clone()))
             .collect()
+    }
+
+    /// Makes `changing` for `caller` to the message its request names by `(room, user, offset,
+    /// epoch)`: what EditMessage, DeleteMessage and React answer.
+    async fn change(
+        &self,
+        caller: &Caller,
+        (room, user, offset, epoch): (String, String, u64, String),
+        changing: Changing,
+    ) -> Result<ChangeResponse, ChatError> {
+        let room = RoomName::parse("room", &room)?;
+        let receipt = self
+            .kit
+            .change(
+                caller,
+                &room,
+                ("user", &user),
+                ("offset", offset),
+                ("epoch", &epoch),
+                changing,
+            )
+            .await?;
+        Ok(
+            receipt.map_or_else(ChangeResponse::default, |receipt| ChangeResponse {
+                id: receipt.id.to_string(),
+                offset: receipt.offset,
+                epoch: receipt.epoch.to_string(),
+            }),
+        )
     }
 }
 
@@ -172,6 +202,7 @@ impl ChatService for ChatApi {
         let reading = Reading {
             start,
             signals: request.signals,
+            changes: request.changes,
         };
         let subscription = self
             .kit
@@ -217,7 +248,8 @@ impl ChatService for ChatApi {
                     Command::Join(..)
                     | Command::Leave(..)
                     | Command::Read(..)
-                    | Command::Typing(..),
+                    | Command::Typing(..)
+                    | Command::Change(..),
                 ) => {
                     unreachable!("only CHAT messages are allowed")
                 }
@@ -308,6 +340,47 @@ impl ChatService for ChatApi {
             .typing(&caller, &room, ("user", &request.user), request.typing)
             .await?;
         Ok(Response::new(SetTypingResponse {}))
+    }
+
+    async fn edit_message(
+        &self,
+        request: Request<EditMessageRequest>,
+    ) -> Result<Response<ChangeResponse>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let changing = Changing::Edit {
+            field: "content",
+            content: request.content,
+        };
+        let target = (request.room, request.user, request.offset, request.epoch);
+        Ok(Response::new(self.change(&caller, target, changing).await?))
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<DeleteMessageRequest>,
+    ) -> Result<Response<ChangeResponse>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let target = (request.room, request.user, request.offset, request.epoch);
+        Ok(Response::new(
+            self.change(&caller, target, Changing::Delete).await?,
+        ))
+    }
+
+    async fn react(
+        &self,
+        request: Request<ReactRequest>,
+    ) -> Result<Response<ChangeResponse>, Status> {
+        let caller = super::caller(&self.auth, &request)?;
+        let request = request.into_inner();
+        let changing = Changing::React {
+            field: "reaction",
+            key: request.reaction,
+            added: !request.removed,
+        };
+        let target = (request.room, request.user, request.offset, request.epoch);
+        Ok(Response::new(self.change(&caller, target, changing).await?))
     }
 
     async fn get_read_state(
@@ -515,6 +588,20 @@ impl ChatSession {
                 self.api
                     .kit
                     .typing(&self.caller, &room, said, typing)
+                    .await?;
+                Ok(None)
+            }
+            Command::Change(room, change) => {
+                self.api
+                    .kit
+                    .change(
+                        &self.caller,
+                        &room,
+                        ("user", &change.user),
+                        ("target", change.target),
+                        ("epoch", &change.epoch),
+                        change.changing,
+                    )
                     .await?;
                 Ok(None)
             }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use crate::{
     auth::Caller,
     broker::{Opening, Reset, RoomSummary, Signal},
-    door::{Directory, Said},
+    door::{Changing, Directory, Said},
     error::ChatError,
     hub::{Position, ReadState, Reading},
     proto::{Member, Message, MessageType, Notice, RoomDirectory, RoomListing, RoomState},
@@ -29,6 +29,20 @@ pub enum Command {
     Read(RoomName, UserName, u64, String),
     /// Say whether the sender is typing in `room` (Chat only).
     Typing(RoomName, String, bool),
+    /// Change the message at `target` (of the log of `epoch`) in `room` (Chat only).
+    Change(RoomName, ChangeCommand),
+}
+
+/// An EDIT, DELETE or REACTION a client sent in Chat.
+pub struct ChangeCommand {
+    /// The name it acts as (empty: the token's user).
+    pub user: String,
+    /// The message's offset.
+    pub target: u64,
+    /// Its log's epoch (empty: the room's current one).
+    pub epoch: String,
+    /// What it changes.
+    pub changing: Changing,
 }
 
 /// The field of a READ that names the last offset read.
@@ -73,6 +87,7 @@ pub fn command(
             Reading {
                 start: start_at(message.offset, 0, &message.epoch, JOIN_OFFSET_FIELD)?,
                 signals: message.signals,
+                changes: message.changes,
             },
         )),
         MessageType::Leave if allow_presence => Ok(Command::Leave(room)),
@@ -85,13 +100,40 @@ pub fn command(
         MessageType::Typing if allow_presence => {
             Ok(Command::Typing(room, message.user.clone(), message.typing))
         }
-        MessageType::Join | MessageType::Leave | MessageType::Read | MessageType::Typing => {
-            Err(ChatError::invalid(
-                "type",
-                "only CHAT messages can be uploaded; JOIN, LEAVE, READ and TYPING are for the \
-                 Chat stream",
+        MessageType::Edit | MessageType::Delete | MessageType::Reaction if allow_presence => {
+            let changing = match kind {
+                MessageType::Edit => Changing::Edit {
+                    field: "content",
+                    content: message.content.clone(),
+                },
+                MessageType::Delete => Changing::Delete,
+                _ => Changing::React {
+                    field: "reaction",
+                    key: message.reaction.clone(),
+                    added: !message.removed,
+                },
+            };
+            Ok(Command::Change(
+                room,
+                ChangeCommand {
+                    user: message.user.clone(),
+                    target: message.target,
+                    epoch: message.epoch.clone(),
+                    changing,
+                },
             ))
         }
+        MessageType::Join
+        | MessageType::Leave
+        | MessageType::Read
+        | MessageType::Typing
+        | MessageType::Edit
+        | MessageType::Delete
+        | MessageType::Reaction => Err(ChatError::invalid(
+            "type",
+            "only CHAT messages can be uploaded; JOIN, LEAVE, READ, TYPING, EDIT, DELETE and \
+             REACTION are for the Chat stream",
+        )),
         MessageType::System => Err(ChatError::invalid(
             "type",
             "SYSTEM messages come from the server only",

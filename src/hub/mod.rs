@@ -10,6 +10,7 @@
 //! for the notices that end streams, stamps published messages with the caller's trace context,
 //! and keeps the chat metrics.
 
+mod changes;
 mod read;
 pub mod rules;
 mod sent;
@@ -37,8 +38,9 @@ use crate::{
     error::ChatError,
     event::{Event, Receipt},
     monitoring::{ChatMetrics, FrontDoor, Monitoring, OpenSubscription},
-    room::{Draft, Epoch, ReplyTo, RoomName, StartAt, UserName},
+    room::{Draft, Epoch, EventKind, ReplyTo, RoomName, StartAt, UserName},
 };
+pub use changes::Asked;
 pub use read::{MarkAt, ReadState};
 pub use sent::{KEY_BYTES as SEND_ID_BYTES, SendLimits};
 
@@ -289,6 +291,7 @@ impl Hub {
         });
         Ok(Subscription {
             listening,
+            changes: reading.changes,
             opening: feed.opening,
             position: Position {
                 epoch: feed.epoch.clone(),
@@ -388,14 +391,18 @@ pub struct Reading {
     /// Whether it also delivers the room's signals for its reader: its own read marker moving
     /// (for a named reader), others typing.
     pub signals: bool,
+    /// Whether it also delivers changes to messages and deleted messages' tombstones (else
+    /// only plain events: [`Event::is_plain`]).
+    pub changes: bool,
 }
 
 impl From<StartAt> for Reading {
-    /// Reading from `start`, without signals.
+    /// Reading from `start`, without signals or changes.
     fn from(start: StartAt) -> Self {
         Self {
             start,
             signals: false,
+            changes: false,
         }
     }
 }
@@ -487,6 +494,8 @@ pub struct Subscription {
     events: EventStream,
     /// The room's signals for its reader, when it listens (boxed: most subscriptions do not).
     listening: Option<Box<Listening>>,
+    /// Whether it delivers changes (else it passes over them).
+    changes: bool,
     metrics: Arc<ChatMetrics>,
     /// Deliveries so far, for sampling their latency.
     deliveries: u64,
@@ -539,7 +548,17 @@ impl Stream for Subscription {
                 Poll::Pending => break,
             }
         }
-        let item = std::task::ready!(self.events.as_mut().poll_next(cx));
+        let item = loop {
+            match std::task::ready!(self.events.as_mut().poll_next(cx)) {
+                // Placeholders are for no one; changes for those who asked.
+                Some(Ok(Delivery::Event(event)))
+                    if event.kind == EventKind::Erased || (!self.changes && !event.is_plain()) =>
+                {
+                    self.position.offset = event.offset + 1;
+                }
+                item => break item,
+            }
+        };
         Poll::Ready(item.map(|next| match next {
             Ok(Delivery::Event(event)) => {
                 let sample = self.deliveries.is_multiple_of(LATENCY_SAMPLING);

@@ -9,15 +9,16 @@ use futures_util::StreamExt;
 
 use crate::{
     broker::{Broker, Delivery, Entry, Feed, Lease, Open, Opening},
+    change::Change,
     error::ChatError,
     event::Event,
     room::{Draft, Epoch, EventKind, RoomName, StartAt, UserName},
 };
 
 /// The chat message at `offset` of `room`'s log (of `epoch`, when given), which an operation
-/// named by the door's field `field` is about. A message that has left history, a log of another
-/// epoch, or an event that is no chat message is FAILED_PRECONDITION saying so; an offset past
-/// the end is out of range.
+/// named by the door's field `field` is about. A message that has left history or was deleted, a
+/// log of another epoch, or an event that is no chat message is FAILED_PRECONDITION saying so;
+/// an offset past the end is out of range.
 pub async fn message_at(
     broker: &dyn Broker,
     room: &RoomName,
@@ -62,9 +63,19 @@ pub async fn message_at(
     }
     match feed.events.next().await {
         Some(Ok(Delivery::Event(event))) if event.offset == offset => match event.kind {
+            EventKind::Chat if event.standing().is_some_and(|standing| standing.deleted) => {
+                Err(refused(format!("message {offset} was deleted")))
+            }
             EventKind::Chat => Ok(event),
-            _ => Err(refused(format!(
+            EventKind::Change => Err(refused(format!(
+                "offset {offset} is a change to message {}, not a message",
+                event.change().map_or(0, Change::target)
+            ))),
+            EventKind::Join | EventKind::Leave => Err(refused(format!(
                 "offset {offset} is an announcement of who came or left, not a message"
+            ))),
+            EventKind::Erased => Err(refused(format!(
+                "offset {offset} holds no message: it was erased"
             ))),
         },
         _ => Err(refused(format!(

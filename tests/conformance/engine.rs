@@ -42,6 +42,9 @@ pub trait Engine: Sized + Send + Sync + 'static {
 
     /// Stops the engine for good.
     fn close(self) -> impl Future<Output = ()> + Send;
+
+    /// The payloads of every message its store holds, when it has a store apart from its logs.
+    fn stored_payloads(&self) -> impl Future<Output = Option<Vec<Vec<u8>>>> + Send;
 }
 
 /// Starts `broker` the way the server does.
@@ -100,6 +103,10 @@ impl Engine for Memory {
         if let Some(running) = self.running.take() {
             stopped(&self.broker, running).await;
         }
+    }
+
+    async fn stored_payloads(&self) -> Option<Vec<Vec<u8>>> {
+        None
     }
 }
 
@@ -207,5 +214,24 @@ impl Engine for Nats {
         ] {
             jetstream.delete_key_value(bucket).await.unwrap();
         }
+    }
+
+    async fn stored_payloads(&self) -> Option<Vec<Vec<u8>>> {
+        let client = async_nats::connect(self.server.url.as_str()).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let mut stream = jetstream
+            .get_stream(&self.config.nats.nats_stream)
+            .await
+            .unwrap();
+        let state = &stream.info().await.unwrap().state;
+        let (first, last) = (state.first_sequence, state.last_sequence);
+        let mut payloads = Vec::new();
+        for sequence in first..=last {
+            // A sequence erased is an error to ask for: it holds nothing.
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                payloads.push(message.payload.to_vec());
+            }
+        }
+        Some(payloads)
     }
 }

@@ -42,6 +42,8 @@ macro_rules! conform {
                 the_rooms_that_exist_are_listed_by_name_in_pages,
                 read_markers_move_forward_count_messages_and_reach_the_user_s_sessions,
                 typing_reaches_everyone_else_who_listens_and_is_never_stored,
+                edits_deletes_and_reactions_fold_into_the_messages_they_change,
+                changes_count_in_history_and_in_its_bytes,
             );
 
             #[test]

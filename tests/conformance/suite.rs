@@ -14,11 +14,12 @@ use grpc_chat::{
     },
     config::ServeConfig,
     error::{ChatError, EPOCH_METADATA, RESUME_FROM_METADATA},
-    event::Event,
-    hub::{Hub, MarkAt, Participant, ReadState, Reading, Subscription},
+    event::{Event, Receipt},
+    hub::{Asked, Hub, MarkAt, Participant, ReadState, Reading, Subscription},
     monitoring::{FrontDoor, Monitoring},
     room::{
-        Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, ReadMarker, Reply, RoomName, StartAt, UserName,
+        Draft, Epoch, EventKind, MAX_CLIENT_CLOCK, ReadMarker, Reply, ReplyTo, RoomName, StartAt,
+        UserName,
     },
 };
 use tokio::task::JoinSet;
@@ -1023,6 +1024,7 @@ async fn listening(
     let reading = Reading {
         start: StartAt::Live,
         signals,
+        changes: false,
     };
     hub.subscribe(caller, room, participant, reading, FrontDoor::Grpc)
         .await
@@ -1209,5 +1211,409 @@ pub async fn typing_reaches_everyone_else_who_listens_and_is_never_stored<E: Eng
         }
     }
     drop((alices, bobs, anonymous, deaf));
+    engine.close().await;
+}
+
+/// A subscription of nobody to `room` from `start`, delivering changes when `changes` says.
+async fn reading(
+    (hub, caller): (&Hub, &Caller),
+    room: &RoomName,
+    start: StartAt,
+    changes: bool,
+) -> Subscription {
+    let reading = Reading {
+        start,
+        signals: false,
+        changes,
+    };
+    hub.subscribe(caller, room, None, reading, FrontDoor::Grpc)
+        .await
+        .unwrap()
+}
+
+/// The events `subscription` delivers up to and including offset `last`.
+async fn events_until(subscription: &mut Subscription, last: u64) -> Vec<Arc<Event>> {
+    let mut events = Vec::new();
+    loop {
+        let item = tokio::time::timeout(PATIENCE, subscription.next())
+            .await
+            .expect("no event came in time")
+            .expect("the subscription ended");
+        match item {
+            Ok(Delivery::Event(event)) => {
+                let offset = event.offset;
+                events.push(event);
+                if offset >= last {
+                    return events;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => panic!("the subscription failed: {error}"),
+        }
+    }
+}
+
+/// What a replay shows of each event: its offset, kind, author, content and what changed it.
+fn shown(events: &[Arc<Event>]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .map(|event| {
+            let standing = event.standing().cloned().unwrap_or_default();
+            let reactions: Vec<String> = standing
+                .reactions
+                .iter()
+                .map(|reaction| {
+                    let users: Vec<&str> = reaction.users.iter().map(UserName::as_str).collect();
+                    format!("{}:{}", reaction.key, users.join("+"))
+                })
+                .collect();
+            let what = match (event.kind, event.change()) {
+                (EventKind::Change, Some(change)) => format!("{change:?}"),
+                (kind, _) => format!("{kind:?}"),
+            };
+            let line = format!(
+                "{what} {} {:?} v{}{}{}",
+                event.user,
+                event.content(),
+                standing.version,
+                if standing.deleted { " deleted" } else { "" },
+                if reactions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", reactions.join(" "))
+                },
+            );
+            (event.offset, line)
+        })
+        .collect()
+}
+
+pub async fn edits_deletes_and_reactions_fold_into_the_messages_they_change<E: Engine>() {
+    let mut engine: E = engine(|config| config.history = 40).await;
+    let broker = engine.broker();
+    let (hub, caller) = hub_over(Arc::clone(&broker));
+    let general = room("general");
+    let (alice, bob, carol) = (user("Alice"), user("Bob"), user("Carol"));
+    let on = (&hub, &caller);
+    let at = |offset: u64| ReplyTo {
+        field: "offset",
+        offset,
+        epoch: None,
+    };
+    let edit = |text: &str| Asked::Edit(text.into());
+    let react = |key: &str, added| Asked::React {
+        key: key.into(),
+        added,
+    };
+    let change = |who: &UserName, offset, asked| {
+        let (hub, caller, who) = (hub.clone(), caller.clone(), who.clone());
+        let general = general.clone();
+        async move { hub.change(&caller, &general, &who, at(offset), asked).await }
+    };
+    let precondition = |result: Result<Option<Receipt>, ChatError>| match result {
+        Err(ChatError::FailedPrecondition(reason)) => reason,
+        other => panic!("not FAILED_PRECONDITION: {other:?}"),
+    };
+    broker
+        .publish(&general, say("Alice", "helo"))
+        .await
+        .unwrap();
+    broker.publish(&general, say("Bob", "hi")).await.unwrap();
+    let mut live = reading(on, &general, StartAt::Live, true).await;
+    let mut plain = reading(on, &general, StartAt::Live, false).await;
+
+    // Only the author edits; the newest text wins, with its version.
+    let first = change(&alice, 1, edit("hello")).await.unwrap().unwrap();
+    assert_eq!(first.offset, 3);
+    let heard = events_until(&mut live, 3).await;
+    assert_eq!(
+        shown(&heard),
+        [(
+            3,
+            r#"Edit { target: 1, version: 1 } Alice "hello" v0"#.into()
+        )]
+    );
+    let refused = change(&bob, 1, edit("hijacked")).await;
+    assert!(
+        matches!(&refused, Err(ChatError::PermissionDenied(why)) if why.contains("only its author")),
+        "{refused:?}"
+    );
+    let of_an_edit = precondition(change(&alice, 3, edit("again")).await);
+    assert_eq!(
+        of_an_edit,
+        "offset: offset 3 is a change to message 1, not a message"
+    );
+    change(&alice, 1, edit("hello!")).await.unwrap().unwrap();
+
+    // One reaction per user and key: a repeat, or taking back what is not there, changes nothing.
+    change(&bob, 1, react("👍", true)).await.unwrap().unwrap();
+    change(&carol, 1, react("👍", true)).await.unwrap().unwrap();
+    assert_eq!(change(&bob, 1, react("👍", true)).await.unwrap(), None);
+    assert_eq!(change(&bob, 1, react("🎉", false)).await.unwrap(), None);
+    change(&carol, 1, react("🎉", true)).await.unwrap().unwrap();
+    change(&carol, 1, react("🎉", false))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Replay serves each message as it stands; the changes follow at their own offsets.
+    let replayed = |changes| {
+        reading(
+            on,
+            &general,
+            StartAt::Offset {
+                offset: 1,
+                epoch: None,
+            },
+            changes,
+        )
+    };
+    let mut replay = replayed(true).await;
+    let standing = shown(&events_until(&mut replay, 8).await);
+    assert_eq!(
+        standing,
+        [
+            (1, r#"Chat Alice "hello!" v2 [👍:Bob+Carol]"#.into()),
+            (2, r#"Chat Bob "hi" v0"#.into()),
+            (
+                3,
+                r#"Edit { target: 1, version: 1 } Alice "hello" v0"#.into()
+            ),
+            (
+                4,
+                r#"Edit { target: 1, version: 2 } Alice "hello!" v0"#.into()
+            ),
+            (
+                5,
+                r#"React { target: 1, key: "👍", added: true } Bob "" v0"#.into()
+            ),
+            (
+                6,
+                r#"React { target: 1, key: "👍", added: true } Carol "" v0"#.into()
+            ),
+            (
+                7,
+                r#"React { target: 1, key: "🎉", added: true } Carol "" v0"#.into()
+            ),
+            (
+                8,
+                r#"React { target: 1, key: "🎉", added: false } Carol "" v0"#.into()
+            ),
+        ]
+    );
+
+    // A delete: by the author, or by a moderator. It leaves a tombstone, and its edits and
+    // reactions go with it.
+    let not_a_moderator = change(&bob, 1, Asked::Delete { moderating: false }).await;
+    assert!(
+        matches!(&not_a_moderator, Err(ChatError::PermissionDenied(_))),
+        "{not_a_moderator:?}"
+    );
+    let deleted = change(&bob, 1, Asked::Delete { moderating: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.offset, 9);
+    let heard = events_until(&mut live, 9).await;
+    assert_eq!(
+        shown(&heard[heard.len() - 1..]),
+        [(
+            9,
+            r#"Delete { target: 1, author: "Alice", messages: 1 } Bob "" v0"#.into()
+        )]
+    );
+    for asked in [
+        edit("back"),
+        react("👍", true),
+        Asked::Delete { moderating: true },
+    ] {
+        let refusal = precondition(change(&alice, 1, asked).await);
+        assert_eq!(refusal, "offset: message 1 was deleted");
+    }
+    publish(&*broker, &general, "after").await;
+    let after_the_delete = [
+        (1, r#"Chat Alice "" v0 deleted"#.to_string()),
+        (2, r#"Chat Bob "hi" v0"#.into()),
+        (
+            9,
+            r#"Delete { target: 1, author: "Alice", messages: 1 } Bob "" v0"#.into(),
+        ),
+        (10, r#"Chat Alice "after" v0"#.into()),
+    ];
+    let mut replay = replayed(true).await;
+    assert_eq!(
+        shown(&events_until(&mut replay, 10).await),
+        after_the_delete
+    );
+    // A subscriber that did not ask for changes hears none of them, nor the tombstone.
+    let mut replay = replayed(false).await;
+    assert_eq!(
+        shown(&events_until(&mut replay, 10).await),
+        [
+            (2, r#"Chat Bob "hi" v0"#.into()),
+            (10, r#"Chat Alice "after" v0"#.into()),
+        ]
+    );
+    let heard = events_until(&mut plain, 10).await;
+    assert_eq!(
+        offsets(&heard),
+        [10],
+        "the live one without changes heard only the message"
+    );
+
+    // Reactions are bounded per user and per message.
+    for key in 0..10 {
+        change(&carol, 2, react(&format!("k{key}"), true))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let over = change(&carol, 2, react("k10", true)).await;
+    assert!(
+        matches!(&over, Err(ChatError::ResourceExhausted(why)) if why.contains("the most one user may have")),
+        "{over:?}"
+    );
+    for key in 10..20 {
+        change(&bob, 2, react(&format!("k{key}"), true))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let over = change(&alice, 2, react("k20", true)).await;
+    assert!(
+        matches!(&over, Err(ChatError::ResourceExhausted(why)) if why.contains("reaction keys")),
+        "{over:?}"
+    );
+    change(&alice, 2, react("k0", true)).await.unwrap().unwrap();
+
+    // A store of its own holds none of the texts the delete erased, and serves the same after a
+    // restart.
+    if let Some(payloads) = engine.stored_payloads().await {
+        let holds = |text: &str| {
+            payloads
+                .iter()
+                .any(|payload| payload.windows(text.len()).any(|w| w == text.as_bytes()))
+        };
+        assert!(
+            holds("after") && holds("hi"),
+            "the store holds the messages"
+        );
+        for erased in ["helo", "hello", "🎉"] {
+            assert!(!holds(erased), "the store still holds {erased:?}");
+        }
+    }
+    if E::DURABLE {
+        drop((live, plain, replay));
+        engine.restart().await;
+        let broker = engine.broker();
+        let (hub, caller) = hub_over(Arc::clone(&broker));
+        let mut replay = reading(
+            (&hub, &caller),
+            &general,
+            StartAt::Offset {
+                offset: 1,
+                epoch: None,
+            },
+            true,
+        )
+        .await;
+        let replayed = shown(&events_until(&mut replay, 10).await);
+        assert_eq!(replayed[0], after_the_delete[0]);
+        assert!(
+            replayed[1]
+                .1
+                .starts_with(r#"Chat Bob "hi" v0 [k0:Carol+Alice k1:Carol"#)
+        );
+        assert_eq!(replayed[2..], after_the_delete[2..]);
+    }
+    engine.close().await;
+}
+
+pub async fn changes_count_in_history_and_in_its_bytes<E: Engine>() {
+    let engine: E = engine(|config| config.history = 4).await;
+    let broker = engine.broker();
+    let (hub, caller) = hub_over(Arc::clone(&broker));
+    let general = room("general");
+    let alice = user("Alice");
+    let big = "x".repeat(4000);
+    broker.publish(&general, say("Alice", &big)).await.unwrap();
+    let with_it = eventually_figures(&*broker, |figures| figures.history_bytes > 4000).await;
+    // Deleting it frees its bytes (a tombstone is small).
+    let target = ReplyTo {
+        field: "offset",
+        offset: 1,
+        epoch: None,
+    };
+    hub.change(
+        &caller,
+        &general,
+        &alice,
+        target.clone(),
+        Asked::Delete { moderating: false },
+    )
+    .await
+    .unwrap();
+    eventually_figures(&*broker, |figures| {
+        figures.history_bytes + 3000 < with_it.history_bytes
+    })
+    .await;
+    // Changes take places in history like messages: four of them push the message out.
+    broker
+        .publish(&general, say("Alice", "second"))
+        .await
+        .unwrap();
+    for key in ["a", "b", "c", "d"] {
+        let asked = Asked::React {
+            key: key.into(),
+            added: true,
+        };
+        let second = ReplyTo {
+            offset: 3,
+            ..target.clone()
+        };
+        hub.change(&caller, &general, &alice, second, asked)
+            .await
+            .unwrap();
+    }
+    let gone = hub
+        .change(
+            &caller,
+            &general,
+            &alice,
+            ReplyTo {
+                offset: 3,
+                ..target
+            },
+            Asked::Edit("x".into()),
+        )
+        .await;
+    assert!(
+        matches!(&gone, Err(ChatError::FailedPrecondition(why)) if why.contains("has left the room's history")),
+        "{gone:?}"
+    );
+    // A resume from before history opens with a gap, and serves the changes after it.
+    let mut replay = reading(
+        (&hub, &caller),
+        &general,
+        StartAt::Offset {
+            offset: 1,
+            epoch: None,
+        },
+        true,
+    )
+    .await;
+    assert!(
+        matches!(
+            replay.opening,
+            Some(Opening::Gap(Gap {
+                missed: 3,
+                resume_from: 4
+            }))
+        ),
+        "{:?}",
+        replay.opening
+    );
+    let events = events_until(&mut replay, 7).await;
+    assert_eq!(offsets(&events), [4, 5, 6, 7]);
     engine.close().await;
 }

@@ -131,6 +131,8 @@ impl Appender {
                 timestamp,
                 traceparent: draft.traceparent.as_deref(),
                 reply: draft.reply.as_ref(),
+                change: draft.change.as_ref(),
+                standing: None,
             });
             match self.publish(&event, next.expected).await {
                 Published::Stored(sequence) => {

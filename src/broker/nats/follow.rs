@@ -138,7 +138,12 @@ impl Follower {
                     None => return format!("following room {}: the consumer ended", self.room),
                 };
                 let sequence = match self.take(&message) {
-                    Ok(sequence) => sequence,
+                    Ok((sequence, erased)) => {
+                        if !erased.is_empty() {
+                            self.erase(erased).await;
+                        }
+                        sequence
+                    }
                     Err(error) => return error,
                 };
                 next_sequence = Some(sequence + 1);
@@ -174,9 +179,9 @@ impl Follower {
         }
     }
 
-    /// Adds a message of the feed to the room's log; its stream sequence. Fails on a message that
-    /// is not one of this log's.
-    fn take(&self, message: &async_nats::jetstream::Message) -> Result<u64, String> {
+    /// Adds a message of the feed to the room's log; its stream sequence, and those of the
+    /// messages it erased (a delete). Fails on a message that is not one of this log's.
+    fn take(&self, message: &async_nats::jetstream::Message) -> Result<(u64, Vec<u64>), String> {
         let sequence = message
             .info()
             .map_err(|error| format!("following room {}: {error}", self.room))?
@@ -195,8 +200,33 @@ impl Follower {
                 self.room, event.epoch
             ));
         }
-        self.log.push(event, 0, self.limits);
-        Ok(sequence)
+        let erased = self
+            .log
+            .push(event, sequence, self.limits)
+            .map(|appended| appended.erased)
+            .unwrap_or_default();
+        Ok((sequence, erased))
+    }
+
+    /// Erases the messages of `sequences` from the stream (a deleted message and its edits):
+    /// every replica following the room does, so that a replica that died between storing a
+    /// delete and erasing is made good by the next to read it; one already erased is no error.
+    async fn erase(&self, sequences: Vec<u64>) {
+        for sequence in sequences {
+            let erased =
+                tokio::time::timeout(self.timeout, self.connected.stream.delete_message(sequence))
+                    .await;
+            match erased {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if error.to_string().contains("no message found") => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(room = %self.room, sequence, %error, "could not erase a message")
+                }
+                Err(_) => {
+                    tracing::warn!(room = %self.room, sequence, "erasing a message timed out")
+                }
+            }
+        }
     }
 
     /// Whether the stream holds a message of the room past `next_sequence` (the next one the feed

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use prost::Message as _;
 
 use crate::{
-    chat_message::MessageFrame,
+    change::Change,
+    chat_message::{MessageFrame, stored_change},
     event::{Event, EventParts},
     proto::{Message, MessageType},
     room::{Epoch, EventKind, Reply, RoomName, UserName},
@@ -23,6 +24,8 @@ const LAMPORT: &str = "Chat-Lamport";
 /// Chat messages in the room's log up to it ([`Event::messages`]). Messages stored before it
 /// was written count every event (they were taken for chat messages).
 const MESSAGES: &str = "Chat-Messages";
+/// On a delete: the deleted message's count of chat messages, which its tombstone keeps.
+const TARGET_MESSAGES: &str = "Chat-Target-Messages";
 /// JetStream's de-duplication id: the event id.
 pub(super) const MESSAGE_ID: &str = "Nats-Msg-Id";
 
@@ -51,6 +54,9 @@ pub(super) fn encode(event: &Event) -> (HeaderMap, Bytes) {
     headers.insert(LAMPORT, event.lamport.to_string().as_str());
     headers.insert(MESSAGES, event.messages.to_string().as_str());
     headers.insert(MESSAGE_ID, event.id.to_string().as_str());
+    if let Some(Change::Delete { messages, .. }) = event.change() {
+        headers.insert(TARGET_MESSAGES, messages.to_string().as_str());
+    }
     (headers, event.form::<MessageFrame>().message())
 }
 
@@ -95,10 +101,16 @@ pub(super) fn decode(
 ) -> Result<Arc<Event>, String> {
     let at = position(0, headers)?;
     let message = Message::decode(payload).map_err(|error| format!("stored message: {error}"))?;
-    let kind = MessageType::try_from(message.r#type)
-        .ok()
-        .and_then(|kind| EventKind::try_from(kind).ok())
-        .ok_or_else(|| format!("stored message has type {}", message.r#type))?;
+    let message_type = MessageType::try_from(message.r#type)
+        .map_err(|_| format!("stored message has type {}", message.r#type))?;
+    let kind = EventKind::try_from(message_type)
+        .map_err(|_| format!("stored message has type {}", message.r#type))?;
+    let target_messages = match headers.get(TARGET_MESSAGES) {
+        Some(_) => number(headers, TARGET_MESSAGES)?,
+        None => 0,
+    };
+    let change = stored_change(message_type, &message, target_messages)
+        .map_err(|error| format!("stored message: {error}"))?;
     let id = uuid::Uuid::parse_str(&message.id).map_err(|_| "stored message has a bad id")?;
     let user = UserName::parse("user", &message.user).map_err(|error| error.to_string())?;
     let timestamp = message
@@ -129,6 +141,8 @@ pub(super) fn decode(
         timestamp,
         traceparent,
         reply: reply.as_ref(),
+        change: change.as_ref(),
+        standing: None,
     };
     Ok(Arc::new(MessageFrame::stored_event(parts, payload)))
 }
