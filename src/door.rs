@@ -306,8 +306,8 @@ impl Kit {
     /// Makes the change `changing` of `caller` (acting as the name in the door's field `user`)
     /// to the message at the door's field `offset` (at least 1) of `room`, in the log of the
     /// epoch in `epoch` (empty: the room's current one). Needs the publish capability there, but
-    /// for a delete by a caller with the moderate capability, who may delete anyone's. `None`
-    /// when there was nothing to change.
+    /// for a delete by a moderator ([`Caller::moderates`]), who may delete anyone's. `None` when
+    /// there was nothing to change.
     pub async fn change(
         &self,
         caller: &Caller,
@@ -317,8 +317,7 @@ impl Kit {
         (epoch_field, epoch): (&str, &str),
         changing: Changing,
     ) -> Result<Option<Receipt>, ChatError> {
-        let moderating =
-            matches!(changing, Changing::Delete) && caller.may(room, Capability::Moderate);
+        let moderating = matches!(changing, Changing::Delete) && caller.moderates(room);
         if !moderating {
             caller.authorize(room, Capability::Publish)?;
         }

@@ -287,6 +287,13 @@ impl Caller {
         }
     }
 
+    /// Whether it may delete anyone's messages in `room`: a caller with the moderate capability
+    /// there. With authentication off nobody is, since anyone may take any name: a delete is
+    /// then its author's alone.
+    pub fn moderates(&self, room: &RoomName) -> bool {
+        !matches!(self.identity, Identity::Open) && self.may(room, Capability::Moderate)
+    }
+
     /// Refuses unless it may do `capability` in `room`: without a token UNAUTHENTICATED (a
     /// token might allow it), with one PERMISSION_DENIED.
     pub fn authorize(&self, room: &RoomName, capability: Capability) -> Result<(), ChatError> {

@@ -40,6 +40,9 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
         "rpc GetRoom ( .chat.GetRoomRequest ) returns ( .chat.RoomState );",
         "rpc DirectRoom ( .chat.DirectRoomRequest ) returns ( .chat.DirectRoomResponse );",
         "rpc ListRooms ( .chat.ListRoomsRequest ) returns ( .chat.RoomDirectory );",
+        "rpc EditMessage ( .chat.EditMessageRequest ) returns ( .chat.ChangeResponse );",
+        "rpc DeleteMessage ( .chat.DeleteMessageRequest ) returns ( .chat.ChangeResponse );",
+        "rpc React ( .chat.ReactRequest ) returns ( .chat.ChangeResponse );",
     ] {
         assert!(description.contains(rpc), "{rpc} not in {description}");
     }
@@ -78,6 +81,16 @@ fn grpcurl_lists_describes_calls_and_checks_health() {
         .next()
         .unwrap();
     assert!(room.contains(&format!("\"epoch\": \"{epoch}\"")), "{room}");
+
+    // A change made with grpcurl: an edit of that message.
+    let edited = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"user": "Alice", "room": "general", "offset": 1, "content": "hello, edited"}"#,
+        &addr,
+        "chat.ChatService/EditMessage",
+    ]);
+    assert!(edited.contains("\"offset\": \"2\""), "{edited}");
 
     let health = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"status\": \"SERVING\""), "{health}");

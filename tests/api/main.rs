@@ -9,6 +9,7 @@ mod helpers;
 mod abuse_limits;
 mod auth;
 mod bench;
+mod changes;
 mod chat;
 mod chitty;
 mod cli;

@@ -257,7 +257,7 @@ async fn what_cannot_be_marked_is_refused_with_why() {
     assert_status(
         &expect_err(upload),
         Code::InvalidArgument,
-        &["READ and TYPING are for the Chat stream"],
+        &["READ, TYPING", "are for the Chat stream"],
     );
 }
 

@@ -209,6 +209,6 @@ async fn typing_is_for_those_who_may_speak_and_within_the_signal_rate() {
     assert_status(
         &expect_err(upload),
         Code::InvalidArgument,
-        &["READ and TYPING are for the Chat stream"],
+        &["READ, TYPING", "are for the Chat stream"],
     );
 }
