@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// How many doors keep a form on events (see [`WireForm::SLOT`]).
-pub(crate) const FORM_SLOTS: usize = 2;
+pub(crate) const FORM_SLOTS: usize = 3;
 
 /// Heap an event costs besides its content and forms: the event itself behind its `Arc` (two
 /// counts), its user name, its content's shared header, and its slot in the log (a sequence

@@ -49,16 +49,20 @@ use crate::{
     },
     protocol::{self, CheckLayer, RequestRulesLayer, RequireGrpc},
     shutdown::Drain,
-    websocket::{self, TextForm, WebSocketConfig},
+    websocket::{self, ChangesForm, TextForm, WebSocketConfig},
 };
 
-// Each door's form of events (the gRPC doors' frame, the WebSocket door's text) has a slot of
-// its own on every event.
-const _: () = assert!(
-    <MessageFrame as WireForm>::SLOT != <TextForm as WireForm>::SLOT
-        && <MessageFrame as WireForm>::SLOT < FORM_SLOTS
-        && <TextForm as WireForm>::SLOT < FORM_SLOTS
-);
+// Each door's form of events (the gRPC doors' frame, the WebSocket door's text, with changes
+// or not) has a slot of its own on every event.
+const _: () = {
+    let slots = [
+        <MessageFrame as WireForm>::SLOT,
+        <TextForm as WireForm>::SLOT,
+        <ChangesForm as WireForm>::SLOT,
+    ];
+    assert!(slots[0] != slots[1] && slots[0] != slots[2] && slots[1] != slots[2]);
+    assert!(slots[0] < FORM_SLOTS && slots[1] < FORM_SLOTS && slots[2] < FORM_SLOTS);
+};
 
 /// How long tracked background tasks (and the admin port) get after the public ports closed.
 const TASKS_GRACE: Duration = Duration::from_secs(1);

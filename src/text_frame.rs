@@ -10,6 +10,14 @@
 //! user's read marker moves on another session, and `{"Typing": {"User": ..., "Typing": true}}`
 //! when someone else is typing (or stopped).
 //!
+//! A socket that asked for changes (`changes=1`) gets every message with its `"Offset"` (and,
+//! once changed, `"Version"`, `"Deleted"` and `"Reactions"`: `[{"Key", "Count", "Users"}]`), and
+//! the changes themselves: `{"Edit": {"Offset", "User", "Content", "Version"}}`,
+//! `{"Delete": {"Offset", "User", "Author"}}` (who deleted it, who wrote it) and
+//! `{"Reaction": {"Offset", "User", "Key", "Removed"}}`. Any socket may send `{"Edit": {"Offset":
+//! N, "Content": "..."}}`, `{"Delete": {"Offset": N}}` and `{"Reaction": {"Offset": N, "Key":
+//! "...", "Removed": false}}` (with an `"Author"` beside them where it has no token).
+//!
 //! Parsing follows Go's `encoding/json`, which the original rooms used: field names match without
 //! regard to ASCII case (`author`, `AUTHOR`), unknown fields are ignored, a repeated field keeps
 //! its last value; both fields must be present and be strings.
@@ -21,7 +29,10 @@ use serde::{
     de::{self, IgnoredAny, MapAccess, Visitor},
 };
 
-use crate::room::Reply;
+use crate::{
+    change::{Change, REACTION_USERS_SHOWN, Standing},
+    room::{Reply, UserName},
+};
 
 const AUTHOR: &str = "Author";
 const CONTENT: &str = "Content";
@@ -30,6 +41,12 @@ const REPLY_TO: &str = "ReplyTo";
 const REPLY_TO_EPOCH: &str = "ReplyToEpoch";
 const READ: &str = "Read";
 const TYPING: &str = "Typing";
+const EDIT: &str = "Edit";
+const DELETE: &str = "Delete";
+const REACTION: &str = "Reaction";
+const OFFSET: &str = "Offset";
+const KEY: &str = "Key";
+const REMOVED: &str = "Removed";
 
 /// What a client's frame asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +65,40 @@ pub enum Inbound {
         /// Whether typing now.
         typing: bool,
     },
+    /// The author (empty: the token's user) changes the message at `offset`.
+    Change {
+        /// Who.
+        author: String,
+        /// The message's offset.
+        offset: u64,
+        /// What to change.
+        asked: ChangeAsked,
+    },
+}
+
+/// A change a client's frame asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeAsked {
+    /// A new text.
+    Edit(String),
+    /// Delete it.
+    Delete,
+    /// Add a reaction, or take it back (`removed`).
+    Reaction {
+        /// The reaction.
+        key: String,
+        /// Whether it is taken back.
+        removed: bool,
+    },
 }
 
 impl Inbound {
     /// Parses a client's frame; the error says what was wrong.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let fields: Fields = serde_json::from_str(text)?;
+        if let Some((name, change)) = fields.change {
+            return change.asked(name, fields.author.unwrap_or_default());
+        }
         if fields.content.is_none() {
             if let Some(typing) = fields.typing {
                 return Ok(Self::Typing {
@@ -150,6 +195,18 @@ struct Borrowed<'a> {
     reply_preview: Option<&'a str>,
 }
 
+impl<'a> Borrowed<'a> {
+    fn of(author: &'a str, content: &'a str, reply: Option<&'a Reply>) -> Self {
+        Self {
+            author,
+            content,
+            reply_to: reply.map(|reply| reply.offset),
+            reply_author: reply.map(|reply| reply.author.as_str()),
+            reply_preview: reply.map(|reply| &*reply.preview),
+        }
+    }
+}
+
 impl TextFrame {
     /// Parses a frame; the error says what was wrong.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
@@ -160,13 +217,7 @@ impl TextFrame {
     /// of its own size (it is kept in history, where a grown buffer's spare capacity would be
     /// waste).
     pub fn encode(author: &str, content: &str, reply: Option<&Reply>) -> String {
-        let frame = Borrowed {
-            author,
-            content,
-            reply_to: reply.map(|reply| reply.offset),
-            reply_author: reply.map(|reply| reply.author.as_str()),
-            reply_preview: reply.map(|reply| &*reply.preview),
-        };
+        let frame = Borrowed::of(author, content, reply);
         let mut json = serde_json::to_string(&frame).expect("strings and numbers serialize");
         json.shrink_to_fit();
         json
@@ -206,6 +257,160 @@ struct Fields {
     reply_to_epoch: Option<String>,
     read: Option<bool>,
     typing: Option<bool>,
+    /// An `Edit`, `Delete` or `Reaction` object, by its name.
+    change: Option<(&'static str, ChangeFields)>,
+}
+
+/// The fields of a change object, each found or not (names in any ASCII case).
+#[derive(Default)]
+struct ChangeFields {
+    offset: Option<u64>,
+    content: Option<String>,
+    key: Option<String>,
+    removed: Option<bool>,
+}
+
+impl ChangeFields {
+    /// What the change object `name` asks of the message at its offset, for `author`.
+    fn asked(self, name: &'static str, author: String) -> Result<Inbound, serde_json::Error> {
+        use serde::de::Error as _;
+        let missing = |field: &'static str| {
+            serde_json::Error::custom(format!("{name}: missing field `{field}`"))
+        };
+        let offset = self.offset.ok_or_else(|| missing(OFFSET))?;
+        let asked = match name {
+            EDIT => ChangeAsked::Edit(self.content.ok_or_else(|| missing(CONTENT))?),
+            DELETE => ChangeAsked::Delete,
+            _ => ChangeAsked::Reaction {
+                key: self.key.ok_or_else(|| missing(KEY))?,
+                removed: self.removed.unwrap_or(false),
+            },
+        };
+        Ok(Inbound::Change {
+            author,
+            offset,
+            asked,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ChangeFields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ChangeVisitor)
+    }
+}
+
+struct ChangeVisitor;
+
+impl<'de> Visitor<'de> for ChangeVisitor {
+    type Value = ChangeFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"an object {"Offset": N, ...}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChangeFields, A::Error> {
+        let mut fields = ChangeFields::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key.eq_ignore_ascii_case(OFFSET) {
+                fields.offset = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(CONTENT) {
+                fields.content = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(KEY) {
+                fields.key = Some(map.next_value()?);
+            } else if key.eq_ignore_ascii_case(REMOVED) {
+                fields.removed = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A message frame for a socket that asked for changes: with its offset and what changed it.
+#[derive(Serialize)]
+struct WithChanges<'a> {
+    #[serde(flatten)]
+    frame: Borrowed<'a>,
+    #[serde(rename = "Offset")]
+    offset: u64,
+    #[serde(rename = "Version", skip_serializing_if = "is_zero_version")]
+    version: u32,
+    #[serde(rename = "Deleted", skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    #[serde(rename = "Reactions", skip_serializing_if = "Vec::is_empty")]
+    reactions: Vec<ReactionFrame<'a>>,
+}
+
+fn is_zero_version(version: &u32) -> bool {
+    *version == 0
+}
+
+#[derive(Serialize)]
+struct ReactionFrame<'a> {
+    #[serde(rename = "Key")]
+    key: &'a str,
+    #[serde(rename = "Count")]
+    count: usize,
+    #[serde(rename = "Users")]
+    users: Vec<&'a str>,
+}
+
+/// The frame of a message (or announcement) at `offset` for a socket that asked for changes.
+pub fn with_changes(
+    (author, content): (&str, &str),
+    offset: u64,
+    reply: Option<&Reply>,
+    standing: Option<&Standing>,
+) -> String {
+    let standing = standing.cloned().unwrap_or_default();
+    let frame = WithChanges {
+        frame: Borrowed::of(author, content, reply),
+        offset,
+        version: standing.version,
+        deleted: standing.deleted,
+        reactions: Vec::new(),
+    };
+    let reactions = standing
+        .reactions
+        .iter()
+        .map(|reaction| ReactionFrame {
+            key: &reaction.key,
+            count: reaction.users.len(),
+            users: reaction
+                .users
+                .iter()
+                .take(REACTION_USERS_SHOWN)
+                .map(UserName::as_str)
+                .collect(),
+        })
+        .collect();
+    let mut json = serde_json::to_string(&WithChanges { reactions, ..frame })
+        .expect("strings and numbers serialize");
+    json.shrink_to_fit();
+    json
+}
+
+/// The frame of `change` by `user` (an edit's new text in `content`).
+pub fn change_frame(change: &Change, user: &str, content: &str) -> String {
+    let (name, fields) = match change {
+        Change::Edit { target, version } => (
+            EDIT,
+            serde_json::json!({OFFSET: target, "User": user, CONTENT: content, "Version": version}),
+        ),
+        Change::Delete { target, author, .. } => (
+            DELETE,
+            serde_json::json!({OFFSET: target, "User": user, AUTHOR: author.as_str()}),
+        ),
+        Change::React { target, key, added } => (
+            REACTION,
+            serde_json::json!({OFFSET: target, "User": user, KEY: &**key, REMOVED: !added}),
+        ),
+    };
+    let mut json = serde_json::json!({ name: fields }).to_string();
+    json.shrink_to_fit();
+    json
 }
 
 impl Fields {
@@ -257,6 +462,11 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 fields.read = Some(map.next_value()?);
             } else if key.eq_ignore_ascii_case(TYPING) {
                 fields.typing = Some(map.next_value()?);
+            } else if let Some(name) = [EDIT, DELETE, REACTION]
+                .into_iter()
+                .find(|name| key.eq_ignore_ascii_case(name))
+            {
+                fields.change = Some((name, map.next_value()?));
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -268,7 +478,6 @@ impl<'de> Visitor<'de> for FrameVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::UserName;
 
     #[test]
     fn field_names_match_in_any_ascii_case_and_unknown_ones_are_ignored() {
@@ -383,6 +592,77 @@ mod tests {
         assert!(
             error.to_string().contains("invalid type: string"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn changes_are_read_in_any_case_and_written_with_their_fields() {
+        let zoe = UserName::parse("user", "Zoë").unwrap();
+        let cases = [
+            (
+                r#"{"edit":{"offset":3,"CONTENT":"fixed"}}"#,
+                ChangeAsked::Edit("fixed".into()),
+            ),
+            (
+                r#"{"Delete":{"Offset":3},"Author":"bob"}"#,
+                ChangeAsked::Delete,
+            ),
+            (
+                r#"{"Reaction":{"Offset":3,"Key":"👍"}}"#,
+                ChangeAsked::Reaction {
+                    key: "👍".into(),
+                    removed: false,
+                },
+            ),
+        ];
+        for (text, asked) in cases {
+            let Inbound::Change {
+                offset, asked: got, ..
+            } = Inbound::parse(text).unwrap()
+            else {
+                panic!("{text} is no change");
+            };
+            assert_eq!((offset, got), (3, asked), "{text}");
+        }
+        for (text, why) in [
+            (
+                r#"{"Edit":{"Content":"x"}}"#,
+                "Edit: missing field `Offset`",
+            ),
+            (r#"{"Edit":{"Offset":1}}"#, "Edit: missing field `Content`"),
+            (
+                r#"{"Reaction":{"Offset":1}}"#,
+                "Reaction: missing field `Key`",
+            ),
+            (r#"{"Delete":{"Offset":"1"}}"#, "invalid type: string"),
+            (r#"{"Delete":true}"#, "invalid type: boolean"),
+        ] {
+            let error = Inbound::parse(text).unwrap_err().to_string();
+            assert!(error.contains(why), "{text}: {error}");
+        }
+        let edit = Change::Edit {
+            target: 3,
+            version: 2,
+        };
+        assert_eq!(
+            change_frame(&edit, "Zoë", "fixed"),
+            r#"{"Edit":{"Content":"fixed","Offset":3,"User":"Zoë","Version":2}}"#
+        );
+        let standing = Standing {
+            version: 2,
+            deleted: false,
+            reactions: vec![crate::change::Reaction {
+                key: "👍".into(),
+                users: vec![zoe.clone()],
+            }],
+        };
+        assert_eq!(
+            with_changes(("Zoë", "fixed"), 3, None, Some(&standing)),
+            r#"{"Author":"Zoë","Content":"fixed","Offset":3,"Version":2,"Reactions":[{"Key":"👍","Count":1,"Users":["Zoë"]}]}"#
+        );
+        assert_eq!(
+            with_changes(("System", "Zoë joined"), 4, None, None),
+            r#"{"Author":"System","Content":"Zoë joined","Offset":4}"#
         );
     }
 }

@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::{
     auth::{AUTHORIZATION, Auth, Caller, Identity, grants::Capability},
     broker::Signal,
-    door::{Announce, Kit, Said},
+    door::{Announce, Changing, Kit, Said},
     error::ChatError,
     event::{Event, WireForm, allocation},
     grpc,
@@ -48,7 +48,7 @@ use crate::{
     net::origins::BrowserOrigins,
     room::{EventKind, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt},
     shutdown::{self, Drain, Ending, Step},
-    text_frame::{self, Inbound, TextFrame},
+    text_frame::{self, ChangeAsked, Inbound, TextFrame},
     woken::Woken,
 };
 
@@ -147,8 +147,11 @@ async fn upgrade(
         _ => state.auth.caller_of(&headers, &extensions),
     };
     let room_code = query.get("roomCode").cloned();
-    // Read here, so that the session keeps one byte for it, not the text.
-    let signals = signals_asked(query.get("signals").map(String::as_str));
+    // Read here, so that the session keeps two bytes for them, not the text.
+    let listen = (
+        flag(query.get("signals").map(String::as_str)),
+        flag(query.get("changes").map(String::as_str)),
+    );
     let tasks = state.tasks.clone();
     let max = state.config.max_message_bytes;
     upgrade
@@ -163,7 +166,7 @@ async fn upgrade(
         .write_buffer_size(WRITE_BUFFER_BYTES.min(2 * max))
         .max_write_buffer_size(4 * max)
         .on_upgrade(move |socket| {
-            tasks.track_future(session(socket, (room_code, signals), caller, state))
+            tasks.track_future(session(socket, (room_code, listen), caller, state))
         })
 }
 
@@ -180,10 +183,19 @@ enum End {
 /// The drain signal of one session, registered once for its whole life.
 type Draining<'a> = Pin<&'a mut shutdown::Draining>;
 
-/// Whether the query's `signals` asks for the room's signals (absent: no); `None` when it is
+/// What a socket listens for besides the room's messages.
+#[derive(Debug, Clone, Copy)]
+struct Listen {
+    /// Signals: its user's read marker, others typing.
+    signals: bool,
+    /// Changes to messages, and offsets on every frame.
+    changes: bool,
+}
+
+/// Whether a flag of the query (`signals`, `changes`) is set (absent: no); `None` when it is
 /// neither yes nor no.
-fn signals_asked(signals: Option<&str>) -> Option<bool> {
-    match signals {
+fn flag(value: Option<&str>) -> Option<bool> {
+    match value {
         None | Some("0" | "false") => Some(false),
         Some("1" | "true") => Some(true),
         Some(_) => None,
@@ -192,30 +204,38 @@ fn signals_asked(signals: Option<&str>) -> Option<bool> {
 
 async fn session(
     mut socket: WebSocket,
-    (room_code, signals): (Option<String>, Option<bool>),
+    (room_code, listen): (Option<String>, (Option<bool>, Option<bool>)),
     caller: Result<Caller, ChatError>,
     state: WsState,
 ) {
     let mut draining = std::pin::pin!(state.shutdown.wait());
-    let end = match (room_code, caller, signals) {
+    let end = match (room_code, caller, listen) {
         (_, Err(error), _) => refusal(&error),
         (None, _, _) => End::Close(
             close_code::POLICY,
             "missing roomCode query parameter".into(),
         ),
-        (_, _, None) => End::Close(
+        (_, _, (None, _)) => End::Close(
             close_code::POLICY,
             "signals query parameter: must be 1 or 0".into(),
         ),
-        (Some(raw), Ok(caller), Some(signals)) => match RoomName::parse("roomCode", &raw) {
-            Err(error) => End::Close(close_code::POLICY, error.to_string()),
-            Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
-                Ok(caller) => {
-                    serve_room(&mut socket, (room, signals), &caller, &state, &mut draining).await
-                }
-                Err(end) => end,
-            },
-        },
+        (_, _, (_, None)) => End::Close(
+            close_code::POLICY,
+            "changes query parameter: must be 1 or 0".into(),
+        ),
+        (Some(raw), Ok(caller), (Some(signals), Some(changes))) => {
+            match RoomName::parse("roomCode", &raw) {
+                Err(error) => End::Close(close_code::POLICY, error.to_string()),
+                Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
+                    Ok(caller) => {
+                        let listen = Listen { signals, changes };
+                        serve_room(&mut socket, (room, listen), &caller, &state, &mut draining)
+                            .await
+                    }
+                    Err(end) => end,
+                },
+            }
+        }
     };
     match end {
         End::Gone => {}
@@ -293,7 +313,7 @@ async fn authenticated(
 
 async fn serve_room(
     socket: &mut WebSocket,
-    (room, signals): (RoomName, bool),
+    (room, listen): (RoomName, Listen),
     caller: &Caller,
     state: &WsState,
     draining: &mut Draining<'_>,
@@ -309,8 +329,8 @@ async fn serve_room(
             Announce::Own,
             Reading {
                 start: StartAt::Live,
-                signals,
-                changes: false,
+                signals: listen.signals,
+                changes: listen.changes,
             },
             FrontDoor::WebSocket,
             &session,
@@ -322,6 +342,7 @@ async fn serve_room(
             // Fused: a batch may poll it once more after it ended.
             deliveries: subscription.fuse(),
             next: None,
+            changes: listen.changes,
         },
         Err(error) => return refusal(&error),
     };
@@ -348,7 +369,9 @@ async fn serve_room(
                 receive(frame, &room, caller, state).await
             }
             batch = subscription.next() => match batch {
-                Some(batch) => deliver_batch(socket, batch, state, draining).await,
+                Some(batch) => {
+                    deliver_batch(socket, (batch, listen.changes), state, draining).await
+                }
                 None => Err(End::Gone),
             },
             _ = ping_woke.run(pings.tick()) => {
@@ -395,6 +418,34 @@ async fn receive(
                 Inbound::Typing { author, typing } => {
                     Box::pin(state.kit.typing(caller, room, ("Author", &author), typing)).await
                 }
+                Inbound::Change {
+                    author,
+                    offset,
+                    asked,
+                } => {
+                    let changing = match asked {
+                        ChangeAsked::Edit(content) => Changing::Edit {
+                            field: "Content",
+                            content,
+                        },
+                        ChangeAsked::Delete => Changing::Delete,
+                        ChangeAsked::Reaction { key, removed } => Changing::React {
+                            field: "Key",
+                            key,
+                            added: !removed,
+                        },
+                    };
+                    Box::pin(state.kit.change(
+                        caller,
+                        room,
+                        ("Author", &author),
+                        ("Offset", offset),
+                        ("Epoch", ""),
+                        changing,
+                    ))
+                    .await
+                    .map(drop)
+                }
             };
             done.map_err(|error| refusal(&error))
         }
@@ -438,6 +489,8 @@ pin_project_lite::pin_project! {
         deliveries: S,
         // Taken from the stream but over the last batch's bytes: the next batch's first.
         next: Option<Step<Result<Delivery, ChatError>>>,
+        // Whether its frames are those with changes.
+        changes: bool,
     }
 }
 
@@ -450,11 +503,7 @@ impl WireForm for TextForm {
     const SLOT: usize = 1;
 
     fn encode(event: &Event) -> Self {
-        let author = match event.kind {
-            EventKind::Chat | EventKind::Change | EventKind::Erased => event.user.as_str(),
-            EventKind::Join | EventKind::Leave => SYSTEM_USER,
-        };
-        Self(TextFrame::encode(author, event.content(), event.reply()).into())
+        Self(TextFrame::encode(author(event), event.content(), event.reply()).into())
     }
 
     fn held_bytes(&self) -> usize {
@@ -462,15 +511,56 @@ impl WireForm for TextForm {
     }
 }
 
-/// The text frame `event` is sent as: made by the first delivery, shared by the rest.
-pub fn event_text(event: &Event) -> Utf8Bytes {
-    event.form::<TextForm>().0.clone()
+/// The form of an event for sockets that asked for changes: a message's frame with its offset
+/// and what changed it, or the frame of a change.
+#[derive(Clone)]
+pub(crate) struct ChangesForm(Utf8Bytes);
+
+impl WireForm for ChangesForm {
+    const SLOT: usize = 2;
+
+    fn encode(event: &Event) -> Self {
+        let text = match (event.kind, event.change()) {
+            (EventKind::Change, Some(change)) => {
+                text_frame::change_frame(change, event.user.as_str(), event.content())
+            }
+            _ => text_frame::with_changes(
+                (author(event), event.content()),
+                event.offset,
+                event.reply(),
+                event.standing(),
+            ),
+        };
+        Self(text.into())
+    }
+
+    fn held_bytes(&self) -> usize {
+        allocation(self.0.len())
+    }
+}
+
+/// Who speaks an event in its text frame: presence is announced by `System`.
+fn author(event: &Event) -> &str {
+    match event.kind {
+        EventKind::Chat | EventKind::Change | EventKind::Erased => event.user.as_str(),
+        EventKind::Join | EventKind::Leave => SYSTEM_USER,
+    }
+}
+
+/// The text frame `event` is sent as (with changes, or the seed's): made by the first delivery,
+/// shared by the rest.
+pub fn event_text(event: &Event, changes: bool) -> Utf8Bytes {
+    if changes {
+        event.form::<ChangesForm>().0.clone()
+    } else {
+        event.form::<TextForm>().0.clone()
+    }
 }
 
 /// Bytes a delivery's frame takes.
-fn frame_bytes(delivery: &Step<Result<Delivery, ChatError>>) -> usize {
+fn frame_bytes(delivery: &Step<Result<Delivery, ChatError>>, changes: bool) -> usize {
     match delivery {
-        Step::Item(Ok(Delivery::Event(event))) => event_text(event).len(),
+        Step::Item(Ok(Delivery::Event(event))) => event_text(event, changes).len(),
         _ => 0,
     }
 }
@@ -491,13 +581,14 @@ impl<S: Stream<Item = Step<Result<Delivery, ChatError>>>> Stream for ReadyBatche
                 None => return Poll::Ready(None),
             },
         };
-        let mut bytes = frame_bytes(&first);
+        let changes = *this.changes;
+        let mut bytes = frame_bytes(&first, changes);
         let mut batch = vec![first];
         while batch.len() < MAX_FRAMES_PER_WRITE {
             let Poll::Ready(Some(delivery)) = this.deliveries.as_mut().poll_next(cx) else {
                 break;
             };
-            bytes += frame_bytes(&delivery);
+            bytes += frame_bytes(&delivery, changes);
             if bytes > MAX_BYTES_PER_WRITE {
                 *this.next = Some(delivery);
                 break;
@@ -508,10 +599,11 @@ impl<S: Stream<Item = Step<Result<Delivery, ChatError>>>> Stream for ReadyBatche
     }
 }
 
-/// Writes the deliveries of `batch` as frames with one flush at the end.
+/// Writes the deliveries of `batch` as frames (those with changes, when `changes`) with one
+/// flush at the end.
 async fn deliver_batch(
     socket: &mut WebSocket,
-    batch: Vec<Step<Result<Delivery, ChatError>>>,
+    (batch, changes): (Vec<Step<Result<Delivery, ChatError>>>, bool),
     state: &WsState,
     draining: &mut Draining<'_>,
 ) -> Result<(), End> {
@@ -519,7 +611,7 @@ async fn deliver_batch(
         match delivery {
             Step::Item(Ok(Delivery::Event(event))) => {
                 bounded(
-                    socket.feed(Message::Text(event_text(&event))),
+                    socket.feed(Message::Text(event_text(&event, changes))),
                     state,
                     draining,
                 )

@@ -86,10 +86,13 @@ fn round_trip(room: RoomName, user: UserName, content: &str) {
     assert_eq!(decoded.content, content);
     assert_eq!(decoded.user, user.as_str());
     assert_eq!(event.content(), content);
-    let text = event_text(&event);
-    let frame = TextFrame::parse(&text).expect("the text frame parses");
-    assert_eq!(
-        (frame.author.as_str(), frame.content.as_str()),
-        (user.as_str(), content)
-    );
+    // The seed's frame, and the one with changes, both parse back to what was said.
+    for changes in [false, true] {
+        let text = event_text(&event, changes);
+        let frame = TextFrame::parse(&text).expect("the text frame parses");
+        assert_eq!(
+            (frame.author.as_str(), frame.content.as_str()),
+            (user.as_str(), content)
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! DELETE and REACTION sent in Chat; heard by subscribers that ask for changes (and by no one
 //! else), replayed as each message stands. Each refusal, with and without tokens.
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use grpc_chat::{
     config::ServeConfig,
     proto::{
@@ -11,6 +11,7 @@ use grpc_chat::{
     },
 };
 use serde_json::json;
+use tokio_tungstenite::tungstenite::{self, protocol::frame::coding::CloseCode};
 use tonic::{Code, Status};
 
 use crate::helpers::*;
@@ -488,4 +489,85 @@ async fn with_tokens_only_the_author_edits_and_a_moderator_deletes_anyone_s() {
     );
     let edited = next_event(&mut replay).await;
     assert_eq!((edited.content.as_str(), edited.version), ("second!", 1));
+}
+
+/// The next text frame of `socket`, as JSON.
+async fn next_json(socket: &mut crate::websocket::Socket) -> serde_json::Value {
+    within("a text frame", async {
+        loop {
+            if let tungstenite::Message::Text(text) = socket.next().await.unwrap().unwrap() {
+                return serde_json::from_str(text.as_str()).unwrap();
+            }
+        }
+    })
+    .await
+}
+
+async fn send_json(socket: &mut crate::websocket::Socket, frame: serde_json::Value) {
+    socket
+        .send(tungstenite::Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_socket_that_asks_for_changes_hears_them_with_offsets_and_makes_them() {
+    let app = spawn_app().await;
+    let mut socket = crate::websocket::connect(&app, "?roomCode=general&changes=1").await;
+    let mut plain = crate::websocket::connect(&app, "?roomCode=general").await;
+    crate::websocket::sockets_ready(&app, 2.0).await;
+    app.send("general", "alice", "helo").await;
+    assert_eq!(
+        next_json(&mut socket).await,
+        json!({"Author": "alice", "Content": "helo", "Offset": 1})
+    );
+    assert_eq!(
+        next_json(&mut plain).await,
+        json!({"Author": "alice", "Content": "helo"})
+    );
+
+    let frames = [
+        (
+            json!({"Edit": {"Offset": 1, "Content": "hello"}, "Author": "alice"}),
+            json!({"Edit": {"Offset": 1, "User": "alice", "Content": "hello", "Version": 1}}),
+        ),
+        (
+            json!({"Reaction": {"Offset": 1, "Key": "👍"}, "Author": "bob"}),
+            json!({"Reaction": {"Offset": 1, "User": "bob", "Key": "👍", "Removed": false}}),
+        ),
+        (
+            json!({"delete": {"offset": 1}, "author": "alice"}),
+            json!({"Delete": {"Offset": 1, "User": "alice", "Author": "alice"}}),
+        ),
+    ];
+    for (sent, heard) in frames {
+        send_json(&mut socket, sent).await;
+        assert_eq!(next_json(&mut socket).await, heard);
+    }
+    // A socket that did not ask heard none of it.
+    app.send("general", "bob", "after").await;
+    assert_eq!(
+        next_json(&mut plain).await,
+        json!({"Author": "bob", "Content": "after"})
+    );
+    // A refused change closes the socket that sent it, saying why, as a refused message does.
+    let mut bobs = crate::websocket::connect(&app, "?roomCode=general").await;
+    send_json(
+        &mut bobs,
+        json!({"Edit": {"Offset": 5, "Content": "mine"}, "Author": "carol"}),
+    )
+    .await;
+    let (code, reason) = crate::websocket::close_of(&mut bobs).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("only its author may"), "{reason}");
+    let mut bad = crate::websocket::connect(&app, "?roomCode=general").await;
+    send_json(&mut bad, json!({"Reaction": {"Offset": 5}})).await;
+    let (code, reason) = crate::websocket::close_of(&mut bad).await;
+    assert_eq!(code, CloseCode::Invalid);
+    assert!(reason.contains("Reaction: missing field `Key`"), "{reason}");
+    // Changes are asked for with 1 (or true) and 0 (or false), nothing else.
+    let mut socket = crate::websocket::connect(&app, "?roomCode=general&changes=yes").await;
+    let (code, reason) = crate::websocket::close_of(&mut socket).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert_eq!(reason, "changes query parameter: must be 1 or 0");
 }
