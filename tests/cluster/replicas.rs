@@ -603,3 +603,127 @@ async fn typing_on_one_replica_is_heard_on_the_other_and_not_stored() {
         .into_inner();
     assert_eq!(room.last_offset, 1);
 }
+
+/// The message at offset 1 of `general` as a replay from the replica at `addr` serves it.
+async fn first_message_on(addr: std::net::SocketAddr) -> grpc_chat::proto::Message {
+    let request = SubscribeRequest {
+        from_offset: 1,
+        changes: true,
+        ..live("general")
+    };
+    let mut stream = subscribe_on(&mut connect(addr).await, request).await;
+    loop {
+        let message = next(&mut stream).await;
+        if message.offset == 1 {
+            return message;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_deletes_and_reactions_on_one_replica_are_heard_and_replayed_on_the_other() {
+    use grpc_chat::proto::{DeleteMessageRequest, EditMessageRequest, ReactRequest};
+    let nats = NatsServer::start();
+    let (a, b) = (replica(&nats, &[]), replica(&nats, &[]));
+    let mut client_a = connect(a.addr).await;
+    let mut client_b = connect(b.addr).await;
+    let mut on_b = subscribe_on(
+        &mut client_b,
+        SubscribeRequest {
+            changes: true,
+            ..live("general")
+        },
+    )
+    .await;
+    let first = client_a
+        .send_message(send_request("general", "Alice", "helo"))
+        .await
+        .unwrap()
+        .into_inner();
+    client_b
+        .send_message(send_request("general", "Bob", "hi"))
+        .await
+        .unwrap();
+    // Alice edits on A, Bob reacts on B, Carol reacts on A; B hears all three in order.
+    client_a
+        .edit_message(EditMessageRequest {
+            room: "general".into(),
+            user: "Alice".into(),
+            offset: first.offset,
+            content: "hello".into(),
+            ..EditMessageRequest::default()
+        })
+        .await
+        .unwrap();
+    let react = |user: &str, key: &str| ReactRequest {
+        room: "general".into(),
+        user: user.into(),
+        offset: first.offset,
+        reaction: key.into(),
+        ..ReactRequest::default()
+    };
+    client_b.react(react("Bob", "👍")).await.unwrap();
+    client_a.react(react("Carol", "👍")).await.unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 5 {
+        let message = next(&mut on_b).await;
+        if message.r#type != MessageType::System as i32 {
+            heard.push((message.r#type, message.user, message.version));
+        }
+    }
+    let (chat, edit, reaction) = (
+        MessageType::Chat as i32,
+        MessageType::Edit as i32,
+        MessageType::Reaction as i32,
+    );
+    assert_eq!(
+        heard,
+        [
+            (chat, "Alice".into(), 0),
+            (chat, "Bob".into(), 0),
+            (edit, "Alice".into(), 1),
+            (reaction, "Bob".into(), 0),
+            (reaction, "Carol".into(), 0),
+        ]
+    );
+    // A replay serves the message as it stands, the same on both replicas.
+    let standing = first_message_on(b.addr).await;
+    assert_eq!((standing.content.as_str(), standing.version), ("hello", 1));
+    assert_eq!(standing.reactions.len(), 1);
+    assert_eq!(
+        (
+            standing.reactions[0].count,
+            standing.reactions[0].users.clone()
+        ),
+        (2, vec!["Bob".to_string(), "Carol".to_string()])
+    );
+    assert_eq!(
+        first_message_on(a.addr).await,
+        standing,
+        "both replicas hold the same"
+    );
+    // Alice deletes on B: A's replay serves the tombstone.
+    client_b
+        .delete_message(DeleteMessageRequest {
+            room: "general".into(),
+            user: "Alice".into(),
+            offset: first.offset,
+            ..DeleteMessageRequest::default()
+        })
+        .await
+        .unwrap();
+    let tombstone = within("the tombstone on A", async {
+        loop {
+            let message = first_message_on(a.addr).await;
+            if message.deleted {
+                return message;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        (tombstone.content.as_str(), tombstone.reactions.len()),
+        ("", 0)
+    );
+}
