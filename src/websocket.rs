@@ -202,62 +202,68 @@ fn flag(value: Option<&str>) -> Option<bool> {
     }
 }
 
-async fn session(
+/// Serves one socket. Not an `async fn`: one keeps its arguments twice (as arguments and as
+/// the locals they move into), and this future is most of an idle socket's task; an `async move`
+/// block keeps what it captures once.
+#[allow(clippy::manual_async_fn)]
+fn session(
     mut socket: WebSocket,
     (room_code, listen): (Option<String>, (Option<bool>, Option<bool>)),
     caller: Result<Caller, ChatError>,
     state: WsState,
-) {
-    let mut draining = std::pin::pin!(state.shutdown.wait());
-    let end = match (room_code, caller, listen) {
-        (_, Err(error), _) => refusal(&error),
-        (None, _, _) => End::Close(
-            close_code::POLICY,
-            "missing roomCode query parameter".into(),
-        ),
-        (_, _, (None, _)) => End::Close(
-            close_code::POLICY,
-            "signals query parameter: must be 1 or 0".into(),
-        ),
-        (_, _, (_, None)) => End::Close(
-            close_code::POLICY,
-            "changes query parameter: must be 1 or 0".into(),
-        ),
-        (Some(raw), Ok(caller), (Some(signals), Some(changes))) => {
-            match RoomName::parse("roomCode", &raw) {
-                Err(error) => End::Close(close_code::POLICY, error.to_string()),
-                Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
-                    Ok(caller) => {
-                        let listen = Listen { signals, changes };
-                        serve_room(&mut socket, (room, listen), &caller, &state, &mut draining)
-                            .await
-                    }
-                    Err(end) => end,
-                },
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut draining = std::pin::pin!(state.shutdown.wait());
+        let end = match (room_code, caller, listen) {
+            (_, Err(error), _) => refusal(&error),
+            (None, _, _) => End::Close(
+                close_code::POLICY,
+                "missing roomCode query parameter".into(),
+            ),
+            (_, _, (None, _)) => End::Close(
+                close_code::POLICY,
+                "signals query parameter: must be 1 or 0".into(),
+            ),
+            (_, _, (_, None)) => End::Close(
+                close_code::POLICY,
+                "changes query parameter: must be 1 or 0".into(),
+            ),
+            (Some(raw), Ok(caller), (Some(signals), Some(changes))) => {
+                match RoomName::parse("roomCode", &raw) {
+                    Err(error) => End::Close(close_code::POLICY, error.to_string()),
+                    Ok(room) => match authenticated(&mut socket, &room, caller, &state).await {
+                        Ok(caller) => {
+                            let listen = Listen { signals, changes };
+                            serve_room(&mut socket, (room, listen), &caller, &state, &mut draining)
+                                .await
+                        }
+                        Err(end) => end,
+                    },
+                }
             }
-        }
-    };
-    match end {
-        End::Gone => {}
-        End::ClosedByPeer => {
-            // Best effort, and bounded like every send.
-            let flush = std::future::poll_fn(|cx| Pin::new(&mut socket).poll_flush(cx));
-            let _ = tokio::time::timeout(2 * state.config.ping_interval, flush).await;
-        }
-        End::Close(code, reason) => {
-            let reason = truncate(&reason, MAX_CLOSE_REASON);
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            };
-            // Best effort: the peer may already be unable to read it.
-            let _ = deliver(
-                &mut socket,
-                Message::Close(Some(frame)),
-                &state,
-                &mut draining,
-            )
-            .await;
+        };
+        match end {
+            End::Gone => {}
+            End::ClosedByPeer => {
+                // Best effort, and bounded like every send.
+                let flush = std::future::poll_fn(|cx| Pin::new(&mut socket).poll_flush(cx));
+                let _ = tokio::time::timeout(2 * state.config.ping_interval, flush).await;
+            }
+            End::Close(code, reason) => {
+                let reason = truncate(&reason, MAX_CLOSE_REASON);
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from(reason),
+                };
+                // Best effort: the peer may already be unable to read it.
+                let _ = deliver(
+                    &mut socket,
+                    Message::Close(Some(frame)),
+                    &state,
+                    &mut draining,
+                )
+                .await;
+            }
         }
     }
 }
@@ -418,34 +424,12 @@ async fn receive(
                 Inbound::Typing { author, typing } => {
                     Box::pin(state.kit.typing(caller, room, ("Author", &author), typing)).await
                 }
+                // Made inside its box, whole: an idle socket's task keeps only the box's room.
                 Inbound::Change {
                     author,
                     offset,
                     asked,
-                } => {
-                    let changing = match asked {
-                        ChangeAsked::Edit(content) => Changing::Edit {
-                            field: "Content",
-                            content,
-                        },
-                        ChangeAsked::Delete => Changing::Delete,
-                        ChangeAsked::Reaction { key, removed } => Changing::React {
-                            field: "Key",
-                            key,
-                            added: !removed,
-                        },
-                    };
-                    Box::pin(state.kit.change(
-                        caller,
-                        room,
-                        ("Author", &author),
-                        ("Offset", offset),
-                        ("Epoch", ""),
-                        changing,
-                    ))
-                    .await
-                    .map(drop)
-                }
+                } => Box::pin(change(author, offset, asked, room, caller, state)).await,
             };
             done.map_err(|error| refusal(&error))
         }
@@ -458,6 +442,39 @@ async fn receive(
         None => Err(End::Gone),
         Some(Err(error)) => Err(broken(&error.into_inner(), state.config.max_message_bytes)),
     }
+}
+
+/// Makes the change a frame asked for, as `author` (empty: the token's user), to the message at
+/// `offset`.
+async fn change(
+    author: String,
+    offset: u64,
+    asked: ChangeAsked,
+    room: &RoomName,
+    caller: &Caller,
+    state: &WsState,
+) -> Result<(), ChatError> {
+    let changing = match asked {
+        ChangeAsked::Edit(content) => Changing::Edit {
+            field: "Content",
+            content,
+        },
+        ChangeAsked::Delete => Changing::Delete,
+        ChangeAsked::Reaction { key, removed } => Changing::React {
+            field: "Key",
+            key,
+            added: !removed,
+        },
+    };
+    let changed = state.kit.change(
+        caller,
+        room,
+        ("Author", &author),
+        ("Offset", offset),
+        ("Epoch", ""),
+        changing,
+    );
+    changed.await.map(drop)
 }
 
 async fn publish(
