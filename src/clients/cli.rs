@@ -19,8 +19,9 @@ use tonic_health::pb::{
 use grpc_chat::{
     config::ServeConfig,
     proto::{
-        DirectRoomRequest, GetReadStateRequest, GetRoomRequest, ListRoomsRequest, MarkReadRequest,
-        Message, MessageType, MetricsRequest, Notice, SendMessageRequest, SubscribeRequest,
+        DeleteMessageRequest, DirectRoomRequest, EditMessageRequest, GetReadStateRequest,
+        GetRoomRequest, ListRoomsRequest, MarkReadRequest, Message, MessageType, MetricsRequest,
+        Notice, ReactRequest, SendMessageRequest, SubscribeRequest,
         chat_service_client::ChatServiceClient,
     },
 };
@@ -62,6 +63,12 @@ pub enum Command {
     /// Show how far you have read a room and how many messages are unread, or (with --offset)
     /// mark it read up to an offset.
     Read(ReadArgs),
+    /// Give a message of yours a new text.
+    Edit(EditArgs),
+    /// Delete a message (yours, or anyone's with the moderate capability).
+    Delete(DeleteArgs),
+    /// React to a message (or, with --remove, take your reaction back).
+    React(ReactArgs),
     /// Mint an HS256 token for trying auth out, signed with the server's HMAC secret.
     Token(TokenArgs),
     /// Load-test a server speaking chat.ChatService.
@@ -161,6 +168,9 @@ pub struct SubscribeArgs {
     /// Also print who is typing and, with --user (or a token), where you have read up to.
     #[arg(long)]
     signals: bool,
+    /// Also print edits, deletes and reactions as they happen, and deleted messages.
+    #[arg(long)]
+    changes: bool,
 }
 
 /// Arguments of `room`.
@@ -215,6 +225,53 @@ pub struct ReadArgs {
     /// The epoch --offset belongs to (as printed with the messages).
     #[arg(long, default_value = "", requires = "offset")]
     epoch: String,
+}
+
+/// The message a change is about, and who makes it.
+#[derive(Debug, Args)]
+pub struct ChangeTarget {
+    #[command(flatten)]
+    target: Target,
+    /// The room.
+    #[arg(long, short)]
+    room: String,
+    /// Who you are (with a token: empty, or the token's user).
+    #[arg(long, short, default_value = "")]
+    user: String,
+    /// The message's offset (as printed with it).
+    #[arg(long)]
+    offset: u64,
+    /// The epoch of its room's log (as printed with the messages).
+    #[arg(long, default_value = "")]
+    epoch: String,
+}
+
+/// Arguments of `edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    #[command(flatten)]
+    message: ChangeTarget,
+    /// The new text.
+    content: String,
+}
+
+/// Arguments of `delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    message: ChangeTarget,
+}
+
+/// Arguments of `react`.
+#[derive(Debug, Args)]
+pub struct ReactArgs {
+    #[command(flatten)]
+    message: ChangeTarget,
+    /// The reaction (an emoji, or a short word without spaces).
+    reaction: String,
+    /// Take the reaction back instead.
+    #[arg(long)]
+    remove: bool,
 }
 
 /// Arguments of `chat`.
@@ -293,6 +350,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Direct(args) => direct(args).await,
         Command::Rooms(args) => rooms(args).await,
         Command::Read(args) => read(args).await,
+        Command::Edit(args) => change(args.message, Change::Edit(args.content)).await,
+        Command::Delete(args) => change(args.message, Change::Delete).await,
+        Command::React(args) => {
+            change(args.message, Change::React(args.reaction, args.remove)).await
+        }
         Command::Token(args) => say!("{}", client::mint(&args)?).map_err(Into::into),
         Command::Bench(scenario) => crate::clients::bench::run(scenario).await,
     }
@@ -309,40 +371,137 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// One line per message: `[room #offset] user: content`, notices as `[room] * content` (the
-/// welcome with the room's epoch, for `--from-offset` and `--epoch` later).
+/// welcome with the room's epoch, for `--from-offset` and `--epoch` later); a change says what it
+/// did to which message, a message says whether it was edited or deleted and its reactions.
 fn print_message(message: &Message) -> io::Result<()> {
-    if message.notice == Notice::Welcome as i32 {
-        say!(
+    let kind = MessageType::try_from(message.r#type).unwrap_or(MessageType::Chat);
+    let at = format!("[{} #{}]", message.room, message.offset);
+    match kind {
+        _ if message.notice == Notice::Welcome as i32 => say!(
             "[{}] * {} (epoch {})",
             message.room,
             message.content,
             message.epoch
-        )
-    } else if message.r#type == MessageType::System as i32
-        || message.r#type == MessageType::Typing as i32
-        || message.r#type == MessageType::Read as i32
-    {
-        say!("[{}] * {}", message.room, message.content)
-    } else if message.reply_to > 0 {
-        say!(
-            "[{} #{}] {} (re #{} {}: {}): {}",
-            message.room,
-            message.offset,
+        ),
+        MessageType::System | MessageType::Typing | MessageType::Read => {
+            say!("[{}] * {}", message.room, message.content)
+        }
+        MessageType::Edit => say!(
+            "{at} {} edited #{} (version {}): {}",
             message.user,
-            message.reply_to,
-            message.reply_author,
-            message.reply_preview,
+            message.target,
+            message.version,
             message.content
-        )
+        ),
+        MessageType::Delete => say!(
+            "{at} {} deleted #{} of {}",
+            message.user,
+            message.target,
+            message.target_user
+        ),
+        MessageType::Reaction if message.removed => say!(
+            "{at} {} took back {} on #{}",
+            message.user,
+            message.reaction,
+            message.target
+        ),
+        MessageType::Reaction => say!(
+            "{at} {} reacted {} to #{}",
+            message.user,
+            message.reaction,
+            message.target
+        ),
+        MessageType::Chat | MessageType::Join | MessageType::Leave => {
+            let reply = if message.reply_to > 0 {
+                format!(
+                    " (re #{} {}: {})",
+                    message.reply_to, message.reply_author, message.reply_preview
+                )
+            } else {
+                String::new()
+            };
+            let content = if message.deleted {
+                "(deleted)".to_owned()
+            } else if message.version > 0 {
+                format!("{} (edited)", message.content)
+            } else {
+                message.content.clone()
+            };
+            let reactions: Vec<String> = message
+                .reactions
+                .iter()
+                .map(|reaction| format!("{} {}", reaction.key, reaction.count))
+                .collect();
+            let reactions = if reactions.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", reactions.join(", "))
+            };
+            say!("{at} {}{reply}: {content}{reactions}", message.user)
+        }
+    }
+}
+
+/// A change the CLI makes.
+enum Change {
+    Edit(String),
+    Delete,
+    /// A reaction, and whether it is taken back.
+    React(String, bool),
+}
+
+async fn change(message: ChangeTarget, change: Change) -> anyhow::Result<()> {
+    let mut client = message.target.chat().await?;
+    let ChangeTarget {
+        room,
+        user,
+        offset,
+        epoch,
+        ..
+    } = message;
+    let response = match change {
+        Change::Edit(content) => {
+            let request = EditMessageRequest {
+                room,
+                user,
+                offset,
+                epoch,
+                content,
+            };
+            client.edit_message(request).await?
+        }
+        Change::Delete => {
+            let request = DeleteMessageRequest {
+                room,
+                user,
+                offset,
+                epoch,
+            };
+            client.delete_message(request).await?
+        }
+        Change::React(reaction, removed) => {
+            let request = ReactRequest {
+                room,
+                user,
+                offset,
+                epoch,
+                reaction,
+                removed,
+            };
+            client.react(request).await?
+        }
+    }
+    .into_inner();
+    if response.offset == 0 {
+        say!("nothing to change")?;
     } else {
         say!(
-            "[{} #{}] {}: {}",
-            message.room,
-            message.offset,
-            message.user,
-            message.content
-        )
+            "changed: stored at offset {} (epoch {})",
+            response.offset,
+            response.epoch
+        )?;
     }
+    Ok(())
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
@@ -515,7 +674,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             last: args.last,
             epoch: args.epoch,
             signals: args.signals,
-            changes: false,
+            changes: args.changes,
         })
         .await?
         .into_inner();

@@ -538,3 +538,57 @@ fn rooms_lists_every_page_of_the_directory() {
         assert!(!line.ends_with("last message never"), "{line}");
     }
 }
+
+#[test]
+fn edit_delete_and_react_from_the_command_line_and_follow_them() {
+    let server = ServerProcess::start(&[]);
+    let url = server.url();
+    let run = |args: &[&str]| {
+        let (code, stdout, stderr) = cli(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        stdout
+    };
+    let on = |command: &'static str, rest: &[&'static str]| {
+        let mut args = vec![command, "--addr", &url, "-r", "general"];
+        args.extend_from_slice(rest);
+        run(&args.iter().map(|a| &**a).collect::<Vec<_>>())
+    };
+    on("send", &["-u", "alice", "helo"]);
+    on("send", &["-u", "bob", "see you"]);
+    let edited = on("edit", &["-u", "alice", "--offset", "1", "hello"]);
+    assert!(
+        edited.starts_with("changed: stored at offset 3"),
+        "{edited}"
+    );
+    on("react", &["-u", "bob", "--offset", "1", "👍"]);
+    let again = on("react", &["-u", "bob", "--offset", "1", "👍"]);
+    assert_eq!(again.trim(), "nothing to change");
+    on("delete", &["-u", "bob", "--offset", "2"]);
+    let (code, _, stderr) = cli(&[
+        "edit", "--addr", &url, "-r", "general", "-u", "bob", "--offset", "1", "mine",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("only its author may"), "{stderr}");
+
+    let followed = on(
+        "subscribe",
+        &["--from-offset", "1", "--changes", "--count", "5"],
+    );
+    let lines: Vec<&str> = followed.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "[general #1] alice: hello (edited) [👍 1]",
+            "[general #2] bob: (deleted)",
+            "[general #3] alice edited #1 (version 1): hello",
+            "[general #4] bob reacted 👍 to #1",
+            "[general #5] bob deleted #2 of bob",
+        ]
+    );
+    // Without --changes, the newest text and nothing else.
+    let plain = on("subscribe", &["--from-offset", "1", "--count", "1"]);
+    assert_eq!(
+        plain.lines().nth(1),
+        Some("[general #1] alice: hello (edited) [👍 1]")
+    );
+}

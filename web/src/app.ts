@@ -18,6 +18,7 @@ import {
 } from "./room.js";
 import {
   maxContentBytes,
+  moderates,
   nameProblem,
   roomProblem,
   showRoomsInAddress,
@@ -42,6 +43,9 @@ function savedPeers(): Record<string, string> {
 
 /** Rooms the directory asks for at a time. */
 const DIRECTORY_PAGE = 50;
+
+/** The reactions the page offers (any other key a client sends is shown all the same). */
+const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 
 /** Consecutive messages of one person this close together share one name line. */
 const GROUPING_MS = 5 * 60_000;
@@ -395,6 +399,7 @@ export class ChatApp {
         if (shown === this.current) this.renderMembers();
       },
       read: (unread) => this.readElsewhere(shown, unread),
+      changed: (item) => this.changed(shown, item),
       typing: (user, typing) => {
         if (typing) shown.typists.set(user, Date.now() + TYPING_TIMEOUT_MS);
         else shown.typists.delete(user);
@@ -504,25 +509,139 @@ export class ChatApp {
       );
       return;
     }
-    const own = item.user === this.identity.name;
     const continued =
       previous?.kind === "chat" &&
       previous.user === item.user &&
       item.time - previous.time < GROUPING_MS &&
       sameDay(new Date(previous.time), date);
-    shown.log.append(
-      h(
-        `div.message${own ? ".own" : ""}${continued ? ".continued" : ""}`,
-        { "data-offset": item.offset },
-        continued
-          ? null
-          : h("div.meta", {}, avatar(item.user), h("span.author", {}, item.user), timeElement(date)),
-        item.reply ? quote(item.reply) : null,
-        h("div.text", {}, item.text),
-        own ? h("div.state", {}, "Sent") : null,
-        this.replyButton(shown, item),
-      ),
+    shown.log.append(this.messageElement(shown, item, continued));
+  }
+
+  /** A message as shown: who and when (unless `continued` from the one before), what it
+   * answers, its text (or that it was deleted, or whether edited), its reactions, and what this
+   * person may do with it. */
+  private messageElement(shown: Shown, item: Item, continued: boolean): HTMLElement {
+    const own = item.user === this.identity.name;
+    const date = new Date(item.time);
+    const actions = item.deleted
+      ? null
+      : h(
+          "div.actions",
+          {},
+          this.replyButton(shown, item),
+          this.reactButton(shown, item),
+          own ? this.editButton(shown, item) : null,
+          own || moderates(this.identity.token, shown.room.name) ? this.deleteButton(shown, item) : null,
+        );
+    return h(
+      `div.message${own ? ".own" : ""}${continued ? ".continued" : ""}${item.deleted ? ".deleted" : ""}`,
+      { "data-offset": item.offset },
+      continued
+        ? null
+        : h("div.meta", {}, avatar(item.user), h("span.author", {}, item.user), timeElement(date)),
+      item.reply ? quote(item.reply) : null,
+      item.deleted
+        ? h("div.text.tombstone", {}, "This message was deleted.")
+        : h("div.text", {}, item.text, item.version ? h("span.edited", {}, " (edited)") : null),
+      item.reactions ? this.reactionsRow(shown, item) : null,
+      own && !item.deleted ? h("div.state", {}, "Sent") : null,
+      actions,
     );
+  }
+
+  /** Shows `item` again where it is, as it stands now (edited, deleted, reacted to). */
+  private changed(shown: Shown, item: Item): void {
+    const element = shown.log.querySelector<HTMLElement>(`.message[data-offset="${item.offset}"]`);
+    if (!element) return;
+    element.replaceWith(this.messageElement(shown, item, element.classList.contains("continued")));
+  }
+
+  /** The reactions on `item`: each key with its count, pressed where this person reacted;
+   * pressing one adds or takes back this person's. */
+  private reactionsRow(shown: Shown, item: Item): HTMLElement {
+    const buttons = (item.reactions ?? []).map((reaction) => {
+      const mine = reaction.users.includes(this.identity.name);
+      const others = reaction.count - reaction.users.length;
+      const who = reaction.users.join(", ") + (others > 0 ? ` and ${others} more` : "");
+      const button = h(
+        "button.reaction",
+        { type: "button", "aria-pressed": mine ? "true" : "false", title: who, "aria-label": `${reaction.key} ${reaction.count}: ${who}` },
+        `${reaction.key} ${reaction.count}`,
+      );
+      button.addEventListener("click", () => this.tryChange(shown.room.react(item.offset, reaction.key, mine)));
+      return button;
+    });
+    return h("div.reactions", {}, ...buttons);
+  }
+
+  /** A button that opens a few reactions to choose from. */
+  private reactButton(shown: Shown, item: Item): HTMLElement {
+    const button = h("button.link.react", { type: "button", "aria-expanded": "false", "aria-label": `React to ${item.user}` }, "React");
+    const palette = h("span.palette", { hidden: true });
+    for (const key of REACTIONS) {
+      const choice = h("button.link", { type: "button", "aria-label": `React with ${key}` }, key);
+      choice.addEventListener("click", () => {
+        palette.hidden = true;
+        button.setAttribute("aria-expanded", "false");
+        const mine = item.reactions?.some((held) => held.key === key && held.users.includes(this.identity.name));
+        this.tryChange(shown.room.react(item.offset, key, mine === true));
+      });
+      palette.append(choice);
+    }
+    button.addEventListener("click", () => {
+      palette.hidden = !palette.hidden;
+      button.setAttribute("aria-expanded", String(!palette.hidden));
+      if (!palette.hidden) palette.querySelector("button")?.focus();
+    });
+    return h("span", {}, button, palette);
+  }
+
+  /** A button that turns `item`'s text into a field to edit it in (Enter saves, Escape gives
+   * up). */
+  private editButton(shown: Shown, item: Item): HTMLButtonElement {
+    const button = h("button.link.edit", { type: "button", "aria-label": "Edit your message" }, "Edit");
+    button.addEventListener("click", () => {
+      const element = button.closest(".message");
+      const text = element?.querySelector(".text");
+      if (!element || !text) return;
+      const field = h("textarea.edit-field", { rows: "2", "aria-label": "Edit message" });
+      field.value = item.text;
+      const cancel = (): void => this.changed(shown, item);
+      const save = (): void => {
+        const edited = field.value.trim();
+        if (edited === "" || edited === item.text) return cancel();
+        this.tryChange(shown.room.edit(item.offset, edited));
+      };
+      field.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !event.shiftKey) {
+          event.preventDefault();
+          save();
+        } else if (event.key === "Escape") cancel();
+      });
+      const saveButton = h("button.link", { type: "button" }, "Save");
+      saveButton.addEventListener("click", save);
+      const cancelButton = h("button.link", { type: "button" }, "Cancel");
+      cancelButton.addEventListener("click", cancel);
+      text.replaceWith(h("div.editing", {}, field, saveButton, cancelButton));
+      field.focus();
+    });
+    return button;
+  }
+
+  /** A button that deletes `item`, once confirmed. */
+  private deleteButton(shown: Shown, item: Item): HTMLButtonElement {
+    const button = h("button.link.delete", { type: "button", "aria-label": `Delete ${item.user}'s message` }, "Delete");
+    button.addEventListener("click", () => {
+      if (window.confirm("Delete this message for everyone?")) this.tryChange(shown.room.delete(item.offset));
+    });
+    return button;
+  }
+
+  /** Says under the composer why a change was refused, if it was. */
+  private tryChange(change: Promise<string | null>): void {
+    void change.then((refused) => {
+      if (refused !== null) this.composerHint.textContent = `Not changed: ${refused}`;
+    });
   }
 
   /** A button that makes the next message a reply to `item`. */

@@ -40,6 +40,19 @@ export interface Item {
   offset: string;
   /** On a reply: what it answers, as the server quoted it. */
   reply?: Quote;
+  /** Edits so far (absent: none). */
+  version?: number;
+  /** Deleted: a tombstone without text. */
+  deleted?: boolean;
+  /** Its reactions, by key in the order first used. */
+  reactions?: Reaction[];
+}
+
+/** One reaction key on a message: how many reacted with it, and (the first few of) who. */
+export interface Reaction {
+  key: string;
+  count: number;
+  users: string[];
 }
 
 /** The message a reply answers: its offset, author and first characters. */
@@ -81,6 +94,8 @@ export interface RoomEvents {
   read(unread: number): void;
   /** Someone else is typing in the room, or stopped. */
   typing(user: string, typing: boolean): void;
+  /** A message shown was edited, deleted or reacted to. */
+  changed(item: Item): void;
 }
 
 /** What a room keeps across a reload of the page (in sessionStorage). */
@@ -194,6 +209,36 @@ export class Room {
     }
   }
 
+  /** Gives the message at `offset` (this person's) a new text; why not, or null. */
+  edit(offset: string, text: string): Promise<string | null> {
+    const request = { room: this.name, user: this.user, offset: BigInt(offset), epoch: this.epoch, content: text };
+    return this.settle(this.client.editMessage(request, { signal: this.abort.signal }));
+  }
+
+  /** Deletes the message at `offset` (this person's, or anyone's for a moderator); why not, or
+   * null. */
+  delete(offset: string): Promise<string | null> {
+    const request = { room: this.name, user: this.user, offset: BigInt(offset), epoch: this.epoch };
+    return this.settle(this.client.deleteMessage(request, { signal: this.abort.signal }));
+  }
+
+  /** Adds this person's reaction `key` to the message at `offset`, or takes it back; why not,
+   * or null. */
+  react(offset: string, key: string, removed: boolean): Promise<string | null> {
+    const request = { room: this.name, user: this.user, offset: BigInt(offset), epoch: this.epoch, reaction: key, removed };
+    return this.settle(this.client.react(request, { signal: this.abort.signal }));
+  }
+
+  /** Null once `call` succeeded (the change comes back on the feed), else why it failed. */
+  private async settle(call: Promise<unknown>): Promise<string | null> {
+    try {
+      await call;
+      return null;
+    } catch (error) {
+      return describe(error);
+    }
+  }
+
   /** Tells the others in the room that this person is typing, or stopped (best effort: it is
    * about the moment, and receivers forget a typist they stop hearing from). */
   setTyping(typing: boolean): void {
@@ -258,8 +303,8 @@ export class Room {
       try {
         const resuming = this.lastOffset > 0n && this.epoch !== "";
         const request = resuming
-          ? { room: this.name, user: this.user, fromOffset: this.lastOffset + 1n, epoch: this.epoch, signals: true }
-          : { room: this.name, user: this.user, last: OPENING_HISTORY, signals: true };
+          ? { room: this.name, user: this.user, fromOffset: this.lastOffset + 1n, epoch: this.epoch, signals: true, changes: true }
+          : { room: this.name, user: this.user, last: OPENING_HISTORY, signals: true, changes: true };
         // What was sent before this subscription opened is history, not news.
         const openedAt = Date.now() - CLOCK_SKEW_MS;
         for await (const message of this.client.subscribeMessages(request, {
@@ -280,6 +325,10 @@ export class Room {
           }
           if (message.type === MessageType.TYPING) {
             this.events.typing(message.user, message.typing);
+            continue;
+          }
+          if (CHANGES.has(message.type)) {
+            this.change(message);
             continue;
           }
           this.receive(message, openedAt);
@@ -354,6 +403,12 @@ export class Room {
     if (message.replyTo > 0n) {
       item.reply = { offset: message.replyTo.toString(), user: message.replyAuthor, preview: message.replyPreview };
     }
+    // Replay serves a message as it stands.
+    if (message.version > 0) item.version = message.version;
+    if (message.deleted) item.deleted = true;
+    if (message.reactions.length) {
+      item.reactions = message.reactions.map(({ key, count, users }) => ({ key, count, users: [...users] }));
+    }
     for (const [localId, outgoing] of this.outgoing) {
       if (outgoing.id === message.id) {
         this.outgoing.delete(localId);
@@ -361,6 +416,31 @@ export class Room {
       }
     }
     this.add(item, replayed);
+  }
+
+  /** Applies an edit, delete or reaction to the message it names, if the page holds it: an edit
+   * only when newer than the text held and the message is not deleted, a reaction as a set. */
+  private change(message: Message): void {
+    if (message.epoch === this.epoch && message.offset <= this.lastOffset) return;
+    this.epoch = message.epoch;
+    this.lastOffset = message.offset;
+    const target = message.target.toString();
+    const item = this.items.find((held) => held.kind === "chat" && held.offset === target);
+    if (item && !item.deleted) {
+      if (message.type === MessageType.EDIT && message.version > (item.version ?? 0)) {
+        item.text = message.content;
+        item.version = message.version;
+      } else if (message.type === MessageType.DELETE) {
+        item.deleted = true;
+        item.text = "";
+        delete item.reply;
+        delete item.reactions;
+      } else if (message.type === MessageType.REACTION) {
+        react(item, message.reaction, message.user, !message.removed);
+      }
+      this.events.changed(item);
+    }
+    save(this.name, { epoch: this.epoch, lastOffset: this.lastOffset.toString(), items: this.items });
   }
 
   private add(item: Item, replayed: boolean): void {
@@ -396,6 +476,30 @@ export class Room {
       }
     }, delayMs);
   }
+}
+
+/** The kinds of messages that change an earlier one. */
+const CHANGES = new Set([MessageType.EDIT, MessageType.DELETE, MessageType.REACTION]);
+/** Most names the server lists per reaction (its count covers everyone). */
+const REACTION_USERS_SHOWN = 10;
+
+/** Adds (or takes back) `user`'s reaction `key` on `item`. The server sends only changes that
+ * changed something, so an addition is new and a removal was there. */
+function react(item: Item, key: string, user: string, added: boolean): void {
+  const reactions = (item.reactions ??= []);
+  const reaction = reactions.find((held) => held.key === key);
+  if (added) {
+    if (!reaction) reactions.push({ key, count: 1, users: [user] });
+    else {
+      reaction.count += 1;
+      if (reaction.users.length < REACTION_USERS_SHOWN && !reaction.users.includes(user)) reaction.users.push(user);
+    }
+  } else if (reaction) {
+    reaction.count -= 1;
+    reaction.users = reaction.users.filter((who) => who !== user);
+    if (reaction.count <= 0) reactions.splice(reactions.indexOf(reaction), 1);
+  }
+  if (reactions.length === 0) delete item.reactions;
 }
 
 /** The text of a notice worth showing, or null (the welcome only says the room is live). */

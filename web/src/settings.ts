@@ -67,21 +67,41 @@ export function saveIdentity(identity: Identity | null): void {
   }
 }
 
-/** The user a token names in its claim, read without verifying it (the server verifies). */
-export function tokenUser(token: string): string {
+/** A token's claims, read without verifying them (the server verifies); empty when the page
+ * cannot read them (the server says why when it refuses the token). */
+function tokenClaims(token: string): Record<string, unknown> {
   try {
     const payload = token.split(".")[1] ?? "";
     const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
     const bytes = Uint8Array.from(json, (c) => c.charCodeAt(0));
     const claims: unknown = JSON.parse(new TextDecoder().decode(bytes));
-    if (typeof claims === "object" && claims !== null) {
-      const user = (claims as Record<string, unknown>)[userClaim || "sub"];
-      if (typeof user === "string") return user;
-    }
+    if (typeof claims === "object" && claims !== null) return claims as Record<string, unknown>;
   } catch {
-    // Not a JWT the page can read: the server says why when it refuses it.
+    // Not a JWT the page can read.
   }
-  return "";
+  return {};
+}
+
+/** The user a token names in its claim. */
+export function tokenUser(token: string): string {
+  const user = tokenClaims(token)[userClaim || "sub"];
+  return typeof user === "string" ? user : "";
+}
+
+/** Whether a token's rooms claim grants the `moderate` capability in `room` (`PATTERN:caps`
+ * grants, `*` standing for any run of characters): the page then offers to delete anyone's
+ * messages there. The server decides; this only decides what to offer. */
+export function moderates(token: string, room: string): boolean {
+  const rooms = tokenClaims(token)["rooms"];
+  if (!Array.isArray(rooms)) return false;
+  return rooms.some((grant) => {
+    if (typeof grant !== "string") return false;
+    const split = grant.lastIndexOf(":");
+    const [pattern, capabilities] = [grant.slice(0, split), grant.slice(split + 1)];
+    if (!capabilities.split(",").some((capability) => capability.trim() === "moderate")) return false;
+    const escaped = pattern.split("*").map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    return new RegExp(`^${escaped.join(".*")}$`).test(room);
+  });
 }
 
 /** The rooms the address names (`#general,random`), valid ones only, without repeats. */

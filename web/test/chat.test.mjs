@@ -179,6 +179,85 @@ describe("replies", () => {
   });
 });
 
+describe("edits, deletes and reactions", () => {
+  test("people edit and delete their own messages and react to any, and everyone sees it", async () => {
+    const server = await Server.start();
+    try {
+      const alice = await person(browser, server.pageUrl, { name: "alice", rooms: "plans" });
+      await live(alice);
+      const bob = await person(browser, server.pageUrl, { name: "bob", rooms: "plans" });
+      await live(bob);
+      for (const page of [alice, bob]) page.on("dialog", (dialog) => void dialog.accept());
+      await say(alice, "Lunch at noon?");
+      await seesMessage(bob, "Lunch at noon?");
+      // Bob may reply and react to Alice's message, not edit or delete it.
+      const asked = bob.locator(".log .message", { hasText: "Lunch at noon?" });
+      await asked.hover();
+      assert.equal(await asked.getByRole("button", { name: "Edit your message" }).count(), 0);
+      assert.equal(await asked.getByRole("button", { name: /^Delete/ }).count(), 0);
+
+      // Alice edits hers with the keyboard: Enter saves.
+      const mine = alice.locator(".log .message.own", { hasText: "Lunch at noon?" });
+      await mine.hover();
+      await mine.getByRole("button", { name: "Edit your message" }).click();
+      const field = alice.getByRole("textbox", { name: "Edit message" });
+      await field.fill("Lunch at 12:30?");
+      await field.press("Enter");
+      for (const page of [alice, bob]) {
+        const edited = page.locator(".log .message", { hasText: "Lunch at 12:30?" });
+        await edited.locator(".edited").waitFor({ timeout: PATIENCE_MS });
+        assert.equal(await page.locator(".log .message", { hasText: "Lunch at noon?" }).count(), 0);
+      }
+
+      // Bob reacts; Alice sees the count, adds hers by pressing it, Bob takes his back.
+      const theirs = bob.locator(".log .message", { hasText: "Lunch at 12:30?" });
+      await theirs.hover();
+      await theirs.getByRole("button", { name: "React to alice" }).click();
+      await theirs.getByRole("button", { name: "React with 👍" }).click();
+      const aliceSees = alice.locator(".log .message", { hasText: "Lunch at 12:30?" }).locator(".reaction");
+      await eventually("alice to see bob's reaction", async () => (await aliceSees.textContent()) === "👍 1");
+      assert.equal(await aliceSees.getAttribute("aria-pressed"), "false");
+      await aliceSees.click();
+      const bobSees = theirs.locator(".reaction");
+      await eventually("bob to see two", async () => (await bobSees.textContent()) === "👍 2");
+      assert.equal(await bobSees.getAttribute("aria-pressed"), "true");
+      await alice.screenshot({ path: join(screenshots, "reactions.png"), animations: "disabled" });
+      await bobSees.click();
+      await eventually("alice to see one again", async () => (await aliceSees.textContent()) === "👍 1");
+      assert.equal(await aliceSees.getAttribute("aria-pressed"), "true");
+
+      // Alice deletes it: a tombstone for everyone, without its text or reactions.
+      await say(alice, "Wrong room, sorry");
+      await seesMessage(bob, "Wrong room, sorry");
+      const wrong = alice.locator(".log .message.own", { hasText: "Wrong room, sorry" });
+      await wrong.hover();
+      await wrong.getByRole("button", { name: "Delete alice's message" }).click();
+      for (const page of [alice, bob]) {
+        await eventually("the tombstone", async () =>
+          (await page.locator(".log .message", { hasText: "Wrong room, sorry" }).count()) === 0 &&
+          (await page.locator(".log .message.deleted .tombstone").count()) === 1,
+        );
+      }
+      await bob.screenshot({ path: join(screenshots, "edited-and-deleted.png"), animations: "disabled" });
+      // A reload replays each message as it stands.
+      await bob.reload();
+      await live(bob);
+      await bob.locator(".log .message", { hasText: "Lunch at 12:30?" }).locator(".edited").waitFor();
+      assert.equal(await bob.locator(".log .message", { hasText: "Wrong room, sorry" }).count(), 0);
+      assert.equal(await bob.locator(".log .message.deleted").count(), 1);
+      assert.equal(
+        await bob.locator(".log .message", { hasText: "Lunch at 12:30?" }).locator(".reaction").textContent(),
+        "👍 1",
+      );
+      assert.deepEqual([...alice.problems, ...bob.problems], []);
+      await alice.context().close();
+      await bob.context().close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("the room directory", () => {
   test("lists the rooms there are and opens one", async () => {
     const server = await Server.start();
@@ -521,6 +600,31 @@ describe("with authentication on", () => {
       (await dana.locator(".member-list .member-name").allTextContents()).includes("dana"),
     );
     await dana.context().close();
+  });
+
+  test("a moderator deletes anyone's message; others may not", async () => {
+    const moderatorToken = (
+      await cli(null, ["token", "--sub", "mo", "--room", "team:all,moderate"], {
+        GRPC_CHAT_JWT_HMAC_SECRET: secret,
+      })
+    ).trim();
+    const dana = await person(browser, server.pageUrl, { token: await token("dana", secret), rooms: "team" });
+    await live(dana);
+    const mo = await person(browser, server.pageUrl, { token: moderatorToken, rooms: "team" });
+    await live(mo);
+    mo.on("dialog", (dialog) => void dialog.accept());
+    await say(dana, "something to moderate");
+    const seen = mo.locator(".log .message", { hasText: "something to moderate" });
+    await seen.waitFor({ timeout: PATIENCE_MS });
+    await seen.hover();
+    assert.equal(await seen.getByRole("button", { name: "Edit your message" }).count(), 0);
+    await seen.getByRole("button", { name: "Delete dana's message" }).click();
+    await eventually("dana to see the tombstone", async () =>
+      (await dana.locator(".log .message", { hasText: "something to moderate" }).count()) === 0 &&
+      (await dana.locator(".log .message.deleted").count()) === 1,
+    );
+    await dana.context().close();
+    await mo.context().close();
   });
 
   test("a bad token shows the refusal", async () => {
