@@ -210,28 +210,48 @@ fn a_rate_too_high_to_pace_is_refused_by_name() {
 #[test]
 fn the_typing_scenario_counts_every_signal_each_listener_hears() {
     let server = ServerProcess::start(ONE_ADDRESS);
-    let figures = bench(
-        &server,
-        &[
-            "typing",
-            "--subscribers",
-            "20",
-            "--typists",
-            "2",
-            "--rate",
-            "20",
-            "--duration",
-            "1s",
-            "--connections",
-            "2",
-        ],
-    );
-    let sent = figures["signals_sent"];
-    assert!(sent >= 30.0, "{figures:?}");
-    assert_eq!(figures["deliveries"], sent * 20.0, "{figures:?}");
+    assert_every_listener_hears_all(&server, &["typing", "--typists", "2"]);
+}
+
+#[test]
+fn the_changes_scenario_counts_every_edit_and_reaction_each_listener_hears() {
+    let server = ServerProcess::start(ONE_ADDRESS);
+    for change in ["edit", "reaction", "message"] {
+        assert_every_listener_hears_all(
+            &server,
+            &["changes", "--change", change, "--writers", "2"],
+        );
+    }
+}
+
+/// Runs the per-delivery `scenario` briefly (20 listeners on two connections, 20 sent a second
+/// by each sender for a second): nothing missed or refused, every listener heard all, and a cost
+/// per delivery.
+fn assert_every_listener_hears_all(server: &ServerProcess, scenario: &[&str]) {
+    let mut args = scenario.to_vec();
+    args.extend([
+        "--subscribers",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--connections",
+        "2",
+    ]);
+    let figures = bench(server, &args);
+    let sent = figures["sent"];
+    assert!(sent >= 30.0, "{scenario:?}: {figures:?}");
     assert_eq!(
-        (figures["missed"], figures["subscribers_failed"]),
-        (0.0, 0.0)
+        figures["deliveries"],
+        sent * 20.0,
+        "{scenario:?}: {figures:?}"
     );
+    let failures = (
+        figures["missed"],
+        figures["subscribers_failed"],
+        figures["refused"],
+    );
+    assert_eq!(failures, (0.0, 0.0, 0.0), "{scenario:?}: {figures:?}");
     assert!(figures["server_cpu_us_per_delivery"] > 0.0, "{figures:?}");
 }

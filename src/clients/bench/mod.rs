@@ -9,14 +9,18 @@
 //! * `rooms`: the same over many rooms with a few subscribers each;
 //! * `idle`: N open subscriber streams (gRPC or WebSocket) and the server's resident memory per
 //!   stream;
-//! * `history`: many rooms filled with messages and the server's resident memory per message held.
+//! * `history`: many rooms filled with messages and the server's resident memory per message held;
+//! * `typing`, `changes`: one room of listeners, a few senders of typing signals, or of edits,
+//!   reactions or (for comparison) messages: what each costs per listener it reaches.
 //!
 //! Given the server's `--server-pid`, each scenario also reports the server CPU seconds it took
 //! (from /proc) per request or per delivery. Output is a table, or JSON with `--json`.
 
+mod changes;
 mod fanout;
 mod history;
 mod idle;
+mod listeners;
 mod messages;
 mod report;
 mod typing;
@@ -49,6 +53,9 @@ pub enum Scenario {
     /// One room, many listeners for signals, a few typists: what a typing signal costs per
     /// listener.
     Typing(TypingArgs),
+    /// One room, many listeners for changes, a few writers editing, reacting or sending: what
+    /// an edit, a reaction or a message costs per listener.
+    Changes(ChangesArgs),
 }
 
 /// A front door a scenario can use.
@@ -159,6 +166,28 @@ pub struct TypingArgs {
     duration: Duration,
 }
 
+/// Arguments of `bench changes`.
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    #[command(flatten)]
+    common: Common,
+    /// What the writers do.
+    #[arg(long, value_enum, default_value_t = changes::Changing::Edit)]
+    change: changes::Changing,
+    /// Listeners (SubscribeMessages asking for changes) in the room, over --connections.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Writers, each on its own connection.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Changes (or messages) per second each writer makes.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// How long the writers write.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
 /// Arguments of `bench idle`.
 #[derive(Debug, Args)]
 pub struct IdleArgs {
@@ -222,6 +251,7 @@ impl Scenario {
             Self::Idle(args) => &args.common,
             Self::History(args) => &args.common,
             Self::Typing(args) => &args.common,
+            Self::Changes(args) => &args.common,
         }
     }
 }
@@ -242,6 +272,7 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Idle(args) => idle::run(args).await?,
         Scenario::History(args) => history::run(args).await?,
         Scenario::Typing(args) => typing::run(args).await?,
+        Scenario::Changes(args) => changes::run(args).await?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
