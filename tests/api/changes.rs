@@ -571,3 +571,51 @@ async fn a_socket_that_asks_for_changes_hears_them_with_offsets_and_makes_them()
     assert_eq!(code, CloseCode::Policy);
     assert_eq!(reason, "changes query parameter: must be 1 or 0");
 }
+
+#[tokio::test]
+async fn a_refused_change_in_chat_ends_the_stream_naming_the_message() {
+    let app = spawn_app().await;
+    app.send("general", "alice", "mine").await;
+    let change = |kind: MessageType, user: &str| Message {
+        r#type: kind as i32,
+        room: "general".into(),
+        user: user.into(),
+        target: 1,
+        ..Message::default()
+    };
+    let cases = [
+        (
+            change(MessageType::Delete, "bob"),
+            Code::PermissionDenied,
+            "user bob may not delete message 1",
+        ),
+        (
+            Message {
+                target: 0,
+                ..change(MessageType::Edit, "alice")
+            },
+            Code::InvalidArgument,
+            "messages[0].target: must be at least 1",
+        ),
+        (
+            change(MessageType::Reaction, "bob"),
+            Code::InvalidArgument,
+            "messages[0].reaction: must not be empty",
+        ),
+    ];
+    for (sent, code, why) in cases {
+        let mut client = app.new_client().await;
+        let mut chat = client
+            .chat(futures_util::stream::iter([sent]).chain(futures_util::stream::pending()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_status(&final_status(&mut chat).await, code, &[why]);
+    }
+    // Nothing was changed: the message stands as sent.
+    let mut replay = app.subscribe_with(reading("general", 1, true)).await;
+    assert_eq!(
+        shown(&next_event(&mut replay).await),
+        r#"1 CHAT alice "mine" target=0 v0"#
+    );
+}
