@@ -11,8 +11,8 @@
 //!
 //! Rules (also in the README): only the author edits; a delete leaves a tombstone (no content,
 //! no reply quote, no reactions) and erases the message's edits and reactions too; one reaction per user and
-//! key, at most [`MAX_REACTION_KEYS`] keys on a message and [`MAX_REACTIONS_PER_USER`] per user
-//! on one message; a key is 1 to [`MAX_REACTION_KEY_BYTES`] bytes of printable text.
+//! key, at most [`MAX_REACTION_KEYS`] keys on a message, [`MAX_REACTIONS_PER_USER`] per user on
+//! one message and [`MAX_REACTIONS_PER_MESSAGE`] in all; a key is 1 to [`MAX_REACTION_KEY_BYTES`] bytes of printable text.
 
 use std::{mem, sync::Arc};
 
@@ -27,6 +27,9 @@ use crate::{
 pub const MAX_REACTION_KEYS: usize = 20;
 /// Most reactions one user has on one message.
 pub const MAX_REACTIONS_PER_USER: usize = 10;
+/// Most reactions on one message, over all keys and users: each changes the message, whose
+/// reactions are copied with it, so the work a reaction costs stays bounded.
+pub const MAX_REACTIONS_PER_MESSAGE: usize = 1000;
 /// Longest reaction key, in bytes (an emoji sequence, or a short word).
 pub const MAX_REACTION_KEY_BYTES: usize = 32;
 /// Most names a reaction lists on the wire; its count covers everyone.
@@ -93,13 +96,16 @@ pub struct Standing {
     pub reactions: Vec<Reaction>,
 }
 
-/// A limit on reactions ([`MAX_REACTION_KEYS`], [`MAX_REACTIONS_PER_USER`]).
+/// A limit on reactions ([`MAX_REACTION_KEYS`], [`MAX_REACTIONS_PER_USER`],
+/// [`MAX_REACTIONS_PER_MESSAGE`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReactionLimit {
     /// Keys on one message.
     Keys,
     /// One user's reactions on one message.
     PerUser,
+    /// Reactions on one message, in all.
+    Total,
 }
 
 /// One reaction key on a message.
@@ -131,7 +137,12 @@ impl Standing {
         if self.reactions.iter().filter(reacted).count() >= MAX_REACTIONS_PER_USER {
             return Some(ReactionLimit::PerUser);
         }
-        None
+        let total: usize = self
+            .reactions
+            .iter()
+            .map(|reaction| reaction.users.len())
+            .sum();
+        (total >= MAX_REACTIONS_PER_MESSAGE).then_some(ReactionLimit::Total)
     }
 
     /// Whether `user` reacted with `key`.
@@ -335,4 +346,79 @@ pub(crate) fn placeholder(next: &Event, offset: u64, messages: u64) -> Event {
         user: next.user.clone(),
         ..erased(next).parts()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(i: usize) -> UserName {
+        UserName::parse("user", &format!("user {i}")).expect("a valid name")
+    }
+
+    #[test]
+    fn reactions_are_one_per_user_and_key_within_their_limits() {
+        let mut standing = Standing::default();
+        assert!(standing.react(&user(0), "👍", true));
+        assert!(
+            !standing.react(&user(0), "👍", true),
+            "a repeat changes nothing"
+        );
+        assert!(
+            !standing.react(&user(1), "👍", false),
+            "nor taking back what is not there"
+        );
+        for key in 1..MAX_REACTIONS_PER_USER {
+            assert!(standing.react(&user(0), &format!("k{key}"), true));
+        }
+        assert_eq!(
+            standing.reaction_limit(&user(0), "one more"),
+            Some(ReactionLimit::PerUser)
+        );
+        for key in MAX_REACTIONS_PER_USER..MAX_REACTION_KEYS {
+            assert!(standing.react(&user(1), &format!("k{key}"), true));
+        }
+        assert_eq!(
+            standing.reaction_limit(&user(2), "a new key"),
+            Some(ReactionLimit::Keys)
+        );
+        let mut users = 2;
+        while standing.reaction_limit(&user(users), "👍").is_none() {
+            assert!(standing.react(&user(users), "👍", true));
+            users += 1;
+        }
+        let total: usize = standing.reactions.iter().map(|r| r.users.len()).sum();
+        assert_eq!(total, MAX_REACTIONS_PER_MESSAGE);
+        assert_eq!(
+            standing.reaction_limit(&user(users), "👍"),
+            Some(ReactionLimit::Total)
+        );
+        assert!(!standing.react(&user(users), "👍", true));
+        // Taking one back makes room again, and a key nobody holds is gone.
+        assert!(standing.react(&user(2), "👍", false));
+        assert!(standing.reaction_limit(&user(users), "👍").is_none());
+        assert!(standing.react(&user(1), "k10", false));
+        assert!(
+            standing
+                .reactions
+                .iter()
+                .all(|reaction| &*reaction.key != "k10")
+        );
+    }
+
+    #[test]
+    fn reaction_keys_are_short_visible_text() {
+        for key in ["👍", "+1", "ok"] {
+            assert!(check_reaction_key("reaction", key).is_ok(), "{key}");
+        }
+        for (key, why) in [
+            ("", "must not be empty"),
+            ("a b", "spaces"),
+            ("x\u{7}", "control"),
+            (&"x".repeat(33), "at most 32 bytes (got 33)"),
+        ] {
+            let refused = check_reaction_key("reaction", key).unwrap_err().to_string();
+            assert!(refused.contains(why), "{key:?}: {refused}");
+        }
+    }
 }

@@ -4,7 +4,9 @@
 use super::Hub;
 use crate::{
     auth::Caller,
-    change::{Change, MAX_REACTION_KEYS, MAX_REACTIONS_PER_USER, ReactionLimit},
+    change::{
+        Change, MAX_REACTION_KEYS, MAX_REACTIONS_PER_MESSAGE, MAX_REACTIONS_PER_USER, ReactionLimit,
+    },
     error::ChatError,
     event::{Event, Receipt},
     room::{Draft, ReplyTo, RoomName, UserName},
@@ -80,6 +82,10 @@ impl Hub {
                         ReactionLimit::PerUser => format!(
                             "user {user} has {MAX_REACTIONS_PER_USER} reactions on message {at}, \
                              the most one user may have on a message"
+                        ),
+                        ReactionLimit::Total => format!(
+                            "message {at} has {MAX_REACTIONS_PER_MESSAGE} reactions, the most a \
+                             message may have"
                         ),
                     }));
                 }

@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use grpc_chat::hub::rules;
 use grpc_chat::{
     broker::{Broker, Delivery, Feed, FeedError, Gap, Opening, Reset},
-    change::{Change, MAX_REACTION_KEYS, MAX_REACTIONS_PER_USER},
+    change::{Change, MAX_REACTION_KEYS, MAX_REACTIONS_PER_MESSAGE, MAX_REACTIONS_PER_USER},
     config::ServeConfig,
     error::ChatError,
     event::Event,
@@ -209,9 +209,11 @@ impl Msg {
             .iter()
             .filter(|(_, users)| users.iter().any(|who| who == user))
             .count();
+        let total: usize = self.reactions.iter().map(|(_, users)| users.len()).sum();
         if limits
             && (own >= MAX_REACTIONS_PER_USER
-                || (at.is_none() && self.reactions.len() >= MAX_REACTION_KEYS))
+                || (at.is_none() && self.reactions.len() >= MAX_REACTION_KEYS)
+                || total >= MAX_REACTIONS_PER_MESSAGE)
         {
             return false;
         }
