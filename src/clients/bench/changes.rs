@@ -123,6 +123,8 @@ fn write(
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let until = Instant::now() + duration;
         let (mut sent, mut refused) = (0u64, 0u64);
+        // Whether the writer's reaction is on its message now: each reaction changes something.
+        let mut reacted = false;
         while Instant::now() < until {
             ticks.tick().await;
             let result = match change {
@@ -142,7 +144,7 @@ fn write(
                         user: user.clone(),
                         offset: target,
                         reaction: "👍".into(),
-                        removed: sent % 2 == 1,
+                        removed: reacted,
                         ..ReactRequest::default()
                     };
                     client.react(request).await.map(drop)
@@ -152,11 +154,15 @@ fn write(
                     .map(drop),
             };
             match result {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    sent += 1;
+                    reacted = !reacted;
+                }
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     refused += 1;
                     let fresh = send(&mut client, &user, format!("{user}'s message")).await?;
                     target = fresh.into_inner().offset;
+                    reacted = false;
                 }
                 Err(_) => refused += 1,
             }
