@@ -224,7 +224,7 @@ pub(crate) struct Folded {
 /// holds at its target offset (`None` when it holds none there).
 pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
     let refused = || Folded {
-        change: Arc::new(erased(change)),
+        change: Arc::new(passed_over(change)),
         target: None,
     };
     let Some(what) = change.change() else {
@@ -265,10 +265,10 @@ pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
                 ))),
             }
         }
-        // A placeholder of a message the store erased already is made a tombstone too.
+        // Where the store erased what was there, a tombstone too.
         Change::Delete {
             author, messages, ..
-        } if is_message || target.kind == EventKind::Erased => {
+        } if is_message || (target.kind == EventKind::Erased && target.id.is_nil()) => {
             let tombstone = EventParts {
                 user: author.clone(),
                 kind: EventKind::Chat,
@@ -323,9 +323,9 @@ fn remade(
     })
 }
 
-/// What stays of `event` once its content is erased: a placeholder at its offset that no
-/// subscriber is sent.
-pub(crate) fn erased(event: &Event) -> Event {
+/// What stays of a change the rules refused: a placeholder at its offset that no subscriber is
+/// sent (it keeps the change's id: the store keeps the change).
+fn passed_over(event: &Event) -> Event {
     Event::new(EventParts {
         kind: EventKind::Erased,
         content: "",
@@ -334,6 +334,17 @@ pub(crate) fn erased(event: &Event) -> Event {
         change: None,
         standing: None,
         ..event.parts()
+    })
+}
+
+/// What stays of `event` once a delete erased it (from the store too): a placeholder that no
+/// subscriber is sent, with the nil id, as a log rebuilt from the store has where the store has
+/// nothing. A delete may leave a tombstone there (the store cannot say what it was), never where
+/// a refused change was.
+pub(crate) fn erased(event: &Event) -> Event {
+    Event::new(EventParts {
+        id: uuid::Uuid::nil(),
+        ..passed_over(event).parts()
     })
 }
 

@@ -78,6 +78,8 @@ struct LogState {
     messages: u64,
     /// Sum of the entries' `bytes` (their forms are counted in the log's `forms`).
     bytes: usize,
+    /// The oldest offset it ever held: what is before it, this log never saw.
+    oldest_held: Option<u64>,
 }
 
 /// One event in the log.
@@ -114,6 +116,7 @@ impl LogState {
             _ => (event, Folded::default()),
         };
         let bytes = event.keep(forms);
+        self.oldest_held.get_or_insert(event.offset);
         self.entries.push_back(Entry {
             seq,
             bytes,
@@ -169,9 +172,10 @@ impl LogState {
         (outcome.change, folded)
     }
 
-    /// Holds placeholders back to `offset`, when it is a little before the oldest event held:
-    /// where a delete (`next`) of a message the store erased leaves its tombstone, in a log that
-    /// started after it. The bytes they hold.
+    /// Holds placeholders back to `offset`, when it is a little before the oldest event this log
+    /// ever held: where a delete (`next`) of a message the store erased leaves its tombstone, in
+    /// a log rebuilt from the store after it. (One that held the message and let it go since
+    /// passes the delete on, as it was folded then.) The bytes they hold.
     fn reach_back_to(
         &mut self,
         offset: u64,
@@ -183,9 +187,11 @@ impl LogState {
             .entries
             .front()
             .map_or(self.next_offset, |entry| entry.event.offset);
-        if offset >= front || front - offset >= limits.history as u64 {
+        let never_held = self.oldest_held.is_none_or(|oldest| offset < oldest);
+        if !never_held || offset >= front || front - offset >= limits.history as u64 {
             return 0;
         }
+        self.oldest_held = Some(offset);
         let mut bytes = 0;
         let messages = self
             .entries
@@ -348,6 +354,7 @@ impl RoomLog {
                 lamport: 0,
                 messages: 0,
                 bytes: 0,
+                oldest_held: None,
             }),
             appended: watch::Sender::new(()),
             forms: Arc::new(forms),

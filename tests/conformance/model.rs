@@ -253,7 +253,10 @@ enum Slot {
     Message(Msg),
     /// A change: what it does, by whom, with what content.
     Change(String),
-    /// Nothing a reader is sent.
+    /// A change the rules refused: nothing a reader is sent.
+    Refused,
+    /// What a delete erased (from the store too): nothing a reader is sent, and where a later
+    /// delete leaves a tombstone, since a store cannot say what was there.
     Erased,
 }
 
@@ -302,6 +305,8 @@ struct Log {
     slots: Vec<Vec<Slot>>,
     /// The chat messages up to each offset.
     messages: Vec<u64>,
+    /// Whether the engine may rebuild it from its store (see [`Log::unchecked_changes`]).
+    rebuilt: bool,
 }
 
 impl Log {
@@ -335,6 +340,32 @@ impl Log {
         self.messages
             .push(self.messages.last().copied().unwrap_or(0) + counted);
         self.slots.push(vec![slot]);
+        if self.rebuilt {
+            self.unchecked_changes();
+        }
+    }
+
+    /// A log rebuilt from a store (a durable engine's, after a restart or once the room was
+    /// idle) folds each change again with what it holds then: an edit or a reaction whose message
+    /// has left history since is refused there, so a reader may find it erased.
+    fn unchecked_changes(&mut self) {
+        let first = self.first();
+        for offset in first..self.next() {
+            let target = match self.now(offset) {
+                Slot::Change(line) if line.starts_with("Edit") || line.starts_with("React") => line
+                    .split("target: ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|target| target.parse::<u64>().ok()),
+                _ => None,
+            };
+            let states = &mut self.slots[(offset - 1) as usize];
+            if target.is_some_and(|target| target < first) && !states.contains(&Slot::Refused) {
+                // Allowed to a reader, while the live log still holds it as it was.
+                let now = states.last().cloned().expect("every offset has a state");
+                states.extend([Slot::Refused, now]);
+            }
+        }
     }
 
     /// What the log makes of `change` by `user` with `content` (see `grpc_chat::change::fold`):
@@ -344,7 +375,7 @@ impl Log {
         if !self.holds(target) {
             return match change {
                 Change::Delete { .. } => Slot::Change(change_line(change, user, content)),
-                _ => Slot::Erased,
+                _ => Slot::Refused,
             };
         }
         let held = self.now(target).clone();
@@ -379,12 +410,12 @@ impl Log {
             }
             (Change::React { key, added, .. }, Some(mut msg)) => {
                 if !msg.react(user, key, *added, true) {
-                    return Slot::Erased;
+                    return Slot::Refused;
                 }
                 self.set(target, Slot::Message(msg));
                 Slot::Change(change_line(change, user, content))
             }
-            _ => Slot::Erased,
+            _ => Slot::Refused,
         }
     }
 }
@@ -496,6 +527,7 @@ impl<E: Engine> Model<E> {
                 epoch: None,
                 slots: Vec::new(),
                 messages: Vec::new(),
+                rebuilt: E::DURABLE,
             }
         })
     }
@@ -699,7 +731,22 @@ impl<E: Engine> Model<E> {
             log.next()
         );
         let folded = log.fold(&change, user, &content);
+        let rebuilt_may_apply = log.rebuilt
+            && matches!(change, Change::Delete { .. })
+            && folded == Slot::Refused
+            && log.holds(change.target());
         log.push(folded);
+        if rebuilt_may_apply {
+            // A log rebuilt from the store after the store let the change at the target go may
+            // take that place for one a delete erased, and leave a tombstone there: the store
+            // cannot say which it was.
+            let target = change.target();
+            let now = log.now(target).clone();
+            log.slots[(target - 1) as usize].extend([Slot::Message(Msg::tombstone()), now]);
+            let delete = Slot::Change(change_line(&change, user, &content));
+            let states = log.slots.last_mut().expect("just pushed");
+            states.insert(0, delete);
+        }
         self.check_epoch(room, &event.epoch)
     }
 
@@ -923,7 +970,8 @@ impl<E: Engine> Model<E> {
                 // one that changed since).
                 Some(Ok(Delivery::Event(event))) => {
                     let got = match event.kind {
-                        EventKind::Erased => Slot::Erased,
+                        EventKind::Erased if event.id.is_nil() => Slot::Erased,
+                        EventKind::Erased => Slot::Refused,
                         _ => slot(&event),
                     };
                     let offset = event.offset;
@@ -988,7 +1036,10 @@ impl<E: Engine> Model<E> {
             for (offset, seen) in reader.view.range(log.first()..) {
                 let held = log.now(*offset);
                 ensure!(
-                    matches!(held, Slot::Message(msg) if seen.same_as(msg)),
+                    matches!(held, Slot::Message(msg) if seen.same_as(msg))
+                        || (seen.deleted
+                            && log.slots[(*offset - 1) as usize]
+                                .contains(&Slot::Message(Msg::tombstone()))),
                     "a reader holds {seen:?} at {offset} where the log holds {held:?}"
                 );
             }
@@ -1001,63 +1052,4 @@ impl<E: Engine> Model<E> {
         }
         Ok(())
     }
-}
-
-#[test]
-fn debug_case() {
-    use proptest::strategy::ValueTree;
-    let mut tr = TestRunner::default();
-    let mut idx = || any::<Index>().new_tree(&mut tr).unwrap().current();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let ops = vec![
-        Op::Publish(0),
-        Op::Publish(0),
-        Op::Publish(0),
-        Op::Subscribe(0, Start::Foreign(1)),
-        Op::Publish(0),
-        Op::Delete(0, 1),
-        Op::React(0, 1, idx(), idx(), false),
-        Op::MarkRead(1, 3),
-        Op::Read(idx(), 3),
-        Op::Delete(0, 6),
-    ];
-    let started = std::time::Instant::now();
-    let result = runtime.block_on(async {
-        let engine = crate::engine::Nats::open(ServeConfig {
-            history: HISTORY as usize,
-            ..ServeConfig::default()
-        })
-        .await;
-        eprintln!("opened {:?}", started.elapsed());
-        let mut model = Model {
-            engine,
-            names: (0..ROOMS)
-                .map(|room| suite::room(&format!("room-{room}")))
-                .collect(),
-            logs: (0..ROOMS).map(|_| None).collect(),
-            generations: vec![0; ROOMS],
-            epochs: HashMap::new(),
-            readers: Vec::new(),
-            saved: Vec::new(),
-            published: 0,
-            markers: vec![None; ROOMS],
-        };
-        for op in ops {
-            let t = std::time::Instant::now();
-            let r = model.apply(op.clone()).await;
-            eprintln!("{op:?} {:?} {r:?}", t.elapsed());
-        }
-        let t = std::time::Instant::now();
-        let r = model.finish().await;
-        eprintln!("finish {:?} {r:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        model.engine.close().await;
-        eprintln!("close {:?}", t.elapsed());
-        r
-    });
-    eprintln!("{result:?} {:?}", started.elapsed());
 }
