@@ -50,7 +50,7 @@ pub struct Said {
 }
 
 /// A change to a message as a door received it.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changing {
     /// A new text, from the door's field `field`.
     Edit {

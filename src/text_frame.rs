@@ -31,6 +31,7 @@ use serde::{
 
 use crate::{
     change::{Change, REACTION_USERS_SHOWN, Standing},
+    door::Changing,
     room::{Reply, UserName},
 };
 
@@ -71,24 +72,8 @@ pub enum Inbound {
         author: String,
         /// The message's offset.
         offset: u64,
-        /// What to change.
-        asked: ChangeAsked,
-    },
-}
-
-/// A change a client's frame asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChangeAsked {
-    /// A new text.
-    Edit(String),
-    /// Delete it.
-    Delete,
-    /// Add a reaction, or take it back (`removed`).
-    Reaction {
-        /// The reaction.
-        key: String,
-        /// Whether it is taken back.
-        removed: bool,
+        /// What to change, its fields named as in the frame.
+        changing: Changing,
     },
 }
 
@@ -278,18 +263,22 @@ impl ChangeFields {
             serde_json::Error::custom(format!("{name}: missing field `{field}`"))
         };
         let offset = self.offset.ok_or_else(|| missing(OFFSET))?;
-        let asked = match name {
-            EDIT => ChangeAsked::Edit(self.content.ok_or_else(|| missing(CONTENT))?),
-            DELETE => ChangeAsked::Delete,
-            _ => ChangeAsked::Reaction {
+        let changing = match name {
+            EDIT => Changing::Edit {
+                field: CONTENT,
+                content: self.content.ok_or_else(|| missing(CONTENT))?,
+            },
+            DELETE => Changing::Delete,
+            _ => Changing::React {
+                field: KEY,
                 key: self.key.ok_or_else(|| missing(KEY))?,
-                removed: self.removed.unwrap_or(false),
+                added: !self.removed.unwrap_or(false),
             },
         };
         Ok(Inbound::Change {
             author,
             offset,
-            asked,
+            changing,
         })
     }
 }
@@ -601,28 +590,34 @@ mod tests {
         let cases = [
             (
                 r#"{"edit":{"offset":3,"CONTENT":"fixed"}}"#,
-                ChangeAsked::Edit("fixed".into()),
+                Changing::Edit {
+                    field: CONTENT,
+                    content: "fixed".into(),
+                },
             ),
             (
                 r#"{"Delete":{"Offset":3},"Author":"bob"}"#,
-                ChangeAsked::Delete,
+                Changing::Delete,
             ),
             (
                 r#"{"Reaction":{"Offset":3,"Key":"👍"}}"#,
-                ChangeAsked::Reaction {
+                Changing::React {
+                    field: KEY,
                     key: "👍".into(),
-                    removed: false,
+                    added: true,
                 },
             ),
         ];
-        for (text, asked) in cases {
+        for (text, changing) in cases {
             let Inbound::Change {
-                offset, asked: got, ..
+                offset,
+                changing: got,
+                ..
             } = Inbound::parse(text).unwrap()
             else {
                 panic!("{text} is no change");
             };
-            assert_eq!((offset, got), (3, asked), "{text}");
+            assert_eq!((offset, got), (3, changing), "{text}");
         }
         for (text, why) in [
             (

@@ -48,7 +48,7 @@ use crate::{
     net::origins::BrowserOrigins,
     room::{EventKind, ReplyTo, RoomName, SYSTEM_USER, SendKey, StartAt},
     shutdown::{self, Drain, Ending, Step},
-    text_frame::{self, ChangeAsked, Inbound, TextFrame},
+    text_frame::{self, Inbound, TextFrame},
     woken::Woken,
 };
 
@@ -428,8 +428,8 @@ async fn receive(
                 Inbound::Change {
                     author,
                     offset,
-                    asked,
-                } => Box::pin(change(author, offset, asked, room, caller, state)).await,
+                    changing,
+                } => Box::pin(change(author, offset, changing, room, caller, state)).await,
             };
             done.map_err(|error| refusal(&error))
         }
@@ -449,23 +449,11 @@ async fn receive(
 async fn change(
     author: String,
     offset: u64,
-    asked: ChangeAsked,
+    changing: Changing,
     room: &RoomName,
     caller: &Caller,
     state: &WsState,
 ) -> Result<(), ChatError> {
-    let changing = match asked {
-        ChangeAsked::Edit(content) => Changing::Edit {
-            field: "Content",
-            content,
-        },
-        ChangeAsked::Delete => Changing::Delete,
-        ChangeAsked::Reaction { key, removed } => Changing::React {
-            field: "Key",
-            key,
-            added: !removed,
-        },
-    };
     let changed = state.kit.change(
         caller,
         room,
