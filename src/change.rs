@@ -212,7 +212,7 @@ pub fn check_reaction_key(field: &str, key: &str) -> Result<(), ChatError> {
 }
 
 /// What folding a change into the message it names made.
-pub(crate) struct Folded {
+pub(crate) struct Outcome {
     /// The change event as the log keeps it: stamped (an edit's version), or erased when the
     /// rules refuse it.
     pub change: Arc<Event>,
@@ -222,8 +222,8 @@ pub(crate) struct Folded {
 
 /// Folds `change` (an event of kind [`EventKind::Change`]) into `target`, the event the log
 /// holds at its target offset (`None` when it holds none there).
-pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
-    let refused = || Folded {
+pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Outcome {
+    let refused = || Outcome {
         change: Arc::new(passed_over(change)),
         target: None,
     };
@@ -235,7 +235,7 @@ pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
         // on, for clients that still hold the message; an edit or a reaction cannot be checked
         // against it, and no client is asked to take one unchecked.
         return match what {
-            Change::Delete { .. } => Folded {
+            Change::Delete { .. } => Outcome {
                 change: Arc::clone(change),
                 target: None,
             },
@@ -255,7 +255,7 @@ pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
                 target: *at,
                 version,
             };
-            Folded {
+            Outcome {
                 change: Arc::new(remade(change, change.content(), Some(&stamped), None)),
                 target: Some(Arc::new(remade(
                     target,
@@ -284,7 +284,7 @@ pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
                 content: "",
                 ..change.parts()
             };
-            Folded {
+            Outcome {
                 change: Arc::clone(change),
                 target: Some(Arc::new(MessageFrame::kept_event(tombstone))),
             }
@@ -294,7 +294,7 @@ pub(crate) fn fold(change: &Arc<Event>, target: Option<&Event>) -> Folded {
             if !reacted.react(&change.user, key, *added) {
                 return refused();
             }
-            Folded {
+            Outcome {
                 change: Arc::clone(change),
                 target: Some(Arc::new(remade(
                     target,
